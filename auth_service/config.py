@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///var/auth.db"
+
+    private_key_path: Path = Path("keys/private.pem")
+    public_key_path: Path = Path("keys/public.pem")
+    # The HMAC key codes are stored under: given directly, or read from a file.
+    code_secret: SecretStr | None = None
+    code_secret_path: Path = Path("keys/code_secret")
+
+    token_issuer: str = "http://localhost:8000"
+    token_audience: str = "api"
+    access_token_ttl_seconds: int = Field(default=900, ge=60)
+    refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=300)
+
+    code_ttl_seconds: int = Field(default=600, ge=60)
+    code_max_attempts: int = Field(default=5, ge=1)
+    resend_cooldown_seconds: int = Field(default=60, ge=0)
+
+    # OWASP's argon2id minimum is m=19 MiB, t=2, p=1.
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    hash_workers: int = Field(default=0, ge=0, description="0 means one per CPU")
+
+    rate_limit_enabled: bool = True
+    max_body_bytes: int = 64 * 1024
+    outbox_poll_seconds: float = 5.0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"

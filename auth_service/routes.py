@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from auth_service.deps import AccountsDep, ClaimsDep
+from auth_service.schemas import (
+    Accepted,
+    LoginIn,
+    MeOut,
+    ResendIn,
+    SignupIn,
+    TokenPairOut,
+    VerifyIn,
+)
+from common.http import INVALID_TOKEN_HEADERS, ApiError
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+# One answer whatever the address's state, so the endpoint cannot be used to find accounts.
+SIGNUP_ACCEPTED = Accepted(message="If the address can be registered, a code is on its way.")
+RESEND_ACCEPTED = Accepted(message="If the address awaits verification, a new code is on its way.")
+
+
+@router.post("/signup", status_code=202, response_model=Accepted)
+async def signup(body: SignupIn, accounts: AccountsDep) -> Accepted:
+    await accounts.signup(body.email, body.password, body.locale)
+    return SIGNUP_ACCEPTED
+
+
+@router.post("/verify", response_model=TokenPairOut)
+async def verify(body: VerifyIn, accounts: AccountsDep) -> TokenPairOut:
+    pair = await accounts.verify_email(body.email, body.code)
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post("/verify/resend", status_code=202, response_model=Accepted)
+async def resend(body: ResendIn, accounts: AccountsDep) -> Accepted:
+    await accounts.resend_verification(body.email, body.locale)
+    return RESEND_ACCEPTED
+
+
+@router.post("/login", response_model=TokenPairOut)
+async def login(body: LoginIn, accounts: AccountsDep) -> TokenPairOut:
+    pair = await accounts.login(body.email, body.password)
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.get("/me", response_model=MeOut)
+async def me(claims: ClaimsDep, accounts: AccountsDep) -> MeOut:
+    try:
+        user = await accounts.get_user(uuid.UUID(claims["sub"]))
+    except ValueError:
+        user = None
+    if user is None:
+        raise ApiError(401, "invalid_token", "the account no longer exists", INVALID_TOKEN_HEADERS)
+    return MeOut(
+        id=user.id,
+        email=user.email,
+        email_verified=user.email_verified,
+        roles=user.roles,
+        created_at=user.created_at,
+    )
+
+
+wellknown = APIRouter(tags=["keys"])
+
+
+@wellknown.get("/.well-known/jwks.json")
+async def jwks(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {"keys": request.app.state.jwks},
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,55 @@
+"""Issuing RS256 access tokens and opaque refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from auth_service.config import AuthSettings
+from common.events import utcnow
+from common.jwt import ALGORITHM, public_jwk
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+def hash_refresh_token(token: str) -> str:
+    # The token has 256 bits of entropy, so a plain SHA-256 suffices (nothing to brute-force).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class AccessTokenIssuer:
+    def __init__(self, private_key: RSAPrivateKey, settings: AuthSettings) -> None:
+        self._key = private_key
+        self.kid = public_jwk(private_key.public_key())["kid"]
+        self._issuer = settings.token_issuer
+        self._audience = settings.token_audience
+        self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+
+    def issue(self, user_id: uuid.UUID, roles: list[str]) -> str:
+        now = utcnow()
+        claims = {
+            "iss": self._issuer,
+            "sub": str(user_id),
+            "aud": self._audience,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.ttl).timestamp()),
+            "jti": str(uuid.uuid4()),
+            "roles": list(roles),
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})

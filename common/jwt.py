@@ -1,0 +1,97 @@
+"""RS256 access-token verification, shared by auth (/v1/auth/me) and films.
+
+Only public keys are needed here: films verifies offline, never calling auth per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+ALGORITHM = "RS256"
+REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, expired or not ours."""
+
+
+def load_public_key(path: Path) -> RSAPublicKey:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise SystemExit(
+            f"public key {path} not found: run `python -m auth_service keys generate` "
+            "or set the *_PUBLIC_KEY_PATH variable"
+        ) from exc
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, RSAPublicKey):
+        raise SystemExit(f"{path} is not an RSA public key")
+    return key
+
+
+def _b64(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def public_jwk(key: RSAPublicKey) -> dict[str, str]:
+    """The key as a JWK, with `kid` its RFC 7638 thumbprint (stable across restarts)."""
+    numbers = key.public_numbers()
+    members = {"e": _b64(numbers.e), "kty": "RSA", "n": _b64(numbers.n)}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    return {**members, "kid": kid, "use": "sig", "alg": ALGORITHM}
+
+
+class TokenVerifier:
+    """Verifies access tokens against a fixed set of public keys, keyed by `kid`."""
+
+    def __init__(self, keys: Mapping[str, RSAPublicKey], *, issuer: str, audience: str) -> None:
+        if not keys:
+            raise ValueError("at least one public key is required")
+        self._keys = dict(keys)
+        self._issuer = issuer
+        self._audience = audience
+
+    @classmethod
+    def from_public_key(cls, key: RSAPublicKey, *, issuer: str, audience: str) -> TokenVerifier:
+        return cls({public_jwk(key)["kid"]: key}, issuer=issuer, audience=audience)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        # Pin the algorithm before touching keys: rules out `none` and HS256-with-public-key.
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken("unexpected algorithm")
+        key = self._keys.get(header.get("kid", ""))
+        if key is None:
+            if "kid" in header or len(self._keys) != 1:
+                raise InvalidToken("unknown key id")
+            key = next(iter(self._keys.values()))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidToken("malformed roles claim")
+        return claims

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.db import create_schema, make_engine, make_sessionmaker
+from common.health import database_check, health_router
+from common.http import setup_app
+from common.jwt import TokenVerifier, load_public_key
+from films_service.catalogue import seed_if_empty
+from films_service.config import FilmsSettings
+from films_service.models import Base
+from films_service.routes import router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: FilmsSettings | None = None) -> FastAPI:
+    settings = settings or FilmsSettings()
+    # Parsed once, before serving (a missing key fails fast): requests only check signatures.
+    verifier = TokenVerifier.from_public_key(
+        load_public_key(settings.public_key_path),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.verifier = verifier
+        engine = make_engine(settings.database_url)
+        await create_schema(engine, Base)
+        app.state.sessions = make_sessionmaker(engine)
+        if seeded := await seed_if_empty(app.state.sessions):
+            log.info("seeded the catalogue with %d films", seeded)
+        app.state.checks = {"database": database_check(engine)}
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="films_service", version="0.1.0", lifespan=lifespan)
+    setup_app(app, max_body_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    app.include_router(health_router(lambda: app.state.checks))
+    return app

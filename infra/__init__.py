@@ -1,0 +1,1 @@
+"""Local-stack tooling: the embedded broker, the SMTP sink and the stack runner."""
