@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auth_service.config import AuthSettings
+from auth_service.keys import generate_missing
+from infra.broker import EmbeddedBroker
+from tests.support import Minter, RecordingHandler, ServiceProcess, start_smtp
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker: the one in KAFKA_BOOTSTRAP_SERVERS, or an embedded Tansu."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    log = (tmp_path_factory.mktemp("broker") / "tansu.log").open("wb")
+    with EmbeddedBroker(log=log) as broker:
+        yield broker.bootstrap_servers
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys")
+    generate_missing(auth_settings_for(path))
+    return path
+
+
+def auth_settings_for(key_dir: Path, **overrides: object) -> AuthSettings:
+    return AuthSettings(
+        private_key_path=key_dir / "private.pem",
+        public_key_path=key_dir / "public.pem",
+        code_secret_path=key_dir / "code_secret",
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Stack:
+    auth: ServiceProcess
+    films: ServiceProcess
+    mailer: ServiceProcess
+    smtp: RecordingHandler
+    kafka_bootstrap: str
+    key_dir: Path
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(timeout=30)
+
+
+# Short enough to test in seconds; the default (60 s) is the same code path.
+TEST_RESEND_COOLDOWN = 2
+
+
+@pytest.fixture(scope="session")
+def stack(
+    kafka_bootstrap: str, key_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Broker, a real SMTP server and the three services as separate processes."""
+    work = tmp_path_factory.mktemp("stack")
+    smtp = RecordingHandler()
+    controller = start_smtp(smtp)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{work}/auth.db",
+        "FILMS_DATABASE_URL": f"sqlite+aiosqlite:///{work}/films.db",
+        "MAILER_DATABASE_URL": f"sqlite+aiosqlite:///{work}/mailer.db",
+        "AUTH_PRIVATE_KEY_PATH": str(key_dir / "private.pem"),
+        "AUTH_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
+        "AUTH_CODE_SECRET_PATH": str(key_dir / "code_secret"),
+        "AUTH_RESEND_COOLDOWN_SECONDS": str(TEST_RESEND_COOLDOWN),
+        "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
+        "MAILER_SMTP_HOST": "127.0.0.1",
+        "MAILER_SMTP_PORT": str(controller.port),
+        # Unique per run, so a shared real Kafka does not hand us an older run's offsets.
+        "MAILER_GROUP_ID": f"mailer-test-{uuid.uuid4().hex[:8]}",
+    }
+    services = [
+        ServiceProcess("auth_service", "AUTH_PORT", env, work),
+        ServiceProcess("films_service", "FILMS_PORT", env, work),
+        ServiceProcess("mailer_service", "MAILER_PORT", env, work),
+    ]
+    try:
+        for service in services:
+            service.start()
+        yield Stack(*services, smtp=smtp, kafka_bootstrap=kafka_bootstrap, key_dir=key_dir)
+    finally:
+        for service in services:
+            service.stop()
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def films_token(key_dir: Path) -> str:
+    """A correctly signed access token, as auth would issue it (films only checks signatures)."""
+    return Minter(key_dir).token()

@@ -1,0 +1,161 @@
+"""The auth HTTP API against the running service (real broker, SMTP, SQLite)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import TEST_RESEND_COOLDOWN, Stack
+from tests.support import unique_email
+
+PASSWORD = "a perfectly fine passphrase"
+
+
+def signup(stack: Stack, http: httpx.Client, email: str, password: str = PASSWORD) -> str:
+    r = http.post(f"{stack.auth.url}/v1/auth/signup", json={"email": email, "password": password})
+    assert r.status_code == 202, r.text
+    code = stack.smtp.wait_for(email)[-1].code
+    assert code is not None
+    return code
+
+
+def verify(stack: Stack, http: httpx.Client, email: str, code: str) -> httpx.Response:
+    return http.post(f"{stack.auth.url}/v1/auth/verify", json={"email": email, "code": code})
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+@pytest.fixture
+def http() -> httpx.Client:
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+def test_signup_answers_the_same_for_new_unverified_and_verified(
+    stack: Stack, http: httpx.Client
+) -> None:
+    verified = unique_email("verified")
+    verify(stack, http, verified, signup(stack, http, verified))
+    time.sleep(TEST_RESEND_COOLDOWN)
+    answers = [
+        http.post(f"{stack.auth.url}/v1/auth/signup", json={"email": address, "password": PASSWORD})
+        for address in (unique_email("fresh"), verified)
+    ]
+    assert {(a.status_code, a.text) for a in answers} == {(202, answers[0].text)}
+    # The owner of the verified address learns someone tried; no code is sent.
+    mail = stack.smtp.wait_for(verified, count=2)[-1]
+    assert mail.message["Subject"] == "You already have a Films account"
+    assert mail.code is None
+
+
+def test_code_is_single_use(stack: Stack, http: httpx.Client) -> None:
+    email = unique_email()
+    code = signup(stack, http, email)
+    assert verify(stack, http, email, code).status_code == 200
+    again = verify(stack, http, email, code)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_code"
+
+
+def test_code_burns_after_five_wrong_tries(stack: Stack, http: httpx.Client) -> None:
+    email = unique_email()
+    code = signup(stack, http, email)
+    for _ in range(5):
+        r = verify(stack, http, email, wrong(code))
+        assert r.status_code == 400
+        assert r.json()["error"] == "invalid_code"
+    # The right code no longer works: the budget was spent.
+    assert verify(stack, http, email, code).status_code == 400
+
+
+def test_verify_unknown_email_looks_like_a_wrong_code(stack: Stack, http: httpx.Client) -> None:
+    r = verify(stack, http, unique_email("nobody"), "123456")
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_code"
+
+
+def test_resend_issues_a_new_code_and_retires_the_old(stack: Stack, http: httpx.Client) -> None:
+    email = unique_email()
+    old = signup(stack, http, email)
+    # Inside the cooldown nothing more is sent, but the answer is the same.
+    r = http.post(f"{stack.auth.url}/v1/auth/verify/resend", json={"email": email})
+    assert r.status_code == 202
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    assert len(stack.smtp.to(email)) == 1
+    r = http.post(f"{stack.auth.url}/v1/auth/verify/resend", json={"email": email})
+    assert r.status_code == 202
+    new = stack.smtp.wait_for(email, count=2)[-1].code
+    assert new is not None
+    if new != old:
+        assert verify(stack, http, email, old).status_code == 400
+    assert verify(stack, http, email, new).status_code == 200
+
+
+def test_resend_for_unknown_address_answers_the_same(stack: Stack, http: httpx.Client) -> None:
+    known = unique_email()
+    signup(stack, http, known)
+    answers = {
+        (r.status_code, r.text)
+        for r in (
+            http.post(f"{stack.auth.url}/v1/auth/verify/resend", json={"email": address})
+            for address in (known, unique_email("unknown"))
+        )
+    }
+    assert len(answers) == 1
+
+
+def test_login_rules(stack: Stack, http: httpx.Client) -> None:
+    email = unique_email()
+    verify(stack, http, email, signup(stack, http, email))
+    url = f"{stack.auth.url}/v1/auth/login"
+    assert http.post(url, json={"email": email, "password": PASSWORD}).status_code == 200
+    assert http.post(url, json={"email": email.upper(), "password": PASSWORD}).status_code == 200
+    bad = http.post(url, json={"email": email, "password": PASSWORD + "!"})
+    assert bad.status_code == 401
+    unknown = http.post(url, json={"email": unique_email("ghost"), "password": PASSWORD})
+    assert unknown.status_code == 401
+    assert bad.json() == unknown.json()
+
+
+def test_access_token_claims_and_jwks(stack: Stack, http: httpx.Client) -> None:
+    email = unique_email()
+    pair = verify(stack, http, email, signup(stack, http, email)).json()
+    jwks = http.get(f"{stack.auth.url}/.well-known/jwks.json").json()
+    [key] = jwks["keys"]
+    header = jwt.get_unverified_header(pair["access_token"])
+    assert header["alg"] == "RS256"
+    assert header["kid"] == key["kid"]
+    public = jwt.PyJWK(key).key
+    claims = jwt.decode(pair["access_token"], public, algorithms=["RS256"], audience="api")
+    assert set(claims) >= {"iss", "sub", "aud", "exp", "iat", "jti", "roles"}
+    assert claims["exp"] - claims["iat"] == 900
+    assert "d" not in key  # never the private exponent
+
+
+def test_second_signup_of_unverified_account_cannot_take_it_over(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """The password that becomes active is the one sent with the code's own sign-up."""
+    email = unique_email()
+    victim_code = signup(stack, http, email, "victim's own passphrase")
+    # Within the cooldown, a stranger's sign-up changes nothing and sends nothing.
+    r = http.post(
+        f"{stack.auth.url}/v1/auth/signup",
+        json={"email": email, "password": "attacker passphrase"},
+    )
+    assert r.status_code == 202
+    assert verify(stack, http, email, victim_code).status_code == 200
+    login = f"{stack.auth.url}/v1/auth/login"
+    assert (
+        http.post(login, json={"email": email, "password": "attacker passphrase"}).status_code
+        == 401
+    )
+    assert (
+        http.post(login, json={"email": email, "password": "victim's own passphrase"}).status_code
+        == 200
+    )

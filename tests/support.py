@@ -1,0 +1,191 @@
+"""Real parts for tests: a recording SMTP server, service processes on free ports, keys."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography.hazmat.primitives import serialization
+
+from common.jwt import public_jwk
+from infra.ports import free_port
+from infra.smtp_sink import code_in
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Received:
+    rcpt: str
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
+
+    @property
+    def code(self) -> str | None:
+        return code_in(self.raw)
+
+
+@dataclass
+class RecordingHandler:
+    """Keeps every accepted message; `replies` lets a test script 4xx/5xx answers per address."""
+
+    messages: list[Received] = field(default_factory=list)
+    replies: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self.replies.get(address.lower())
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.messages.append(Received(rcpt.lower(), envelope.original_content or b""))
+        return "250 Message accepted for delivery"
+
+    def to(self, rcpt: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if m.rcpt == rcpt.lower()]
+
+    def wait_for(self, rcpt: str, count: int = 1, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.to(rcpt)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"{count} email(s) to {rcpt} not received in {timeout}s")
+
+
+def start_smtp(handler: Any, **kwargs: Any) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller.start()
+    return controller
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+class ServiceProcess:
+    """`python -m <module>` on a free port, configured by environment only, as in production."""
+
+    def __init__(self, module: str, port_var: str, env: dict[str, str], log_dir: Path) -> None:
+        self.module = module
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, port_var: str(self.port)}
+        self.log_path = log_dir / f"{module}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.module} exited:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.module} did not answer /healthz:\n{self.logs()}")
+
+    def stop(self, sig: int | None = None) -> int | None:
+        if self.process is None:
+            return None
+        if sig is None:
+            self.process.terminate()
+        else:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
+TEST_ISSUER = "http://localhost:8000"
+TEST_AUDIENCE = "api"
+
+
+class Minter:
+    """Signs access tokens with the test stack's real private key, as auth would."""
+
+    def __init__(self, key_dir: Path) -> None:
+        self.private_key = serialization.load_pem_private_key(
+            (key_dir / "private.pem").read_bytes(), password=None
+        )
+        self.public_pem = (key_dir / "public.pem").read_bytes()
+        self.kid = public_jwk(self.private_key.public_key())["kid"]  # type: ignore[arg-type]
+
+    @staticmethod
+    def claims(**overrides: object) -> dict[str, object]:
+        """Valid claims; an override of None removes that claim."""
+        now = int(time.time())
+        base: dict[str, object] = {
+            "iss": TEST_ISSUER,
+            "sub": str(uuid.uuid4()),
+            "aud": TEST_AUDIENCE,
+            "iat": now,
+            "exp": now + 600,
+            "jti": str(uuid.uuid4()),
+            "roles": [],
+        }
+        base.update(overrides)
+        return {k: v for k, v in base.items() if v is not None}
+
+    def token(
+        self, key: Any = None, headers: dict[str, Any] | None = None, **claims: object
+    ) -> str:
+        return jwt.encode(
+            self.claims(**claims),
+            key or self.private_key,
+            algorithm="RS256",
+            headers={"kid": self.kid, **(headers or {})},
+        )
