@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -76,6 +77,16 @@ class RecordingHandler:
             if len(got) >= count:
                 return got
             time.sleep(0.02)
+        raise AssertionError(f"{count} email(s) to {rcpt} not received in {timeout}s")
+
+    async def await_for(self, rcpt: str, count: int = 1, timeout: float = 30.0) -> list[Received]:
+        """`wait_for` for tests whose event loop also runs the code under test."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.to(rcpt)
+            if len(got) >= count:
+                return got
+            await asyncio.sleep(0.02)
         raise AssertionError(f"{count} email(s) to {rcpt} not received in {timeout}s")
 
 
@@ -189,3 +200,45 @@ class Minter:
             algorithm="RS256",
             headers={"kid": self.kid, **(headers or {})},
         )
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1/localhost: (cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
