@@ -13,6 +13,7 @@ from auth_service.keys import KeyMaterial
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
+from auth_service.ratelimit import RateLimiter
 from auth_service.routes import router, wellknown
 from auth_service.tokens import AccessTokenIssuer
 from common.db import create_schema, make_engine, make_sessionmaker
@@ -48,6 +49,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
         )
         app.state.jwks = [public_jwk(keys.public_key)]
+        app.state.limiter = RateLimiter(settings.rate_limit_enabled)
         app.state.checks = {
             "database": database_check(engine),
             "broker": tcp_check(kafka.bootstrap_servers),

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from auth_service.deps import AccountsDep, ClaimsDep
+from auth_service.ratelimit import PER_ACCOUNT, PER_IP, RateLimiter
 from auth_service.schemas import (
     Accepted,
     LoginIn,
@@ -25,26 +26,38 @@ SIGNUP_ACCEPTED = Accepted(message="If the address can be registered, a code is 
 RESEND_ACCEPTED = Accepted(message="If the address awaits verification, a new code is on its way.")
 
 
+def limit(request: Request, action: str, account: str | None = None) -> None:
+    limiter: RateLimiter = request.app.state.limiter
+    client = request.client.host if request.client else "unknown"
+    limiter.hit(f"ip:{action}", client, PER_IP[action])
+    if account is not None and action in PER_ACCOUNT:
+        limiter.hit(f"account:{action}", account, PER_ACCOUNT[action])
+
+
 @router.post("/signup", status_code=202, response_model=Accepted)
-async def signup(body: SignupIn, accounts: AccountsDep) -> Accepted:
+async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
+    limit(request, "signup", body.email)
     await accounts.signup(body.email, body.password, body.locale)
     return SIGNUP_ACCEPTED
 
 
 @router.post("/verify", response_model=TokenPairOut)
-async def verify(body: VerifyIn, accounts: AccountsDep) -> TokenPairOut:
+async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+    limit(request, "verify", body.email)
     pair = await accounts.verify_email(body.email, body.code)
     return TokenPairOut(**dataclasses.asdict(pair))
 
 
 @router.post("/verify/resend", status_code=202, response_model=Accepted)
-async def resend(body: ResendIn, accounts: AccountsDep) -> Accepted:
+async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Accepted:
+    limit(request, "resend", body.email)
     await accounts.resend_verification(body.email, body.locale)
     return RESEND_ACCEPTED
 
 
 @router.post("/login", response_model=TokenPairOut)
-async def login(body: LoginIn, accounts: AccountsDep) -> TokenPairOut:
+async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+    limit(request, "login", body.email)
     pair = await accounts.login(body.email, body.password)
     return TokenPairOut(**dataclasses.asdict(pair))
 

@@ -103,12 +103,14 @@ def unique_email(tag: str = "user") -> str:
 class ServiceProcess:
     """`python -m <module>` on a free port, configured by environment only, as in production."""
 
-    def __init__(self, module: str, port_var: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, module: str, port_var: str, env: dict[str, str], log_dir: Path, name: str = ""
+    ) -> None:
         self.module = module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, port_var: str(self.port)}
-        self.log_path = log_dir / f"{module}.log"
+        self.log_path = log_dir / f"{name or module}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:

@@ -1,0 +1,52 @@
+"""Rate limits over real HTTP, on an auth process of its own with limits on (the default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from auth_service.ratelimit import PER_ACCOUNT, PER_IP
+from tests.conftest import Stack
+from tests.support import ServiceProcess, unique_email
+
+
+@pytest.fixture(scope="module")
+def limited_auth(stack: Stack) -> Iterator[str]:
+    env = dict(stack.auth.env)
+    env.pop("AUTH_PORT", None)
+    env["AUTH_RATE_LIMIT_ENABLED"] = "true"
+    env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{stack.work}/auth-limited.db"
+    service = ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-limited").start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def test_login_is_limited_per_account(limited_auth: str) -> None:
+    email = unique_email("target")
+    allowed = PER_ACCOUNT["login"].requests
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        codes = [
+            http.post("/v1/auth/login", json={"email": email, "password": "guess-123"}).status_code
+            for _ in range(allowed + 1)
+        ]
+        assert codes[:allowed] == [401] * allowed
+        assert codes[allowed] == 429
+        refused = http.post("/v1/auth/login", json={"email": email, "password": "guess-123"})
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_resend_is_limited_per_ip(limited_auth: str) -> None:
+    allowed = PER_IP["resend"].requests
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        codes = [
+            http.post("/v1/auth/verify/resend", json={"email": unique_email()}).status_code
+            for _ in range(allowed + 1)
+        ]
+    assert codes[:allowed] == [202] * allowed
+    assert codes[allowed] == 429
