@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service.codes import CodeHasher, new_code
 from auth_service.config import AuthSettings
 from auth_service.errors import EmailNotVerified, InvalidCode, InvalidCredentials
-from auth_service.models import OneTimeCode, RefreshToken, User
+from auth_service.models import OneTimeCode, User
 from auth_service.outbox import OutboxRelay, add_event
 from auth_service.passwords import PasswordHasher
-from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
+from auth_service.refresh import RefreshTokens
+from auth_service.tokens import TokenPair
 from common.events import EmailCodeEvent, EmailEventType, utcnow
 
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
+RESET = EmailEventType.PASSWORD_RESET.value
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Accounts:
     sessions: async_sessionmaker[AsyncSession]
     passwords: PasswordHasher
     codes: CodeHasher
-    access_tokens: AccessTokenIssuer
+    tokens: RefreshTokens
     relay: OutboxRelay
 
     async def signup(self, email: str, password: str, locale: str) -> None:
@@ -88,7 +90,7 @@ class Accounts:
             if row.password_hash is not None:
                 user.password_hash = row.password_hash
             user.email_verified = True
-            pair = self._issue_tokens(session, user)
+            pair = self.tokens.issue(session, user)
             await session.commit()
             return pair
 
@@ -108,7 +110,33 @@ class Accounts:
                 await session.execute(
                     update(User).where(User.id == user.id).values(password_hash=upgraded_hash)
                 )
-            return self._issue_tokens(session, user)
+            return self.tokens.issue(session, user)
+
+    async def forgot_password(self, email: str, locale: str) -> None:
+        async with self.sessions.begin() as session:
+            user = await self._user_by_email(session, email, for_update=True)
+            now = utcnow()
+            # Unverified accounts sign up again instead; the answer is the same either way.
+            if user is None or not user.email_verified or not self._cooled_down(user, now):
+                return
+            await self._retire_codes(session, user.id, RESET, now)
+            self._send_code(session, user, RESET, locale, now)
+        self.relay.notify()
+
+    async def reset_password(self, email: str, code: str, new_password: str) -> None:
+        # Hash first: a wrong code costs the same time as a right one.
+        new_hash = await self.passwords.hash(new_password)
+        async with self.sessions() as session:
+            user = await self._user_by_email(session, email, for_update=True)
+            if user is None:
+                raise InvalidCode
+            if await self._consume_code(session, user.id, RESET, code) is None:
+                await session.commit()  # the spent try counts
+                raise InvalidCode
+            user.password_hash = new_hash
+            # Whoever held a session (maybe the reason for the reset) is logged out.
+            await RefreshTokens.revoke_all(session, user.id)
+            await session.commit()
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         async with self.sessions() as session:
@@ -226,21 +254,3 @@ class Accounts:
                 .execution_options(synchronize_session=False)
             )
         return row if matches else None
-
-    def _issue_tokens(self, session: AsyncSession, user: User) -> TokenPair:
-        refresh = new_refresh_token()
-        now = utcnow()
-        session.add(
-            RefreshToken(
-                user_id=user.id,
-                family_id=uuid.uuid4(),
-                token_hash=hash_refresh_token(refresh),
-                created_at=now,
-                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
-            )
-        )
-        return TokenPair(
-            access_token=self.access_tokens.issue(user.id, user.roles),
-            refresh_token=refresh,
-            expires_in=int(self.access_tokens.ttl.total_seconds()),
-        )

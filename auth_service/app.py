@@ -14,6 +14,7 @@ from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter
+from auth_service.refresh import RefreshTokens
 from auth_service.routes import router, wellknown
 from auth_service.tokens import AccessTokenIssuer
 from common.db import create_schema, make_engine, make_sessionmaker
@@ -37,14 +38,18 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, kafka, settings.outbox_poll_seconds)
         passwords = PasswordHasher(settings)
+        refresh_tokens = RefreshTokens(
+            settings, sessions, AccessTokenIssuer(keys.private_key, settings)
+        )
         app.state.accounts = Accounts(
             settings=settings,
             sessions=sessions,
             passwords=passwords,
             codes=CodeHasher(keys.code_secret),
-            access_tokens=AccessTokenIssuer(keys.private_key, settings),
+            tokens=refresh_tokens,
             relay=relay,
         )
+        app.state.refresh_tokens = refresh_tokens
         app.state.verifier = TokenVerifier.from_public_key(
             keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
         )

@@ -28,3 +28,13 @@ class RateLimited(ApiError):
             "too many requests, try again later",
             {"Retry-After": str(max(1, retry_after))},
         )
+
+
+class InvalidGrant(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            401,
+            "invalid_grant",
+            "the refresh token is invalid, expired or revoked",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )

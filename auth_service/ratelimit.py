@@ -70,9 +70,13 @@ PER_IP = {
     "verify": Limit(30, 60),
     "resend": Limit(10, 60),
     "login": Limit(30, 60),
+    "forgot": Limit(10, 60),
+    "reset": Limit(30, 60),
+    "refresh": Limit(120, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
     "verify": Limit(10, 600),
+    "reset": Limit(10, 600),
     "login": Limit(10, 60),
 }

@@ -1,29 +1,36 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from auth_service.deps import AccountsDep, ClaimsDep
+from auth_service.deps import AccountsDep, ClaimsDep, RefreshTokensDep
+from auth_service.errors import InvalidGrant
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP, RateLimiter
 from auth_service.schemas import (
     Accepted,
+    ForgotIn,
     LoginIn,
     MeOut,
+    RefreshIn,
     ResendIn,
+    ResetIn,
     SignupIn,
     TokenPairOut,
     VerifyIn,
 )
 from common.http import INVALID_TOKEN_HEADERS, ApiError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 # One answer whatever the address's state, so the endpoint cannot be used to find accounts.
 SIGNUP_ACCEPTED = Accepted(message="If the address can be registered, a code is on its way.")
 RESEND_ACCEPTED = Accepted(message="If the address awaits verification, a new code is on its way.")
+FORGOT_ACCEPTED = Accepted(message="If the address has an account, a reset code is on its way.")
 
 
 def limit(request: Request, action: str, account: str | None = None) -> None:
@@ -60,6 +67,37 @@ async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Token
     limit(request, "login", body.email)
     pair = await accounts.login(body.email, body.password)
     return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post("/token/refresh", response_model=TokenPairOut)
+async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> TokenPairOut:
+    limit(request, "refresh")
+    pair, reused_by = await tokens.rotate(body.refresh_token)
+    if pair is None:
+        log.warning("refresh token reuse for user %s: family revoked", reused_by)
+        raise InvalidGrant
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post("/logout", status_code=204)
+async def logout(body: RefreshIn, tokens: RefreshTokensDep) -> Response:
+    # Same answer for unknown tokens: logout is idempotent and reveals nothing.
+    await tokens.revoke(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.post("/password/forgot", status_code=202, response_model=Accepted)
+async def forgot(body: ForgotIn, accounts: AccountsDep, request: Request) -> Accepted:
+    limit(request, "forgot", body.email)
+    await accounts.forgot_password(body.email, body.locale)
+    return FORGOT_ACCEPTED
+
+
+@router.post("/password/reset", status_code=204)
+async def reset(body: ResetIn, accounts: AccountsDep, request: Request) -> Response:
+    limit(request, "reset", body.email)
+    await accounts.reset_password(body.email, body.code, body.new_password)
+    return Response(status_code=204)
 
 
 @router.get("/me", response_model=MeOut)

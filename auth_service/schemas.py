@@ -36,6 +36,21 @@ class LoginIn(StrictModel):
     password: Annotated[NoNulStr, StringConstraints(min_length=1, max_length=1024)]
 
 
+class RefreshIn(StrictModel):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class ForgotIn(StrictModel):
+    email: Email
+    locale: Locale = "en"
+
+
+class ResetIn(StrictModel):
+    email: Email
+    code: Code
+    new_password: Password
+
+
 class Accepted(BaseModel):
     status: Literal["accepted"] = "accepted"
     message: str

@@ -7,7 +7,16 @@ import pytest
 
 from tests.conftest import Stack
 
-AUTH_POSTS = ["/v1/auth/signup", "/v1/auth/verify", "/v1/auth/verify/resend", "/v1/auth/login"]
+AUTH_POSTS = [
+    "/v1/auth/signup",
+    "/v1/auth/verify",
+    "/v1/auth/verify/resend",
+    "/v1/auth/login",
+    "/v1/auth/token/refresh",
+    "/v1/auth/logout",
+    "/v1/auth/password/forgot",
+    "/v1/auth/password/reset",
+]
 
 BODIES: dict[str, bytes] = {
     "malformed json": b'{"email": ',

@@ -1,0 +1,106 @@
+"""Refresh tokens: opaque, stored hashed, rotated on every use; a reused one revokes its family.
+
+A family is one login's chain of rotations. Presenting a token that was already rotated
+means two parties hold it (the legitimate client and a thief), so the whole family dies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.config import AuthSettings
+from auth_service.errors import InvalidGrant
+from auth_service.models import RefreshToken, User
+from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
+from common.events import utcnow
+
+
+@dataclass
+class RefreshTokens:
+    settings: AuthSettings
+    sessions: async_sessionmaker[AsyncSession]
+    access_tokens: AccessTokenIssuer
+
+    def issue(
+        self, session: AsyncSession, user: User, family_id: uuid.UUID | None = None
+    ) -> TokenPair:
+        """A new pair; the refresh token row joins the caller's transaction."""
+        refresh = new_refresh_token()
+        now = utcnow()
+        session.add(
+            RefreshToken(
+                user_id=user.id,
+                family_id=family_id or uuid.uuid4(),
+                token_hash=hash_refresh_token(refresh),
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            )
+        )
+        return TokenPair(
+            access_token=self.access_tokens.issue(user.id, user.roles),
+            refresh_token=refresh,
+            expires_in=int(self.access_tokens.ttl.total_seconds()),
+        )
+
+    async def rotate(self, presented: str) -> tuple[TokenPair | None, uuid.UUID | None]:
+        """(new pair, None) on success; (None, user id) when reuse revoked a family;
+        raises InvalidGrant for unknown or expired tokens."""
+        now = utcnow()
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
+            )
+            if row is None or row.expires_at <= now:
+                raise InvalidGrant
+            # Atomic: of two concurrent uses of one token, exactly one rotates it.
+            rotated = await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == row.id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if rotated.rowcount != 1:  # type: ignore[attr-defined]
+                await self._revoke_family(session, row.family_id)
+                await session.commit()
+                return None, row.user_id
+            user = await session.get(User, row.user_id)
+            if user is None or not user.email_verified:
+                await session.rollback()
+                raise InvalidGrant
+            pair = self.issue(session, user, row.family_id)
+            await session.commit()
+            return pair, None
+
+    async def revoke(self, presented: str) -> uuid.UUID | None:
+        """Logout: end the presented token's whole login session. The user id, if known."""
+        async with self.sessions.begin() as session:
+            row = await session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
+            )
+            if row is None:
+                return None
+            await self._revoke_family(session, row.family_id)
+            return row.user_id
+
+    @staticmethod
+    async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+    @staticmethod
+    async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
