@@ -1,4 +1,4 @@
-"""Sign-up, email verification, resend and login: the account rules, free of HTTP."""
+"""Sign-up, verification, login and password reset: the account rules, free of HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from auth_service import audit
 from auth_service.codes import CodeHasher, new_code
 from auth_service.config import AuthSettings
 from auth_service.errors import EmailNotVerified, InvalidCode, InvalidCredentials
@@ -17,6 +18,7 @@ from auth_service.models import OneTimeCode, User
 from auth_service.outbox import OutboxRelay, add_event
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
+from auth_service.throttle import AddressGuard
 from auth_service.tokens import TokenPair
 from common.events import EmailCodeEvent, EmailEventType, utcnow
 
@@ -32,18 +34,19 @@ class Accounts:
     codes: CodeHasher
     tokens: RefreshTokens
     relay: OutboxRelay
+    guard: AddressGuard
 
-    async def signup(self, email: str, password: str, locale: str) -> None:
+    async def signup(self, email: str, password: str, locale: str, ip: str | None = None) -> None:
         # Hash before looking anything up, so every branch costs the same.
         password_hash = await self.passwords.hash(password)
         try:
-            await self._signup(email, password_hash, locale)
+            await self._signup(email, password_hash, locale, ip)
         except IntegrityError:
             # A parallel sign-up for the same address won the insert; it sends the code.
             return
         self.relay.notify()
 
-    async def _signup(self, email: str, password_hash: str, locale: str) -> None:
+    async def _signup(self, email: str, password_hash: str, locale: str, ip: str | None) -> None:
         async with self.sessions.begin() as session:
             user = await self._user_by_email(session, email, for_update=True)
             now = utcnow()
@@ -52,6 +55,7 @@ class Accounts:
                 session.add(user)
                 await session.flush()
                 self._send_code(session, user, VERIFY, locale, now, password_hash)
+                audit.record(session, "signup", user_id=user.id, email=email, ip=ip)
             elif not self._cooled_down(user, now):
                 return
             elif user.email_verified:
@@ -62,9 +66,11 @@ class Accounts:
                         type=EmailEventType.ACCOUNT_EXISTS, email=user.email, locale=locale
                     ),
                 )
+                audit.record(session, "signup", user_id=user.id, email=email, ip=ip, exists=True)
             else:
                 await self._retire_codes(session, user.id, VERIFY, now)
                 self._send_code(session, user, VERIFY, locale, now, password_hash)
+                audit.record(session, "signup", user_id=user.id, email=email, ip=ip, again=True)
 
     async def resend_verification(self, email: str, locale: str) -> None:
         async with self.sessions.begin() as session:
@@ -78,41 +84,57 @@ class Accounts:
             self._send_code(session, user, VERIFY, locale, now, pending)
         self.relay.notify()
 
-    async def verify_email(self, email: str, code: str) -> TokenPair:
+    async def verify_email(self, email: str, code: str, ip: str | None = None) -> TokenPair:
         async with self.sessions() as session:
-            user = await self._user_by_email(session, email, for_update=True)
-            if user is None or user.email_verified:
-                raise InvalidCode
-            row = await self._consume_code(session, user.id, VERIFY, code)
-            if row is None:
-                await session.commit()  # the spent try counts even though we refuse
-                raise InvalidCode
+            user, row = await self._redeem(session, email, VERIFY, code, ip)
             if row.password_hash is not None:
                 user.password_hash = row.password_hash
             user.email_verified = True
+            audit.record(session, "verify_ok", user_id=user.id, email=email, ip=ip)
             pair = self.tokens.issue(session, user)
             await session.commit()
             return pair
 
-    async def login(self, email: str, password: str) -> TokenPair:
+    async def login(self, email: str, password: str, ip: str | None = None) -> TokenPair:
         async with self.sessions() as session:
+            # A locked address answers at once, known or not: no hash, no enumeration.
+            await self.guard.check_login(session, email, utcnow())
             user = await self._user_by_email(session, email)
         if user is None:
             await self.passwords.verify_dummy(password)
-            raise InvalidCredentials
-        ok, upgraded_hash = await self.passwords.verify(password, user.password_hash)
+            ok, upgraded_hash = False, None
+        else:
+            ok, upgraded_hash = await self.passwords.verify(password, user.password_hash)
         if not ok:
+            async with self.sessions.begin() as session:
+                locked_for = await self.guard.login_failed(session, email, utcnow())
+                user_id = user.id if user else None
+                audit.record(session, "login_failed", user_id=user_id, email=email, ip=ip)
+                if locked_for:
+                    audit.record(
+                        session, "lockout", user_id=user_id, email=email, ip=ip, seconds=locked_for
+                    )
             raise InvalidCredentials
+        assert user is not None
         if not user.email_verified:
             raise EmailNotVerified
         async with self.sessions.begin() as session:
+            await self.guard.login_succeeded(session, email)
             if upgraded_hash is not None:
                 await session.execute(
                     update(User).where(User.id == user.id).values(password_hash=upgraded_hash)
                 )
+            audit.record(
+                session,
+                "login_ok",
+                user_id=user.id,
+                email=email,
+                ip=ip,
+                rehashed=bool(upgraded_hash),
+            )
             return self.tokens.issue(session, user)
 
-    async def forgot_password(self, email: str, locale: str) -> None:
+    async def forgot_password(self, email: str, locale: str, ip: str | None = None) -> None:
         async with self.sessions.begin() as session:
             user = await self._user_by_email(session, email, for_update=True)
             now = utcnow()
@@ -121,26 +143,44 @@ class Accounts:
                 return
             await self._retire_codes(session, user.id, RESET, now)
             self._send_code(session, user, RESET, locale, now)
+            audit.record(session, "password_reset_requested", user_id=user.id, email=email, ip=ip)
         self.relay.notify()
 
-    async def reset_password(self, email: str, code: str, new_password: str) -> None:
+    async def reset_password(
+        self, email: str, code: str, new_password: str, ip: str | None = None
+    ) -> None:
         # Hash first: a wrong code costs the same time as a right one.
         new_hash = await self.passwords.hash(new_password)
         async with self.sessions() as session:
-            user = await self._user_by_email(session, email, for_update=True)
-            if user is None:
-                raise InvalidCode
-            if await self._consume_code(session, user.id, RESET, code) is None:
-                await session.commit()  # the spent try counts
-                raise InvalidCode
+            user, _ = await self._redeem(session, email, RESET, code, ip)
             user.password_hash = new_hash
             # Whoever held a session (maybe the reason for the reset) is logged out.
             await RefreshTokens.revoke_all(session, user.id)
+            audit.record(session, "password_reset", user_id=user.id, email=email, ip=ip)
             await session.commit()
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         async with self.sessions() as session:
             return await session.get(User, user_id)
+
+    async def _redeem(
+        self, session: AsyncSession, email: str, purpose: str, code: str, ip: str | None
+    ) -> tuple[User, OneTimeCode]:
+        """The account and its matching live code, now used up. Otherwise the wrong try is
+        recorded against the address (known or not), committed, and InvalidCode raised."""
+        now = utcnow()
+        await self.guard.check_codes(session, email, now)
+        user = await self._user_by_email(session, email, for_update=True)
+        row = None
+        if user is not None and (purpose != VERIFY or not user.email_verified):
+            row = await self._consume_code(session, user.id, purpose, code)
+        if user is None or row is None:
+            await self.guard.code_failed(session, email, now)
+            failed = "verify_failed" if purpose == VERIFY else "password_reset_failed"
+            audit.record(session, failed, user_id=user.id if user else None, email=email, ip=ip)
+            await session.commit()
+            raise InvalidCode
+        return user, row
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter
 from auth_service.refresh import RefreshTokens
 from auth_service.routes import router, wellknown
+from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
 from common.db import create_schema, make_engine, make_sessionmaker
 from common.health import database_check, health_router, tcp_check
@@ -48,6 +49,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             codes=CodeHasher(keys.code_secret),
             tokens=refresh_tokens,
             relay=relay,
+            guard=AddressGuard(settings),
         )
         app.state.refresh_tokens = refresh_tokens
         app.state.verifier = TokenVerifier.from_public_key(

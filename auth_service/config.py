@@ -29,6 +29,16 @@ class AuthSettings(BaseSettings):
     code_ttl_seconds: int = Field(default=600, ge=60)
     code_max_attempts: int = Field(default=5, ge=1)
     resend_cooldown_seconds: int = Field(default=60, ge=0)
+    # Wrong codes per address across all its codes: a fresh code does not reset the budget.
+    code_max_failures_per_address: int = Field(default=20, ge=1)
+    code_failure_window_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
+    # the count resets after 12 h without failures, or at a successful login.
+    lockout_threshold: int = Field(default=30, ge=1)
+    lockout_step_seconds: int = Field(default=60, ge=1)
+    lockout_max_seconds: int = Field(default=15 * 60, ge=1)
+    lockout_reset_seconds: int = Field(default=12 * 3600, ge=60)
 
     # OWASP's argon2id minimum is m=19 MiB, t=2, p=1.
     argon2_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)

@@ -38,3 +38,23 @@ class InvalidGrant(ApiError):
             "the refresh token is invalid, expired or revoked",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+
+
+class AccountLocked(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429,
+            "account_locked",
+            "too many failed logins for this address; try again later",
+            {"Retry-After": str(max(1, retry_after))},
+        )
+
+
+class TooManyCodeAttempts(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429,
+            "too_many_code_attempts",
+            "too many wrong codes for this address; try again later",
+            {"Retry-After": str(max(1, retry_after))},
+        )

@@ -73,3 +73,31 @@ class OutboxEvent(Base):
     payload: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class AddressThrottle(Base):
+    """Guessing budgets per email address, kept for unknown addresses too, so that a lockout
+    looks the same whether or not an account exists."""
+
+    __tablename__ = "address_throttle"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    login_failures: Mapped[int] = mapped_column(default=0)
+    last_login_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_failures: Mapped[int] = mapped_column(default=0)
+    code_window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Security events. Never holds a code, a password or a token."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, object] | None] = mapped_column(JSON)

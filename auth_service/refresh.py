@@ -13,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from auth_service import audit
 from auth_service.config import AuthSettings
 from auth_service.errors import InvalidGrant
 from auth_service.models import RefreshToken, User
@@ -47,9 +48,9 @@ class RefreshTokens:
             expires_in=int(self.access_tokens.ttl.total_seconds()),
         )
 
-    async def rotate(self, presented: str) -> tuple[TokenPair | None, uuid.UUID | None]:
-        """(new pair, None) on success; (None, user id) when reuse revoked a family;
-        raises InvalidGrant for unknown or expired tokens."""
+    async def rotate(self, presented: str, ip: str | None = None) -> TokenPair:
+        """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
+        revoked tokens; a rotated one presented again also revokes the whole family."""
         now = utcnow()
         async with self.sessions() as session:
             row = await session.scalar(
@@ -66,26 +67,27 @@ class RefreshTokens:
             )
             if rotated.rowcount != 1:  # type: ignore[attr-defined]
                 await self._revoke_family(session, row.family_id)
+                audit.record(session, "refresh_reuse", user_id=row.user_id, ip=ip)
                 await session.commit()
-                return None, row.user_id
+                raise InvalidGrant
             user = await session.get(User, row.user_id)
             if user is None or not user.email_verified:
                 await session.rollback()
                 raise InvalidGrant
             pair = self.issue(session, user, row.family_id)
             await session.commit()
-            return pair, None
+            return pair
 
-    async def revoke(self, presented: str) -> uuid.UUID | None:
-        """Logout: end the presented token's whole login session. The user id, if known."""
+    async def revoke(self, presented: str, ip: str | None = None) -> None:
+        """Logout: end the presented token's whole login session."""
         async with self.sessions.begin() as session:
             row = await session.scalar(
                 select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
             )
             if row is None:
-                return None
+                return
             await self._revoke_family(session, row.family_id)
-            return row.user_id
+            audit.record(session, "logout", user_id=row.user_id, ip=ip)
 
     @staticmethod
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:

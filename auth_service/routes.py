@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from auth_service.deps import AccountsDep, ClaimsDep, RefreshTokensDep
-from auth_service.errors import InvalidGrant
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP, RateLimiter
 from auth_service.schemas import (
     Accepted,
@@ -24,7 +22,6 @@ from auth_service.schemas import (
 )
 from common.http import INVALID_TOKEN_HEADERS, ApiError
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 # One answer whatever the address's state, so the endpoint cannot be used to find accounts.
@@ -33,10 +30,13 @@ RESEND_ACCEPTED = Accepted(message="If the address awaits verification, a new co
 FORGOT_ACCEPTED = Accepted(message="If the address has an account, a reset code is on its way.")
 
 
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def limit(request: Request, action: str, account: str | None = None) -> None:
     limiter: RateLimiter = request.app.state.limiter
-    client = request.client.host if request.client else "unknown"
-    limiter.hit(f"ip:{action}", client, PER_IP[action])
+    limiter.hit(f"ip:{action}", client_ip(request), PER_IP[action])
     if account is not None and action in PER_ACCOUNT:
         limiter.hit(f"account:{action}", account, PER_ACCOUNT[action])
 
@@ -44,14 +44,14 @@ def limit(request: Request, action: str, account: str | None = None) -> None:
 @router.post("/signup", status_code=202, response_model=Accepted)
 async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
     limit(request, "signup", body.email)
-    await accounts.signup(body.email, body.password, body.locale)
+    await accounts.signup(body.email, body.password, body.locale, client_ip(request))
     return SIGNUP_ACCEPTED
 
 
 @router.post("/verify", response_model=TokenPairOut)
 async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
     limit(request, "verify", body.email)
-    pair = await accounts.verify_email(body.email, body.code)
+    pair = await accounts.verify_email(body.email, body.code, client_ip(request))
     return TokenPairOut(**dataclasses.asdict(pair))
 
 
@@ -65,38 +65,35 @@ async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Acc
 @router.post("/login", response_model=TokenPairOut)
 async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
     limit(request, "login", body.email)
-    pair = await accounts.login(body.email, body.password)
+    pair = await accounts.login(body.email, body.password, client_ip(request))
     return TokenPairOut(**dataclasses.asdict(pair))
 
 
 @router.post("/token/refresh", response_model=TokenPairOut)
 async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> TokenPairOut:
     limit(request, "refresh")
-    pair, reused_by = await tokens.rotate(body.refresh_token)
-    if pair is None:
-        log.warning("refresh token reuse for user %s: family revoked", reused_by)
-        raise InvalidGrant
+    pair = await tokens.rotate(body.refresh_token, client_ip(request))
     return TokenPairOut(**dataclasses.asdict(pair))
 
 
 @router.post("/logout", status_code=204)
-async def logout(body: RefreshIn, tokens: RefreshTokensDep) -> Response:
+async def logout(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> Response:
     # Same answer for unknown tokens: logout is idempotent and reveals nothing.
-    await tokens.revoke(body.refresh_token)
+    await tokens.revoke(body.refresh_token, client_ip(request))
     return Response(status_code=204)
 
 
 @router.post("/password/forgot", status_code=202, response_model=Accepted)
 async def forgot(body: ForgotIn, accounts: AccountsDep, request: Request) -> Accepted:
     limit(request, "forgot", body.email)
-    await accounts.forgot_password(body.email, body.locale)
+    await accounts.forgot_password(body.email, body.locale, client_ip(request))
     return FORGOT_ACCEPTED
 
 
 @router.post("/password/reset", status_code=204)
 async def reset(body: ResetIn, accounts: AccountsDep, request: Request) -> Response:
     limit(request, "reset", body.email)
-    await accounts.reset_password(body.email, body.code, body.new_password)
+    await accounts.reset_password(body.email, body.code, body.new_password, client_ip(request))
     return Response(status_code=204)
 
 

@@ -60,6 +60,7 @@ class Stack:
 
 # Short enough to test in seconds; the default (60 s) is the same code path.
 TEST_RESEND_COOLDOWN = 2
+TEST_CODE_BUDGET = 8  # wrong codes per address across all its codes (default 20)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +82,7 @@ def stack(
         "AUTH_RESEND_COOLDOWN_SECONDS": str(TEST_RESEND_COOLDOWN),
         # Every test comes from 127.0.0.1; test_rate_limits.py runs its own auth with them on.
         "AUTH_RATE_LIMIT_ENABLED": "false",
+        "AUTH_CODE_MAX_FAILURES_PER_ADDRESS": str(TEST_CODE_BUDGET),
         "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_SMTP_HOST": "127.0.0.1",
         "MAILER_SMTP_PORT": str(controller.port),

@@ -1,0 +1,49 @@
+"""The security audit trail: one row per event, written in the transaction it describes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth_service.models import AuditEvent
+from common.events import utcnow
+
+log = logging.getLogger("auth_service.audit")
+
+EVENTS = {
+    "signup",
+    "verify_ok",
+    "verify_failed",
+    "login_ok",
+    "login_failed",
+    "lockout",
+    "refresh_reuse",
+    "logout",
+    "password_reset_requested",
+    "password_reset",
+    "password_reset_failed",
+    "key_rotation",
+    "role_granted",
+    "role_revoked",
+}
+
+
+def record(
+    session: AsyncSession,
+    event: str,
+    *,
+    user_id: uuid.UUID | None = None,
+    email: str | None = None,
+    ip: str | None = None,
+    **detail: object,
+) -> None:
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    session.add(
+        AuditEvent(
+            at=utcnow(), event=event, user_id=user_id, email=email, ip=ip, detail=detail or None
+        )
+    )
+    log.info("audit %s user=%s ip=%s", event, user_id, ip)

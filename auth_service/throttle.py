@@ -1,0 +1,81 @@
+"""Progressive login lockout and the per-address budget of wrong codes.
+
+Both stay on when AUTH_RATE_LIMIT_ENABLED=false: they protect accounts, not capacity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth_service.config import AuthSettings
+from auth_service.errors import AccountLocked, TooManyCodeAttempts
+from auth_service.models import AddressThrottle
+
+
+@dataclass
+class AddressGuard:
+    settings: AuthSettings
+
+    @staticmethod
+    async def _row(
+        session: AsyncSession, email: str, create: bool = False
+    ) -> AddressThrottle | None:
+        row = await session.get(AddressThrottle, email, with_for_update=True)
+        if row is None and create:
+            row = AddressThrottle(email=email, login_failures=0, code_failures=0)
+            session.add(row)
+        return row
+
+    # -- login ----------------------------------------------------------------------------
+
+    async def check_login(self, session: AsyncSession, email: str, now: datetime) -> None:
+        row = await session.get(AddressThrottle, email)
+        if row is not None and row.locked_until is not None and row.locked_until > now:
+            raise AccountLocked(math.ceil((row.locked_until - now).total_seconds()))
+
+    async def login_failed(self, session: AsyncSession, email: str, now: datetime) -> int:
+        """Count a failure; returns the lockout it caused in seconds (0 for none)."""
+        s = self.settings
+        row = await self._row(session, email, create=True)
+        assert row is not None
+        reset = timedelta(seconds=s.lockout_reset_seconds)
+        if row.last_login_failure_at is not None and now - row.last_login_failure_at > reset:
+            row.login_failures = 0
+        row.login_failures = (row.login_failures or 0) + 1
+        row.last_login_failure_at = now
+        over = row.login_failures - s.lockout_threshold
+        if over < 0:
+            return 0
+        seconds = min(s.lockout_max_seconds, (over + 1) * s.lockout_step_seconds)
+        row.locked_until = now + timedelta(seconds=seconds)
+        return seconds
+
+    async def login_succeeded(self, session: AsyncSession, email: str) -> None:
+        row = await self._row(session, email)
+        if row is not None:
+            row.login_failures, row.locked_until, row.last_login_failure_at = 0, None, None
+
+    # -- codes ----------------------------------------------------------------------------
+
+    def _window(self) -> timedelta:
+        return timedelta(seconds=self.settings.code_failure_window_seconds)
+
+    async def check_codes(self, session: AsyncSession, email: str, now: datetime) -> None:
+        row = await session.get(AddressThrottle, email)
+        if row is None or row.code_window_started_at is None:
+            return
+        ends = row.code_window_started_at + self._window()
+        if ends > now and row.code_failures >= self.settings.code_max_failures_per_address:
+            raise TooManyCodeAttempts(math.ceil((ends - now).total_seconds()))
+
+    async def code_failed(self, session: AsyncSession, email: str, now: datetime) -> None:
+        row = await self._row(session, email, create=True)
+        assert row is not None
+        started = row.code_window_started_at
+        if started is None or started + self._window() <= now:
+            row.code_window_started_at, row.code_failures = now, 0
+        row.code_failures = (row.code_failures or 0) + 1
