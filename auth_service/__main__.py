@@ -1,34 +1,63 @@
-"""`python -m auth_service` serves HTTP; `python -m auth_service keys generate` makes keys."""
+"""`python -m auth_service` serves HTTP. Operator commands:
+
+python -m auth_service keys generate        create missing key material in keys/
+python -m auth_service keys rotate          new signing key; the old one stays published
+python -m auth_service roles grant EMAIL admin
+python -m auth_service roles revoke EMAIL admin
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import re
+import sys
 
 import uvicorn
 
-from auth_service.app import create_app
+from auth_service.admin import UnknownAccount, record_rotation, set_role
 from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing
+from auth_service.keys import generate_missing, rotate
+
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m auth_service")
     sub = parser.add_subparsers(dest="command")
     keys = sub.add_parser("keys", help="manage key material")
-    keys.add_argument("action", choices=["generate"], help="create missing keys in keys/")
+    keys.add_argument("action", choices=["generate", "rotate"])
+    roles = sub.add_parser("roles", help="grant or revoke a role")
+    roles.add_argument("action", choices=["grant", "revoke"])
+    roles.add_argument("email")
+    roles.add_argument("role")
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = AuthSettings()
-    if args.command == "keys":
+    if args.command == "keys" and args.action == "generate":
         made = generate_missing(settings)
         for path in made:
             print(f"generated {path}")
         if not made:
             print("all key material present; nothing generated")
-        return
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    elif args.command == "keys":
+        old, new = rotate(settings)
+        asyncio.run(record_rotation(settings, old, new))
+        print(f"rotated: now signing with {new}; {old} stays in the JWKS until its tokens expire")
+    elif args.command == "roles":
+        if not ROLE.match(args.role):
+            sys.exit(f"invalid role name {args.role!r}")
+        try:
+            now = asyncio.run(set_role(settings, args.email, args.role, args.action == "grant"))
+        except UnknownAccount:
+            sys.exit(f"no account for {args.email}")
+        print(f"{args.email}: roles {now} (in tokens from the next login or refresh)")
+    else:
+        from auth_service.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from auth_service.accounts import Accounts
 from auth_service.codes import CodeHasher
 from auth_service.config import AuthSettings
-from auth_service.keys import KeyMaterial
+from auth_service.keys import KeyRing
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
@@ -21,7 +21,6 @@ from auth_service.tokens import AccessTokenIssuer
 from common.db import create_schema, make_engine, make_sessionmaker
 from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
-from common.jwt import TokenVerifier, public_jwk
 from common.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None = None) -> FastAPI:
     settings = settings or AuthSettings()
     kafka = kafka or KafkaSettings()
-    keys = KeyMaterial(settings)  # fails fast on missing or mismatched key files
+    keys = KeyRing(settings)  # fails fast on missing or mismatched key files
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,9 +38,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, kafka, settings.outbox_poll_seconds)
         passwords = PasswordHasher(settings)
-        refresh_tokens = RefreshTokens(
-            settings, sessions, AccessTokenIssuer(keys.private_key, settings)
-        )
+        refresh_tokens = RefreshTokens(settings, sessions, AccessTokenIssuer(keys, settings))
         app.state.accounts = Accounts(
             settings=settings,
             sessions=sessions,
@@ -52,10 +49,8 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             guard=AddressGuard(settings),
         )
         app.state.refresh_tokens = refresh_tokens
-        app.state.verifier = TokenVerifier.from_public_key(
-            keys.public_key, issuer=settings.token_issuer, audience=settings.token_audience
-        )
-        app.state.jwks = [public_jwk(keys.public_key)]
+        app.state.verifier = keys  # verifies with the current and still-live retired keys
+        app.state.keys = keys
         app.state.limiter = RateLimiter(settings.rate_limit_enabled)
         app.state.checks = {
             "database": database_check(engine),

@@ -17,6 +17,8 @@ class AuthSettings(BaseSettings):
 
     private_key_path: Path = Path("keys/private.pem")
     public_key_path: Path = Path("keys/public.pem")
+    # Public halves of rotated keys, published until their tokens have expired.
+    retired_keys_dir: Path = Path("keys/retired")
     # The HMAC key codes are stored under: given directly, or read from a file.
     code_secret: SecretStr | None = None
     code_secret_path: Path = Path("keys/code_secret")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.config import AuthSettings
-from common.jwt import load_public_key
+from common.events import utcnow
+from common.jwt import TokenVerifier, load_public_key, public_jwk
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +86,121 @@ def load_code_secret(settings: AuthSettings) -> bytes:
         ) from exc
 
 
-class KeyMaterial:
-    """The signing key, the public keys to publish, and the code secret."""
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def rotate(settings: AuthSettings) -> tuple[str, str]:
+    """Retire the signing key (its public half stays published) and make a new one.
+    Returns (old kid, new kid)."""
+    old = load_public_key(settings.public_key_path)
+    old_jwk = public_jwk(old)
+    retired = settings.retired_keys_dir
+    retired.mkdir(parents=True, exist_ok=True)
+    record = {"retired_at": utcnow().isoformat(), "jwk": old_jwk}
+    (retired / f"{old_jwk['kid']}.json").write_text(json.dumps(record))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    # Public first: a reader that sees the new private key always finds its public half.
+    _write_atomically(
+        settings.public_key_path,
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        0o644,
+    )
+    _write_atomically(
+        settings.private_key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    _prune_retired(settings)
+    return old_jwk["kid"], public_jwk(key.public_key())["kid"]
+
+
+def _retention(settings: AuthSettings) -> timedelta:
+    # Long enough for every token the key signed to expire, with the verifiers' leeway.
+    return timedelta(seconds=settings.access_token_ttl_seconds + 60)
+
+
+def _live_retired(settings: AuthSettings) -> list[dict[str, Any]]:
+    """Retired public keys that may still verify an unexpired token."""
+    live = []
+    now = utcnow()
+    for path in sorted(settings.retired_keys_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        if datetime.fromisoformat(record["retired_at"]) + _retention(settings) > now:
+            live.append(record["jwk"])
+    return live
+
+
+def _prune_retired(settings: AuthSettings) -> None:
+    now = utcnow()
+    for path in settings.retired_keys_dir.glob("*.json"):
+        retired_at = datetime.fromisoformat(json.loads(path.read_text())["retired_at"])
+        if retired_at + _retention(settings) <= now:
+            path.unlink(missing_ok=True)
+
+
+class KeyRing:
+    """The signing key, the public keys to publish, and the code secret.
+
+    Re-reads the key files when the signing key changes on disk (`keys rotate`), checking
+    at most every RELOAD_SECONDS, so running instances pick up a rotation without restart.
+    """
+
+    RELOAD_SECONDS = 5.0
 
     def __init__(self, settings: AuthSettings) -> None:
         if not settings.production:
             for path in generate_missing(settings):
                 log.warning("development mode: generated %s", path)
-        self.private_key = load_private_key(settings.private_key_path)
-        self.public_key = load_public_key(settings.public_key_path)
-        if self.private_key.public_key().public_numbers() != self.public_key.public_numbers():
-            raise SystemExit(
-                f"{settings.public_key_path} is not the public half of {settings.private_key_path}"
-            )
+        self._settings = settings
         self.code_secret = load_code_secret(settings)
+        self._checked = 0.0
+        self._mtime = 0.0
+        self._load()
+
+    def _load(self) -> None:
+        s = self._settings
+        self._mtime = s.private_key_path.stat().st_mtime
+        private_key = load_private_key(s.private_key_path)
+        public_key = load_public_key(s.public_key_path)
+        if private_key.public_key().public_numbers() != public_key.public_numbers():
+            raise SystemExit(f"{s.public_key_path} is not the public half of {s.private_key_path}")
+        current = public_jwk(public_key)
+        retired = [j for j in _live_retired(s) if j["kid"] != current["kid"]]
+        self.private_key, self.kid = private_key, current["kid"]
+        self.jwks = [current, *retired]
+        keys = {current["kid"]: public_key}
+        keys.update({j["kid"]: jwt.PyJWK(j).key for j in retired})
+        self.verifier = TokenVerifier(keys, issuer=s.token_issuer, audience=s.token_audience)
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.RELOAD_SECONDS:
+            return
+        self._checked = now
+        try:
+            changed = self._settings.private_key_path.stat().st_mtime != self._mtime
+            if changed or any(self._expired_retired()):
+                self._load()
+                log.info("key ring reloaded; signing with kid %s", self.kid)
+        except (OSError, ValueError, SystemExit) as exc:
+            # Keep serving with the keys we have rather than fail every request.
+            log.error("could not reload keys, keeping the current ones: %s", exc)
+
+    def _expired_retired(self) -> list[str]:
+        live = {j["kid"] for j in _live_retired(self._settings)}
+        return [j["kid"] for j in self.jwks[1:] if j["kid"] not in live]
+
+    def verify(self, token: str) -> dict[str, Any]:
+        self.refresh()
+        return self.verifier.verify(token)

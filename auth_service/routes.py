@@ -119,7 +119,9 @@ wellknown = APIRouter(tags=["keys"])
 
 @wellknown.get("/.well-known/jwks.json")
 async def jwks(request: Request) -> JSONResponse:
+    keys = request.app.state.keys
+    keys.refresh()
     return JSONResponse(
-        {"keys": request.app.state.jwks},
+        {"keys": keys.jwks},
         headers={"Cache-Control": "public, max-age=300"},
     )

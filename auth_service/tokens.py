@@ -7,13 +7,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from auth_service.config import AuthSettings
 from common.events import utcnow
-from common.jwt import ALGORITHM, public_jwk
+from common.jwt import ALGORITHM
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,16 @@ def new_refresh_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+class SigningKeys(Protocol):
+    private_key: RSAPrivateKey
+    kid: str
+
+    def refresh(self) -> None: ...
+
+
 class AccessTokenIssuer:
-    def __init__(self, private_key: RSAPrivateKey, settings: AuthSettings) -> None:
-        self._key = private_key
-        self.kid = public_jwk(private_key.public_key())["kid"]
+    def __init__(self, keys: SigningKeys, settings: AuthSettings) -> None:
+        self._keys = keys
         self._issuer = settings.token_issuer
         self._audience = settings.token_audience
         self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
@@ -52,4 +59,7 @@ class AccessTokenIssuer:
             "jti": str(uuid.uuid4()),
             "roles": list(roles),
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        self._keys.refresh()
+        return jwt.encode(
+            claims, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
+        )

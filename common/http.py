@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.jwt import InvalidToken, TokenVerifier
+from common.jwt import InvalidToken, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def setup_app(app: FastAPI, *, max_body_bytes: int = 64 * 1024) -> None:
 INVALID_TOKEN_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
-def bearer_claims(request: Request, verifier: TokenVerifier) -> dict[str, Any]:
+def bearer_claims(request: Request, verifier: Verifier) -> dict[str, Any]:
     """The verified claims of the request's bearer token, or a 401 per RFC 6750."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -50,6 +50,10 @@ def public_jwk(key: RSAPublicKey) -> dict[str, str]:
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
     return {**members, "kid": kid, "use": "sig", "alg": ALGORITHM}
+
+
+class Verifier(Protocol):
+    def verify(self, token: str) -> dict[str, Any]: ...
 
 
 class TokenVerifier:

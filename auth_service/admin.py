@@ -1,0 +1,50 @@
+"""Operator commands that touch the database: roles, and auditing a key rotation."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from auth_service import audit
+from auth_service.config import AuthSettings
+from auth_service.models import Base, User
+from common.db import create_schema, make_engine, make_sessionmaker
+
+
+class UnknownAccount(Exception):
+    pass
+
+
+async def set_role(settings: AuthSettings, email: str, role: str, grant: bool) -> list[str]:
+    """Grant or revoke a role; it reaches tokens at the account's next login or refresh."""
+    engine = make_engine(settings.database_url)
+    try:
+        await create_schema(engine, Base)
+        async with make_sessionmaker(engine).begin() as session:
+            user = await session.scalar(
+                select(User).where(User.email == email.strip().lower()).with_for_update()
+            )
+            if user is None:
+                raise UnknownAccount(email)
+            roles = set(user.roles)
+            roles = roles | {role} if grant else roles - {role}
+            user.roles = sorted(roles)
+            audit.record(
+                session,
+                "role_granted" if grant else "role_revoked",
+                user_id=user.id,
+                email=user.email,
+                role=role,
+            )
+            return user.roles
+    finally:
+        await engine.dispose()
+
+
+async def record_rotation(settings: AuthSettings, old_kid: str, new_kid: str) -> None:
+    engine = make_engine(settings.database_url)
+    try:
+        await create_schema(engine, Base)
+        async with make_sessionmaker(engine).begin() as session:
+            audit.record(session, "key_rotation", old_kid=old_kid, new_kid=new_kid)
+    finally:
+        await engine.dispose()
