@@ -51,6 +51,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.refresh_tokens = refresh_tokens
         app.state.verifier = keys  # verifies with the current and still-live retired keys
         app.state.keys = keys
+        app.state.settings = settings
         app.state.limiter = RateLimiter(settings.rate_limit_enabled)
         app.state.checks = {
             "database": database_check(engine),

@@ -48,6 +48,10 @@ class AuthSettings(BaseSettings):
     argon2_parallelism: int = Field(default=1, ge=1)
     hash_workers: int = Field(default=0, ge=0, description="0 means one per CPU")
 
+    # Sign-up, resend and forgot answer no sooner than this, whatever the address's state,
+    # so their timing says nothing about which accounts exist. Above the slowest branch.
+    enumeration_floor_ms: int = Field(default=120, ge=0)
+
     rate_limit_enabled: bool = True
     max_body_bytes: int = 64 * 1024
     outbox_poll_seconds: float = 5.0

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -41,10 +45,22 @@ def limit(request: Request, action: str, account: str | None = None) -> None:
         limiter.hit(f"account:{action}", account, PER_ACCOUNT[action])
 
 
+@asynccontextmanager
+async def answer_no_sooner(request: Request) -> AsyncIterator[None]:
+    """Pad the response to a fixed floor, so no branch is measurably faster than another."""
+    floor = request.app.state.settings.enumeration_floor_ms / 1000
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+
+
 @router.post("/signup", status_code=202, response_model=Accepted)
 async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
     limit(request, "signup", body.email)
-    await accounts.signup(body.email, body.password, body.locale, client_ip(request))
+    async with answer_no_sooner(request):
+        await accounts.signup(body.email, body.password, body.locale, client_ip(request))
     return SIGNUP_ACCEPTED
 
 
@@ -58,7 +74,8 @@ async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> Tok
 @router.post("/verify/resend", status_code=202, response_model=Accepted)
 async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Accepted:
     limit(request, "resend", body.email)
-    await accounts.resend_verification(body.email, body.locale)
+    async with answer_no_sooner(request):
+        await accounts.resend_verification(body.email, body.locale)
     return RESEND_ACCEPTED
 
 
@@ -86,7 +103,8 @@ async def logout(body: RefreshIn, tokens: RefreshTokensDep, request: Request) ->
 @router.post("/password/forgot", status_code=202, response_model=Accepted)
 async def forgot(body: ForgotIn, accounts: AccountsDep, request: Request) -> Accepted:
     limit(request, "forgot", body.email)
-    await accounts.forgot_password(body.email, body.locale, client_ip(request))
+    async with answer_no_sooner(request):
+        await accounts.forgot_password(body.email, body.locale, client_ip(request))
     return FORGOT_ACCEPTED
 
 
