@@ -98,7 +98,7 @@ class Accounts:
     async def login(self, email: str, password: str, ip: str | None = None) -> TokenPair:
         async with self.sessions() as session:
             # A locked address answers at once, known or not: no hash, no enumeration.
-            await self.guard.check_login(session, email, utcnow())
+            has_failures = await self.guard.check_login(session, email, utcnow())
             user = await self._user_by_email(session, email)
         if user is None:
             await self.passwords.verify_dummy(password)
@@ -119,7 +119,8 @@ class Accounts:
         if not user.email_verified:
             raise EmailNotVerified
         async with self.sessions.begin() as session:
-            await self.guard.login_succeeded(session, email)
+            if has_failures:
+                await self.guard.login_succeeded(session, email)
             if upgraded_hash is not None:
                 await session.execute(
                     update(User).where(User.id == user.id).values(password_hash=upgraded_hash)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -52,31 +53,44 @@ class RefreshTokens:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
         revoked tokens; a rotated one presented again also revokes the whole family."""
         now = utcnow()
+        token_hash = hash_refresh_token(presented)
         async with self.sessions() as session:
-            row = await session.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
-            )
-            if row is None or row.expires_at <= now:
-                raise InvalidGrant
-            # Atomic: of two concurrent uses of one token, exactly one rotates it.
-            rotated = await session.execute(
-                update(RefreshToken)
-                .where(RefreshToken.id == row.id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if rotated.rowcount != 1:  # type: ignore[attr-defined]
-                await self._revoke_family(session, row.family_id)
-                audit.record(session, "refresh_reuse", user_id=row.user_id, ip=ip)
-                await session.commit()
-                raise InvalidGrant
-            user = await session.get(User, row.user_id)
+            # One statement finds and rotates a live token: of two concurrent uses, one wins.
+            live = (
+                await session.execute(
+                    update(RefreshToken)
+                    .where(
+                        RefreshToken.token_hash == token_hash,
+                        RefreshToken.revoked_at.is_(None),
+                        RefreshToken.expires_at > now,
+                    )
+                    .values(revoked_at=now)
+                    .returning(RefreshToken.user_id, RefreshToken.family_id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+            if live is None:
+                await self._refuse(session, token_hash, now, ip)
+            user = await session.get(User, live.user_id)
             if user is None or not user.email_verified:
                 await session.rollback()
                 raise InvalidGrant
-            pair = self.issue(session, user, row.family_id)
+            pair = self.issue(session, user, live.family_id)
             await session.commit()
             return pair
+
+    async def _refuse(
+        self, session: AsyncSession, token_hash: str, now: datetime, ip: str | None
+    ) -> NoReturn:
+        row = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_hash)
+        )
+        if row is not None and row.revoked_at is not None and row.expires_at > now:
+            # Already rotated (or logged out): someone else holds a copy. End the family.
+            await self._revoke_family(session, row.family_id)
+            audit.record(session, "refresh_reuse", user_id=row.user_id, ip=ip)
+            await session.commit()
+        raise InvalidGrant
 
     async def revoke(self, presented: str, ip: str | None = None) -> None:
         """Logout: end the presented token's whole login session."""

@@ -32,10 +32,12 @@ class AddressGuard:
 
     # -- login ----------------------------------------------------------------------------
 
-    async def check_login(self, session: AsyncSession, email: str, now: datetime) -> None:
+    async def check_login(self, session: AsyncSession, email: str, now: datetime) -> bool:
+        """Raise AccountLocked while the address is locked; True if it has failures on record."""
         row = await session.get(AddressThrottle, email)
         if row is not None and row.locked_until is not None and row.locked_until > now:
             raise AccountLocked(math.ceil((row.locked_until - now).total_seconds()))
+        return row is not None and row.login_failures > 0
 
     async def login_failed(self, session: AsyncSession, email: str, now: datetime) -> int:
         """Count a failure; returns the lockout it caused in seconds (0 for none)."""

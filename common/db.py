@@ -16,7 +16,11 @@ from common.settings import ensure_sqlite_dir
 def make_engine(url: str) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection: SQLite has one writer anyway, and queueing in asyncio beats
+        # several connections sleeping in SQLite's busy handler (up to 100 ms per retry).
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
