@@ -13,7 +13,7 @@ from auth_service.keys import KeyRing
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
-from auth_service.ratelimit import RateLimiter
+from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
 from auth_service.routes import router, wellknown
 from auth_service.throttle import AddressGuard
@@ -30,6 +30,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     settings = settings or AuthSettings()
     kafka = kafka or KafkaSettings()
     keys = KeyRing(settings)  # fails fast on missing or mismatched key files
+    limits = configured(settings.rate_limits)  # fails fast on a misspelt override
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +54,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.keys = keys
         app.state.settings = settings
         app.state.limiter = RateLimiter(settings.rate_limit_enabled)
+        app.state.limits = limits
         app.state.checks = {
             "database": database_check(engine),
             "broker": tcp_check(kafka.bootstrap_servers),

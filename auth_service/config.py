@@ -53,6 +53,8 @@ class AuthSettings(BaseSettings):
     enumeration_floor_ms: int = Field(default=120, ge=0)
 
     rate_limit_enabled: bool = True
+    # Overrides of the defaults in ratelimit.py, as JSON: {"ip:login": [30, 60], ...}.
+    rate_limits: dict[str, tuple[int, float]] = Field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
     outbox_poll_seconds: float = 5.0
 

@@ -78,5 +78,22 @@ PER_IP = {
 PER_ACCOUNT = {
     "verify": Limit(10, 600),
     "reset": Limit(10, 600),
+    "resend": Limit(5, 3600),
+    "forgot": Limit(5, 3600),
     "login": Limit(10, 60),
 }
+
+
+def configured(overrides: dict[str, tuple[int, float]]) -> dict[str, dict[str, Limit]]:
+    """The limits in force: the defaults above, with AUTH_RATE_LIMITS overrides applied,
+    keyed "ip:<action>" or "account:<action>" -> [requests, seconds]."""
+    limits = {
+        "ip": {k: v for k, v in PER_IP.items()},
+        "account": {k: v for k, v in PER_ACCOUNT.items()},
+    }
+    for key, (requests, seconds) in overrides.items():
+        scope, _, action = key.partition(":")
+        if scope not in limits or action not in PER_IP:
+            raise ValueError(f"AUTH_RATE_LIMITS: unknown limit {key!r}")
+        limits[scope][action] = Limit(int(requests), float(seconds))
+    return limits

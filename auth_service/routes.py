@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from auth_service.deps import AccountsDep, ClaimsDep, RefreshTokensDep
-from auth_service.ratelimit import PER_ACCOUNT, PER_IP, RateLimiter
+from auth_service.ratelimit import RateLimiter
 from auth_service.schemas import (
     Accepted,
     ForgotIn,
@@ -40,9 +40,10 @@ def client_ip(request: Request) -> str:
 
 def limit(request: Request, action: str, account: str | None = None) -> None:
     limiter: RateLimiter = request.app.state.limiter
-    limiter.hit(f"ip:{action}", client_ip(request), PER_IP[action])
-    if account is not None and action in PER_ACCOUNT:
-        limiter.hit(f"account:{action}", account, PER_ACCOUNT[action])
+    limits = request.app.state.limits
+    limiter.hit(f"ip:{action}", client_ip(request), limits["ip"][action])
+    if account is not None and action in limits["account"]:
+        limiter.hit(f"account:{action}", account, limits["account"][action])
 
 
 @asynccontextmanager

@@ -50,3 +50,14 @@ def test_resend_is_limited_per_ip(limited_auth: str) -> None:
         ]
     assert codes[:allowed] == [202] * allowed
     assert codes[allowed] == 429
+
+
+def test_forgot_is_limited_per_account(limited_auth: str) -> None:
+    email = unique_email("forgetful")
+    allowed = PER_ACCOUNT["forgot"].requests
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        codes = [
+            http.post("/v1/auth/password/forgot", json={"email": email}).status_code
+            for _ in range(allowed + 1)
+        ]
+    assert codes == [202] * allowed + [429]

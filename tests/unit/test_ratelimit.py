@@ -65,3 +65,14 @@ def test_memory_stays_bounded() -> None:
     for i in range(1000):
         limiter.hit("s", str(i), Limit(5, 60))
     assert len(limiter._windows) <= 100
+
+
+def test_limits_are_configurable_and_misspellings_refused() -> None:
+    from auth_service.ratelimit import PER_IP, configured
+
+    limits = configured({"ip:login": (3, 10), "account:forgot": (1, 60)})
+    assert limits["ip"]["login"] == Limit(3, 10)
+    assert limits["account"]["forgot"] == Limit(1, 60)
+    assert limits["ip"]["verify"] == PER_IP["verify"]
+    with pytest.raises(ValueError):
+        configured({"ip:logn": (3, 10)})

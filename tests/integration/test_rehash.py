@@ -1,0 +1,38 @@
+"""A hash made with older argon2 parameters is upgraded at the next successful login."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+
+from tests.conftest import Stack
+from tests.integration.test_auth_api import PASSWORD, signup, verify
+from tests.support import ServiceProcess, unique_email
+
+
+def stored_hash(stack: Stack, email: str) -> str:
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        return db.execute("SELECT password_hash FROM users WHERE email = ?", (email,)).fetchone()[0]
+
+
+def test_login_upgrades_an_outdated_hash(stack: Stack) -> None:
+    email = unique_email("rehash")
+    with httpx.Client(base_url=stack.auth.url, timeout=30) as http:
+        verify(stack, http, email, signup(stack, http, email))
+    assert "$m=19456,t=2,p=1$" in stored_hash(stack, email)
+
+    # The operator raises the cost: a second auth on the same database with stronger settings.
+    env = dict(stack.auth.env)
+    env.pop("AUTH_PORT", None)
+    env.update(AUTH_ARGON2_MEMORY_KIB="32768", AUTH_ARGON2_TIME_COST="3")
+    stronger = ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-stronger").start()
+    try:
+        with httpx.Client(base_url=stronger.url, timeout=30) as http:
+            r = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            assert r.status_code == 200
+            assert "$m=32768,t=3,p=1$" in stored_hash(stack, email)
+            again = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            assert again.status_code == 200  # the upgraded hash verifies
+    finally:
+        stronger.stop()
