@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, StringConstraints
 
-from common.schemas import Email, NoNulStr, StrictModel
+from common.schemas import Email, StrictModel, text
 
 # Length counts code points (NIST SP 800-63B): 8..1024.
-Password = Annotated[NoNulStr, StringConstraints(min_length=8, max_length=1024)]
+Password = text(8, 1024)
 Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Locale = Literal["en", "ru"]
 
@@ -33,7 +33,7 @@ class ResendIn(StrictModel):
 class LoginIn(StrictModel):
     email: Email
     # Any length may be tried at login, but not more than we would ever have accepted.
-    password: Annotated[NoNulStr, StringConstraints(min_length=1, max_length=1024)]
+    password: text(1, 1024)  # type: ignore[valid-type]
 
 
 class RefreshIn(StrictModel):

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.jwt import InvalidToken, Verifier
+from common.jwt import InvalidToken, UnknownKey, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -176,18 +176,26 @@ def setup_app(app: FastAPI, *, max_body_bytes: int = 64 * 1024) -> None:
 INVALID_TOKEN_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
-def bearer_claims(request: Request, verifier: Verifier) -> dict[str, Any]:
+async def bearer_claims(request: Request, verifier: Verifier) -> dict[str, Any]:
     """The verified claims of the request's bearer token, or a 401 per RFC 6750."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "invalid_token", "missing bearer token", INVALID_TOKEN_HEADERS)
     try:
-        return verifier.verify(token.strip())
+        try:
+            return verifier.verify(token)
+        except UnknownKey:
+            # A verifier that can learn keys (JWKS) gets one chance, rate-limited by itself.
+            refresh = getattr(verifier, "refresh_unknown", None)
+            if refresh is None or not await refresh():
+                raise
+            return verifier.verify(token)
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", "invalid bearer token", INVALID_TOKEN_HEADERS) from exc
 
 
-def request_claims(request: Request) -> dict[str, Any]:
+async def request_claims(request: Request) -> dict[str, Any]:
     """FastAPI dependency: the claims, verified by the app's `state.verifier`."""
-    return bearer_claims(request, request.app.state.verifier)
+    return await bearer_claims(request, request.app.state.verifier)

@@ -24,6 +24,10 @@ class InvalidToken(Exception):
     """The bearer token is missing, malformed, expired or not ours."""
 
 
+class UnknownKey(InvalidToken):
+    """Signed with a `kid` this verifier does not hold (perhaps a key rotated since)."""
+
+
 def load_public_key(path: Path) -> RSAPublicKey:
     try:
         data = path.read_bytes()
@@ -70,6 +74,10 @@ class TokenVerifier:
     def from_public_key(cls, key: RSAPublicKey, *, issuer: str, audience: str) -> TokenVerifier:
         return cls({public_jwk(key)["kid"]: key}, issuer=issuer, audience=audience)
 
+    @property
+    def kids(self) -> list[str]:
+        return list(self._keys)
+
     def verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
@@ -81,7 +89,7 @@ class TokenVerifier:
         key = self._keys.get(header.get("kid", ""))
         if key is None:
             if "kid" in header or len(self._keys) != 1:
-                raise InvalidToken("unknown key id")
+                raise UnknownKey("unknown key id")
             key = next(iter(self._keys.values()))
         try:
             claims: dict[str, Any] = jwt.decode(

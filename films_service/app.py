@@ -9,9 +9,10 @@ from fastapi import FastAPI
 from common.db import create_schema, make_engine, make_sessionmaker
 from common.health import database_check, health_router
 from common.http import setup_app
-from common.jwt import TokenVerifier, load_public_key
+from common.jwt import TokenVerifier, Verifier, load_public_key
 from films_service.catalogue import seed_if_empty
 from films_service.config import FilmsSettings
+from films_service.jwks import JwksVerifier
 from films_service.models import Base
 from films_service.routes import router
 
@@ -20,12 +21,23 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: FilmsSettings | None = None) -> FastAPI:
     settings = settings or FilmsSettings()
-    # Parsed once, before serving (a missing key fails fast): requests only check signatures.
-    verifier = TokenVerifier.from_public_key(
-        load_public_key(settings.public_key_path),
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-    )
+    jwks: JwksVerifier | None = None
+    verifier: Verifier
+    if settings.jwks_url:
+        verifier = jwks = JwksVerifier(
+            settings.jwks_url,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            cooldown_seconds=settings.jwks_cooldown_seconds,
+            refresh_seconds=settings.jwks_refresh_seconds,
+        )
+    else:
+        # Parsed once, before serving (a missing key fails fast): requests only check signatures.
+        verifier = TokenVerifier.from_public_key(
+            load_public_key(settings.public_key_path),
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,9 +48,18 @@ def create_app(settings: FilmsSettings | None = None) -> FastAPI:
         if seeded := await seed_if_empty(app.state.sessions):
             log.info("seeded the catalogue with %d films", seeded)
         app.state.checks = {"database": database_check(engine)}
+        if jwks is not None:
+            await jwks.start()
+
+            async def keys_loaded() -> bool:
+                return jwks.ready
+
+            app.state.checks["keys"] = keys_loaded
         try:
             yield
         finally:
+            if jwks is not None:
+                await jwks.stop()
             await engine.dispose()
 
     app = FastAPI(title="films_service", version="0.1.0", lifespan=lifespan)

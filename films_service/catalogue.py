@@ -1,14 +1,25 @@
-"""Reading the catalogue, and seeding it on first start."""
+"""Reading and editing the catalogue, and seeding it on first start."""
 
 from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from films_service.models import Film
+from films_service.models import Film, FilmGenre
+
+SORTS = {
+    "id": Film.id,
+    "title": Film.title,
+    "-title": Film.title.desc(),
+    "year": Film.year,
+    "-year": Film.year.desc(),
+    "runtime": Film.runtime_minutes,
+    "-runtime": Film.runtime_minutes.desc(),
+}
 
 
 async def seed_if_empty(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -25,7 +36,14 @@ def _escape_like(term: str) -> str:
 
 
 async def list_films(
-    session: AsyncSession, *, limit: int, offset: int, q: str | None, year: int | None
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    q: str | None = None,
+    year: int | None = None,
+    genre: str | None = None,
+    sort: str = "id",
 ) -> tuple[list[Film], int]:
     query = select(Film)
     if q:
@@ -34,6 +52,33 @@ async def list_films(
         )
     if year is not None:
         query = query.where(Film.year == year)
+    if genre:
+        query = query.where(
+            Film.id.in_(
+                select(FilmGenre.film_id).where(func.lower(FilmGenre.name) == genre.lower())
+            )
+        )
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(query.order_by(Film.id).limit(limit).offset(offset))
+    order = [SORTS[sort]] if sort == "id" else [SORTS[sort], Film.id]
+    rows = await session.scalars(query.order_by(*order).limit(limit).offset(offset))
     return list(rows), total
+
+
+async def create_film(session: AsyncSession, fields: dict[str, Any]) -> Film:
+    film = Film(**fields)
+    session.add(film)
+    await session.commit()
+    return film
+
+
+async def update_film(session: AsyncSession, film: Film, fields: dict[str, Any]) -> Film:
+    for name, value in fields.items():
+        setattr(film, name, value)
+    await session.commit()
+    await session.refresh(film)
+    return film
+
+
+async def delete_film(session: AsyncSession, film: Film) -> None:
+    await session.delete(film)
+    await session.commit()

@@ -1,6 +1,25 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from common.schemas import StrictModel, text
+
+Text = text(1, 300, strip=True)
+Genre = text(1, 40, strip=True)
+Year = Annotated[int, Field(ge=1870, le=2100)]
+Runtime = Annotated[int, Field(ge=1, le=1000)]
+
+
+def _distinct(genres: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for genre in genres:
+        seen.setdefault(genre.lower(), genre)
+    return list(seen.values())
+
+
+Genres = Annotated[list[Genre], Field(min_length=1, max_length=10), AfterValidator(_distinct)]
 
 
 class FilmOut(BaseModel):
@@ -19,3 +38,19 @@ class FilmPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class FilmIn(StrictModel):
+    title: Text
+    year: Year
+    genres: Genres
+    director: Text
+    runtime_minutes: Runtime
+
+
+class FilmPatch(StrictModel):
+    title: Text | None = None
+    year: Year | None = None
+    genres: Genres | None = None
+    director: Text | None = None
+    runtime_minutes: Runtime | None = None

@@ -57,6 +57,32 @@ class Stack:
     def http(self) -> httpx.Client:
         return httpx.Client(timeout=30)
 
+    def spawn(self, module: str, name: str, **overrides: str) -> ServiceProcess:
+        """Another process of a service, on its own port and database unless told otherwise;
+        the caller stops it."""
+        base = {
+            "auth_service": self.auth,
+            "films_service": self.films,
+            "mailer_service": self.mailer,
+        }
+        env = dict(base[module].env)
+        prefix = module.split("_")[0].upper()
+        env.pop(f"{prefix}_PORT", None)
+        env[f"{prefix}_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.work}/{name}.db"
+        env.update(overrides)
+        return ServiceProcess(module, f"{prefix}_PORT", env, self.work, name).start()
+
+    def own_keys(self, directory: Path) -> dict[str, str]:
+        """Environment for an auth with a key pair of its own (generated here)."""
+        settings = auth_settings_for(directory, retired_keys_dir=directory / "retired")
+        generate_missing(settings)
+        return {
+            "AUTH_PRIVATE_KEY_PATH": str(settings.private_key_path),
+            "AUTH_PUBLIC_KEY_PATH": str(settings.public_key_path),
+            "AUTH_CODE_SECRET_PATH": str(settings.code_secret_path),
+            "AUTH_RETIRED_KEYS_DIR": str(settings.retired_keys_dir),
+        }
+
 
 # Short enough to test in seconds; the default (60 s) is the same code path.
 TEST_RESEND_COOLDOWN = 2

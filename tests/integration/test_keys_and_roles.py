@@ -11,8 +11,6 @@ import httpx
 import jwt
 import pytest
 
-from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing
 from tests.conftest import Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify
 from tests.support import ROOT, ServiceProcess, unique_email, wait_until
@@ -34,24 +32,8 @@ def rotating_auth(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     """An auth of its own: rotating the shared test keys would pull films' key away."""
-    keys = tmp_path_factory.mktemp("rotating-keys")
-    env = dict(stack.auth.env)
-    env.pop("AUTH_PORT", None)
-    env.update(
-        AUTH_PRIVATE_KEY_PATH=str(keys / "private.pem"),
-        AUTH_PUBLIC_KEY_PATH=str(keys / "public.pem"),
-        AUTH_CODE_SECRET_PATH=str(keys / "code_secret"),
-        AUTH_RETIRED_KEYS_DIR=str(keys / "retired"),
-        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{stack.work}/auth-rotating.db",
-    )
-    generate_missing(
-        AuthSettings(
-            private_key_path=keys / "private.pem",
-            public_key_path=keys / "public.pem",
-            code_secret_path=keys / "code_secret",
-        )
-    )
-    service = ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-rotating").start()
+    keys = stack.own_keys(tmp_path_factory.mktemp("rotating-keys"))
+    service = stack.spawn("auth_service", "auth-rotating", **keys)
     try:
         yield service
     finally:

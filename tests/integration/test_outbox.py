@@ -14,7 +14,6 @@ from common.kafka import KafkaSettings, ensure_topics
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
 from tests.conftest import Stack
-from tests.support import ServiceProcess
 
 
 async def read_all(
@@ -50,12 +49,8 @@ async def read_all(
 
 async def test_signups_while_the_broker_is_down_are_all_published_later(stack: Stack) -> None:
     port = free_port()
-    env = dict(stack.auth.env)
-    env.pop("AUTH_PORT", None)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
-    env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{stack.work}/auth-outbox.db"
     auth = await asyncio.to_thread(
-        ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-outbox").start
+        stack.spawn, "auth_service", "auth-outbox", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}"
     )
     run = uuid.uuid4().hex[:8]
     emails = [f"outage-{run}-{i:03d}@example.com" for i in range(60)]

@@ -9,16 +9,12 @@ import pytest
 
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.conftest import Stack
-from tests.support import ServiceProcess, unique_email
+from tests.support import unique_email
 
 
 @pytest.fixture(scope="module")
 def limited_auth(stack: Stack) -> Iterator[str]:
-    env = dict(stack.auth.env)
-    env.pop("AUTH_PORT", None)
-    env["AUTH_RATE_LIMIT_ENABLED"] = "true"
-    env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{stack.work}/auth-limited.db"
-    service = ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-limited").start()
+    service = stack.spawn("auth_service", "auth-limited", AUTH_RATE_LIMIT_ENABLED="true")
     try:
         yield service.url
     finally:

@@ -8,7 +8,7 @@ import httpx
 
 from tests.conftest import Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify
-from tests.support import ServiceProcess, unique_email
+from tests.support import unique_email
 
 
 def stored_hash(stack: Stack, email: str) -> str:
@@ -23,10 +23,13 @@ def test_login_upgrades_an_outdated_hash(stack: Stack) -> None:
     assert "$m=19456,t=2,p=1$" in stored_hash(stack, email)
 
     # The operator raises the cost: a second auth on the same database with stronger settings.
-    env = dict(stack.auth.env)
-    env.pop("AUTH_PORT", None)
-    env.update(AUTH_ARGON2_MEMORY_KIB="32768", AUTH_ARGON2_TIME_COST="3")
-    stronger = ServiceProcess("auth_service", "AUTH_PORT", env, stack.work, "auth-stronger").start()
+    stronger = stack.spawn(
+        "auth_service",
+        "auth-stronger",
+        AUTH_DATABASE_URL=stack.auth.env["AUTH_DATABASE_URL"],  # the same accounts
+        AUTH_ARGON2_MEMORY_KIB="32768",
+        AUTH_ARGON2_TIME_COST="3",
+    )
     try:
         with httpx.Client(base_url=stronger.url, timeout=30) as http:
             r = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})

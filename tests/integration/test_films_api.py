@@ -1,0 +1,126 @@
+"""The catalogue: filters, sorting and paging for every holder of a token; edits for admins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Stack
+from tests.support import Minter
+
+NEW_FILM = {
+    "title": "Test Pattern",
+    "year": 2024,
+    "genres": ["Drama", "Mystery", "drama"],
+    "director": "A. Tester",
+    "runtime_minutes": 101,
+}
+
+
+@pytest.fixture
+def reader(stack: Stack) -> Iterator[httpx.Client]:
+    token = Minter(stack.key_dir).token()
+    with httpx.Client(
+        base_url=stack.films.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(stack: Stack) -> Iterator[httpx.Client]:
+    token = Minter(stack.key_dir).token(roles=["admin"])
+    with httpx.Client(
+        base_url=stack.films.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def test_genre_filter(reader: httpx.Client) -> None:
+    page = reader.get("/v1/films", params={"genre": "sci-fi", "limit": 100}).json()
+    assert page["total"] >= 10
+    assert all("Sci-Fi" in film["genres"] for film in page["items"])
+    assert {"The Matrix", "Stalker", "Alien"} <= {f["title"] for f in page["items"]}
+    assert reader.get("/v1/films", params={"genre": "nonexistent"}).json()["total"] == 0
+
+
+def test_filters_combine(reader: httpx.Client) -> None:
+    page = reader.get("/v1/films", params={"genre": "Drama", "year": 1994}).json()
+    titles = {f["title"] for f in page["items"]}
+    assert {"The Shawshank Redemption", "Forrest Gump", "Pulp Fiction"} <= titles
+    assert "The Lion King" in titles and page["total"] == len(titles)
+
+
+def test_sorting_and_paging(reader: httpx.Client) -> None:
+    oldest = reader.get("/v1/films", params={"sort": "year", "limit": 3}).json()["items"]
+    assert [f["year"] for f in oldest] == sorted(f["year"] for f in oldest)
+    assert oldest[0]["title"] == "Modern Times"
+    newest = reader.get("/v1/films", params={"sort": "-year", "limit": 1}).json()["items"]
+    assert newest[0]["year"] >= 2019
+    first = reader.get("/v1/films", params={"limit": 10, "offset": 0}).json()
+    second = reader.get("/v1/films", params={"limit": 10, "offset": 10}).json()
+    assert not {f["id"] for f in first["items"]} & {f["id"] for f in second["items"]}
+    assert first["total"] == second["total"]
+    assert reader.get("/v1/films", params={"sort": "rating"}).status_code == 422
+
+
+def test_admin_creates_edits_and_deletes(admin: httpx.Client, reader: httpx.Client) -> None:
+    r = admin.post("/v1/films", json=NEW_FILM)
+    assert r.status_code == 201, r.text
+    film = r.json()
+    assert film["genres"] == ["Drama", "Mystery"]  # duplicates (any case) dropped, order kept
+    assert reader.get(f"/v1/films/{film['id']}").json() == film
+
+    r = admin.patch(f"/v1/films/{film['id']}", json={"year": 2025, "genres": ["Thriller"]})
+    assert r.status_code == 200
+    assert r.json() | {"year": 2025, "genres": ["Thriller"]} == r.json()
+    assert r.json()["title"] == "Test Pattern"
+
+    assert admin.delete(f"/v1/films/{film['id']}").status_code == 204
+    assert reader.get(f"/v1/films/{film['id']}").status_code == 404
+    assert admin.delete(f"/v1/films/{film['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/films", NEW_FILM),
+        ("PATCH", "/v1/films/1", {"year": 2000}),
+        ("DELETE", "/v1/films/1", None),
+    ],
+)
+def test_writes_need_the_admin_role(
+    reader: httpx.Client, method: str, path: str, body: object
+) -> None:
+    r = reader.request(method, path, json=body)
+    assert r.status_code == 403
+    assert r.json()["error"] == "forbidden"
+    assert reader.get("/v1/films/1").json()["year"] == 1994  # untouched
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**NEW_FILM, "title": ""},
+        {**NEW_FILM, "title": "   "},
+        {**NEW_FILM, "year": 1500},
+        {**NEW_FILM, "year": "1999"},
+        {**NEW_FILM, "genres": []},
+        {**NEW_FILM, "genres": ["x" * 41]},
+        {**NEW_FILM, "runtime_minutes": 0},
+        {**NEW_FILM, "title": "nul\x00byte"},
+        {k: v for k, v in NEW_FILM.items() if k != "director"},
+        {**NEW_FILM, "id": 1},
+    ],
+)
+def test_invalid_films_are_refused(admin: httpx.Client, body: dict[str, object]) -> None:
+    r = admin.post("/v1/films", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("body", [{}, {"year": None}, {"title": ""}])
+def test_invalid_patches_are_refused(admin: httpx.Client, body: dict[str, object]) -> None:
+    r = admin.patch("/v1/films/1", json=body)
+    assert r.status_code == 422
