@@ -29,6 +29,7 @@ class MailerSettings(BaseSettings):
     sender: str = Field(default="Auth <no-reply@localhost>", alias="MAILER_FROM")
     product_name: str = "Films"
 
-    max_attempts: int = Field(default=5, ge=1)
+    # 8 attempts back off for at least ~31 s in all (jitter included): a 20 s outage passes.
+    max_attempts: int = Field(default=8, ge=1)
     retry_base_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)

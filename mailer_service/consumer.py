@@ -14,7 +14,7 @@ import logging
 import random
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -103,13 +103,25 @@ class Mailer:
             return
         self.running = True
         log.info("mailer consuming %s as group %r", EMAIL_CODES_TOPIC, self._settings.group_id)
+        backoff = 0.2
         try:
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=200)
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await asyncio.gather(
                         *(self._process_partition(tp, records) for tp, records in batch.items())
                     )
+                    backoff = 0.2
+                except Exception:
+                    # Nothing is lost: rewind to the committed offsets and go again; what was
+                    # already sent is in the processed-events table and will be skipped.
+                    log.exception("processing a batch failed; retrying in %.1fs", backoff)
+                    MAILS.labels("batch_error").inc()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    await self._consumer.seek_to_committed()
         finally:
             self.running = False
             await self._consumer.stop()  # commits nothing more; leaves the group
@@ -122,7 +134,12 @@ class Mailer:
             await self.handle(record)
         # Handled records are in the processed-events table, so one commit per batch is
         # enough: a crash before it redelivers them and they are skipped, not re-sent.
-        await self._consumer.commit({tp: records[-1].offset + 1})
+        try:
+            await self._consumer.commit({tp: records[-1].offset + 1})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance moved the partition: its new owner gets these records again and
+            # skips them (same table). Not an error worth stopping for.
+            log.warning("commit for %s refused after a rebalance: %s", tp, exc)
 
     async def handle(self, record: ConsumerRecord) -> None:
         try:

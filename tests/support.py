@@ -79,6 +79,17 @@ class RecordingHandler:
             time.sleep(0.02)
         raise AssertionError(f"{count} email(s) to {rcpt} not received in {timeout}s")
 
+    async def await_all(self, rcpts: list[str], timeout: float = 60.0) -> None:
+        """Until at least one email reached each of `rcpts`."""
+        wanted = {r.lower() for r in rcpts}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if wanted <= {m.rcpt for m in self.messages}:
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not every one of {len(wanted)} recipients got an email")
+
     async def await_for(self, rcpt: str, count: int = 1, timeout: float = 30.0) -> list[Received]:
         """`wait_for` for tests whose event loop also runs the code under test."""
         deadline = time.monotonic() + timeout

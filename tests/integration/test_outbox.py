@@ -1,5 +1,6 @@
 """Sign-ups keep working while the broker is unreachable; the backlog drains, in order,
-when it comes back. Auth runs as a process; the broker starts only after the sign-ups."""
+when it comes back, and every email is delivered. Auth and the mailer run as processes;
+the broker starts only after the sign-ups."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from common.kafka import KafkaSettings, ensure_topics
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
 from tests.conftest import Stack
+from tests.support import RecordingHandler, start_smtp
 
 
 async def read_all(
@@ -47,31 +49,55 @@ async def read_all(
     return events
 
 
-async def test_signups_while_the_broker_is_down_are_all_published_later(stack: Stack) -> None:
+async def test_500_signups_while_the_broker_is_down_are_all_delivered_later(
+    stack: Stack,
+) -> None:
     port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
     auth = await asyncio.to_thread(
-        stack.spawn, "auth_service", "auth-outbox", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}"
+        stack.spawn, "auth_service", "auth-outbox", KAFKA_BOOTSTRAP_SERVERS=bootstrap
     )
     run = uuid.uuid4().hex[:8]
-    emails = [f"outage-{run}-{i:03d}@example.com" for i in range(60)]
+    emails = [f"outage-{run}-{i:03d}@example.com" for i in range(500)]
+    smtp = RecordingHandler()
+    controller = start_smtp(smtp)
+    mailer = None
     try:
-        async with httpx.AsyncClient(base_url=auth.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=auth.url, timeout=60) as http:
             assert (await http.get("/readyz")).status_code == 503
-            for email in emails:
-                r = await http.post(
-                    "/v1/auth/signup", json={"email": email, "password": "outage passphrase"}
-                )
-                assert r.status_code == 202
+            gate = asyncio.Semaphore(25)
+
+            async def signup(email: str) -> int:
+                async with gate:
+                    r = await http.post(
+                        "/v1/auth/signup", json={"email": email, "password": "outage passphrase"}
+                    )
+                    return r.status_code
+
+            assert set(await asyncio.gather(*map(signup, emails))) == {202}
 
             with EmbeddedBroker(port=port):
-                events = await read_all(f"127.0.0.1:{port}", want=len(emails))
+                events = await read_all(bootstrap, want=len(emails))
                 assert (await http.get("/readyz")).status_code == 200
+                mailer = await asyncio.to_thread(
+                    stack.spawn,
+                    "mailer_service",
+                    f"mailer-outbox-{run}",
+                    KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+                    MAILER_SMTP_PORT=str(controller.port),
+                    MAILER_GROUP_ID=f"mailer-{run}",
+                )
+                await smtp.await_all(emails, timeout=90)
     finally:
+        if mailer is not None:
+            await asyncio.to_thread(mailer.stop)
         await asyncio.to_thread(auth.stop)
+        controller.stop()
 
     assert sorted(e.email for _, e in events) == sorted(emails)
-    # Keyed by recipient and published in commit order (the numbered addresses sort in
-    # sign-up order), so within each partition they arrive in order.
+    # Published in commit order: within each partition, events arrive oldest first.
     for partition in {p for p, _ in events}:
-        in_partition = [e.email for p, e in events if p == partition]
-        assert in_partition == sorted(in_partition)
+        times = [e.occurred_at for p, e in events if p == partition]
+        assert times == sorted(times)
+    delivered = [m.rcpt for m in smtp.messages if m.rcpt in set(emails)]
+    assert len(delivered) == len(set(delivered)) == 500
