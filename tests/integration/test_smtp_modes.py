@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -83,42 +83,25 @@ async def test_plain(server_factory: Any) -> None:
     assert server.handler.wait_for(to)[0].code == "123456"
 
 
-async def test_starttls_with_auth(
-    server_factory: Any, server_tls: ssl.SSLContext, cert: Any
-) -> None:
-    server = server_factory(
-        tls_context=server_tls,
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_required=True,
-    )
-    to = unique_email()
-    settings = MailerSettings(
-        smtp_port=server.port,
-        smtp_tls="starttls",
-        smtp_ca_file=cert[0],
-        smtp_username=USER,
-        smtp_password=PASSWORD,
-    )
-    await send_one(settings, to)
-    assert len(server.handler.wait_for(to)) == 1
+def tls_server_options(mode: str, context: ssl.SSLContext) -> dict[str, Any]:
+    """aiosmtpd set up for `mode`, requiring AUTH."""
+    auth = {"authenticator": authenticator, "auth_required": True}
+    if mode == "starttls":
+        return {"tls_context": context, "require_starttls": True, **auth}
+    # aiosmtpd does not count an implicit-TLS transport as TLS for its AUTH gate; it is TLS.
+    return {"ssl_context": context, "auth_require_tls": False, **auth}
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
-async def test_implicit_tls_with_auth(
-    server_factory: Any, server_tls: ssl.SSLContext, cert: Any
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+async def test_tls_with_auth(
+    server_factory: Any, server_tls: ssl.SSLContext, cert: Any, mode: Literal["starttls", "tls"]
 ) -> None:
-    # aiosmtpd does not count an implicit-TLS transport as TLS for its AUTH gate; it is TLS.
-    server = server_factory(
-        ssl_context=server_tls,
-        authenticator=authenticator,
-        auth_required=True,
-        auth_require_tls=False,
-    )
+    server = server_factory(**tls_server_options(mode, server_tls))
     to = unique_email()
     settings = MailerSettings(
         smtp_port=server.port,
-        smtp_tls="tls",
+        smtp_tls=mode,
         smtp_ca_file=cert[0],
         smtp_username=USER,
         smtp_password=PASSWORD,
@@ -139,12 +122,7 @@ async def test_untrusted_certificate_is_refused(
 async def test_wrong_password_is_transient_not_a_hang(
     server_factory: Any, server_tls: ssl.SSLContext, cert: Any
 ) -> None:
-    server = server_factory(
-        tls_context=server_tls,
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_required=True,
-    )
+    server = server_factory(**tls_server_options("starttls", server_tls))
     settings = MailerSettings(
         smtp_port=server.port,
         smtp_tls="starttls",
