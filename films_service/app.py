@@ -12,6 +12,7 @@ from common.http import setup_app
 from common.jwt import TokenVerifier, Verifier, load_public_key
 from films_service.catalogue import seed_if_empty
 from films_service.config import FilmsSettings
+from films_service.favourites import router as favourites_router
 from films_service.jwks import JwksVerifier
 from films_service.models import Base
 from films_service.routes import router
@@ -65,5 +66,6 @@ def create_app(settings: FilmsSettings | None = None) -> FastAPI:
     app = FastAPI(title="films_service", version="0.1.0", lifespan=lifespan)
     setup_app(app, max_body_bytes=settings.max_body_bytes)
     app.include_router(router)
+    app.include_router(favourites_router)
     app.include_router(health_router(lambda: app.state.checks))
     return app

@@ -39,3 +39,15 @@ class FilmGenre(Base):
     )
     name: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
     position: Mapped[int] = mapped_column(default=0)
+
+
+class Favourite(Base):
+    """A user's favourite film, keyed by the token's `sub`: films keeps no account table."""
+
+    __tablename__ = "favourites"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    film_id: Mapped[int] = mapped_column(
+        ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
+    )
+    film: Mapped[Film] = relationship(lazy="selectin")

@@ -31,7 +31,7 @@ Sort = Literal["id", "title", "-title", "year", "-year", "runtime", "-runtime"]
 router = APIRouter(prefix="/v1/films", tags=["films"])
 
 
-async def _film(session: AsyncSession, film_id: int) -> Film:
+async def get_film_or_404(session: AsyncSession, film_id: int) -> Film:
     row = await session.get(Film, film_id)
     if row is None:
         raise ApiError(404, "film_not_found", "no film with that id")
@@ -59,7 +59,7 @@ async def films(
 
 @router.get("/{film_id}", response_model=FilmOut)
 async def film(_: ClaimsDep, session: SessionDep, film_id: FilmId) -> FilmOut:
-    return FilmOut.model_validate(await _film(session, film_id))
+    return FilmOut.model_validate(await get_film_or_404(session, film_id))
 
 
 @router.post("", status_code=201, response_model=FilmOut)
@@ -72,11 +72,11 @@ async def edit(body: FilmPatch, _: AdminDep, session: SessionDep, film_id: FilmI
     changes = body.model_dump(exclude_unset=True)
     if not changes or any(value is None for value in changes.values()):
         raise ApiError(422, "invalid_request", "give at least one field, none of them null")
-    row = await _film(session, film_id)
+    row = await get_film_or_404(session, film_id)
     return FilmOut.model_validate(await update_film(session, row, changes))
 
 
 @router.delete("/{film_id}", status_code=204)
 async def remove(_: AdminDep, session: SessionDep, film_id: FilmId) -> Response:
-    await delete_film(session, await _film(session, film_id))
+    await delete_film(session, await get_film_or_404(session, film_id))
     return Response(status_code=204)

@@ -124,3 +124,23 @@ def test_invalid_films_are_refused(admin: httpx.Client, body: dict[str, object])
 def test_invalid_patches_are_refused(admin: httpx.Client, body: dict[str, object]) -> None:
     r = admin.patch("/v1/films/1", json=body)
     assert r.status_code == 422
+
+
+def test_favourites_are_per_user(stack: Stack) -> None:
+    minter = Minter(stack.key_dir)
+    alice = {"Authorization": f"Bearer {minter.token(sub='alice-' + NEW_FILM['title'])}"}
+    bob = {"Authorization": f"Bearer {minter.token()}"}
+    with httpx.Client(base_url=stack.films.url, timeout=30) as http:
+        assert http.get("/v1/me/favourites", headers=alice).json() == []
+        assert http.put("/v1/me/favourites/2", headers=alice).status_code == 204
+        assert http.put("/v1/me/favourites/1", headers=alice).status_code == 204
+        assert http.put("/v1/me/favourites/1", headers=alice).status_code == 204  # idempotent
+        titles = [f["title"] for f in http.get("/v1/me/favourites", headers=alice).json()]
+        assert titles == ["The Godfather", "The Shawshank Redemption"]
+        assert http.get("/v1/me/favourites", headers=bob).json() == []
+
+        assert http.put("/v1/me/favourites/999999", headers=alice).status_code == 404
+        assert http.delete("/v1/me/favourites/2", headers=alice).status_code == 204
+        assert http.delete("/v1/me/favourites/2", headers=alice).status_code == 204
+        assert [f["id"] for f in http.get("/v1/me/favourites", headers=alice).json()] == [1]
+        assert http.get("/v1/me/favourites").status_code == 401

@@ -80,3 +80,14 @@ def test_no_secret_is_written_into_the_file() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert "${POSTGRES_PASSWORD:?" in text  # must come from the operator's environment
     assert "BEGIN" not in text and "PRIVATE KEY" not in text
+
+
+def test_env_example_lists_every_variable_the_code_reads() -> None:
+    text = (ROOT / ".env.example").read_text()
+    listed = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in text.splitlines()
+        if "=" in line and not line.startswith("# ---")
+    }
+    assert KNOWN_ENV <= listed, KNOWN_ENV - listed
+    assert listed <= KNOWN_ENV, listed - KNOWN_ENV

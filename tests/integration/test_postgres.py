@@ -1,0 +1,130 @@
+"""The same services on PostgreSQL (asyncpg) as a URL change: sign-up to films, refresh,
+reset, admin edits and favourites. Each run gets fresh databases, dropped afterwards.
+Skipped, with the reason, where no PostgreSQL answers on 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import TEST_RESEND_COOLDOWN, Stack
+from tests.integration.test_auth_api import PASSWORD
+from tests.support import Minter, ServiceProcess, unique_email
+
+ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _admin(*statements: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN, timeout=3)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_services(stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    run = uuid.uuid4().hex[:8]
+    names = [f"auth_{run}", f"films_{run}"]
+    try:
+        asyncio.run(_admin(*(f'CREATE DATABASE "{n}"' for n in names)))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
+    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    started: list[ServiceProcess] = []
+    try:
+        started.append(
+            stack.spawn("auth_service", f"auth-pg-{run}", AUTH_DATABASE_URL=f"{base}/{names[0]}")
+        )
+        started.append(
+            stack.spawn("films_service", f"films-pg-{run}", FILMS_DATABASE_URL=f"{base}/{names[1]}")
+        )
+        yield started[0], started[1]
+    finally:
+        for service in started:
+            service.stop()
+        asyncio.run(_admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names)))
+
+
+def test_auth_on_postgres(stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]) -> None:
+    auth, _ = pg_services
+    email = unique_email("pg")
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        assert http.get("/readyz").status_code == 200
+        assert (
+            http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD}).status_code
+            == 202
+        )
+        code = stack.smtp.wait_for(email)[-1].code
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"  # type: ignore[arg-type]
+        assert http.post("/v1/auth/verify", json={"email": email, "code": wrong}).status_code == 400
+        pair = http.post("/v1/auth/verify", json={"email": email, "code": code}).json()
+        rotated = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert rotated.status_code == 200
+        reuse = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert reuse.status_code == 401
+        me = http.get(
+            "/v1/auth/me", headers={"Authorization": f"Bearer {rotated.json()['access_token']}"}
+        )
+        assert me.json()["email"] == email
+
+        time.sleep(TEST_RESEND_COOLDOWN)
+        assert http.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+        reset_code = stack.smtp.wait_for(email, count=2)[-1].code
+        r = http.post(
+            "/v1/auth/password/reset",
+            json={"email": email, "code": reset_code, "new_password": "a new pg passphrase"},
+        )
+        assert r.status_code == 204
+        assert (
+            http.post(
+                "/v1/auth/login", json={"email": email, "password": "a new pg passphrase"}
+            ).status_code
+            == 200
+        )
+        assert (
+            http.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code
+            == 401
+        )
+
+
+def test_films_on_postgres(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    _, films = pg_services
+    minter = Minter(stack.key_dir)
+    admin = {"Authorization": f"Bearer {minter.token(roles=['admin'])}"}
+    user = {"Authorization": f"Bearer {minter.token()}"}
+    with httpx.Client(base_url=films.url, timeout=30) as http:
+        page = http.get(
+            "/v1/films", params={"genre": "crime", "sort": "-year"}, headers=user
+        ).json()
+        assert page["total"] >= 10
+        years = [f["year"] for f in page["items"]]
+        assert years == sorted(years, reverse=True)
+        assert http.get("/v1/films", params={"q": "100%_"}, headers=user).json()["total"] == 0
+        created = http.post(
+            "/v1/films",
+            json={
+                "title": "PG Test",
+                "year": 2020,
+                "genres": ["Drama"],
+                "director": "X",
+                "runtime_minutes": 90,
+            },
+            headers=admin,
+        )
+        assert created.status_code == 201
+        film_id = created.json()["id"]
+        assert http.put(f"/v1/me/favourites/{film_id}", headers=user).status_code == 204
+        assert [f["id"] for f in http.get("/v1/me/favourites", headers=user).json()] == [film_id]
+        assert http.delete(f"/v1/films/{film_id}", headers=admin).status_code == 204
+        assert http.get("/v1/me/favourites", headers=user).json() == []  # cascaded
