@@ -5,6 +5,16 @@ from __future__ import annotations
 from common.http import ApiError
 
 
+class RetryLater(ApiError):
+    """429 with Retry-After: the caller may try again in `retry_after` seconds."""
+
+    error = "rate_limited"
+    message = "too many requests, try again later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(429, self.error, self.message, {"Retry-After": str(max(1, retry_after))})
+
+
 class InvalidCode(ApiError):
     def __init__(self) -> None:
         super().__init__(400, "invalid_code", "the code is wrong, expired or already used")
@@ -20,14 +30,9 @@ class EmailNotVerified(ApiError):
         super().__init__(403, "email_not_verified", "verify the email address first")
 
 
-class RateLimited(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            429,
-            "rate_limited",
-            "too many requests, try again later",
-            {"Retry-After": str(max(1, retry_after))},
-        )
+class RateLimited(RetryLater):
+    error = "rate_limited"
+    message = "too many requests, try again later"
 
 
 class InvalidGrant(ApiError):
@@ -40,21 +45,11 @@ class InvalidGrant(ApiError):
         )
 
 
-class AccountLocked(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            429,
-            "account_locked",
-            "too many failed logins for this address; try again later",
-            {"Retry-After": str(max(1, retry_after))},
-        )
+class AccountLocked(RetryLater):
+    error = "account_locked"
+    message = "too many failed logins for this address; try again later"
 
 
-class TooManyCodeAttempts(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            429,
-            "too_many_code_attempts",
-            "too many wrong codes for this address; try again later",
-            {"Retry-After": str(max(1, retry_after))},
-        )
+class TooManyCodeAttempts(RetryLater):
+    error = "too_many_code_attempts"
+    message = "too many wrong codes for this address; try again later"

@@ -130,22 +130,25 @@ def _retention(settings: AuthSettings) -> timedelta:
     return timedelta(seconds=settings.access_token_ttl_seconds + 60)
 
 
-def _live_retired(settings: AuthSettings) -> list[dict[str, Any]]:
-    """Retired public keys that may still verify an unexpired token."""
-    live = []
+def _retired(settings: AuthSettings) -> list[tuple[Path, dict[str, Any], bool]]:
+    """(file, public JWK, still live) for each retired key: live while a token it signed
+    may still be unexpired."""
     now = utcnow()
+    records = []
     for path in sorted(settings.retired_keys_dir.glob("*.json")):
         record = json.loads(path.read_text())
-        if datetime.fromisoformat(record["retired_at"]) + _retention(settings) > now:
-            live.append(record["jwk"])
-    return live
+        live = datetime.fromisoformat(record["retired_at"]) + _retention(settings) > now
+        records.append((path, record["jwk"], live))
+    return records
+
+
+def _live_retired(settings: AuthSettings) -> list[dict[str, Any]]:
+    return [jwk for _, jwk, live in _retired(settings) if live]
 
 
 def _prune_retired(settings: AuthSettings) -> None:
-    now = utcnow()
-    for path in settings.retired_keys_dir.glob("*.json"):
-        retired_at = datetime.fromisoformat(json.loads(path.read_text())["retired_at"])
-        if retired_at + _retention(settings) <= now:
+    for path, _, live in _retired(settings):
+        if not live:
             path.unlink(missing_ok=True)
 
 

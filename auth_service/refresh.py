@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit
@@ -103,20 +103,19 @@ class RefreshTokens:
             await self._revoke_family(session, row.family_id)
             audit.record(session, "logout", user_id=row.user_id, ip=ip)
 
-    @staticmethod
-    async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+    @classmethod
+    async def revoke_all(cls, session: AsyncSession, user_id: uuid.UUID) -> None:
+        await cls._revoke_where(session, RefreshToken.user_id == user_id)
+
+    @classmethod
+    async def _revoke_family(cls, session: AsyncSession, family_id: uuid.UUID) -> None:
+        await cls._revoke_where(session, RefreshToken.family_id == family_id)
 
     @staticmethod
-    async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    async def _revoke_where(session: AsyncSession, condition: ColumnElement[bool]) -> None:
         await session.execute(
             update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .where(condition, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
             .execution_options(synchronize_session=False)
         )

@@ -28,7 +28,6 @@ from auth_service.models import Base, User
 from auth_service.passwords import PasswordHasher
 from bench.common import (
     LightClient,
-    ServiceProcess,
     cpu_seconds,
     machine,
     run_for,
@@ -37,6 +36,7 @@ from bench.common import (
 )
 from common.db import create_schema, make_engine, make_sessionmaker
 from infra.broker import EmbeddedBroker
+from tests.support import ServiceProcess
 
 PASSWORD = "benchmark passphrase"
 USERS = 64

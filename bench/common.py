@@ -11,8 +11,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.support import ServiceProcess
-
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
@@ -56,17 +54,6 @@ def workdir() -> Path:
 
 def machine() -> str:
     return f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
-
-
-__all__ = [
-    "ServiceProcess",
-    "cpu_seconds",
-    "machine",
-    "percentile",
-    "run_for",
-    "summary",
-    "workdir",
-]
 
 
 class LightClient:

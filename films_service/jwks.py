@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from prometheus_client import Counter
 
-from common.jwt import ALGORITHM, InvalidToken, TokenVerifier, UnknownKey
+from common.jwt import ALGORITHM, TokenVerifier, UnknownKey
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,3 @@ class JwksVerifier:
         if time.monotonic() - self._last_attempt < self._cooldown:
             return False
         return await self.fetch()
-
-
-__all__ = ["InvalidToken", "JwksVerifier", "parse_jwks"]
