@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 import sys
 
@@ -19,6 +18,7 @@ import uvicorn
 from auth_service.admin import UnknownAccount, record_rotation, set_role
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing, rotate
+from common.logs import setup_logging
 
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -34,7 +34,7 @@ def main() -> None:
     roles.add_argument("role")
     args = parser.parse_args()
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging("auth")
     settings = AuthSettings()
     if args.command == "keys" and args.action == "generate":
         made = generate_missing(settings)
@@ -57,7 +57,7 @@ def main() -> None:
     else:
         from auth_service.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class OutboxEvent(Base):
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[str] = mapped_column(String(320))
     payload: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))  # becomes a Kafka header
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 

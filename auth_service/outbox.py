@@ -17,8 +17,15 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.models import OutboxEvent
-from common.events import EMAIL_CODES_DLQ_TOPIC, EMAIL_CODES_TOPIC, EmailCodeEvent, utcnow
+from common.events import (
+    EMAIL_CODES_DLQ_TOPIC,
+    EMAIL_CODES_TOPIC,
+    REQUEST_ID_HEADER,
+    EmailCodeEvent,
+    utcnow,
+)
 from common.kafka import KafkaSettings, ensure_topics, make_producer
+from common.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,12 @@ MAX_BACKOFF = 10.0
 
 def add_event(session: AsyncSession, event: EmailCodeEvent) -> None:
     session.add(
-        OutboxEvent(topic=EMAIL_CODES_TOPIC, key=event.email, payload=event.model_dump_json())
+        OutboxEvent(
+            topic=EMAIL_CODES_TOPIC,
+            key=event.email,
+            payload=event.model_dump_json(),
+            request_id=request_id.get(),
+        )
     )
 
 
@@ -107,7 +119,13 @@ class OutboxRelay:
         async with self._sessions() as session:
             rows = (
                 await session.execute(
-                    select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.key, OutboxEvent.payload)
+                    select(
+                        OutboxEvent.id,
+                        OutboxEvent.topic,
+                        OutboxEvent.key,
+                        OutboxEvent.payload,
+                        OutboxEvent.request_id,
+                    )
                     .where(OutboxEvent.sent_at.is_(None))
                     .order_by(OutboxEvent.id)
                     .limit(BATCH)
@@ -117,8 +135,13 @@ class OutboxRelay:
             return 0
         # Queue the whole batch, then await acks: the producer keeps per-partition order.
         futures = [
-            await self._producer.send(topic, payload.encode(), key=key.encode())
-            for _, topic, key, payload in rows
+            await self._producer.send(
+                topic,
+                payload.encode(),
+                key=key.encode(),
+                headers=[(REQUEST_ID_HEADER, rid.encode())] if rid else None,
+            )
+            for _, topic, key, payload, rid in rows
         ]
         await asyncio.gather(*futures)
         async with self._sessions.begin() as session:

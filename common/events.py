@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 EMAIL_CODES_TOPIC = "auth.email-codes"
 EMAIL_CODES_DLQ_TOPIC = "auth.email-codes.dlq"
+# Transient failures wait in delay tiers (retry.0 is the shortest), off the main topic.
+EMAIL_CODES_RETRY_PREFIX = "auth.email-codes.retry."
+DELIVERY_STATUS_TOPIC = "mail.delivery-status"
+# Kafka header carrying the HTTP request id from auth into the mailer's logs.
+REQUEST_ID_HEADER = "request-id"
+
+
+def retry_topic(tier: int) -> str:
+    return f"{EMAIL_CODES_RETRY_PREFIX}{tier}"
 
 
 class EmailEventType(StrEnum):
@@ -52,3 +61,27 @@ class EmailCodeEvent(BaseModel):
         return f"EmailCodeEvent(event_id={self.event_id!r}, type={self.type.value!r})"
 
     __str__ = __repr__
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class DeliveryStatusEvent(BaseModel):
+    """Published by the mailer on `mail.delivery-status`, keyed by recipient. No code in it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    email: str
+    type: str
+    status: DeliveryStatus
+    attempt: int
+    reason: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()

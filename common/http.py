@@ -1,10 +1,12 @@
 """The HTTP edge every service shares: JSON errors with a stable `error` code, a request
-body limit, bearer-token extraction, and Prometheus request metrics."""
+body limit, request ids, bearer-token extraction, and Prometheus request metrics."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.jwt import InvalidToken, UnknownKey, Verifier
+from common.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,38 @@ class MetricsMiddleware:
             ).observe(time.perf_counter() - started)
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Take a well-formed `X-Request-ID` from the caller (a gateway) or make one; it is
+    echoed on the response and set for logs and outgoing Kafka headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        rid = given.decode("latin-1")
+        if not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def tag(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tag)
+        finally:
+            request_id.reset(token)
+
+
 def install_metrics(app: FastAPI) -> None:
     app.add_middleware(MetricsMiddleware)
 
@@ -171,6 +206,7 @@ def setup_app(app: FastAPI, *, max_body_bytes: int = 64 * 1024) -> None:
     install_error_handlers(app)
     install_metrics(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost of ours: 4xx answers carry it too
 
 
 INVALID_TOKEN_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -199,3 +235,12 @@ async def bearer_claims(request: Request, verifier: Verifier) -> dict[str, Any]:
 async def request_claims(request: Request) -> dict[str, Any]:
     """FastAPI dependency: the claims, verified by the app's `state.verifier`."""
     return await bearer_claims(request, request.app.state.verifier)
+
+
+async def admin_claims(request: Request) -> dict[str, Any]:
+    """FastAPI dependency: the claims of a token carrying the `admin` role, else 403."""
+    claims = await request_claims(request)
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or "admin" not in roles:
+        raise ApiError(403, "forbidden", "this needs the admin role")
+    return claims

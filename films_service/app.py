@@ -9,11 +9,10 @@ from fastapi import FastAPI
 from common.db import create_schema, make_engine, make_sessionmaker
 from common.health import database_check, health_router
 from common.http import setup_app
-from common.jwt import TokenVerifier, Verifier, load_public_key
+from common.jwks import make_verifier
 from films_service.catalogue import seed_if_empty
 from films_service.config import FilmsSettings
 from films_service.favourites import router as favourites_router
-from films_service.jwks import JwksVerifier
 from films_service.models import Base
 from films_service.routes import router
 
@@ -22,23 +21,14 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: FilmsSettings | None = None) -> FastAPI:
     settings = settings or FilmsSettings()
-    jwks: JwksVerifier | None = None
-    verifier: Verifier
-    if settings.jwks_url:
-        verifier = jwks = JwksVerifier(
-            settings.jwks_url,
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            cooldown_seconds=settings.jwks_cooldown_seconds,
-            refresh_seconds=settings.jwks_refresh_seconds,
-        )
-    else:
-        # Parsed once, before serving (a missing key fails fast): requests only check signatures.
-        verifier = TokenVerifier.from_public_key(
-            load_public_key(settings.public_key_path),
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-        )
+    verifier, jwks = make_verifier(
+        jwks_url=settings.jwks_url,
+        public_key_path=settings.public_key_path,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        cooldown_seconds=settings.jwks_cooldown_seconds,
+        refresh_seconds=settings.jwks_refresh_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

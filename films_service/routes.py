@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.http import ApiError, request_claims
+from common.http import ApiError, admin_claims, request_claims
 from films_service.catalogue import create_film, delete_film, list_films, update_film
 from films_service.models import Film
 from films_service.schemas import FilmIn, FilmOut, FilmPage, FilmPatch
@@ -16,14 +16,8 @@ async def get_session(request: Request):  # type: ignore[no-untyped-def]
         yield session
 
 
-def require_admin(claims: Annotated[dict[str, Any], Depends(request_claims)]) -> dict[str, Any]:
-    if "admin" not in claims.get("roles", []):
-        raise ApiError(403, "forbidden", "this needs the admin role")
-    return claims
-
-
 ClaimsDep = Annotated[dict[str, Any], Depends(request_claims)]
-AdminDep = Annotated[dict[str, Any], Depends(require_admin)]
+AdminDep = Annotated[dict[str, Any], Depends(admin_claims)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 FilmId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Sort = Literal["id", "title", "-title", "year", "-year", "runtime", "-runtime"]

@@ -24,12 +24,23 @@ class MailerSettings(BaseSettings):
     smtp_ca_file: Path | None = None
     # Well below the consumer's max poll interval (5 min), so a stuck server cannot stall the group.
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
-    smtp_connections: int = Field(default=2, ge=1, le=32)
+    # Connections, hence sends in flight: after a crash at most this many emails can repeat.
+    smtp_connections: int = Field(default=4, ge=1, le=64)
 
     sender: str = Field(default="Auth <no-reply@localhost>", alias="MAILER_FROM")
     product_name: str = "Films"
 
-    # 8 attempts back off for at least ~31 s in all (jitter included): a 20 s outage passes.
+    batch_size: int = Field(default=500, ge=1, le=5000)
+
+    # A transient failure waits in delay topic auth.email-codes.retry.N, N = min(attempt - 1,
+    # len(delays) - 1), for that tier's delay (80-100 %, jittered) while other mail flows.
+    # Defaults: 1 + 5 + 25 s before the fourth attempt, then every 60 s; 8 attempts ≈ 4.5 min.
     max_attempts: int = Field(default=8, ge=1)
-    retry_base_seconds: float = Field(default=0.5, gt=0)
-    retry_max_seconds: float = Field(default=30.0, gt=0)
+    retry_delays_seconds: list[float] = Field(default=[1.0, 5.0, 25.0, 60.0], min_length=1)
+
+    # GET /v1/deliveries: admin tokens, checked offline as films does.
+    public_key_path: Path = Path("keys/public.pem")
+    jwks_url: str | None = None
+    jwks_cooldown_seconds: float = Field(default=30.0, ge=0)
+    token_issuer: str = "http://localhost:8000"
+    token_audience: str = "api"

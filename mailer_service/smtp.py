@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from email.message import EmailMessage
 
 import aiosmtplib
 
 from mailer_service.config import MailerSettings
+from mailer_service.templates import Outgoing
 
 
 class SendError(Exception):
@@ -84,10 +84,14 @@ class SmtpPool:
         finally:
             self._idle.put_nowait(client)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
         try:
             async with self._connection() as client:
-                await client.send_message(message)
+                # An internationalised address (EAI) needs the server's SMTPUTF8.
+                options = [] if message.recipient.isascii() else ["SMTPUTF8"]
+                await client.sendmail(
+                    message.sender, [message.recipient], message.data, mail_options=options
+                )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise classify(exc) from exc
 

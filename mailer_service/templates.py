@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import html
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
 
 from common.events import EmailCodeEvent, EmailEventType
 
@@ -51,7 +53,38 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
 }
 
 
-def render(event: EmailCodeEvent, *, sender: str, product: str) -> EmailMessage:
+@dataclass(frozen=True)
+class Outgoing:
+    """A rendered email: the envelope and the RFC 5322 bytes to send."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _sender(sender: str) -> tuple[str, str, str]:
+    """(envelope address, encoded From header, Message-ID domain) for a configured sender."""
+    name, address = parseaddr(sender)
+    domain = address.rpartition("@")[2] or "localhost"
+    return address, formataddr((name, address), charset="utf-8"), domain
+
+
+@functools.lru_cache(maxsize=256)
+def _subject(subject: str) -> str:
+    return subject if subject.isascii() else Header(subject, "utf-8").encode()
+
+
+def _part(content_type: str, body: str) -> bytes:
+    encoded = base64.encodebytes(body.encode()).replace(b"\n", b"\r\n")
+    return (
+        f"Content-Type: {content_type}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ).encode() + encoded
+
+
+def render(event: EmailCodeEvent, *, sender: str, product: str) -> Outgoing:
+    """Text and HTML alternatives, built directly as bytes: the `email` package's generator
+    costs ~7 ms an email, which capped the mailer near 150 emails/s."""
     locale = event.locale if (event.type, event.locale) in TEMPLATES else "en"
     template = TEMPLATES[(event.type, locale)]
     minutes = 10
@@ -61,28 +94,42 @@ def render(event: EmailCodeEvent, *, sender: str, product: str) -> EmailMessage:
     subject = template.subject.format(**values)
     lead = template.lead.format(**values)
     tail = template.tail.format(**values)
-
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = sender
-    message["To"] = event.email
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(idstring=event.event_id.replace("-", ""))
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Event-ID"] = event.event_id
+    envelope_from, from_header, domain = _sender(sender)
 
     code_line = f"\n\n    {event.code}\n\n" if event.code else "\n\n"
-    message.set_content(f"{lead}{code_line}{tail}\n")
+    text = f"{lead}{code_line}{tail}\n".replace("\n", "\r\n")
     code_html = (
         f'<p style="font-size:28px;letter-spacing:6px;font-family:monospace">'
         f"<strong>{html.escape(event.code)}</strong></p>"
         if event.code
         else ""
     )
-    message.add_alternative(
+    page = (
         f'<!doctype html><html lang="{locale}"><body>'
         f"<p>{html.escape(lead)}</p>{code_html}<p>{html.escape(tail)}</p>"
-        f"</body></html>",
-        subtype="html",
+        f"</body></html>\r\n"
     )
-    return message
+    event_hex = event.event_id.replace("-", "")
+    boundary = f"=_{event_hex}"
+    headers = (
+        f"From: {from_header}\r\n"
+        f"To: {event.email}\r\n"
+        f"Subject: {_subject(subject)}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\n"
+        f"Message-ID: <{event_hex}@{domain}>\r\n"
+        "Auto-Submitted: auto-generated\r\n"
+        f"X-Event-ID: {event.event_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+    ).encode()
+    data = b"".join(
+        (
+            headers,
+            f"--{boundary}\r\n".encode(),
+            _part("text/plain", text),
+            f"--{boundary}\r\n".encode(),
+            _part("text/html", page),
+            f"--{boundary}--\r\n".encode(),
+        )
+    )
+    return Outgoing(envelope_from, event.email, data)

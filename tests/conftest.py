@@ -110,6 +110,7 @@ def stack(
         "AUTH_RATE_LIMIT_ENABLED": "false",
         "AUTH_CODE_MAX_FAILURES_PER_ADDRESS": str(TEST_CODE_BUDGET),
         "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
+        "MAILER_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_SMTP_HOST": "127.0.0.1",
         "MAILER_SMTP_PORT": str(controller.port),
         # Unique per run, so a shared real Kafka does not hand us an older run's offsets.

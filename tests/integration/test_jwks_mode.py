@@ -43,8 +43,7 @@ def pair(
 def fetches(films: ServiceProcess) -> float:
     text = httpx.get(f"{films.url}/metrics").text
     return sum(
-        float(m)
-        for m in re.findall(r'^films_jwks_fetches_total\{outcome="\w+"\} (\S+)$', text, re.M)
+        float(m) for m in re.findall(r'^jwks_fetches_total\{outcome="\w+"\} (\S+)$', text, re.M)
     )
 
 

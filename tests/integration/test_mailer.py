@@ -1,9 +1,11 @@
 """The mailer's consume → send → record → commit loop on the real broker and a real SMTP
-server: transient failures retried, permanent ones dead-lettered, duplicates suppressed."""
+server: transient failures retried through the delay topics without holding up other mail,
+permanent ones dead-lettered, duplicates suppressed, every step announced and recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy import select
 
 from common.db import create_schema, make_engine, make_sessionmaker
 from common.events import (
+    DELIVERY_STATUS_TOPIC,
     EMAIL_CODES_DLQ_TOPIC,
     EMAIL_CODES_TOPIC,
     EmailCodeEvent,
@@ -22,7 +25,8 @@ from common.events import (
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from mailer_service.config import MailerSettings
 from mailer_service.consumer import Mailer
-from mailer_service.models import Base, ProcessedEvent
+from mailer_service.history import History
+from mailer_service.models import Base, Delivery, DeliveryAttempt
 from mailer_service.smtp import SmtpPool
 from tests.support import RecordingHandler, start_smtp, unique_email
 
@@ -53,28 +57,37 @@ class Harness:
         self.smtp = handler
         self.sessions = sessions
 
-    async def publish(self, *values: bytes | EmailCodeEvent) -> None:
+    async def publish(self, *values: bytes | EmailCodeEvent, partition: int | None = None) -> None:
         producer = make_producer(self.kafka)
         await producer.start()
         try:
             for value in values:
                 if isinstance(value, EmailCodeEvent):
-                    await producer.send_and_wait(EMAIL_CODES_TOPIC, value.to_bytes(), key=value.key)
+                    raw, key = value.to_bytes(), value.key
                 else:
-                    await producer.send_and_wait(EMAIL_CODES_TOPIC, value, key=b"junk")
+                    raw, key = value, b"junk"
+                await producer.send_and_wait(EMAIL_CODES_TOPIC, raw, key=key, partition=partition)
         finally:
             await producer.stop()
 
-    async def record(self, event_id: str) -> ProcessedEvent | None:
-        for _ in range(200):
+    async def record(self, event_id: str, *, final: bool = True) -> Delivery | None:
+        """The event's row once it is finished (or, with final=False, once it exists)."""
+        for _ in range(300):
             async with self.sessions() as session:
-                row = await session.scalar(
-                    select(ProcessedEvent).where(ProcessedEvent.event_id == event_id)
-                )
-            if row is not None:
+                row = await session.get(Delivery, event_id, populate_existing=True)
+            if row is not None and (not final or row.status in ("sent", "failed")):
                 return row
             await asyncio.sleep(0.05)
         return None
+
+    async def attempts(self, event_id: str) -> list[tuple[int, str]]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(DeliveryAttempt)
+                .where(DeliveryAttempt.event_id == event_id)
+                .order_by(DeliveryAttempt.id)
+            )
+            return [(a.attempt, a.outcome) for a in rows]
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +104,13 @@ async def harness(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
         group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
         max_attempts=4,
-        retry_base_seconds=0.05,
+        retry_delays_seconds=[0.3, 0.6, 1.0],
     )
     engine = make_engine(settings.database_url)
     await create_schema(engine, Base)
     sessions = make_sessionmaker(engine)
     smtp = SmtpPool(settings)
-    mailer = Mailer(settings, kafka, sessions, smtp)
+    mailer = Mailer(settings, kafka, History(engine), smtp)
     mailer.start()
     try:
         yield Harness(kafka, mailer, handler, sessions)
@@ -114,15 +127,14 @@ def event(email: str, **kwargs: Any) -> EmailCodeEvent:
     )
 
 
-async def dead_letters(kafka: KafkaSettings, timeout: float = 20) -> list[Any]:
-    """Everything on the DLQ so far; no group, so no join delay."""
+async def topic_records(kafka: KafkaSettings, topic: str, timeout: float = 20) -> list[Any]:
+    """Everything on a topic so far; no group, so no join delay."""
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()  # loads cluster metadata
         partitions = [
-            TopicPartition(EMAIL_CODES_DLQ_TOPIC, p)
-            for p in consumer.partitions_for_topic(EMAIL_CODES_DLQ_TOPIC) or set()
+            TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -135,6 +147,19 @@ async def dead_letters(kafka: KafkaSettings, timeout: float = 20) -> list[Any]:
     finally:
         await consumer.stop()
     return records
+
+
+async def dead_letters(kafka: KafkaSettings) -> list[Any]:
+    return await topic_records(kafka, EMAIL_CODES_DLQ_TOPIC)
+
+
+async def statuses(kafka: KafkaSettings, event_id: str) -> list[tuple[str, int, str | None]]:
+    found = []
+    for record in await topic_records(kafka, DELIVERY_STATUS_TOPIC):
+        status = json.loads(record.value)
+        if status["event_id"] == event_id:
+            found.append((status["status"], status["attempt"], status["reason"]))
+    return found
 
 
 async def test_permanent_failure_is_dead_lettered_and_others_still_delivered(
@@ -155,6 +180,9 @@ async def test_permanent_failure_is_dead_lettered_and_others_still_delivered(
     assert len(dlq) == 1
     assert EmailCodeEvent.from_bytes(dlq[0].value).event_id == bad.event_id
     assert b"550" in dict(dlq[0].headers)["reason"]
+    [(queued, _, _), (failed, attempt, reason)] = await statuses(harness.kafka, bad.event_id)
+    assert (queued, failed, attempt) == ("queued", "failed", 1)
+    assert reason is not None and "550" in reason
 
 
 async def test_transient_failures_are_retried_until_delivered(harness: Harness) -> None:
@@ -166,6 +194,26 @@ async def test_transient_failures_are_retried_until_delivered(harness: Harness) 
     assert mail.code == "424242"
     row = await harness.record(ev.event_id)
     assert row is not None and row.status == "sent" and row.attempts == 3
+    assert await harness.attempts(ev.event_id) == [(1, "retrying"), (2, "retrying"), (3, "sent")]
+    assert [(s, a) for s, a, _ in await statuses(harness.kafka, ev.event_id)] == [
+        ("queued", 1),
+        ("retrying", 1),
+        ("retrying", 2),
+        ("sent", 3),
+    ]
+
+
+async def test_a_waiting_retry_does_not_hold_up_other_mail(harness: Harness) -> None:
+    """The greylisted email waits in a delay topic; the rest of its partition flows on."""
+    greylisted = unique_email("slow")
+    harness.smtp.failures[greylisted] = 2  # delivered after ≥ 0.7 s of retry delays
+    others = [unique_email("flowing") for _ in range(20)]
+    await harness.publish(event(greylisted), *(event(o) for o in others), partition=0)
+    await harness.smtp.await_for(greylisted)
+    with harness.smtp.lock:
+        order = [m.rcpt for m in harness.smtp.messages if m.rcpt in {greylisted, *others}]
+    assert order[-1] == greylisted
+    assert sorted(order[:-1]) == sorted(others)
 
 
 async def test_exhausted_retries_are_dead_lettered(harness: Harness) -> None:
@@ -175,6 +223,9 @@ async def test_exhausted_retries_are_dead_lettered(harness: Harness) -> None:
     await harness.publish(ev)
     row = await harness.record(ev.event_id)
     assert row is not None and row.status == "failed" and row.attempts == 4
+    assert row.error is not None and "451" in row.error
+    assert [a for a, _ in await harness.attempts(ev.event_id)] == [1, 2, 3, 4]
+    assert [r for r in await dead_letters(harness.kafka) if r.key == down.encode()]
 
 
 async def test_a_redelivered_event_is_sent_once(harness: Harness) -> None:

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import timedelta
+from email.message import EmailMessage
 
 import pytest
 
 from common.events import EmailCodeEvent, EmailEventType, utcnow
 from infra.smtp_sink import code_in
 from mailer_service.templates import TEMPLATES, render
+
+
+def rendered(event: EmailCodeEvent, sender: str, product: str = "Films") -> EmailMessage:
+    out = render(event, sender=sender, product=product)
+    assert out.recipient == event.email
+    message = email.message_from_bytes(out.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert not message.defects
+    return message
 
 
 @pytest.mark.parametrize(("kind", "locale"), list(TEMPLATES))
@@ -21,7 +33,7 @@ def test_every_template_renders_text_and_html(kind: EmailEventType, locale: str)
         occurred_at=now,
         locale=locale,
     )
-    message = render(event, sender="Films <no-reply@example.com>", product="Films")
+    message = rendered(event, "Films <no-reply@example.com>")
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "Films" in message["Subject"]
@@ -39,12 +51,27 @@ def test_unknown_locale_falls_back_to_english() -> None:
     event = EmailCodeEvent(
         type=EmailEventType.EMAIL_VERIFICATION, email="a@example.com", code="111111", locale="xx"
     )
-    message = render(event, sender="x@example.com", product="Films")
+    message = rendered(event, "x@example.com")
     assert message["Subject"] == "Your Films verification code"
 
 
 def test_product_name_is_escaped_in_html() -> None:
     event = EmailCodeEvent(type=EmailEventType.ACCOUNT_EXISTS, email="a@example.com", locale="en")
-    message = render(event, sender="x@example.com", product="<script>")
+    message = rendered(event, "x@example.com", product="<script>")
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<script>" not in html
+
+
+def test_headers_are_encoded_for_non_ascii_names_and_subjects() -> None:
+    event = EmailCodeEvent(
+        type=EmailEventType.PASSWORD_RESET, email="a@example.com", code="123456", locale="ru"
+    )
+    out = render(event, sender="Фильмы <no-reply@films.example>", product="Фильмы")
+    assert out.sender == "no-reply@films.example"
+    assert out.data.isascii()  # RFC 2047 headers, base64 bodies: safe for any 7-bit relay
+    message = email.message_from_bytes(out.data, policy=email.policy.default)
+    subject = TEMPLATES[(EmailEventType.PASSWORD_RESET, "ru")].subject.format(product="Фильмы")
+    assert message["Subject"] == subject
+    assert message["From"].addresses[0].display_name == "Фильмы"
+    assert message["Message-ID"].endswith("@films.example>")
+    assert code_in(out.data) == "123456"

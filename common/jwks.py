@@ -1,4 +1,4 @@
-"""Verifying with the auth service's JWKS (FILMS_JWKS_URL) instead of a PEM file.
+"""Verifying with the auth service's JWKS (FILMS_JWKS_URL, MAILER_JWKS_URL) instead of a PEM file.
 
 Keys are fetched once at start (retrying in the background while auth is unreachable) and
 cached. A token signed with an unknown `kid` (a rotation) triggers a re-fetch, at most once
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,11 +20,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from prometheus_client import Counter
 
-from common.jwt import ALGORITHM, TokenVerifier, UnknownKey
+from common.jwt import ALGORITHM, TokenVerifier, UnknownKey, Verifier, load_public_key
 
 log = logging.getLogger(__name__)
 
-FETCHES = Counter("films_jwks_fetches_total", "JWKS fetches by outcome", ["outcome"])
+FETCHES = Counter("jwks_fetches_total", "JWKS fetches by outcome", ["outcome"])
 
 
 def parse_jwks(document: Any) -> dict[str, RSAPublicKey]:
@@ -115,3 +116,29 @@ class JwksVerifier:
         if time.monotonic() - self._last_attempt < self._cooldown:
             return False
         return await self.fetch()
+
+
+def make_verifier(
+    *,
+    jwks_url: str | None,
+    public_key_path: Path,
+    issuer: str,
+    audience: str,
+    cooldown_seconds: float = 30.0,
+    refresh_seconds: float = 300.0,
+) -> tuple[Verifier, JwksVerifier | None]:
+    """A JWKS-backed verifier when a URL is given (start/stop it with the app), else one
+    built from the PEM file, parsed before serving so a missing key fails fast."""
+    if jwks_url:
+        jwks = JwksVerifier(
+            jwks_url,
+            issuer=issuer,
+            audience=audience,
+            cooldown_seconds=cooldown_seconds,
+            refresh_seconds=refresh_seconds,
+        )
+        return jwks, jwks
+    verifier = TokenVerifier.from_public_key(
+        load_public_key(public_key_path), issuer=issuer, audience=audience
+    )
+    return verifier, None
