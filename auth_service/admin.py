@@ -7,7 +7,7 @@ from sqlalchemy import select
 from auth_service import audit
 from auth_service.config import AuthSettings
 from auth_service.models import Base, User
-from common.db import create_schema, make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
 
 
 class UnknownAccount(Exception):
@@ -18,7 +18,7 @@ async def set_role(settings: AuthSettings, email: str, role: str, grant: bool) -
     """Grant or revoke a role; it reaches tokens at the account's next login or refresh."""
     engine = make_engine(settings.database_url)
     try:
-        await create_schema(engine, Base)
+        await migrate(engine, Base)
         async with make_sessionmaker(engine).begin() as session:
             user = await session.scalar(
                 select(User).where(User.email == email.strip().lower()).with_for_update()
@@ -43,7 +43,7 @@ async def set_role(settings: AuthSettings, email: str, role: str, grant: bool) -
 async def record_rotation(settings: AuthSettings, old_kid: str, new_kid: str) -> None:
     engine = make_engine(settings.database_url)
     try:
-        await create_schema(engine, Base)
+        await migrate(engine, Base)
         async with make_sessionmaker(engine).begin() as session:
             audit.record(session, "key_rotation", old_kid=old_kid, new_kid=new_kid)
     finally:

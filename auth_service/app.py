@@ -18,7 +18,7 @@ from auth_service.refresh import RefreshTokens
 from auth_service.routes import router, wellknown
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
-from common.db import create_schema, make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
 from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
 from common.kafka import KafkaSettings
@@ -35,7 +35,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        await create_schema(engine, Base)
+        await migrate(engine, Base)
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, kafka, settings.outbox_poll_seconds)
         passwords = PasswordHasher(settings)

@@ -34,7 +34,7 @@ from bench.common import (
     summary,
     workdir,
 )
-from common.db import create_schema, make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
 from infra.broker import EmbeddedBroker
 from tests.support import ServiceProcess
 
@@ -66,7 +66,7 @@ def raw_argon2_rate(seconds: float) -> float:
 
 async def seed_users(database_url: str) -> list[str]:
     engine = make_engine(database_url)
-    await create_schema(engine, Base)
+    await migrate(engine, Base)
     hasher = PasswordHasher(AuthSettings())
     password_hash = await hasher.hash(PASSWORD)
     hasher.close()

@@ -39,9 +39,11 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def create_schema(engine: AsyncEngine, base: type[DeclarativeBase]) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(base.metadata.create_all)
+async def migrate(engine: AsyncEngine, base: type[DeclarativeBase]) -> None:
+    """Upgrade the service owning `base` (by its package) to its newest Alembic revision."""
+    from common.migrations import upgrade  # Alembic loads only where a schema is managed
+
+    await upgrade(engine, base.__module__.split(".")[0], base.metadata)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.db import create_schema, make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
 from common.health import database_check, health_router
 from common.http import setup_app
 from common.jwks import make_verifier
@@ -34,7 +34,7 @@ def create_app(settings: FilmsSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.verifier = verifier
         engine = make_engine(settings.database_url)
-        await create_schema(engine, Base)
+        await migrate(engine, Base)
         app.state.sessions = make_sessionmaker(engine)
         if seeded := await seed_if_empty(app.state.sessions):
             log.info("seeded the catalogue with %d films", seeded)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
-from common.db import create_schema, make_engine
+from common.db import make_engine, migrate
 from common.health import database_check, health_router, tcp_check
 from common.http import admin_claims, setup_app
 from common.jwks import make_verifier
@@ -77,7 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.verifier = verifier
         engine = make_engine(settings.database_url)
-        await create_schema(engine, Base)
+        await migrate(engine, Base)
         app.state.history = History(engine)
         smtp = SmtpPool(settings)
         mailer = Mailer(settings, kafka, app.state.history, smtp)

@@ -220,6 +220,8 @@ class Mailer:
             for lane in lanes.values():
                 group.create_task(self._deliver_in_order(lane))
         await self._flush_status()
+        if not offsets:  # every record fetched was a retry not yet due
+            return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 
-from common.db import create_schema, make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
 from common.events import (
     DELIVERY_STATUS_TOPIC,
     EMAIL_CODES_DLQ_TOPIC,
@@ -107,7 +107,7 @@ async def harness(
         retry_delays_seconds=[0.3, 0.6, 1.0],
     )
     engine = make_engine(settings.database_url)
-    await create_schema(engine, Base)
+    await migrate(engine, Base)
     sessions = make_sessionmaker(engine)
     smtp = SmtpPool(settings)
     mailer = Mailer(settings, kafka, History(engine), smtp)

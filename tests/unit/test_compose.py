@@ -11,10 +11,20 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from auth_service.app import create_app as auth_app
 from auth_service.config import AuthSettings
+from common.events import (
+    DELIVERY_STATUS_TOPIC,
+    EMAIL_CODES_DLQ_TOPIC,
+    EMAIL_CODES_TOPIC,
+    retry_topic,
+)
 from common.kafka import KafkaSettings
+from films_service.app import create_app as films_app
 from films_service.config import FilmsSettings
+from mailer_service.app import create_app as mailer_app
 from mailer_service.config import MailerSettings
+from tests.conftest import auth_settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -30,7 +40,8 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
 
 
 KNOWN_ENV = set().union(
-    *(env_names(s) for s in (AuthSettings, FilmsSettings, MailerSettings, KafkaSettings))
+    *(env_names(s) for s in (AuthSettings, FilmsSettings, MailerSettings, KafkaSettings)),
+    {"LOG_FORMAT"},  # common/logs.py
 )
 
 
@@ -52,8 +63,27 @@ def test_ports_agree_with_the_gateway() -> None:
     nginx = (ROOT / "infra/nginx/nginx.conf").read_text()
     assert f"server auth:{SERVICES['auth']['environment']['AUTH_PORT']};" in nginx
     assert f"server films:{SERVICES['films']['environment']['FILMS_PORT']};" in nginx
-    for prefix in ("/v1/auth/", "/.well-known/", "/v1/films"):
+    assert f"server mailer:{SERVICES['mailer']['environment']['MAILER_PORT']};" in nginx
+    for prefix in ("/v1/auth/", "/.well-known/", "/v1/films", "/v1/me/", "/v1/deliveries"):
         assert f"location {prefix}" in nginx
+
+
+def test_every_route_of_every_service_is_reachable_through_the_gateway(key_dir: Path) -> None:
+    nginx = (ROOT / "infra/nginx/nginx.conf").read_text()
+    locations = re.findall(r"location (/[\w./-]*)\s+\{ proxy_pass http://(\w+);", nginx)
+    public = key_dir / "public.pem"
+    apps = {
+        "auth": auth_app(auth_settings_for(key_dir)),
+        "films": films_app(FilmsSettings(public_key_path=public)),
+        "mailer": mailer_app(MailerSettings(public_key_path=public)),
+    }
+    for service, app in apps.items():
+        for route in app.routes:
+            path = getattr(route, "path", "")
+            if not path.startswith(("/v1/", "/.well-known/")):
+                continue  # health and metrics stay inside the network
+            owners = [upstream for prefix, upstream in locations if path.startswith(prefix)]
+            assert owners[:1] == [service], f"{path} of {service} is routed to {owners}"
 
 
 def test_referenced_files_exist() -> None:
@@ -68,7 +98,8 @@ def test_kafka_is_kraft_and_topics_are_created() -> None:
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"]
     assert not any("ZOOKEEPER" in key for key in kafka)
     script = " ".join(SERVICES["kafka-topics"]["command"])
-    for topic in ("auth.email-codes", "auth.email-codes.dlq"):
+    retries = [retry_topic(t) for t in range(len(MailerSettings().retry_delays_seconds))]
+    for topic in (EMAIL_CODES_TOPIC, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC, *retries):
         assert topic in script
 
 

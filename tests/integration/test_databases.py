@@ -1,0 +1,124 @@
+"""Schemas come from Alembic migrations, on SQLite and on the machine's PostgreSQL: the
+migrated schema equals the models, upgrading twice is a no-op, a database made before
+migrations is refused with a clear message, and the mailer's delivery store (upserts,
+group commits) behaves the same on both. PostgreSQL cases skip, with the reason, where
+no server answers on 127.0.0.1:5432 (or TEST_POSTGRES_DSN)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.db import make_engine
+from common.events import DeliveryStatus, utcnow
+from common.migrations import SERVICES, NotMigrated, upgrade, version_table
+from mailer_service.history import History, Outcome
+from tests.integration.test_postgres import ADMIN_DSN
+
+
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN, timeout=3)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite")
+        yield engine
+        await engine.dispose()
+        return
+    name = f"migrations_{uuid.uuid4().hex[:8]}"
+    try:
+        await _admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
+    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    engine = make_engine(f"{base}/{name}")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def metadata_of(service: str) -> MetaData:
+    return importlib.import_module(f"{service}.models").Base.metadata
+
+
+def _differences(connection: Connection, service: str) -> list[object]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "version_table": version_table(service)}
+    )
+    return list(compare_metadata(context, metadata_of(service)))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_migrations_build_exactly_the_models(engine: AsyncEngine, service: str) -> None:
+    metadata = metadata_of(service)
+    await upgrade(engine, service, metadata)
+    await upgrade(engine, service, metadata)  # already at head: nothing to do
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences, service) == []
+        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    assert tables == {*metadata.tables, version_table(service)}
+
+
+async def test_a_database_made_before_migrations_is_refused(engine: AsyncEngine) -> None:
+    metadata = metadata_of("films_service")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    with pytest.raises(NotMigrated, match="predates migrations"):
+        await upgrade(engine, "films_service", metadata)
+
+
+async def test_services_can_share_one_database(engine: AsyncEngine) -> None:
+    for service in SERVICES:
+        await upgrade(engine, service, metadata_of(service))
+    async with engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    assert {version_table(s) for s in SERVICES} <= tables
+
+
+async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
+    await upgrade(engine, "mailer_service", metadata_of("mailer_service"))
+    history = History(engine)
+    queued = utcnow()
+
+    def outcome(event_id: str, status: DeliveryStatus, attempt: int) -> Outcome:
+        return Outcome(event_id, "a@example.com", "email_verification", status, attempt, queued)
+
+    # Concurrent records are group-committed; two outcomes of one event in one group too.
+    await asyncio.gather(
+        history.record(outcome("e1", DeliveryStatus.RETRYING, 1)),
+        history.record(outcome("e2", DeliveryStatus.SENT, 1)),
+        history.record(outcome("e3", DeliveryStatus.FAILED, 1)),
+    )
+    await asyncio.gather(
+        history.record(outcome("e1", DeliveryStatus.RETRYING, 2)),
+        history.record(outcome("e1", DeliveryStatus.SENT, 3)),
+    )
+    seen = await history.seen(["e1", "e2", "e3", "e4"])
+    assert {k: (v.status, v.attempts) for k, v in seen.items()} == {
+        "e1": ("sent", 3),
+        "e2": ("sent", 1),
+        "e3": ("failed", 1),
+    }
+    assert seen["e1"].covers(1) and not seen.get("e4")
+    items = {i["event_id"]: i for i in await history.for_recipient("a@example.com", 10)}
+    assert [h["outcome"] for h in items["e1"]["history"]] == ["retrying", "retrying", "sent"]
+    assert items["e1"]["queued_at"] == queued
+    assert await history.for_recipient("b@example.com", 10) == []
