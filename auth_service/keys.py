@@ -86,6 +86,29 @@ def load_code_secret(settings: AuthSettings) -> bytes:
         ) from exc
 
 
+# Values that appear in examples and tutorials: never a production secret.
+PLACEHOLDER_SECRETS = {b"secret", b"changeme", b"change-me", b"dev", b"development", b"test"}
+MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
+
+
+def check_production(settings: AuthSettings, code_secret: bytes) -> None:
+    """In AUTH_ENV=production, refuse what is fine on a laptop and wrong on a server."""
+    problems = []
+    if len(code_secret) < MIN_SECRET_BYTES or code_secret.lower() in PLACEHOLDER_SECRETS:
+        problems.append(
+            f"the code secret is a development value (use at least {MIN_SECRET_BYTES} random "
+            "bytes, e.g. from `python -m auth_service keys generate`)"
+        )
+    path = settings.private_key_path
+    if path.stat().st_mode & 0o077:
+        problems.append(f"{path} is readable by other users (chmod 600 {path})")
+    if load_private_key(path).key_size < MIN_RSA_BITS:
+        problems.append(f"{path} is shorter than {MIN_RSA_BITS} bits")
+    if problems:
+        raise SystemExit("refusing to start in production: " + "; ".join(problems))
+
+
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -167,6 +190,8 @@ class KeyRing:
                 log.warning("development mode: generated %s", path)
         self._settings = settings
         self.code_secret = load_code_secret(settings)
+        if settings.production:
+            check_production(settings, self.code_secret)
         self._checked = 0.0
         self._mtime = 0.0
         self._load()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from common.events import (
     EmailEventType,
 )
 from common.kafka import KafkaSettings, ensure_topics, make_producer
+from infra.broker import EmbeddedBroker
 from mailer_service.config import MailerSettings
 from mailer_service.consumer import Mailer
 from mailer_service.history import History
@@ -91,11 +92,18 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
+def own_broker() -> Iterator[str]:
+    """A broker of its own: the shared stack's mailer would consume these events too."""
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="module")
 async def harness(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    own_broker: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Harness]:
     tmp_path = tmp_path_factory.mktemp("mailer")
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=own_broker)
     await ensure_topics(kafka, EMAIL_CODES_TOPIC, EMAIL_CODES_DLQ_TOPIC)
     handler = FlakyHandler()
     controller = start_smtp(handler)

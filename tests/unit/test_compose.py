@@ -121,3 +121,9 @@ def test_env_example_lists_every_variable_the_code_reads() -> None:
         if "=" in line and not line.startswith("# ---")
     }
     assert listed == KNOWN_ENV, listed ^ KNOWN_ENV
+
+
+def test_readme_documents_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = {name for name in KNOWN_ENV if f"`{name}`" not in readme}
+    assert not missing, f"add to the README's configuration table: {sorted(missing)}"

@@ -4,6 +4,9 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from pydantic import SecretStr
+
 from auth_service.config import AuthSettings
 from auth_service.keys import KeyRing, generate_missing, rotate
 from common.events import utcnow
@@ -43,3 +46,34 @@ def test_retired_keys_leave_the_jwks_once_their_tokens_expired(tmp_path: Path) -
     # The next rotation prunes the expired record from disk.
     rotate(settings)
     assert not record_path.exists()
+
+
+def test_production_never_generates_missing_keys(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path).model_copy(update={"env": "production"})
+    with pytest.raises(SystemExit, match="not found: run `python -m auth_service keys generate`"):
+        KeyRing(settings)
+    assert not settings.private_key_path.exists()
+
+
+def test_production_accepts_generated_keys(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    generate_missing(settings)
+    KeyRing(settings.model_copy(update={"env": "production"}))
+
+
+@pytest.mark.parametrize("secret", ["secret", "changeme", "x" * 31])
+def test_production_refuses_a_development_secret(tmp_path: Path, secret: str) -> None:
+    settings = settings_in(tmp_path)
+    generate_missing(settings)
+    production = settings.model_copy(update={"env": "production", "code_secret": SecretStr(secret)})
+    with pytest.raises(SystemExit, match="code secret is a development value"):
+        KeyRing(production)
+    KeyRing(production.model_copy(update={"env": "development"}))  # fine on a laptop
+
+
+def test_production_refuses_a_private_key_others_can_read(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    generate_missing(settings)
+    settings.private_key_path.chmod(0o644)
+    with pytest.raises(SystemExit, match="readable by other users"):
+        KeyRing(settings.model_copy(update={"env": "production"}))
