@@ -31,6 +31,7 @@ class MailerSettings(BaseSettings):
     product_name: str = "Films"
 
     batch_size: int = Field(default=500, ge=1, le=5000)
+    fetch_max_wait_ms: int = Field(default=25, ge=1, le=5000)
 
     # A transient failure waits in delay topic auth.email-codes.retry.N, N = min(attempt - 1,
     # len(delays) - 1), for that tier's delay (80-100 %, jittered) while other mail flows.

@@ -125,6 +125,9 @@ class Mailer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self._settings.batch_size,
+                # How long the broker may hold a fetch when there is nothing new: bounds the
+                # wait of the first email after a quiet spell (Kafka's default is 500 ms).
+                fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             )
             producer = make_producer(self._kafka)
             try:
