@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.models import AuditEvent
 from common.events import utcnow
 
 log = logging.getLogger("auth_service.audit")
+
+# Sign-ups, logins ok/failed, lockouts…: the same events as the trail, as a metric.
+AUTH_EVENTS = Counter("auth_events_total", "Security events by kind", ["event"])
 
 EVENTS = {
     "signup",
@@ -46,4 +50,5 @@ def record(
             at=utcnow(), event=event, user_id=user_id, email=email, ip=ip, detail=detail or None
         )
     )
+    AUTH_EVENTS.labels(event).inc()
     log.info("audit %s user=%s ip=%s", event, user_id, ip)

@@ -13,6 +13,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,7 +34,12 @@ BATCH = 200
 MAX_BACKOFF = 10.0
 
 
+CODES_ISSUED = Counter("auth_codes_issued_total", "One-time codes sent out", ["type"])
+
+
 def add_event(session: AsyncSession, event: EmailCodeEvent) -> None:
+    if event.code is not None:
+        CODES_ISSUED.labels(event.type.value).inc()
     session.add(
         OutboxEvent(
             topic=EMAIL_CODES_TOPIC,

@@ -1,9 +1,11 @@
-"""Delivery history on the mailer (`GET /v1/deliveries`, admin only) and the request id
-that follows a sign-up from auth's HTTP request into the mailer's logs."""
+"""Observability: the request id that follows a sign-up from auth's HTTP request into the
+mailer's logs, delivery history on the mailer (`GET /v1/deliveries`, admin only), and the
+business metrics on /metrics."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -101,3 +103,26 @@ def test_delivery_history_rejects_bad_queries(
 ) -> None:
     r = httpx.get(f"{stack.mailer.url}/v1/deliveries", params=params, headers=bearer(admin))
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+
+
+def test_auth_metrics_count_signups_logins_and_codes(stack: Stack) -> None:
+    def counter(text: str, name: str, label: str) -> float:
+        found = re.search(rf"^{name}\{{{label}\}} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    metrics = f"{stack.auth.url}/metrics"
+    before = httpx.get(metrics).text
+    email = unique_email("metrics")
+    with stack.http() as http:
+        body = {"email": email, "password": "correct horse battery"}
+        assert http.post(f"{stack.auth.url}/v1/auth/signup", json=body).status_code == 202
+        body["password"] = "wrong horse battery"
+        assert http.post(f"{stack.auth.url}/v1/auth/login", json=body).status_code == 401
+    after = httpx.get(metrics).text
+    for name, label in (
+        ("auth_events_total", 'event="signup"'),
+        ("auth_events_total", 'event="login_failed"'),
+        ("auth_codes_issued_total", 'type="email_verification"'),
+    ):
+        assert counter(after, name, label) == counter(before, name, label) + 1, name
+    assert "http_request_duration_seconds_bucket{" in after
