@@ -126,3 +126,16 @@ def test_auth_metrics_count_signups_logins_and_codes(stack: Stack) -> None:
     ):
         assert counter(after, name, label) == counter(before, name, label) + 1, name
     assert "http_request_duration_seconds_bucket{" in after
+
+
+@pytest.mark.parametrize("service", ["auth", "films", "mailer"])
+def test_openapi_docs_are_served(stack: Stack, service: str) -> None:
+    url = getattr(stack, service).url
+    assert httpx.get(f"{url}/docs").status_code == 200
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    expected = {
+        "auth": "/v1/auth/signup",
+        "films": "/v1/films/{film_id}",
+        "mailer": "/v1/deliveries",
+    }
+    assert expected[service] in paths

@@ -1,6 +1,7 @@
 """The same services on PostgreSQL (asyncpg) as a URL change: sign-up to films, refresh,
-reset, admin edits and favourites. Each run gets fresh databases, dropped afterwards.
-Skipped, with the reason, where no PostgreSQL answers on 127.0.0.1:5432."""
+reset, admin edits and favourites, and a mailer sending and recording an email. Each run
+gets fresh databases, dropped afterwards. Skipped, with the reason, where no PostgreSQL
+answers on 127.0.0.1:5432."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
+from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
+from common.kafka import KafkaSettings, ensure_topics, make_producer
+from infra.broker import EmbeddedBroker
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
-from tests.support import Minter, ServiceProcess, unique_email
+from tests.support import Minter, ServiceProcess, unique_email, wait_until
 
 ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -128,3 +132,56 @@ def test_films_on_postgres(
         assert [f["id"] for f in http.get("/v1/me/favourites", headers=user).json()] == [film_id]
         assert http.delete(f"/v1/films/{film_id}", headers=admin).status_code == 204
         assert http.get("/v1/me/favourites", headers=user).json() == []  # cascaded
+
+
+def test_mailer_on_postgres(stack: Stack) -> None:
+    """A mailer process on PostgreSQL, on a broker of its own (the shared stack's mailer
+    must not take its events): an email sent, recorded and shown in its history."""
+    name = f"mailer_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
+    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    email = unique_email("pg-mail")
+    event = EmailCodeEvent(type=EmailEventType.EMAIL_VERIFICATION, email=email, code="765432")
+    try:
+        with EmbeddedBroker() as broker:
+            mailer = stack.spawn(
+                "mailer_service",
+                name,
+                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+                MAILER_DATABASE_URL=f"{base}/{name}",
+                MAILER_GROUP_ID=name,
+            )
+            try:
+                kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+
+                async def publish() -> None:
+                    await ensure_topics(kafka, EMAIL_CODES_TOPIC)
+                    producer = make_producer(kafka)
+                    await producer.start()
+                    try:
+                        await producer.send_and_wait(
+                            EMAIL_CODES_TOPIC, event.to_bytes(), key=event.key
+                        )
+                    finally:
+                        await producer.stop()
+
+                asyncio.run(publish())
+                [mail] = stack.smtp.wait_for(email, timeout=60)
+                assert mail.code == "765432"
+                admin = {"Authorization": f"Bearer {Minter(stack.key_dir).token(roles=['admin'])}"}
+
+                def history() -> list[dict[str, object]]:
+                    r = httpx.get(
+                        f"{mailer.url}/v1/deliveries", params={"email": email}, headers=admin
+                    )
+                    return r.json()["items"]
+
+                [item] = wait_until(history, 10)
+                assert (item["event_id"], item["status"]) == (event.event_id, "sent")
+            finally:
+                mailer.stop()
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
