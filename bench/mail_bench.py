@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
+
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing
 from bench.common import LightClient, cpu_seconds, machine, percentile, workdir
@@ -109,30 +111,46 @@ async def publish(kafka: KafkaSettings, batch: list[EmailCodeEvent]) -> None:
 
 
 async def mailer_rate(
-    env: dict[str, str], work: Path, kafka: KafkaSettings, sink: Sink, n: int, connections: int
+    env: dict[str, str],
+    work: Path,
+    kafka: KafkaSettings,
+    sink: Sink,
+    n: int,
+    connections: int,
+    processes: int = 1,
 ) -> tuple[float, float]:
-    """(emails/s, mailer CPU ms per email) with `n` events waiting before it starts."""
+    """(emails/s, mailer CPU ms per email) for `n` events published once `processes`
+    mailers (one group, one database) all consume."""
     prefix = f"queued-{uuid.uuid4().hex[:6]}-"
-    await publish(kafka, events(prefix, n))
-    mailer = ServiceProcess(
-        "mailer_service",
-        "MAILER_PORT",
-        {
-            **env,
-            "MAILER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
-            "MAILER_DATABASE_URL": f"sqlite+aiosqlite:///{work}/mailer-{prefix}.db",
-            "MAILER_SMTP_CONNECTIONS": str(connections),
-        },
-        work,
-        f"mailer-{connections}",
-    ).start()
+    shared = {
+        **env,
+        "MAILER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "MAILER_DATABASE_URL": f"sqlite+aiosqlite:///{work}/mailer-{prefix}.db",
+        "MAILER_SMTP_CONNECTIONS": str(connections),
+    }
+    mailers = [
+        ServiceProcess("mailer_service", "MAILER_PORT", shared, work, f"mailer-{connections}-{i}")
+        for i in range(processes)
+    ]
     try:
-        assert mailer.process is not None
-        cpu = cpu_seconds(mailer.process.pid)
+        for mailer in mailers:
+            mailer.start()
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            for mailer in mailers:  # every member has joined the group: no rebalance mid-run
+                while (await http.get(f"{mailer.url}/readyz")).status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("mailers did not become ready")
+                    await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        pids = [m.process.pid for m in mailers if m.process is not None]
+        cpu = sum(cpu_seconds(pid) for pid in pids)
+        await publish(kafka, events(prefix, n))
         arrived = await sink.wait(prefix, n, 300)
-        cpu = cpu_seconds(mailer.process.pid) - cpu
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
     finally:
-        mailer.stop()
+        for mailer in mailers:
+            mailer.stop()
     stamps = sorted(arrived.values())
     return (n - 1) / (stamps[-1] - stamps[0]), cpu / n * 1000
 
@@ -279,11 +297,13 @@ async def run(args: argparse.Namespace) -> None:
                 phase = {**env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
                 settings = MailerSettings(smtp_port=sink.port, smtp_connections=connections)
                 direct = await direct_smtp_rate(settings, sink, args.emails)
-                rate, cpu = await mailer_rate(phase, work, kafka, sink, args.emails, connections)
+                rate, cpu = await mailer_rate(
+                    phase, work, kafka, sink, args.emails, connections, args.processes
+                )
             print(
-                f"throughput, {connections} SMTP connection(s): mailer {rate:7.0f} emails/s "
-                f"({cpu:.2f} ms CPU each; goal >= 1000/s); direct SMTP baseline "
-                f"{direct:7.0f}/s; ratio {rate / direct:.2f}"
+                f"throughput, {args.processes} mailer(s) x {connections} SMTP connection(s): "
+                f"{rate:5.0f} emails/s ({cpu:.2f} ms CPU each; goal >= 1000/s); "
+                f"direct SMTP baseline {direct:5.0f}/s; ratio {rate / direct:.2f}"
             )
         with EmbeddedBroker() as broker:
             phase = {**env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
@@ -309,6 +329,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--emails", type=int, default=5000)
     parser.add_argument("--connections", type=int, nargs="+", default=[4, 1])
+    parser.add_argument("--processes", type=int, default=1, help="mailer processes, one group")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     asyncio.run(run(parser.parse_args()))
