@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ MAILS = Counter("mailer_emails_total", "Emails by outcome", ["outcome"])
 LAG = Gauge("mailer_consumer_lag", "Records behind the partition's end", ["topic", "partition"])
 STATUS_LOST = Counter("mailer_status_publish_failures_total", "Status events not published")
 
+# The main topic and every delay tier.
+TOPICS_PATTERN = "^" + re.escape(EMAIL_CODES_TOPIC) + r"(\.retry\.\d+)?$"
 ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER = "attempt", "not-before", "reason"
 OWN_HEADERS = {ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER, "failed_at"}
 
@@ -122,7 +125,6 @@ class Mailer:
         backoff = 0.2
         while not self._stopping.is_set():
             consumer = AIOKafkaConsumer(
-                *self._topics,
                 bootstrap_servers=self._kafka.bootstrap_servers,
                 group_id=self._settings.group_id,
                 enable_auto_commit=False,
@@ -138,6 +140,9 @@ class Mailer:
                     self._kafka, *self._topics, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC
                 )
                 await producer.start()
+                # By pattern, not by list: records waiting in a tier that a smaller
+                # MAILER_RETRY_DELAYS_SECONDS no longer names are still consumed.
+                consumer.subscribe(pattern=TOPICS_PATTERN)
                 await consumer.start()
             except (KafkaError, OSError) as exc:
                 await consumer.stop()
@@ -155,7 +160,7 @@ class Mailer:
         if self._consumer is None:
             return
         self.running = True
-        log.info("mailer consuming %s as group %r", self._topics, self._settings.group_id)
+        log.info("mailer consuming %s as group %r", TOPICS_PATTERN, self._settings.group_id)
         backoff = 0.2
         try:
             while not self._stopping.is_set():

@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from common.events import (
     EMAIL_CODES_TOPIC,
     EmailCodeEvent,
     EmailEventType,
+    retry_topic,
 )
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
@@ -51,9 +53,15 @@ class FlakyHandler(RecordingHandler):
 
 class Harness:
     def __init__(
-        self, kafka: KafkaSettings, mailer: Mailer, handler: FlakyHandler, sessions: Any
+        self,
+        kafka: KafkaSettings,
+        mailer: Mailer,
+        handler: FlakyHandler,
+        sessions: Any,
+        smtp_port: int,
     ) -> None:
         self.kafka = kafka
+        self.smtp_port = smtp_port
         self.mailer = mailer
         self.smtp = handler
         self.sessions = sessions
@@ -121,7 +129,7 @@ async def harness(
     mailer = Mailer(settings, kafka, History(engine), smtp)
     mailer.start()
     try:
-        yield Harness(kafka, mailer, handler, sessions)
+        yield Harness(kafka, mailer, handler, sessions, controller.port)
     finally:
         await mailer.stop()
         await smtp.close()
@@ -255,3 +263,42 @@ async def test_malformed_event_is_dead_lettered_not_fatal(harness: Harness) -> N
     await harness.publish(event(after))
     await harness.smtp.await_for(after)
     assert any(r.value == junk for r in await dead_letters(harness.kafka))
+
+
+async def test_a_retry_tier_no_longer_configured_is_still_drained(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Records left in auth.email-codes.retry.5 by a mailer configured with more tiers are
+    consumed by one configured with a single tier (the subscription is a pattern)."""
+    to = unique_email("stranded")
+    ev = event(to)
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        await ensure_topics(kafka, EMAIL_CODES_TOPIC, retry_topic(5))
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            headers = [("attempt", b"3"), ("not-before", b"0")]
+            await producer.send_and_wait(retry_topic(5), ev.to_bytes(), key=ev.key, headers=headers)
+        finally:
+            await producer.stop()
+        settings = MailerSettings(
+            smtp_port=harness.smtp_port,
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
+            group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
+            retry_delays_seconds=[0.05],
+        )
+        engine = make_engine(settings.database_url)
+        await migrate(engine, Base)
+        smtp = SmtpPool(settings)
+        mailer = Mailer(settings, kafka, History(engine), smtp)
+        mailer.start()
+        try:
+            await harness.smtp.await_for(to)
+            async with make_sessionmaker(engine)() as session:
+                row = await session.get(Delivery, ev.event_id)
+            assert row is not None and (row.status, row.attempts) == ("sent", 3)
+        finally:
+            await mailer.stop()
+            await smtp.close()
+            await engine.dispose()
