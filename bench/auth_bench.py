@@ -23,12 +23,12 @@ from pathlib import Path
 import httpx
 
 from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing
 from auth_service.models import Base, User
 from auth_service.passwords import PasswordHasher
 from bench.common import (
     LightClient,
     cpu_seconds,
+    key_material,
     machine,
     run_for,
     summary,
@@ -92,13 +92,7 @@ async def healthz_sampler(url: str, stop: asyncio.Event, out: list[float]) -> No
 
 async def bench(seconds: float, database_url: str | None) -> None:
     work = workdir()
-    keys = work / "keys"
-    settings = AuthSettings(
-        private_key_path=keys / "private.pem",
-        public_key_path=keys / "public.pem",
-        code_secret_path=keys / "code_secret",
-    )
-    generate_missing(settings)
+    settings = key_material(work / "keys")
     database_url = database_url or f"sqlite+aiosqlite:///{work}/auth.db"
     emails = await seed_users(database_url)
 

@@ -11,6 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from auth_service.config import AuthSettings
+from auth_service.keys import generate_missing
+
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
@@ -50,6 +53,17 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-"))
+
+
+def key_material(directory: Path) -> AuthSettings:
+    """Auth settings whose key pair and code secret are freshly generated in `directory`."""
+    settings = AuthSettings(
+        private_key_path=directory / "private.pem",
+        public_key_path=directory / "public.pem",
+        code_secret_path=directory / "code_secret",
+    )
+    generate_missing(settings)
+    return settings
 
 
 def machine() -> str:

@@ -15,9 +15,7 @@ import asyncio
 import os
 import statistics
 
-from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing
-from bench.common import LightClient, machine, run_for, workdir
+from bench.common import LightClient, key_material, machine, run_for, workdir
 from tests.support import Minter, ServiceProcess
 
 
@@ -41,12 +39,7 @@ async def rate(url: str, seconds: float, workers: int, headers: str) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     work = workdir()
-    keys = AuthSettings(
-        private_key_path=work / "private.pem",
-        public_key_path=work / "public.pem",
-        code_secret_path=work / "code_secret",
-    )
-    generate_missing(keys)
+    keys = key_material(work)
     token = Minter(work).token()
     env = {**os.environ, "FILMS_PUBLIC_KEY_PATH": str(keys.public_key_path)}
     servers = {

@@ -27,9 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing
-from bench.common import LightClient, cpu_seconds, machine, percentile, workdir
+from bench.common import LightClient, cpu_seconds, key_material, machine, percentile, workdir
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
@@ -268,12 +266,7 @@ def line(label: str, values: list[float]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     work = workdir()
-    keys = AuthSettings(
-        private_key_path=work / "private.pem",
-        public_key_path=work / "public.pem",
-        code_secret_path=work / "code_secret",
-    )
-    generate_missing(keys)
+    keys = key_material(work)
     sink = Sink(work)
     print(f"machine: {machine()}")
     env = {
