@@ -92,7 +92,9 @@ MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 
 
-def check_production(settings: AuthSettings, code_secret: bytes) -> None:
+def check_production(
+    settings: AuthSettings, code_secret: bytes, private_key: rsa.RSAPrivateKey
+) -> None:
     """In AUTH_ENV=production, refuse what is fine on a laptop and wrong on a server."""
     problems = []
     if len(code_secret) < MIN_SECRET_BYTES or code_secret.lower() in PLACEHOLDER_SECRETS:
@@ -103,7 +105,7 @@ def check_production(settings: AuthSettings, code_secret: bytes) -> None:
     path = settings.private_key_path
     if path.stat().st_mode & 0o077:
         problems.append(f"{path} is readable by other users (chmod 600 {path})")
-    if load_private_key(path).key_size < MIN_RSA_BITS:
+    if private_key.key_size < MIN_RSA_BITS:
         problems.append(f"{path} is shorter than {MIN_RSA_BITS} bits")
     if problems:
         raise SystemExit("refusing to start in production: " + "; ".join(problems))
@@ -190,11 +192,11 @@ class KeyRing:
                 log.warning("development mode: generated %s", path)
         self._settings = settings
         self.code_secret = load_code_secret(settings)
-        if settings.production:
-            check_production(settings, self.code_secret)
         self._checked = 0.0
         self._mtime = 0.0
         self._load()
+        if settings.production:
+            check_production(settings, self.code_secret, self.private_key)
 
     def _load(self) -> None:
         s = self._settings

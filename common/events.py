@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +20,12 @@ REQUEST_ID_HEADER = "request-id"
 
 def retry_topic(tier: int) -> str:
     return f"{EMAIL_CODES_RETRY_PREFIX}{tier}"
+
+
+# The main topic and every delay tier, for a pattern subscription.
+EMAIL_CODES_TOPICS_PATTERN = (
+    f"^(?:{re.escape(EMAIL_CODES_TOPIC)}|{re.escape(EMAIL_CODES_RETRY_PREFIX)}\\d+)$"
+)
 
 
 class EmailEventType(StrEnum):

@@ -51,6 +51,16 @@ async def upgrade(engine: AsyncEngine, service: str, metadata: MetaData) -> None
         await conn.run_sync(_upgrade, service, metadata)
 
 
+def _stamp(connection: Connection, service: str) -> None:
+    command.stamp(config(service, connection), "head")
+
+
+async def stamp(engine: AsyncEngine, service: str) -> None:
+    """Mark the database as at the newest revision without changing it."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_stamp, service)
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's migrations/env.py."""
     connection: Connection | None = context.config.attributes.get("connection")

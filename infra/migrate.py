@@ -12,11 +12,8 @@ import argparse
 import asyncio
 import importlib
 
-from alembic import command
-from sqlalchemy import Connection
-
-from common.db import make_engine
-from common.migrations import SERVICES, config, upgrade
+from common.db import make_engine, migrate
+from common.migrations import SERVICES, stamp
 
 SETTINGS = {
     "auth_service": ("auth_service.config", "AuthSettings"),
@@ -25,24 +22,20 @@ SETTINGS = {
 }
 
 
-def _stamp(connection: Connection, service: str) -> None:
-    command.stamp(config(service, connection), "head")
-
-
-async def run(service: str, stamp: bool) -> None:
+async def run(service: str, stamp_only: bool) -> None:
     module, name = SETTINGS[service]
     url = getattr(importlib.import_module(module), name)().database_url
-    metadata = importlib.import_module(f"{service}.models").Base.metadata
     engine = make_engine(url)
     try:
-        if stamp:
-            async with engine.begin() as conn:
-                await conn.run_sync(_stamp, service)
+        if stamp_only:
+            await stamp(engine, service)
         else:
-            await upgrade(engine, service, metadata)
+            await migrate(engine, importlib.import_module(f"{service}.models").Base)
     finally:
         await engine.dispose()
-    print(f"{service}: {'stamped' if stamp else 'at the newest revision'} ({url.split('://')[0]})")
+    print(
+        f"{service}: {'stamped' if stamp_only else 'at the newest revision'} ({url.split('://')[0]})"
+    )
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from common.events import (
     DELIVERY_STATUS_TOPIC,
     EMAIL_CODES_DLQ_TOPIC,
     EMAIL_CODES_TOPIC,
+    EMAIL_CODES_TOPICS_PATTERN,
     REQUEST_ID_HEADER,
     DeliveryStatus,
     DeliveryStatusEvent,
@@ -53,8 +53,6 @@ MAILS = Counter("mailer_emails_total", "Emails by outcome", ["outcome"])
 LAG = Gauge("mailer_consumer_lag", "Records behind the partition's end", ["topic", "partition"])
 STATUS_LOST = Counter("mailer_status_publish_failures_total", "Status events not published")
 
-# The main topic and every delay tier.
-TOPICS_PATTERN = "^" + re.escape(EMAIL_CODES_TOPIC) + r"(\.retry\.\d+)?$"
 ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER = "attempt", "not-before", "reason"
 OWN_HEADERS = {ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER, "failed_at"}
 
@@ -142,7 +140,7 @@ class Mailer:
                 await producer.start()
                 # By pattern, not by list: records waiting in a tier that a smaller
                 # MAILER_RETRY_DELAYS_SECONDS no longer names are still consumed.
-                consumer.subscribe(pattern=TOPICS_PATTERN)
+                consumer.subscribe(pattern=EMAIL_CODES_TOPICS_PATTERN)
                 await consumer.start()
             except (KafkaError, OSError) as exc:
                 await consumer.stop()
@@ -160,7 +158,9 @@ class Mailer:
         if self._consumer is None:
             return
         self.running = True
-        log.info("mailer consuming %s as group %r", TOPICS_PATTERN, self._settings.group_id)
+        log.info(
+            "mailer consuming %s as group %r", EMAIL_CODES_TOPICS_PATTERN, self._settings.group_id
+        )
         backoff = 0.2
         try:
             while not self._stopping.is_set():
