@@ -13,12 +13,11 @@ import asyncio
 import re
 import sys
 
-import uvicorn
-
 from auth_service.admin import UnknownAccount, record_rotation, set_role
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing, rotate
 from common.logs import setup_logging
+from common.serve import serve
 
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -57,7 +56,9 @@ def main() -> None:
     else:
         from auth_service.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+        # One process, or AUTH_WORKERS processes each building the app from the environment.
+        app = create_app(settings) if settings.workers == 1 else "auth_service.app:worker_app"
+        serve(app, host=settings.host, port=settings.port, workers=settings.workers)
 
 
 if __name__ == "__main__":

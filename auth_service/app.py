@@ -3,25 +3,36 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from auth_service import http_errors
+from auth_service.account import SelfService
 from auth_service.accounts import Accounts
-from auth_service.codes import CodeHasher
+from auth_service.admin_users import UserAdmin
+from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
 from auth_service.keys import KeyRing
+from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
-from auth_service.routes import router, wellknown
+from auth_service.routes import account, admin, discovery, login_code, router, sessions, token
+from auth_service.routes import wellknown as jwks
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
+from auth_service.user_sessions import UserSessions
+from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate
+from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
 from common.kafka import KafkaSettings
+from common.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +45,68 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dump_tasks_on_sigusr1()
         engine = make_engine(settings.database_url)
         await migrate(engine, Base)
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, kafka, settings.outbox_poll_seconds)
+        relay = OutboxRelay(sessions, engine, kafka, settings)
         passwords = PasswordHasher(settings)
         refresh_tokens = RefreshTokens(settings, sessions, AccessTokenIssuer(keys, settings))
-        app.state.accounts = Accounts(
+        app.state.accounts = accounts = Accounts(
             settings=settings,
             sessions=sessions,
             passwords=passwords,
-            codes=CodeHasher(keys.code_secret),
+            codes=Codes(
+                CodeHasher(keys.code_secret),
+                timedelta(seconds=settings.code_ttl_seconds),
+                settings.code_max_attempts,
+            ),
             tokens=refresh_tokens,
             relay=relay,
             guard=AddressGuard(settings),
         )
         app.state.refresh_tokens = refresh_tokens
-        app.state.verifier = keys  # verifies with the current and still-live retired keys
+        app.state.code_login = CodeLogin(accounts)
+        app.state.self_service = SelfService(accounts)
+        app.state.user_sessions = UserSessions(settings, sessions)
+        app.state.user_admin = UserAdmin(sessions, relay)
+        use_verifier(app, keys)  # the current key and the retired ones still live
         app.state.keys = keys
         app.state.settings = settings
-        app.state.limiter = RateLimiter(settings.rate_limit_enabled)
+        app.state.limiter = limiter = RateLimiter(
+            settings.rate_limit_enabled, settings.redis_url, settings.redis_key_prefix
+        )
         app.state.limits = limits
         app.state.checks = {
             "database": database_check(engine),
             "broker": tcp_check(kafka.bootstrap_servers),
         }
+        if limiter.shared:
+            app.state.checks["redis"] = limiter.redis_ok
         relay.start()
         try:
             yield
         finally:
             await relay.stop()
+            limiter.close()
             passwords.close()
             await engine.dispose()
 
     app = FastAPI(title="auth_service", version="0.1.0", lifespan=lifespan)
-    setup_app(app, max_body_bytes=settings.max_body_bytes)
-    app.include_router(router)
-    app.include_router(wellknown)
+    setup_app(app, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)
+    http_errors.install(app)
+    # Outermost: the client address the rest of the app (limits, audit) sees.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    for resource in (router, token.router, login_code.router, account.router, sessions.router):
+        app.include_router(resource)
+    app.include_router(admin.router)
+    app.include_router(jwks)
+    app.include_router(discovery.router)
     app.include_router(health_router(lambda: app.state.checks))
     return app
+
+
+def worker_app() -> FastAPI:
+    """The factory each worker process imports when there are several."""
+    setup_logging("auth")
+    return create_app()

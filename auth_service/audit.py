@@ -9,7 +9,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.models import AuditEvent
-from common.events import utcnow
+from common.clock import utcnow
 
 log = logging.getLogger("auth_service.audit")
 
@@ -31,6 +31,20 @@ EVENTS = {
     "key_rotation",
     "role_granted",
     "role_revoked",
+    "login_code_requested",
+    "login_code_failed",
+    "reauth_failed",  # a wrong current password before a change (detail: which)
+    "password_changed",
+    "email_change_requested",
+    "email_change_failed",
+    "email_changed",
+    "account_deleted",
+    "session_ended",
+    "sessions_ended",
+    "user_disabled",
+    "user_enabled",
+    "users_listed",  # an admin's search (detail: admin, q)
+    "user_read",  # an admin read the account
 }
 
 

@@ -1,4 +1,7 @@
-"""One-time codes: six digits from `secrets`, stored only as HMAC-SHA256 under a server key."""
+"""One-time codes: six digits from `secrets`, stored only as HMAC-SHA256 under a server key,
+bound to account and purpose. A code is single use: `consumed_at` is set when it is used,
+burned by its last wrong try, or superseded by a newer code; a try is spent atomically
+before comparing, so parallel guesses cannot exceed the budget."""
 
 from __future__ import annotations
 
@@ -6,6 +9,14 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth_service.models import OneTimeCode
+from common.clock import utcnow
 
 CODE_DIGITS = 6
 
@@ -27,3 +38,105 @@ class CodeHasher:
 
     def matches(self, stored: str, user_id: uuid.UUID, purpose: str, code: str) -> bool:
         return hmac.compare_digest(stored, self.digest(user_id, purpose, code))
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str  # the plaintext, for the email only: never stored or logged
+    expires_at: datetime
+
+
+@dataclass
+class Codes:
+    hasher: CodeHasher
+    ttl: timedelta
+    max_attempts: int
+
+    def issue(
+        self,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        purpose: str,
+        now: datetime,
+        password_hash: str | None = None,
+        new_email: str | None = None,
+    ) -> IssuedCode:
+        """A fresh code, added to the caller's transaction (retire older ones first)."""
+        code = new_code()
+        expires_at = now + self.ttl
+        session.add(
+            OneTimeCode(
+                user_id=user_id,
+                purpose=purpose,
+                code_hmac=self.hasher.digest(user_id, purpose, code),
+                password_hash=password_hash,
+                new_email=new_email,
+                expires_at=expires_at,
+                created_at=now,
+            )
+        )
+        return IssuedCode(code, expires_at)
+
+    @staticmethod
+    async def latest(session: AsyncSession, user_id: uuid.UUID, purpose: str) -> OneTimeCode | None:
+        """The newest unused code for this purpose, expired or not."""
+        query = (
+            select(OneTimeCode)
+            .where(
+                OneTimeCode.user_id == user_id,
+                OneTimeCode.purpose == purpose,
+                OneTimeCode.consumed_at.is_(None),
+            )
+            .order_by(OneTimeCode.id.desc())
+            .limit(1)
+        )
+        return (await session.execute(query)).scalar_one_or_none()
+
+    @staticmethod
+    async def retire(
+        session: AsyncSession, user_id: uuid.UUID, purpose: str, now: datetime
+    ) -> None:
+        await session.execute(
+            update(OneTimeCode)
+            .where(
+                OneTimeCode.user_id == user_id,
+                OneTimeCode.purpose == purpose,
+                OneTimeCode.consumed_at.is_(None),
+            )
+            .values(consumed_at=now)
+        )
+
+    async def consume(
+        self, session: AsyncSession, user_id: uuid.UUID, purpose: str, code: str
+    ) -> OneTimeCode | None:
+        """The matching live code, now used up; or None (and one try spent)."""
+        row = await self.latest(session, user_id, purpose)
+        now = utcnow()
+        if row is None or row.expires_at <= now:
+            return None
+        # Spend a try before comparing, atomically: parallel guesses cannot exceed the budget.
+        attempts = (
+            await session.execute(
+                update(OneTimeCode)
+                .where(
+                    OneTimeCode.id == row.id,
+                    OneTimeCode.consumed_at.is_(None),
+                    OneTimeCode.attempts < self.max_attempts,
+                )
+                .values(attempts=OneTimeCode.attempts + 1)
+                .returning(OneTimeCode.attempts)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one_or_none()
+        if attempts is None:
+            return None
+        matches = self.hasher.matches(row.code_hmac, user_id, purpose, code)
+        if matches or attempts >= self.max_attempts:
+            # Used, or burned by its last wrong try.
+            await session.execute(
+                update(OneTimeCode)
+                .where(OneTimeCode.id == row.id)
+                .values(consumed_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        return row if matches else None

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from common.http import CorsOrigins
+from common.settings import comma_separated
 
 
 class AuthSettings(BaseSettings):
@@ -22,6 +25,12 @@ class AuthSettings(BaseSettings):
     # The HMAC key codes are stored under: given directly, or read from a file.
     code_secret: SecretStr | None = None
     code_secret_path: Path = Path("keys/code_secret")
+
+    # Where clients reach auth, e.g. https://id.example.com: the base of the URLs in the
+    # OpenID metadata. Unset, they are built from the address each request came to.
+    public_url: str | None = None
+    # Browser origins allowed to call the API (CORS), e.g. ["https://app.example.com"].
+    cors_origins: CorsOrigins = Field(default_factory=list)
 
     token_issuer: str = "http://localhost:8000"
     token_audience: str = "api"
@@ -55,8 +64,38 @@ class AuthSettings(BaseSettings):
     rate_limit_enabled: bool = True
     # Overrides of the defaults in ratelimit.py, as JSON: {"ip:login": [30, 60], ...}.
     rate_limits: dict[str, tuple[int, float]] = Field(default_factory=dict)
+    # Where rate-limit counters are shared by every instance and worker (redis://...);
+    # unset, each process counts on its own.
+    redis_url: str | None = None
+    redis_key_prefix: str = "auth-limits"
+    # Peers whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated): the
+    # gateway. From anyone else the header is ignored and the socket's peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
-    outbox_poll_seconds: float = 5.0
+    # Fallback poll of the outbox (a commit wakes the relay at once).
+    outbox_poll_seconds: float = Field(default=5.0, gt=0)
+    # An email the mailer has not reported on for this long is published again (it may
+    # have been lost with a broker); one unconfirmed for AUTH_OUTBOX_GIVE_UP_SECONDS is
+    # closed as undelivered (logged, counted).
+    outbox_republish_seconds: float = Field(default=300.0, gt=0)
+    outbox_give_up_seconds: float = Field(default=3600.0, gt=0)
+    # Processes serving HTTP in this instance (uvicorn workers); more than one needs
+    # AUTH_REDIS_URL for shared rate limits. The outbox relay runs in one of them.
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return comma_separated(value)
+
+    @model_validator(mode="after")
+    def _workers_share_limits(self) -> AuthSettings:
+        if self.workers > 1 and self.rate_limit_enabled and not self.redis_url:
+            raise ValueError(
+                "AUTH_WORKERS > 1 needs AUTH_REDIS_URL, so the workers share their rate-limit "
+                "counters (or set AUTH_RATE_LIMIT_ENABLED=false)"
+            )
+        return self
 
     @property
     def production(self) -> bool:

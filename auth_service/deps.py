@@ -1,22 +1,100 @@
+"""The auth routes' dependencies: the rule objects the lifespan built, and the caller.
+
+Auth's Bearer routes declare an OAuth2 password flow pointing at `/v1/auth/token`, so
+Swagger's "Authorize" logs in with an email and a password. The caller is checked against
+the database on every call: the account must exist and be enabled, and the token's session
+must not have ended.
+"""
+
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 
+from auth_service.account import SelfService
 from auth_service.accounts import Accounts
+from auth_service.admin_users import UserAdmin, require_admin
+from auth_service.login_codes import CodeLogin
 from auth_service.refresh import RefreshTokens
-from common.http import request_claims
+from auth_service.user_sessions import Caller, UserSessions
+from common.bearer import invalid_token, verify_bearer
+
+TOKEN_URL = "/v1/auth/token"
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl=TOKEN_URL,
+    auto_error=False,
+    description="Log in with an email (as the username) and a password; "
+    "or paste an access token from any other login",
+)
 
 
 def get_accounts(request: Request) -> Accounts:
-    return request.app.state.accounts
+    accounts: Accounts = request.app.state.accounts
+    return accounts
 
 
 def get_refresh_tokens(request: Request) -> RefreshTokens:
-    return request.app.state.refresh_tokens
+    tokens: RefreshTokens = request.app.state.refresh_tokens
+    return tokens
+
+
+def get_code_login(request: Request) -> CodeLogin:
+    code_login: CodeLogin = request.app.state.code_login
+    return code_login
+
+
+def get_self_service(request: Request) -> SelfService:
+    self_service: SelfService = request.app.state.self_service
+    return self_service
+
+
+def get_user_sessions(request: Request) -> UserSessions:
+    user_sessions: UserSessions = request.app.state.user_sessions
+    return user_sessions
+
+
+def get_user_admin(request: Request) -> UserAdmin:
+    user_admin: UserAdmin = request.app.state.user_admin
+    return user_admin
 
 
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 RefreshTokensDep = Annotated[RefreshTokens, Depends(get_refresh_tokens)]
-ClaimsDep = Annotated[dict[str, Any], Depends(request_claims)]
+CodeLoginDep = Annotated[CodeLogin, Depends(get_code_login)]
+SelfServiceDep = Annotated[SelfService, Depends(get_self_service)]
+UserSessionsDep = Annotated[UserSessions, Depends(get_user_sessions)]
+UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
+
+
+async def current_caller(
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    user_sessions: UserSessionsDep,
+) -> Caller:
+    """The verified caller, or 401 with `WWW-Authenticate: Bearer error="invalid_token"`."""
+    token = (token or "").strip()
+    if not token:
+        raise invalid_token("missing bearer token")
+    claims = await verify_bearer(token, request.app.state.verifier)
+    return await user_sessions.authenticate(claims)
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+async def current_admin(caller: CallerDep) -> Caller:
+    """The caller, if the database says they hold the admin role; else 403."""
+    require_admin(caller)
+    return caller
+
+
+AdminCallerDep = Annotated[Caller, Depends(current_admin)]
+
+
+def user_agent(request: Request) -> str | None:
+    """The User-Agent as shown in the session list: printable characters, at most 512."""
+    given = request.headers.get("user-agent", "")
+    return "".join(c for c in given if c.isprintable())[:512] or None

@@ -1,55 +1,82 @@
-"""Domain failures of the auth service, each with its HTTP status and stable error code."""
+"""What the account rules can refuse, free of HTTP: `http_errors.py` gives each failure its
+status code and stable `error` code at the edge, so a CLI or a consumer can reuse the rules."""
 
 from __future__ import annotations
 
-from common.http import ApiError
+import math
 
 
-class RetryLater(ApiError):
-    """429 with Retry-After: the caller may try again in `retry_after` seconds."""
-
-    error = "rate_limited"
-    message = "too many requests, try again later"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(429, self.error, self.message, {"Retry-After": str(max(1, retry_after))})
+class AuthError(Exception):
+    """A refusal the caller should see (never a bug)."""
 
 
-class InvalidCode(ApiError):
-    def __init__(self) -> None:
-        super().__init__(400, "invalid_code", "the code is wrong, expired or already used")
+class InvalidCode(AuthError):
+    """The code is wrong, expired, already used, burned, or the address has none."""
 
 
-class InvalidCredentials(ApiError):
-    def __init__(self) -> None:
-        super().__init__(401, "invalid_credentials", "email or password is wrong")
+class InvalidCredentials(AuthError):
+    """Wrong email or password (never saying which)."""
 
 
-class EmailNotVerified(ApiError):
-    def __init__(self) -> None:
-        super().__init__(403, "email_not_verified", "verify the email address first")
+class EmailNotVerified(AuthError):
+    """Right password, but the address was never confirmed."""
+
+
+class InvalidGrant(AuthError):
+    """The refresh token is unknown, expired or revoked."""
+
+
+class AccountDisabled(AuthError):
+    """Right credentials, but an admin disabled the account."""
+
+
+class InvalidPassword(AuthError):
+    """A signed-in user's current password, asked again before a sensitive change, is wrong."""
+
+
+class NotAuthenticated(AuthError):
+    """The access token is valid, but its account is gone or disabled, or its session ended."""
+
+
+class Forbidden(AuthError):
+    """The caller lacks the role this needs."""
+
+
+class EmailTaken(AuthError):
+    """The address became another account's before the change was confirmed."""
+
+
+class EmailUnchanged(AuthError):
+    """The new address is the account's current one."""
+
+
+class SessionNotFound(AuthError):
+    """No session of the caller's has that id (another user's counts as none)."""
+
+
+class UserNotFound(AuthError):
+    """No account has that id."""
+
+
+class AdminSelfLockout(AuthError):
+    """An admin may not disable their own account or remove their own admin role."""
+
+
+class RetryLater(AuthError):
+    """Refused for now; the caller may try again in `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"retry after {self.retry_after}s")
 
 
 class RateLimited(RetryLater):
-    error = "rate_limited"
-    message = "too many requests, try again later"
-
-
-class InvalidGrant(ApiError):
-    def __init__(self) -> None:
-        super().__init__(
-            401,
-            "invalid_grant",
-            "the refresh token is invalid, expired or revoked",
-            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+    """Too many requests from one client or for one account."""
 
 
 class AccountLocked(RetryLater):
-    error = "account_locked"
-    message = "too many failed logins for this address; try again later"
+    """Too many failed logins for this address in a row."""
 
 
 class TooManyCodeAttempts(RetryLater):
-    error = "too_many_code_attempts"
-    message = "too many wrong codes for this address; try again later"
+    """Too many wrong codes for this address across all its codes."""

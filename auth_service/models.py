@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from common.clock import utcnow
 from common.db import UTCDateTime
-from common.events import utcnow
 
 
 class Base(DeclarativeBase):
@@ -25,6 +25,12 @@ class User(Base):
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by an admin: no login, no refresh, every session ended.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
 
 class OneTimeCode(Base):
@@ -41,10 +47,30 @@ class OneTimeCode(Base):
     # The password chosen at the sign-up that issued this code; verifying the code
     # activates it, so a stranger's later sign-up cannot set the mailbox owner's password.
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # For an email change: the address the code was sent to, which becomes the account's.
+    new_email: Mapped[str | None] = mapped_column(String(320))
     attempts: Mapped[int] = mapped_column(default=0)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UserSession(Base):
+    """One login: a refresh-token family, with where it came from. Ended (`ended_at`) at
+    logout, by the user, by a password change or reset, or when an admin disables the
+    account; an ended session's refresh tokens are revoked in the same transaction."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RefreshToken(Base):
@@ -54,7 +80,12 @@ class RefreshToken(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    # The session (login) this token belongs to: one family of rotations.
+    family_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    # Never loaded; declared so that a flush inserts the session before its first token.
+    login: Mapped[UserSession] = relationship(lazy="raise")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -62,18 +93,26 @@ class RefreshToken(Base):
 
 
 class OutboxEvent(Base):
-    """An event written in the same transaction as the code it announces; the relay
-    publishes it and then blanks the payload, so the plaintext code does not linger."""
+    """An event written in the same transaction as the change it announces.
+
+    `sent_at` is when the relay last published it (NULL: to be published). An email event
+    is kept, payload and all, until the mailer reports it finished on
+    `mail.delivery-status` (`acked_at`); one still unacknowledged a while after its last
+    publication is published again. Then the payload is blanked, so the plaintext code
+    does not linger."""
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[str] = mapped_column(String(320))
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
     payload: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(128))  # becomes a Kafka header
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    publishes: Mapped[int] = mapped_column(default=0, server_default="0")
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class AddressThrottle(Base):

@@ -6,11 +6,16 @@ import asyncio
 import os
 import secrets
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar, TypeVarTuple
 
 from passlib.context import CryptContext
 
 from auth_service.config import AuthSettings
+
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
 
 
 def _normalize(password: str) -> bytes:
@@ -32,19 +37,27 @@ class PasswordHasher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._dummy_hash = self._context.hash(secrets.token_hex(16))
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[[*Ts], R], *args: *Ts) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _hash(self, secret: bytes) -> str:
+        stored: str = self._context.hash(secret)
+        return stored
+
+    def _verify(self, secret: bytes, stored: str) -> tuple[bool, str | None]:
+        ok, upgraded = self._context.verify_and_update(secret, stored)
+        return bool(ok), upgraded
+
     async def hash(self, password: str) -> str:
-        return await self._run(self._context.hash, _normalize(password))
+        return await self._run(self._hash, _normalize(password))
 
     async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
         """(matches, new hash if the stored one uses outdated parameters)."""
-        return await self._run(self._context.verify_and_update, _normalize(password), password_hash)
+        return await self._run(self._verify, _normalize(password), password_hash)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of a real verify, so an unknown email answers no faster."""
-        await self._run(self._context.verify, _normalize(password), self._dummy_hash)
+        await self._run(self._verify, _normalize(password), self._dummy_hash)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

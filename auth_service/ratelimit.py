@@ -1,16 +1,38 @@
-"""Per-key sliding-window rate limits, in process memory.
+"""Per-client-IP and per-account rate limits: 429 with Retry-After past a limit.
 
-One auth instance counts on its own; several instances behind a balancer each allow the
-limit (a shared Redis counter is the upgrade path, see the README).
+Counted by the `limits` library (sliding-window counters). With AUTH_REDIS_URL the
+counters live in Redis, shared by every auth instance and worker, so two instances do not
+double a limit; without it, in the process. If Redis stops answering, this instance counts
+in its own memory instead (logged, counted in `auth_ratelimit_redis_failures_total`,
+`redis: down` in /readyz) and goes back to Redis once it answers: a Redis outage never
+becomes a 5xx. Lockout and the code budget (throttle.py) live in the database and stay on
+whatever happens here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from prometheus_client import Counter
 
 from auth_service.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+REDIS_FAILURES = Counter(
+    "auth_ratelimit_redis_failures_total", "Rate-limit checks counted in memory: Redis failed"
+)
+REDIS_TIMEOUT = 0.5  # seconds a check may wait for Redis before counting in memory
+REDIS_RETRY = 5.0  # after a failure, Redis is tried again this much later
 
 
 @dataclass(frozen=True)
@@ -18,50 +40,85 @@ class Limit:
     requests: int
     seconds: float
 
-
-@dataclass
-class _Window:
-    started: float
-    current: int = 0
-    previous: int = 0
+    @property
+    def item(self) -> RateLimitItem:
+        return RateLimitItemPerSecond(self.requests, max(1, round(self.seconds)))
 
 
 class RateLimiter:
-    MAX_KEYS = 100_000
-
-    def __init__(self, enabled: bool = True, clock: object = time.monotonic) -> None:
+    def __init__(
+        self, enabled: bool = True, redis_url: str | None = None, key_prefix: str = "auth"
+    ) -> None:
         self.enabled = enabled
-        self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._redis_storage: Storage | None = None
+        self._redis: SlidingWindowCounterRateLimiter | None = None
+        if redis_url:
+            self._redis_storage = RedisStorage(
+                f"async+{redis_url}", key_prefix=key_prefix, wrap_exceptions=True
+            )
+            self._redis = SlidingWindowCounterRateLimiter(self._redis_storage)
+        self._redis_down_until = 0.0
 
-    def hit(self, scope: str, key: str, limit: Limit) -> None:
+    @property
+    def shared(self) -> bool:
+        return self._redis is not None
+
+    async def hit(self, scope: str, key: str, limit: Limit) -> None:
         """Count one request; raise RateLimited (429 + Retry-After) past the limit."""
         if not self.enabled:
             return
-        now: float = self._clock()  # type: ignore[operator]
-        window = self._windows.get((scope, key))
-        if window is None:
-            if len(self._windows) >= self.MAX_KEYS:
-                self._evict(now, limit.seconds)
-            window = self._windows[(scope, key)] = _Window(started=now)
-        elapsed = now - window.started
-        if elapsed >= limit.seconds:
-            periods = int(elapsed // limit.seconds)
-            window.previous = window.current if periods == 1 else 0
-            window.current = 0
-            window.started += periods * limit.seconds
-            elapsed = now - window.started
-        # Sliding estimate: the previous window's count, weighted by how much of it overlaps.
-        weight = 1 - elapsed / limit.seconds
-        if window.previous * weight + window.current >= limit.requests:
-            retry_after = math.ceil(limit.seconds - elapsed)
-            raise RateLimited(retry_after)
-        window.current += 1
+        item = limit.item
+        strategy = self._memory
+        if self._redis is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await self._check(self._redis, item, scope, key)
+                return
+            except (StorageError, OSError, TimeoutError) as exc:
+                self._redis_failed(exc)
+        await self._check(strategy, item, scope, key)
 
-    def _evict(self, now: float, horizon: float) -> None:
-        stale = [k for k, w in self._windows.items() if now - w.started >= 2 * horizon]
-        for key in stale or list(self._windows)[: self.MAX_KEYS // 10]:
-            del self._windows[key]
+    @staticmethod
+    async def _check(
+        strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, scope: str, key: str
+    ) -> None:
+        if await strategy.hit(item, scope, key):
+            return
+        reset_at, _ = await strategy.get_window_stats(item, scope, key)
+        raise RateLimited(max(1, math.ceil(reset_at - time.time())))
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        REDIS_FAILURES.inc()
+        if time.monotonic() >= self._redis_down_until:
+            log.warning(
+                "rate limits: Redis failed (%r); counting in this process for %.0fs",
+                exc,
+                REDIS_RETRY,
+            )
+        self._redis_down_until = time.monotonic() + REDIS_RETRY
+
+    def close(self) -> None:
+        if isinstance(self._redis_storage, RedisStorage):
+            disconnect(self._redis_storage)
+
+    async def redis_ok(self) -> bool:
+        """For /readyz: does Redis answer (True when there is none to ask)?"""
+        if self._redis_storage is None:
+            return True
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT * 2):
+                return bool(await self._redis_storage.check())
+        except (StorageError, OSError, TimeoutError):
+            return False
+
+
+def disconnect(storage: RedisStorage) -> None:
+    """Close a Redis storage's connections: `limits` has no call for it, so this reaches
+    the client its bridge holds (coredis, the default implementation)."""
+    client: Any = getattr(storage.bridge, "storage", None)
+    if client is not None:
+        client.connection_pool.disconnect()
 
 
 # Per client IP: generous for people behind one NAT, tight for a script.
@@ -73,6 +130,9 @@ PER_IP = {
     "forgot": Limit(10, 60),
     "reset": Limit(30, 60),
     "refresh": Limit(120, 60),
+    "login_code": Limit(10, 60),
+    "login_code_verify": Limit(30, 60),
+    "email_change": Limit(10, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
@@ -81,6 +141,9 @@ PER_ACCOUNT = {
     "resend": Limit(5, 3600),
     "forgot": Limit(5, 3600),
     "login": Limit(10, 60),
+    "login_code": Limit(5, 3600),
+    "login_code_verify": Limit(10, 600),
+    "email_change": Limit(5, 3600),
 }
 
 
@@ -88,8 +151,8 @@ def configured(overrides: dict[str, tuple[int, float]]) -> dict[str, dict[str, L
     """The limits in force: the defaults above, with AUTH_RATE_LIMITS overrides applied,
     keyed "ip:<action>" or "account:<action>" -> [requests, seconds]."""
     limits = {
-        "ip": {k: v for k, v in PER_IP.items()},
-        "account": {k: v for k, v in PER_ACCOUNT.items()},
+        "ip": dict(PER_IP),
+        "account": dict(PER_ACCOUNT),
     }
     for key, (requests, seconds) in overrides.items():
         scope, _, action = key.partition(":")

@@ -4,12 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from common.schemas import Email, StrictModel, text
+from common.schemas import Email, NoNul, StrictModel
 
 # Length counts code points (NIST SP 800-63B): 8..1024.
-Password = text(8, 1024)
+Password = Annotated[str, StringConstraints(min_length=8, max_length=1024), NoNul]
+# Any length may be tried at login, but not more than we would ever have accepted.
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
 Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Locale = Literal["en", "ru"]
 
@@ -32,8 +34,7 @@ class ResendIn(StrictModel):
 
 class LoginIn(StrictModel):
     email: Email
-    # Any length may be tried at login, but not more than we would ever have accepted.
-    password: text(1, 1024)  # type: ignore[valid-type]
+    password: AnyPassword
 
 
 class RefreshIn(StrictModel):
@@ -49,6 +50,37 @@ class ResetIn(StrictModel):
     email: Email
     code: Code
     new_password: Password
+
+
+class LoginCodeIn(StrictModel):
+    email: Email
+    locale: Locale = "en"
+
+
+class LoginCodeVerifyIn(StrictModel):
+    email: Email
+    code: Code
+
+
+class PasswordChangeIn(StrictModel):
+    current_password: AnyPassword
+    new_password: Password
+    locale: Locale = "en"  # of the notice email
+
+
+class EmailChangeIn(StrictModel):
+    new_email: Email
+    password: AnyPassword
+    locale: Locale = "en"
+
+
+class EmailChangeConfirmIn(StrictModel):
+    code: Code
+    locale: Locale = "en"  # of the notice to the old address
+
+
+class DeleteAccountIn(StrictModel):
+    password: AnyPassword
 
 
 class Accepted(BaseModel):
@@ -69,3 +101,46 @@ class MeOut(BaseModel):
     email_verified: bool
     roles: list[str]
     created_at: datetime
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool  # the session the request's access token belongs to
+
+
+class SessionsOut(BaseModel):
+    items: list[SessionOut]
+
+
+Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+class UserOut(BaseModel):
+    """An account as an admin sees it."""
+
+    id: uuid.UUID
+    email: str
+    email_verified: bool
+    roles: list[str]
+    created_at: datetime
+    disabled: bool
+    disabled_at: datetime | None
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class UserPatch(StrictModel):
+    """What an admin may change; omitted fields stay as they are. `roles` replaces the
+    list: roles in it and not on the account are granted, the others revoked."""
+
+    disabled: bool | None = None
+    roles: Annotated[list[Role], Field(max_length=20)] | None = None

@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from auth_service.config import AuthSettings
-from common.events import utcnow
+from common.clock import utcnow
 from common.jwt import ALGORITHM
 
 
@@ -48,7 +48,7 @@ class AccessTokenIssuer:
         self._audience = settings.token_audience
         self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
 
-    def issue(self, user_id: uuid.UUID, roles: list[str]) -> str:
+    def issue(self, user_id: uuid.UUID, roles: list[str], session_id: uuid.UUID) -> str:
         now = utcnow()
         claims = {
             "iss": self._issuer,
@@ -58,6 +58,8 @@ class AccessTokenIssuer:
             "exp": int((now + self.ttl).timestamp()),
             "jti": str(uuid.uuid4()),
             "roles": list(roles),
+            # The login (refresh family) it belongs to: auth refuses it once that ends.
+            "sid": str(session_id),
         }
         self._keys.refresh()
         return jwt.encode(

@@ -1,21 +1,29 @@
-"""The Kafka event contract between auth (producer) and mailer (consumer)."""
+"""The Kafka event contract: auth's emails (to the mailer), the mailer's delivery status,
+and auth's user lifecycle events (to films, the mailer and anyone else who listens)."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from common.clock import utcnow
 
 EMAIL_CODES_TOPIC = "auth.email-codes"
 EMAIL_CODES_DLQ_TOPIC = "auth.email-codes.dlq"
 # Transient failures wait in delay tiers (retry.0 is the shortest), off the main topic.
 EMAIL_CODES_RETRY_PREFIX = "auth.email-codes.retry."
 DELIVERY_STATUS_TOPIC = "mail.delivery-status"
+USER_EVENTS_TOPIC = "auth.user-events"
 # Kafka header carrying the HTTP request id from auth into the mailer's logs.
 REQUEST_ID_HEADER = "request-id"
+# Set by auth's relay on an email it publishes again because the mailer never reported
+# it finished (the report, or the record, may have been lost with a broker): the count of
+# earlier publications.
+REPUBLISH_HEADER = "republish"
 
 
 def retry_topic(tier: int) -> str:
@@ -32,10 +40,20 @@ class EmailEventType(StrEnum):
     EMAIL_VERIFICATION = "email_verification"
     PASSWORD_RESET = "password_reset"
     ACCOUNT_EXISTS = "account_exists"
+    LOGIN_CODE = "login_code"
+    EMAIL_CHANGE = "email_change"  # the code, sent to the new address
+    EMAIL_CHANGED_NOTICE = "email_changed_notice"  # to the old address, after the change
+    PASSWORD_CHANGED_NOTICE = "password_changed_notice"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+# The email types that carry no code: notices.
+NOTICES = frozenset(
+    {
+        EmailEventType.ACCOUNT_EXISTS,
+        EmailEventType.EMAIL_CHANGED_NOTICE,
+        EmailEventType.PASSWORD_CHANGED_NOTICE,
+    }
+)
 
 
 class EmailCodeEvent(BaseModel):
@@ -46,7 +64,7 @@ class EmailCodeEvent(BaseModel):
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     type: EmailEventType
     email: str
-    # None only for account_exists, which carries no code.
+    # None only for the notices (account_exists, …), which carry no code.
     code: str | None = None
     expires_at: datetime | None = None
     locale: str = "en"
@@ -92,3 +110,38 @@ class DeliveryStatusEvent(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class UserEventType(StrEnum):
+    SIGNED_UP = "user.signed_up"
+    VERIFIED = "user.verified"
+    PASSWORD_CHANGED = "user.password_changed"
+    EMAIL_CHANGED = "user.email_changed"
+    DISABLED = "user.disabled"
+    ENABLED = "user.enabled"
+    DELETED = "user.deleted"
+
+
+class UserEvent(BaseModel):
+    """A change to an account, on `auth.user-events` keyed by `user_id`, so one account's
+    events stay in order. Never a secret; `email` only where a consumer needs it
+    (user.deleted: the mailer forgets that address's history)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: UserEventType
+    user_id: str
+    email: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> bytes:
+        return self.user_id.encode()
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> UserEvent:
+        return cls.model_validate_json(raw)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from prometheus_client import Counter
 
-from common.jwt import ALGORITHM, TokenVerifier, UnknownKey, Verifier, load_public_key
+from common.jwt import ALGORITHM, TokenVerifier, UnknownKey
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class JwksVerifier:
                     "fetching %s failed (%s); keeping %d cached key(s)",
                     self.url,
                     exc,
-                    len(self._verifier._keys) if self._verifier else 0,
+                    len(self._verifier.kids) if self._verifier else 0,
                 )
                 return False
             if not keys:
@@ -116,29 +115,3 @@ class JwksVerifier:
         if time.monotonic() - self._last_attempt < self._cooldown:
             return False
         return await self.fetch()
-
-
-def make_verifier(
-    *,
-    jwks_url: str | None,
-    public_key_path: Path,
-    issuer: str,
-    audience: str,
-    cooldown_seconds: float = 30.0,
-    refresh_seconds: float = 300.0,
-) -> tuple[Verifier, JwksVerifier | None]:
-    """A JWKS-backed verifier when a URL is given (start/stop it with the app), else one
-    built from the PEM file, parsed before serving so a missing key fails fast."""
-    if jwks_url:
-        jwks = JwksVerifier(
-            jwks_url,
-            issuer=issuer,
-            audience=audience,
-            cooldown_seconds=cooldown_seconds,
-            refresh_seconds=refresh_seconds,
-        )
-        return jwks, jwks
-    verifier = TokenVerifier.from_public_key(
-        load_public_key(public_key_path), issuer=issuer, audience=audience
-    )
-    return verifier, None

@@ -57,7 +57,13 @@ def public_jwk(key: RSAPublicKey) -> dict[str, str]:
 
 
 class Verifier(Protocol):
-    def verify(self, token: str) -> dict[str, Any]: ...
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims; raises InvalidToken (UnknownKey for a `kid` not held)."""
+        ...
+
+    async def refresh_unknown(self) -> bool:
+        """Called after UnknownKey: True if the verifier learnt new keys worth a retry."""
+        ...
 
 
 class TokenVerifier:
@@ -77,6 +83,9 @@ class TokenVerifier:
     @property
     def kids(self) -> list[str]:
         return list(self._keys)
+
+    async def refresh_unknown(self) -> bool:
+        return False  # a fixed key set learns nothing
 
     def verify(self, token: str) -> dict[str, Any]:
         try:

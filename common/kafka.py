@@ -1,17 +1,24 @@
-"""Kafka client set-up shared by the auth relay and the mailer."""
+"""Kafka client set-up shared by the auth relay and the mailer: settings, the producer,
+topic creation, and the one reconnect/backoff policy both use while the broker is away."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+T = TypeVar("T")
 
 
 class KafkaSettings(BaseSettings):
@@ -35,22 +42,150 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(settings: KafkaSettings, *names: str) -> None:
-    """Create the topics if missing; an existing topic is fine."""
+class BrokerReset(Exception):
+    """Topics this process relies on are gone: the broker restarted empty (the embedded,
+    memory-only broker does that). Reconnect, recreate them, and send again."""
+
+
+async def topic_partitions(producer: AIOKafkaProducer, *names: str) -> dict[str, int]:
+    """Partition counts of those of `names` the broker has, from a fresh all-topics
+    metadata request (which, unlike one naming the topics, never makes Tansu create them)."""
+    cluster = await producer.client.fetch_all_metadata()
+    return {
+        name: len(cluster.partitions_for_topic(name) or ())
+        for name in names
+        if name in cluster.topics()
+    }
+
+
+async def changed_topics(producer: AIOKafkaProducer, known: dict[str, int]) -> set[str]:
+    """The topics of `known` that are gone or have another partition count than when they
+    were seen: the broker restarted (Tansu re-creates a topic with 4 partitions as soon as
+    any client names it in a metadata request, as a producer refreshing its topics does)."""
+    now = await topic_partitions(producer, *known)
+    return {name for name, count in known.items() if now.get(name) != count}
+
+
+async def recreate_topics(settings: KafkaSettings, *names: str) -> None:
+    """Delete the topics, then create them as ensure_topics would: for topics a restarted
+    broker re-created on its own (wrong partition count, maybe stray records)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=settings.request_timeout_ms,
     )
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [
-                NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
-                for name in names
-            ]
-        )
-        for topic, error_code, message in response.topic_errors:
-            if error_code not in (0, TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"cannot create topic {topic}: {error_code} {message}")
+        present = set(names) & set(await admin.list_topics())
+        if present:
+            await admin.delete_topics(sorted(present))
+            await _deleted(admin, settings, present)
     finally:
         await admin.close()
+    await ensure_topics(settings, *names)
+
+
+async def _deleted(admin: AIOKafkaAdminClient, settings: KafkaSettings, names: set[str]) -> None:
+    async with asyncio.timeout(settings.request_timeout_ms / 1000):
+        # Polling the broker: Kafka deletes lazily and tells no one when it is done.
+        while names & set(await admin.list_topics()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def ensure_topics(settings: KafkaSettings, *names: str) -> set[str]:
+    """Create the topics that are missing; returns the ones this call created.
+
+    Call it for the topics this process writes. A topic found missing is created, deleted
+    and created again: Tansu acknowledges records produced to a topic it does not have (a
+    producer whose metadata predates a restart sends them) and keeps them, and creating the
+    topic restarts its offsets at 0 on top of them, so later records fail to be written or
+    hide behind them. Deleting the new topic drops them. (On Apache Kafka this only ever
+    deletes a topic created a moment before, still empty.)
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(name for name in names if name not in existing)
+        if not missing:
+            return set()
+        created = await _create(admin, settings, missing)
+        if created:
+            await admin.delete_topics(sorted(created))
+            await _deleted(admin, settings, created)
+            await _create(admin, settings, sorted(created))
+        return created
+    finally:
+        await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, settings: KafkaSettings, names: list[str]
+) -> set[str]:
+    response = await admin.create_topics(
+        [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+            for name in names
+        ]
+    )
+    created = set()
+    for topic, error_code, message in response.topic_errors:
+        if error_code == 0:
+            created.add(topic)
+        elif error_code != TOPIC_ALREADY_EXISTS:
+            raise RuntimeError(f"cannot create topic {topic}: {error_code} {message}")
+    return created
+
+
+async def close_quietly(client: Any, what: str, within: float = 10.0) -> None:
+    """Stop a Kafka client, giving up after `within` seconds: one whose broker went away
+    can wait on it a long time, and a leaked client is better than a stuck process."""
+    try:
+        await asyncio.wait_for(client.stop(), within)
+    except TimeoutError:
+        log.warning("%s did not stop within %.0fs; abandoning it", what, within)
+    except (KafkaError, OSError) as exc:
+        log.warning("%s stopped with an error: %s", what, exc)
+
+
+class Backoff:
+    """Waits between attempts to reach the broker: 0.2 s, doubling, at most 10 s."""
+
+    def __init__(self, first: float = 0.2, most: float = 10.0) -> None:
+        self._first, self._most = first, most
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self._first
+
+    async def wait(self, stopping: asyncio.Event | None = None) -> None:
+        """Sleep the current delay (cut short by `stopping`), then double it."""
+        delay, self.delay = self.delay, min(self.delay * 2, self._most)
+        if stopping is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+
+
+async def until_connected(
+    start: Callable[[], Awaitable[T]],
+    what: str,
+    stopping: asyncio.Event | None = None,
+    attempt: Callable[[], None] | None = None,
+) -> T | None:
+    """`start()` (which cleans up after itself on failure), retried with Backoff while the
+    broker is unreachable; None if `stopping` is set first. `attempt` is called before
+    each try (a heartbeat for a supervisor)."""
+    backoff = Backoff()
+    while stopping is None or not stopping.is_set():
+        if attempt is not None:
+            attempt()
+        try:
+            return await start()
+        except (KafkaError, OSError) as exc:
+            log.warning("%s: broker unreachable (%s); retrying in %.1fs", what, exc, backoff.delay)
+            await backoff.wait(stopping)
+    return None

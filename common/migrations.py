@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-SERVICES = ("auth_service", "films_service", "mailer_service")
+SERVICES = ("auth_service", "films_service", "mailer_service", "web_service")
 
 
 class NotMigrated(RuntimeError):

@@ -13,27 +13,17 @@ def _no_nul(value: str) -> str:
     return value
 
 
-NoNulStr = Annotated[str, AfterValidator(_no_nul)]
-
-
-def text(min_length: int, max_length: int, *, strip: bool = False) -> object:
-    """A string type: length limits (after stripping, if asked), then no NUL characters.
-
-    The constraints must sit on `str` itself: layered over a validator, pydantic checks
-    the length before stripping, and "   " would pass a min_length of 1 as "".
-    """
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
-        AfterValidator(_no_nul),
-    ]
+# Put after the length constraints, on `str` itself: `Annotated[str, StringConstraints(...),
+# NoNul]`. Layered over a validator instead, pydantic would check the length before
+# stripping, and "   " would pass a min_length of 1 as "".
+NoNul = AfterValidator(_no_nul)
 
 
 # Lower-cased: one account per mailbox. RFC 5321 caps an address at 254 octets.
 Email = Annotated[
     EmailStr,
     StringConstraints(max_length=254),
-    AfterValidator(_no_nul),
+    NoNul,
     AfterValidator(str.lower),
 ]
 

@@ -1,14 +1,10 @@
-"""Helpers for the per-service settings objects."""
+"""Small helpers for the services' settings classes."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-
-def ensure_sqlite_dir(database_url: str) -> None:
-    """Create the parent folder of a SQLite database file so the default URL just works."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+def comma_separated(value: object) -> object:
+    """`a, b,c` from the environment as ["a", "b", "c"] (a list passes through)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value

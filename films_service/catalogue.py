@@ -22,6 +22,17 @@ SORTS = {
 }
 
 
+class FilmNotFound(LookupError):
+    """No film has that id."""
+
+
+async def get_film(session: AsyncSession, film_id: int) -> Film:
+    film = await session.get(Film, film_id)
+    if film is None:
+        raise FilmNotFound(film_id)
+    return film
+
+
 async def seed_if_empty(sessions: async_sessionmaker[AsyncSession]) -> int:
     async with sessions.begin() as session:
         if await session.scalar(select(func.count()).select_from(Film)):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from common.http import ApiError, request_claims
+from common.errors import ApiError, documented
+from films_service.catalogue import get_film
+from films_service.deps import FilmId, SessionDep, SubjectDep
 from films_service.models import Favourite, Film
-from films_service.routes import FilmId, SessionDep, get_film_or_404
 from films_service.schemas import FilmOut
 
 MAX_FAVOURITES = 1000
@@ -18,14 +17,7 @@ MAX_FAVOURITES = 1000
 router = APIRouter(prefix="/v1/me/favourites", tags=["favourites"])
 
 
-def subject(claims: Annotated[dict[str, Any], Depends(request_claims)]) -> str:
-    return str(claims["sub"])
-
-
-SubjectDep = Annotated[str, Depends(subject)]
-
-
-@router.get("", response_model=list[FilmOut])
+@router.get("", response_model=list[FilmOut], responses=documented(401))
 async def favourites(user: SubjectDep, session: SessionDep) -> list[FilmOut]:
     rows = await session.scalars(
         select(Film).join(Favourite).where(Favourite.user_id == user).order_by(Film.title)
@@ -33,9 +25,13 @@ async def favourites(user: SubjectDep, session: SessionDep) -> list[FilmOut]:
     return [FilmOut.model_validate(film) for film in rows]
 
 
-@router.put("/{film_id}", status_code=204)
+@router.put(
+    "/{film_id}",
+    status_code=204,
+    responses=documented(401, (404, "film_not_found"), (409, "too_many_favourites"), 422),
+)
 async def add(user: SubjectDep, session: SessionDep, film_id: FilmId) -> Response:
-    await get_film_or_404(session, film_id)  # 404 for a film that does not exist
+    await get_film(session, film_id)  # 404 for a film that does not exist
     if await session.get(Favourite, (user, film_id)) is None:
         count = await session.scalar(
             select(func.count()).select_from(Favourite).where(Favourite.user_id == user)
@@ -50,7 +46,7 @@ async def add(user: SubjectDep, session: SessionDep, film_id: FilmId) -> Respons
     return Response(status_code=204)
 
 
-@router.delete("/{film_id}", status_code=204)
+@router.delete("/{film_id}", status_code=204, responses=documented(401, 422))
 async def remove(user: SubjectDep, session: SessionDep, film_id: FilmId) -> Response:
     await session.execute(
         delete(Favourite).where(Favourite.user_id == user, Favourite.film_id == film_id)

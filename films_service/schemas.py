@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from common.schemas import StrictModel, text
+from common.schemas import NoNul, StrictModel
 
-Text = text(1, 300, strip=True)
-Genre = text(1, 40, strip=True)
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), NoNul]
+Genre = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NoNul]
 Year = Annotated[int, Field(ge=1870, le=2100)]
 Runtime = Annotated[int, Field(ge=1, le=1000)]
 

@@ -54,6 +54,13 @@ class EmbeddedBroker:
             self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: with memory storage, everything it held is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

@@ -1,5 +1,5 @@
 """`python -m infra.migrate [--stamp] [SERVICE ...]`: upgrade each service's database
-(default: all three, each at its `*_DATABASE_URL`) to the newest Alembic revision.
+(default: every one, each at its `*_DATABASE_URL`) to the newest Alembic revision.
 
 Services also do this at start-up, so the local stack needs no step; a deployment that
 migrates before rolling out runs this once. `--stamp` marks a database created before
@@ -19,6 +19,7 @@ SETTINGS = {
     "auth_service": ("auth_service.config", "AuthSettings"),
     "films_service": ("films_service.config", "FilmsSettings"),
     "mailer_service": ("mailer_service.config", "MailerSettings"),
+    "web_service": ("web_service.config", "WebSettings"),
 }
 
 

@@ -21,7 +21,7 @@ CODE_RE = re.compile(r"\b(\d{6})\b")
 def text_part(raw: bytes) -> str:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     body = message.get_body(preferencelist=("plain",))
-    return body.get_content() if body is not None else ""  # type: ignore[union-attr]
+    return body.get_content() if body is not None else ""
 
 
 def code_in(raw: bytes) -> str | None:
@@ -50,7 +50,9 @@ class SinkHandler:
         return "250 Message accepted for delivery"
 
 
-def start_sink(host: str, port: int, maildir: Path) -> Controller:
-    controller = Controller(SinkHandler(maildir), hostname=host, port=port)
+def start_sink(
+    host: str, port: int, maildir: Path, announce: Callable[[str], None] = print
+) -> Controller:
+    controller = Controller(SinkHandler(maildir, announce), hostname=host, port=port)
     controller.start()
     return controller

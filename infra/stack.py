@@ -1,111 +1,79 @@
-"""The whole system on one machine: embedded broker, SMTP sink, auth, films and mailer.
+"""`python -m infra.stack [--prod]`: the whole system on this machine (see topology.py).
 
-`python -m infra.stack` (run by infra/up.sh). Every service is a separate process, configured
-only by environment variables, exactly as in production. Ctrl-C stops everything.
+Without `--prod`: the development stack (run by infra/up.sh): one instance of each
+service on its default port, SQLite, the embedded broker and an SMTP sink that prints
+every code. With `--prod`: the production topology: an nginx gateway on GATEWAY_PORT
+(default 8080) in front of two instances each of auth, films and the mailer, on
+PostgreSQL and Redis. Either way it prints `ready` on a line of its own once every
+instance answers, and stops everything on Ctrl-C (SIGINT) or SIGTERM.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
+import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
-from infra.broker import EmbeddedBroker
-from infra.ports import wait_for_port
-from infra.smtp_sink import start_sink
+from infra.processes import ROOT
+from infra.topology import Topology
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"auth": "auth_service", "films": "films_service", "mailer": "mailer_service"}
-COLOURS = {"auth": "\033[36m", "films": "\033[35m", "mailer": "\033[33m"}
-
-
-def say(text: str) -> None:
-    print(f"\033[1m[stack]\033[0m {text}", flush=True)
+COLOURS = {"auth": "\033[36m", "films": "\033[35m", "mailer": "\033[33m", "smtp": "\033[32m"}
+_print_lock = threading.Lock()
 
 
-async def _pump(name: str, stream: asyncio.StreamReader) -> None:
-    colour = COLOURS[name] if sys.stdout.isatty() else ""
+def echo(source: str, line: str) -> None:
+    colour = COLOURS.get(source.split("-")[0], "\033[1m") if sys.stdout.isatty() else ""
     reset = "\033[0m" if colour else ""
-    async for line in stream:
-        print(f"{colour}[{name:6}]{reset} {line.decode(errors='replace').rstrip()}", flush=True)
+    with _print_lock:
+        print(f"{colour}[{source:8}]{reset} {line}", flush=True)
 
 
-async def main() -> int:
-    env = dict(os.environ)
-    broker: EmbeddedBroker | None = None
-    if "KAFKA_BOOTSTRAP_SERVERS" not in env:
-        broker = EmbeddedBroker(port=int(env.get("STACK_BROKER_PORT", "9092"))).start()
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        say(f"embedded Kafka-protocol broker (Tansu) on {broker.bootstrap_servers}")
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
+    parser.add_argument("--prod", action="store_true", help="the production topology")
+    args = parser.parse_args()
+    workdir = ROOT / "var" / ("prod" if args.prod else "local")
+    topology = Topology(
+        workdir=Path(workdir),
+        production=args.prod,
+        instances=2 if args.prod else 1,
+        echo=echo,
+    )
+    stop = threading.Event()
 
-    smtp_host = env.setdefault("MAILER_SMTP_HOST", "127.0.0.1")
-    smtp_port = int(env.setdefault("MAILER_SMTP_PORT", "1025"))
-    maildir = ROOT / "var" / "mail"
-    sink = start_sink(smtp_host, smtp_port, maildir)
-    say(f"SMTP sink on {smtp_host}:{smtp_port}; emails are printed here and kept in {maildir}")
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        if not stop.is_set() and ready.is_set():
+            stop.set()
+        else:  # still starting: abandon the start-up (the finally below cleans up)
+            raise KeyboardInterrupt
 
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    pumps = []
+    ready = threading.Event()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        for name, module in SERVICES.items():
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                module,
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                # Own session: a terminal's Ctrl-C reaches only this runner, which then
-                # stops the services before the broker they need to shut down cleanly.
-                start_new_session=True,
-            )
-            procs[name] = proc
-            assert proc.stdout is not None
-            pumps.append(asyncio.create_task(_pump(name, proc.stdout)))
-        for name, port in (
-            ("auth", env.get("AUTH_PORT", "8000")),
-            ("films", env.get("FILMS_PORT", "8001")),
-            ("mailer", env.get("MAILER_PORT", "8002")),
-        ):
-            await asyncio.to_thread(wait_for_port, "127.0.0.1", int(port), 60)
-            say(f"{name} is up on http://127.0.0.1:{port}")
-        say("ready: follow the README's walk-through. Ctrl-C stops everything.")
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        exited = [asyncio.create_task(p.wait()) for p in procs.values()]
-        await asyncio.wait(
-            [asyncio.create_task(stop.wait()), *exited], return_when=asyncio.FIRST_COMPLETED
-        )
-        if not stop.is_set():
-            say("a service exited; stopping the stack")
-            return 1
+        topology.start()
+        where = topology.gateway_url if args.prod else topology.instance("auth").url
+        echo("stack", f"all up; the API is at {where}")
+        print("ready", flush=True)
+        ready.set()
+        reported: set[str] = set()
+        while not stop.wait(1.0):
+            for instance in topology.all_instances():
+                if not instance.alive and instance.name not in reported:
+                    reported.add(instance.name)
+                    echo("stack", f"{instance.name} has exited; the others go on")
+            if not args.prod and reported:
+                return 1  # the development stack is one of each: nothing to fall back on
         return 0
     finally:
-        say("stopping")
-        for proc in procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        for pump in pumps:
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-        sink.stop()
-        if broker is not None:
-            broker.stop()
-        say("stopped")
+        echo("stack", "stopping")
+        topology.stop()
+        echo("stack", "stopped")
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

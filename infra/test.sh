@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Set up (.venv, dependencies) and run the linters and the whole test suite.
+# Set up (.venv from uv.lock) and run the linters, the type checker and the whole test
+# suite under coverage (service processes the tests start are measured too).
+# Extra arguments go to pytest, e.g. `./infra/test.sh tests/unit -q`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+bash infra/venv.sh
+bash infra/system-packages.sh  # nginx, chromium, wrk: the tests use them, never skip them
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/mypy
+.venv/bin/coverage erase
+status=0
+.venv/bin/coverage run -m pytest "$@" || status=$?
+.venv/bin/coverage combine --quiet || true
+.venv/bin/coverage report || true
+exit "$status"

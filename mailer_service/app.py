@@ -1,63 +1,29 @@
+"""The mailer process: the consumer group plus its HTTP side (health, metrics, history),
+and a consumer of auth's user events (a deleted account's history is forgotten)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pydantic import BaseModel
+from fastapi import FastAPI
 
+from common.bearer import use_verifier
 from common.db import make_engine, migrate
+from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router, tcp_check
-from common.http import admin_claims, setup_app
-from common.jwks import make_verifier
+from common.http import setup_app
 from common.kafka import KafkaSettings
-from common.schemas import Email
+from common.logs import setup_logging
+from common.user_events import UserEventsConsumer
+from common.verification import OfflineVerification
 from mailer_service.config import MailerSettings
 from mailer_service.consumer import Mailer
 from mailer_service.history import History
 from mailer_service.models import Base
+from mailer_service.routes import router
 from mailer_service.smtp import SmtpPool
-
-
-class Attempt(BaseModel):
-    attempt: int
-    outcome: str
-    error: str | None
-    at: datetime
-
-
-class Delivery(BaseModel):
-    event_id: str
-    type: str
-    status: str
-    attempts: int
-    error: str | None
-    queued_at: datetime
-    updated_at: datetime
-    history: list[Attempt]
-
-
-class Deliveries(BaseModel):
-    email: str
-    items: list[Delivery]
-
-
-router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
-
-
-@router.get("", response_model=Deliveries, responses={401: {}, 403: {}, 422: {}})
-async def deliveries(
-    request: Request,
-    _: Annotated[dict[str, Any], Depends(admin_claims)],
-    email: Annotated[Email, Query(description="the recipient")],
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> Deliveries:
-    """A recipient's emails, newest first, each with its attempts (admin only)."""
-    history: History = request.app.state.history
-    items = await history.for_recipient(email, limit)
-    return Deliveries(email=email, items=[Delivery.model_validate(i) for i in items])
+from mailer_service.user_events import handler
 
 
 def create_app(
@@ -65,41 +31,41 @@ def create_app(
 ) -> FastAPI:
     settings = settings or MailerSettings()
     kafka = kafka or KafkaSettings()
-    verifier, jwks = make_verifier(
-        jwks_url=settings.jwks_url,
-        public_key_path=settings.public_key_path,
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-        cooldown_seconds=settings.jwks_cooldown_seconds,
-    )
+    verification = OfflineVerification.from_settings(settings)  # fails fast on a missing PEM
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.verifier = verifier
+        dump_tasks_on_sigusr1()
+        use_verifier(app, verification.verifier)
         engine = make_engine(settings.database_url)
         await migrate(engine, Base)
         app.state.history = History(engine)
         smtp = SmtpPool(settings)
         mailer = Mailer(settings, kafka, app.state.history, smtp)
+        # A group of its own: joining the mail group would rebalance the mail pipeline.
+        user_events = UserEventsConsumer(
+            kafka, f"{settings.group_id}.user-events", handler(app.state.history)
+        )
 
         async def consuming() -> bool:
-            return mailer.running
+            return mailer.running and mailer.joined
 
         app.state.checks = {
             "database": database_check(engine),
             "broker": tcp_check(kafka.bootstrap_servers),
             "consumer": consuming,
+            **verification.checks(),
         }
-        if jwks is not None:
-            await jwks.start()
+        await verification.start()
         mailer.start()
+        user_events.start()
         try:
             yield
         finally:
+            await user_events.stop()
             await mailer.stop()
             await smtp.close()
-            if jwks is not None:
-                await jwks.stop()
+            await verification.stop()
             await engine.dispose()
 
     app = FastAPI(title="mailer_service", version="0.1.0", lifespan=lifespan)
@@ -107,3 +73,9 @@ def create_app(
     app.include_router(router)
     app.include_router(health_router(lambda: app.state.checks))
     return app
+
+
+def worker_app() -> FastAPI:
+    """The factory each worker process imports when there are several."""
+    setup_logging("mailer")
+    return create_app()

@@ -4,13 +4,20 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.verification import TokenCheckSettings
 
 
-class MailerSettings(BaseSettings):
+class MailerSettings(TokenCheckSettings):
+    """The mailer's settings; the token-checking ones (for GET /v1/deliveries, checked
+    offline as films does) come from TokenCheckSettings."""
+
     model_config = SettingsConfigDict(env_prefix="MAILER_")
 
     host: str = "127.0.0.1"
+    # Processes serving HTTP in this instance (uvicorn workers).
+    workers: int = Field(default=1, ge=1, le=64)
     port: int = 8002
     database_url: str = "sqlite+aiosqlite:///var/mailer.db"
     group_id: str = "mailer"
@@ -38,10 +45,3 @@ class MailerSettings(BaseSettings):
     # Defaults: 1 + 5 + 25 s before the fourth attempt, then every 60 s; 8 attempts ≈ 4.5 min.
     max_attempts: int = Field(default=8, ge=1)
     retry_delays_seconds: list[float] = Field(default=[1.0, 5.0, 25.0, 60.0], min_length=1)
-
-    # GET /v1/deliveries: admin tokens, checked offline as films does.
-    public_key_path: Path = Path("keys/public.pem")
-    jwks_url: str | None = None
-    jwks_cooldown_seconds: float = Field(default=30.0, ge=0)
-    token_issuer: str = "http://localhost:8000"
-    token_audience: str = "api"

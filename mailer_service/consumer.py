@@ -1,75 +1,83 @@
-"""The consume → render → send → record → commit loop.
+"""The mailer's Kafka side: join the group, poll, hold retries until due, commit.
 
 Offsets are committed only after every email of a batch was accepted by the SMTP server,
-moved to a retry topic or dead-lettered, so a crash redelivers instead of losing; the
-delivery table makes that redelivery send nothing twice. A batch's emails go out
-concurrently (up to `smtp_connections`), one recipient's in order.
+moved to a retry topic or dead-lettered (`dispatch.py`), so a crash redelivers instead of
+losing. A record waiting in a delay tier is not polled again and again: its partition is
+sought back to it and paused until it is due, while the main topic and other partitions
+keep flowing. Rebalances are seen through an explicit listener, which also tells
+`/readyz` when the group has been joined.
 
-A transient failure does not hold anything up: the event moves to a delay topic
-(`auth.email-codes.retry.N`) with its next attempt number and a not-before time, and the
-mailer pauses that retry partition until its head is due. Retries live in Kafka, so they
-survive a restart and any group member can pick them up.
+A broker that restarts empty (the embedded one keeps nothing) is noticed within seconds:
+the mailer creates the topics it writes again, replaces its producer, looks for the main
+topic anew and rereads what it had not committed, without a restart of the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import time
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
-from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
 
 from common.events import (
     DELIVERY_STATUS_TOPIC,
     EMAIL_CODES_DLQ_TOPIC,
     EMAIL_CODES_TOPIC,
     EMAIL_CODES_TOPICS_PATTERN,
-    REQUEST_ID_HEADER,
-    DeliveryStatus,
-    DeliveryStatusEvent,
-    EmailCodeEvent,
     retry_topic,
-    utcnow,
 )
-from common.kafka import KafkaSettings, ensure_topics, make_producer
-from common.logs import request_id
+from common.kafka import (
+    Backoff,
+    BrokerReset,
+    KafkaSettings,
+    changed_topics,
+    close_quietly,
+    ensure_topics,
+    make_producer,
+    recreate_topics,
+    topic_partitions,
+    until_connected,
+)
 from mailer_service.config import MailerSettings
-from mailer_service.history import History, Outcome
-from mailer_service.smtp import SendError, SmtpPool
-from mailer_service.templates import render
+from mailer_service.dispatch import Dispatcher
+from mailer_service.history import History
+from mailer_service.metrics import LAG, MAILS
+from mailer_service.retries import Redirector, not_before
+from mailer_service.smtp import SmtpPool
+from mailer_service.status import StatusAnnouncer
 
 log = logging.getLogger(__name__)
 
-MAILS = Counter("mailer_emails_total", "Emails by outcome", ["outcome"])
-LAG = Gauge("mailer_consumer_lag", "Records behind the partition's end", ["topic", "partition"])
-STATUS_LOST = Counter("mailer_status_publish_failures_total", "Status events not published")
-
-ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER = "attempt", "not-before", "reason"
-OWN_HEADERS = {ATTEMPT_HEADER, NOT_BEFORE_HEADER, REASON_HEADER, "failed_at"}
-
-
-def header(record: ConsumerRecord, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode(errors="replace")
-    return None
+# How often the mailer checks that the broker still has its topics (a memory-only broker
+# restarts empty), and how stale its view of which topics match the pattern may get.
+TOPIC_CHECK_SECONDS = 2.0
+METADATA_MAX_AGE_MS = 5_000
+# A group join normally takes a few seconds; one not finished after this long is given
+# up and the consumer replaced (seen after a broker restarted in the middle of a commit).
+JOIN_STALL_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class Work:
-    record: ConsumerRecord
-    event: EmailCodeEvent
-    attempt: int
-    first_seen: bool = False
+class JoinStalled(Exception):
+    """The consumer has been without an assignment for JOIN_STALL_SECONDS."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, mailer: Mailer) -> None:
+        self._mailer = mailer
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Offsets are committed after every batch, and a rebalance happens between
+        # batches, so nothing is left to commit here; only our pause timers go.
+        self._mailer.forget(revoked)
+        self._mailer.left_group()
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._mailer.joined = True
+        log.info("assigned %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
 
 
 class Mailer:
@@ -85,19 +93,33 @@ class Mailer:
         self._history = history
         self._smtp = smtp
         delays = settings.retry_delays_seconds
-        self._topics = [EMAIL_CODES_TOPIC, *(retry_topic(tier) for tier in range(len(delays)))]
+        # The topics the mailer writes, hence creates; the main topic is auth's relay's.
+        self._own_topics = [
+            *(retry_topic(tier) for tier in range(len(delays))),
+            EMAIL_CODES_DLQ_TOPIC,
+            DELIVERY_STATUS_TOPIC,
+        ]
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._reset = asyncio.Event()  # set by the watchdog: the broker lost our topics
         self._timers: dict[TopicPartition, asyncio.TimerHandle] = {}
-        # Held from a send's start until its outcome is committed, so at most this many
-        # emails can be accepted by SMTP but unrecorded when a crash hits (the duplicates).
-        self._slots = asyncio.Semaphore(settings.smtp_connections)
-        self._status_pending: list[tuple[bytes, bytes]] = []
-        self._partitioner = DefaultPartitioner()
         self._next_lag_check = 0.0
+        self._known: dict[str, int] = {}  # partitions of our topics when we made them
         self.running = False
+        # True once the group has handed us an assignment (maybe empty): ready to consume.
+        self.joined = False
+        self._unjoined_since = time.monotonic()
+
+    def left_group(self) -> None:
+        """The assignment was revoked: a (re)join is under way."""
+        if self.joined:
+            self._await_join()
+
+    def _await_join(self) -> None:
+        self.joined = False
+        self._unjoined_since = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mailer-consumer")
@@ -119,120 +141,190 @@ class Mailer:
                 log.warning("consumer stopped without reaching the broker")
             self._task = None
 
-    async def _connect(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._kafka.bootstrap_servers,
-                group_id=self._settings.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=self._settings.batch_size,
-                # How long the broker may hold a fetch when there is nothing new: bounds the
-                # wait of the first email after a quiet spell (Kafka's default is 500 ms).
-                fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-            )
-            producer = make_producer(self._kafka)
-            try:
-                await ensure_topics(
-                    self._kafka, *self._topics, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC
-                )
-                await producer.start()
-                # By pattern, not by list: records waiting in a tier that a smaller
-                # MAILER_RETRY_DELAYS_SECONDS no longer names are still consumed.
-                consumer.subscribe(pattern=EMAIL_CODES_TOPICS_PATTERN)
-                await consumer.start()
-            except (KafkaError, OSError) as exc:
-                await consumer.stop()
-                await producer.stop()
-                log.warning("broker unreachable (%s); retrying in %.1fs", exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            self._consumer, self._producer = consumer, producer
-            return
+    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            group_id=self._settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._settings.batch_size,
+            # How long the broker may hold a fetch when there is nothing new: bounds the
+            # wait of the first email after a quiet spell (Kafka's default is 500 ms).
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
+            # A pattern subscription sees a new topic only at a metadata refresh (5 min by
+            # default): e.g. the main topic once the relay creates it again.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        )
+        producer = await self._new_producer()
+        try:
+            # By pattern, not by list: records waiting in a tier that a smaller
+            # MAILER_RETRY_DELAYS_SECONDS no longer names are still consumed.
+            consumer.subscribe(pattern=EMAIL_CODES_TOPICS_PATTERN, listener=_Rebalance(self))
+            self._await_join()  # before start(): the first assignment may come during it
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            await producer.stop()
+            raise
+        return consumer, producer
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = make_producer(self._kafka)
+        try:
+            await ensure_topics(self._kafka, *self._own_topics)
+            await producer.start()
+            self._known = await topic_partitions(producer, *self._own_topics)
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
 
     async def _run(self) -> None:
-        await self._connect()
-        if self._consumer is None:
+        clients = await until_connected(self._connect, "mailer", self._stopping)
+        if clients is None:
             return
+        self._consumer, self._producer = clients
+        watchdog = asyncio.create_task(self._watch_topics(), name="mailer-topic-watchdog")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                except BrokerReset as exc:
+                    log.warning("the broker lost %s (restarted?); recreating them", exc)
+                    await self._recover()
+                except JoinStalled:
+                    log.warning("no partitions for %.0fs; joining afresh", JOIN_STALL_SECONDS)
+                    await self._disconnect()
+                    clients = await until_connected(self._connect, "mailer", self._stopping)
+                    if clients is None:
+                        return
+                    self._consumer, self._producer = clients
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await self._disconnect()
+
+    async def _consume(self) -> None:
+        """The poll loop, until stopping (returns) or a broker reset (raises)."""
+        assert self._consumer is not None and self._producer is not None
+        consumer = self._consumer
+        dispatcher = Dispatcher(
+            self._settings,
+            self._history,
+            self._smtp,
+            Redirector(self._producer, self._settings.retry_delays_seconds),
+            StatusAnnouncer(self._producer),
+        )
         self.running = True
         log.info(
             "mailer consuming %s as group %r", EMAIL_CODES_TOPICS_PATTERN, self._settings.group_id
         )
-        backoff = 0.2
-        try:
-            while not self._stopping.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=500, max_records=self._settings.batch_size
-                )
-                await self._measure_lag()
-                if not batch:
-                    continue
-                try:
-                    await self._process(batch)
-                    backoff = 0.2
-                except Exception:
-                    # Nothing is lost: rewind to the committed offsets and go again; what was
-                    # already sent is in the delivery table and will be skipped.
-                    log.exception("processing a batch failed; retrying in %.1fs", backoff)
-                    MAILS.labels("batch_error").inc()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    await self._consumer.seek_to_committed()
-        finally:
-            self.running = False
-            for timer in self._timers.values():
-                timer.cancel()
-            await self._consumer.stop()  # commits nothing more; leaves the group
-            if self._producer is not None:
-                await self._producer.stop()
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=self._settings.batch_size)
+            await self._measure_lag()
+            if self._reset.is_set():
+                raise BrokerReset(", ".join(self._own_topics))
+            if not self.joined and time.monotonic() - self._unjoined_since > JOIN_STALL_SECONDS:
+                raise JoinStalled
+            if not batch:
+                continue
+            try:
+                await self._process(batch, dispatcher)
+                backoff.reset()
+            except BrokerReset:
+                raise
+            except Exception:
+                # Nothing is lost: rewind to the committed offsets and go again; what was
+                # already sent is in the delivery table and will be skipped.
+                log.exception("processing a batch failed; retrying in %.1fs", backoff.delay)
+                MAILS.labels("batch_error").inc()
+                await backoff.wait()
+                await self._rewind()
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _watch_topics(self) -> None:
+        """Every TOPIC_CHECK_SECONDS: if the topics the mailer writes are gone or were
+        re-created by a restarted broker, make them again at once (getmany() may be stuck
+        in a group rejoin a while) and have the poll loop recover. It never dies: a check
+        that fails or hangs is simply tried again."""
+        while True:
+            await asyncio.sleep(TOPIC_CHECK_SECONDS)
+            producer = self._producer
+            if producer is None or self._reset.is_set() or not self._known:
+                continue
+            try:
+                changed = await asyncio.wait_for(changed_topics(producer, self._known), 10)
+                if changed:
+                    self._reset.set()
+                    # Dead letters are never deleted: a missing DLQ is only created again.
+                    await recreate_topics(self._kafka, *(changed - {EMAIL_CODES_DLQ_TOPIC}))
+            except Exception as exc:  # the broker may be away; try again next time
+                log.debug("checking the mailer's topics failed: %r", exc)
+
+    async def _recover(self) -> None:
+        """After the broker came back empty: a new producer (its metadata and batches
+        predate the restart) and the topics it writes; the consumer looks for topics now
+        and rereads what it had not committed (the table skips what was sent). The same
+        consumer is kept: aiokafka sends no LeaveGroup at generation 0 (Tansu's first), so
+        a new member would wait for the old one's session to time out."""
+        assert self._consumer is not None
+        self.running = False
+        # No _await_join() here: a re-subscription that changes nothing rebalances
+        # nothing; if it does, the listener's revocation starts the join clock.
+        self.forget(set(self._timers))
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await close_quietly(producer, "the mailer's producer")
+        self._producer = await until_connected(self._new_producer, "mailer", self._stopping)
+        if self._producer is None:
+            return
+        self._reset.clear()
+        # A pattern subscription notices new topics at its next metadata refresh: now.
+        self._consumer.subscribe(pattern=EMAIL_CODES_TOPICS_PATTERN, listener=_Rebalance(self))
+        with contextlib.suppress(IllegalStateError, KafkaError):
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        """Back to the committed offsets, or to the start where nothing is committed yet (a
+        new group, a restarted broker): seek_to_committed() leaves those alone."""
+        assert self._consumer is not None
+        if not self._consumer.assignment():
+            return
+        committed = await self._consumer.seek_to_committed()
+        fresh = [tp for tp, offset in committed.items() if not offset]
+        if fresh:
+            await self._consumer.seek_to_beginning(*fresh)
+
+    async def _disconnect(self) -> None:
+        self.running = False
+        self.left_group()
+        self.forget(set(self._timers))
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:  # commits nothing more; leaves the group
+            await close_quietly(consumer, "the mailer's consumer")
+        if producer is not None:
+            await close_quietly(producer, "the mailer's producer")
+
+    async def _process(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher
+    ) -> None:
         assert self._consumer is not None
         now = time.time()
         offsets: dict[TopicPartition, int] = {}
-        works: list[Work] = []
-        for tp, records in batch.items():
-            if tp.topic != EMAIL_CODES_TOPIC:
-                records = self._due(tp, records, now)
-            if not records:
-                continue
-            offsets[tp] = records[-1].offset + 1
-            for record in records:
-                try:
-                    event = EmailCodeEvent.from_bytes(record.value)
-                except ValidationError as exc:
-                    reason = f"malformed event: {exc.error_count()} error(s)"
-                    await self._dead_letter(record, reason)
-                    continue
-                works.append(Work(record, event, self._attempt_of(record)))
-
-        # One copy per event in a batch (the furthest attempt); then skip what the delivery
-        # table says is finished or already tried at this attempt.
-        furthest: dict[str, Work] = {}
-        for work in works:
-            best = furthest.get(work.event.event_id)
-            if best is None or work.attempt > best.attempt:
-                furthest[work.event.event_id] = work
-        seen = await self._history.seen(furthest)
-        lanes: dict[str, list[Work]] = {}
-        for work in works:
-            known = seen.get(work.event.event_id)
-            if furthest[work.event.event_id] is not work or (known and known.covers(work.attempt)):
-                MAILS.labels("duplicate").inc()
-                continue
-            lanes.setdefault(work.event.email, []).append(
-                Work(work.record, work.event, work.attempt, first_seen=known is None)
-            )
-
-        async with asyncio.TaskGroup() as group:
-            for lane in lanes.values():
-                group.create_task(self._deliver_in_order(lane))
-        await self._flush_status()
+        records: list[ConsumerRecord] = []
+        for tp, fetched in batch.items():
+            due = fetched if tp.topic == EMAIL_CODES_TOPIC else self._due(tp, fetched, now)
+            if due:
+                offsets[tp] = due[-1].offset + 1
+                records += due
+        await dispatcher.dispatch(records)
         if not offsets:  # every record fetched was a retry not yet due
             return
+        # Offsets read from a broker that has since restarted must not be committed to it.
+        if self._reset.is_set():
+            raise BrokerReset(", ".join(self._own_topics))
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -240,24 +332,14 @@ class Mailer:
             # skips them (same table). Not an error worth stopping for.
             log.warning("commit refused after a rebalance: %s", exc)
 
-    def _attempt_of(self, record: ConsumerRecord) -> int:
-        try:
-            attempt = int(header(record, ATTEMPT_HEADER) or 1)
-        except ValueError:
-            attempt = 1
-        return min(max(attempt, 1), self._settings.max_attempts)
-
     def _due(
         self, tp: TopicPartition, records: list[ConsumerRecord], now: float
     ) -> list[ConsumerRecord]:
         """The records whose time has come; the partition waits, paused, for the rest."""
         for i, record in enumerate(records):
-            try:
-                not_before = float(header(record, NOT_BEFORE_HEADER) or 0) / 1000
-            except ValueError:
-                not_before = 0.0
-            if not_before > now:
-                self._hold(tp, record.offset, not_before - now)
+            wait = not_before(record) - now
+            if wait > 0:
+                self._hold(tp, record.offset, wait)
                 return records[:i]
         return records
 
@@ -274,139 +356,11 @@ class Mailer:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
 
-    async def _deliver_in_order(self, lane: list[Work]) -> None:
-        for work in lane:
-            await self._deliver(work)
-
-    async def _deliver(self, work: Work) -> None:
-        event, attempt = work.event, work.attempt
-        request_id.set(header(work.record, REQUEST_ID_HEADER))
-        if work.first_seen and attempt == 1:
-            self._status(event, DeliveryStatus.QUEUED, attempt)
-        message = render(event, sender=self._settings.sender, product=self._settings.product_name)
-        async with self._slots:
-            try:
-                await self._smtp.send(message)
-            except SendError as exc:
-                failure = exc
-            else:
-                MAILS.labels("sent").inc()
-                await self._finish(event, DeliveryStatus.SENT, attempt, None)
-                log.info("sent %s (%s, attempt %d)", event, event.type.value, attempt)
-                return
-        if failure.permanent or attempt >= self._settings.max_attempts:
-            log.warning("giving up on %s after %d attempt(s): %s", event, attempt, failure)
-            await self._dead_letter(work.record, failure.reason)
-            await self._finish(event, DeliveryStatus.FAILED, attempt, failure.reason)
-            return
-        delay = await self._retry_later(work, failure.reason)
-        log.info("transient failure for %s (%s); retry in %.2fs", event, failure, delay)
-        MAILS.labels("retried").inc()
-        await self._finish(event, DeliveryStatus.RETRYING, attempt, failure.reason)
-
-    async def _finish(
-        self, event: EmailCodeEvent, status: DeliveryStatus, attempt: int, error: str | None
-    ) -> None:
-        """Record an attempt's outcome (before the offset commit), then announce it."""
-        await self._history.record(
-            Outcome(
-                event_id=event.event_id,
-                recipient=event.email,
-                type=event.type.value,
-                status=status,
-                attempt=attempt,
-                queued_at=event.occurred_at,
-                error=error,
-            )
-        )
-        if status is DeliveryStatus.FAILED:
-            MAILS.labels("failed").inc()
-        self._status(event, status, attempt, error)
-
-    async def _retry_later(self, work: Work, reason: str) -> float:
-        """Move the event to its delay tier (acknowledged by the broker); the delay chosen."""
-        assert self._producer is not None
-        delays = self._settings.retry_delays_seconds
-        tier = min(work.attempt - 1, len(delays) - 1)
-        delay = delays[tier] * random.uniform(0.8, 1.0)
-        headers = [(k, v) for k, v in work.record.headers or () if k not in OWN_HEADERS]
-        headers += [
-            (ATTEMPT_HEADER, str(work.attempt + 1).encode()),
-            (NOT_BEFORE_HEADER, str(int((time.time() + delay) * 1000)).encode()),
-            (REASON_HEADER, reason.encode()[:1000]),
-        ]
-        await self._producer.send_and_wait(
-            retry_topic(tier), work.record.value, key=work.record.key, headers=headers
-        )
-        return delay
-
-    def _status(
-        self,
-        event: EmailCodeEvent,
-        status: DeliveryStatus,
-        attempt: int,
-        reason: str | None = None,
-    ) -> None:
-        value = DeliveryStatusEvent(
-            event_id=event.event_id,
-            email=event.email,
-            type=event.type.value,
-            status=status,
-            attempt=attempt,
-            reason=reason,
-        ).to_bytes()
-        self._status_pending.append((event.key, value))
-
-    async def _flush_status(self) -> None:
-        """Publish the batch's status events, one record batch per partition (per-message
-        `send()` cost 0.5 ms of CPU an email). They are announcements, the table is the
-        record: a failed publish is counted and logged and does not hold up the mail."""
-        assert self._producer is not None
-        pending, self._status_pending = self._status_pending, []
-        if not pending:
-            return
-        try:
-            partitions = sorted(await self._producer.partitions_for(DELIVERY_STATUS_TOPIC))
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for key, value in pending:  # Kafka's key hashing: one recipient, one partition
-                partition = self._partitioner(key, partitions, partitions)
-                by_partition.setdefault(partition, []).append((key, value))
-            sent = []
-            for partition, records in by_partition.items():
-                batch = self._producer.create_batch()
-                for key, value in records:
-                    if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                        sent.append(await self._send_batch(batch, partition))
-                        batch = self._producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
-                sent.append(await self._send_batch(batch, partition))
-            await asyncio.gather(*sent)
-        except (KafkaError, OSError) as exc:
-            STATUS_LOST.inc(len(pending))
-            log.warning("%d delivery-status event(s) not published: %s", len(pending), exc)
-
-    async def _send_batch(self, batch: BatchBuilder, partition: int) -> asyncio.Future[object]:
-        assert self._producer is not None
-        return await self._producer.send_batch(batch, DELIVERY_STATUS_TOPIC, partition=partition)
-
-    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        assert self._producer is not None
-        MAILS.labels("dead_lettered").inc()
-        headers = [(k, v) for k, v in record.headers or () if k not in OWN_HEADERS]
-        headers += [
-            (REASON_HEADER, reason.encode()[:1000]),
-            ("failed_at", utcnow().isoformat().encode()),
-        ]
-        await self._producer.send_and_wait(
-            EMAIL_CODES_DLQ_TOPIC, record.value, key=record.key, headers=headers
-        )
-        log.error(
-            "dead-lettered offset %d of %s-%d: %s",
-            record.offset,
-            record.topic,
-            record.partition,
-            json.dumps(reason),
-        )
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the pause timers of partitions that are no longer ours."""
+        for tp in partitions:
+            if timer := self._timers.pop(tp, None):
+                timer.cancel()
 
     async def _measure_lag(self) -> None:
         """`mailer_consumer_lag`, per assigned partition, at most once a second."""
@@ -416,11 +370,11 @@ class Mailer:
         self._next_lag_check = time.monotonic() + 1.0
         LAG.clear()
         for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            if end is None:
-                continue
             try:
+                end = self._consumer.highwater(tp)
+                if end is None:
+                    continue
                 position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
-            except (KafkaError, IllegalStateError, TimeoutError):
-                continue
+            except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
+                continue  # mid-rebalance: the partition was just taken away
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))

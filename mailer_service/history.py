@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.events import DeliveryStatus, utcnow
+from common.clock import utcnow
+from common.events import DeliveryStatus
 from mailer_service.models import Delivery, DeliveryAttempt
 
 TERMINAL = {DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value}
@@ -28,10 +29,15 @@ TERMINAL = {DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value}
 class Seen:
     status: str
     attempts: int
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
 
     def covers(self, attempt: int) -> bool:
         """True if the event is finished or this attempt was already made."""
-        return self.status in TERMINAL or self.attempts >= attempt
+        return self.finished or self.attempts >= attempt
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class History:
                 "updated_at": upsert.excluded.updated_at,
             },
         )
-        self._add_attempts = DeliveryAttempt.__table__.insert()
+        self._add_attempts = insert(DeliveryAttempt)
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -71,11 +77,13 @@ class History:
         async with self._engine.connect() as conn:
             for start in range(0, len(ids), 500):  # stay under bind-parameter limits
                 rows = await conn.execute(
-                    select(Delivery.event_id, Delivery.status, Delivery.attempts).where(
-                        Delivery.event_id.in_(ids[start : start + 500])
-                    )
+                    select(
+                        Delivery.event_id, Delivery.status, Delivery.attempts, Delivery.updated_at
+                    ).where(Delivery.event_id.in_(ids[start : start + 500]))
                 )
-                found.update((row.event_id, Seen(row.status, row.attempts)) for row in rows)
+                found.update(
+                    (row.event_id, Seen(row.status, row.attempts, row.updated_at)) for row in rows
+                )
         return found
 
     async def record(self, outcome: Outcome) -> None:
@@ -164,3 +172,10 @@ class History:
             }
             for d in deliveries
         ]
+
+    async def forget(self, email: str) -> None:
+        """Drop a recipient's history (their account was deleted). Idempotent."""
+        events = select(Delivery.event_id).where(Delivery.recipient == email)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(DeliveryAttempt).where(DeliveryAttempt.event_id.in_(events)))
+            await conn.execute(delete(Delivery).where(Delivery.recipient == email))

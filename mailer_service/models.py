@@ -5,8 +5,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.clock import utcnow
 from common.db import UTCDateTime
-from common.events import utcnow
 
 
 class Base(DeclarativeBase):

@@ -50,6 +50,49 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
         "Кто-то (вероятно, вы) пытался зарегистрироваться с этим адресом, но аккаунт уже есть.",
         "Войдите или восстановите пароль, если забыли его.",
     ),
+    (EmailEventType.LOGIN_CODE, "en"): Template(
+        "Your {product} sign-in code",
+        "Use this code to sign in:",
+        "It expires in {minutes} minutes. If you did not try to sign in, ignore this email.",
+    ),
+    (EmailEventType.LOGIN_CODE, "ru"): Template(
+        "Код для входа в {product}",
+        "Введите этот код, чтобы войти:",
+        "Код действует {minutes} мин. Если вы не пытались войти, проигнорируйте письмо.",
+    ),
+    (EmailEventType.EMAIL_CHANGE, "en"): Template(
+        "Confirm your new {product} email address",
+        "Use this code to make this the email address of your {product} account:",
+        "It expires in {minutes} minutes. If you did not ask for this, ignore this email.",
+    ),
+    (EmailEventType.EMAIL_CHANGE, "ru"): Template(
+        "Подтвердите новый адрес почты для {product}",
+        "Введите этот код, чтобы привязать этот адрес к вашему аккаунту {product}:",
+        "Код действует {minutes} мин. Если вы этого не запрашивали, проигнорируйте письмо.",
+    ),
+    (EmailEventType.EMAIL_CHANGED_NOTICE, "en"): Template(
+        "Your {product} email address was changed",
+        "The email address of your {product} account was just changed: "
+        "this address no longer signs in to it.",
+        "If you did not do this, contact support at once.",
+    ),
+    (EmailEventType.EMAIL_CHANGED_NOTICE, "ru"): Template(
+        "Адрес почты вашего аккаунта {product} изменён",
+        "Адрес почты вашего аккаунта {product} только что изменили: "
+        "с этим адресом в него больше не войти.",
+        "Если это были не вы, немедленно обратитесь в поддержку.",
+    ),
+    (EmailEventType.PASSWORD_CHANGED_NOTICE, "en"): Template(
+        "Your {product} password was changed",
+        "The password of your {product} account was just changed, "
+        "and every other session was signed out.",
+        "If you did not do this, reset your password now and contact support.",
+    ),
+    (EmailEventType.PASSWORD_CHANGED_NOTICE, "ru"): Template(
+        "Пароль вашего аккаунта {product} изменён",
+        "Пароль вашего аккаунта {product} только что изменили, все остальные сеансы завершены.",
+        "Если это были не вы, сразу сбросьте пароль и обратитесь в поддержку.",
+    ),
 }
 
 

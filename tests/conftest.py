@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,12 +36,12 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def auth_settings_for(key_dir: Path, **overrides: object) -> AuthSettings:
+def auth_settings_for(key_dir: Path, **overrides: Any) -> AuthSettings:
     return AuthSettings(
         private_key_path=key_dir / "private.pem",
         public_key_path=key_dir / "public.pem",
         code_secret_path=key_dir / "code_secret",
-        **overrides,  # type: ignore[arg-type]
+        **overrides,
     )
 
 
@@ -69,6 +70,9 @@ class Stack:
         prefix = module.split("_")[0].upper()
         env.pop(f"{prefix}_PORT", None)
         env[f"{prefix}_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.work}/{name}.db"
+        if module == "films_service":
+            # A films of its own database reads user events in a group of its own.
+            env["FILMS_GROUP_ID"] = f"{env['FILMS_GROUP_ID']}-{name}"
         env.update(overrides)
         return ServiceProcess(module, f"{prefix}_PORT", env, self.work, name).start()
 
@@ -115,6 +119,7 @@ def stack(
         "MAILER_SMTP_PORT": str(controller.port),
         # Unique per run, so a shared real Kafka does not hand us an older run's offsets.
         "MAILER_GROUP_ID": f"mailer-test-{uuid.uuid4().hex[:8]}",
+        "FILMS_GROUP_ID": f"films-test-{uuid.uuid4().hex[:8]}",
     }
     services = [
         ServiceProcess("auth_service", "AUTH_PORT", env, work),
@@ -124,9 +129,8 @@ def stack(
     try:
         for service in services:
             service.start()
-        yield Stack(
-            *services, smtp=smtp, kafka_bootstrap=kafka_bootstrap, key_dir=key_dir, work=work
-        )
+        auth, films, mailer = services
+        yield Stack(auth, films, mailer, smtp, kafka_bootstrap, key_dir, work)
     finally:
         for service in services:
             service.stop()

@@ -1,4 +1,5 @@
-"""Real parts for tests: a recording SMTP server, service processes on free ports, keys."""
+"""Real parts for tests: a recording SMTP server, token minting, waiting, services that
+must be there. Service processes are infra.processes.ServiceProcess (re-exported)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,25 @@ import asyncio
 import email
 import email.policy
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import httpx
 import jwt
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from common.jwt import public_jwk
 from infra.ports import free_port
+from infra.processes import ROOT, ServiceProcess
 from infra.smtp_sink import code_in
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -36,7 +35,7 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
 
     @property
     def code(self) -> str | None:
@@ -101,6 +100,15 @@ class RecordingHandler:
         raise AssertionError(f"{count} email(s) to {rcpt} not received in {timeout}s")
 
 
+def service_missing(service: str, reason: str) -> NoReturn:
+    """A server a test needs is not there: skip the test, saying why; under CI=true, fail
+    it instead, so a CI run can never pass by skipping (infra/test.sh provides them all)."""
+    message = f"{service} is not available ({reason})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}; CI=true, so this fails instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
 def start_smtp(handler: Any, **kwargs: Any) -> Controller:
     controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
     controller.start()
@@ -109,60 +117,6 @@ def start_smtp(handler: Any, **kwargs: Any) -> Controller:
 
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
-
-
-class ServiceProcess:
-    """`python -m <module>` on a free port, configured by environment only, as in production."""
-
-    def __init__(
-        self, module: str, port_var: str, env: dict[str, str], log_dir: Path, name: str = ""
-    ) -> None:
-        self.module = module
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, port_var: str(self.port)}
-        self.log_path = log_dir / f"{name or module}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> ServiceProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.module} exited:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.module} did not answer /healthz:\n{self.logs()}")
-
-    def stop(self, sig: int | None = None) -> int | None:
-        if self.process is None:
-            return None
-        if sig is None:
-            self.process.terminate()
-        else:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.process = None
-        return code
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
@@ -182,11 +136,13 @@ class Minter:
     """Signs access tokens with the test stack's real private key, as auth would."""
 
     def __init__(self, key_dir: Path) -> None:
-        self.private_key = serialization.load_pem_private_key(
+        private_key = serialization.load_pem_private_key(
             (key_dir / "private.pem").read_bytes(), password=None
         )
+        assert isinstance(private_key, RSAPrivateKey)
+        self.private_key = private_key
         self.public_pem = (key_dir / "public.pem").read_bytes()
-        self.kid = public_jwk(self.private_key.public_key())["kid"]  # type: ignore[arg-type]
+        self.kid = public_jwk(private_key.public_key())["kid"]
 
     @staticmethod
     def claims(**overrides: object) -> dict[str, object]:
@@ -255,3 +211,17 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+__all__ = [
+    "ROOT",
+    "Minter",
+    "Received",
+    "RecordingHandler",
+    "ServiceProcess",
+    "self_signed_cert",
+    "service_missing",
+    "start_smtp",
+    "unique_email",
+    "wait_until",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import jwt
@@ -31,7 +32,7 @@ def wrong(code: str) -> str:
 
 
 @pytest.fixture
-def http() -> httpx.Client:
+def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as client:
         yield client
 

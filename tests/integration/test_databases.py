@@ -10,28 +10,22 @@ import asyncio
 import importlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy import Connection, MetaData, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.clock import utcnow
 from common.db import make_engine
-from common.events import DeliveryStatus, utcnow
-from common.migrations import SERVICES, NotMigrated, upgrade, version_table
+from common.events import DeliveryStatus
+from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
 from mailer_service.history import History, Outcome
-from tests.integration.test_postgres import ADMIN_DSN
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN, timeout=3)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+from tests.postgres import create_databases, database_url, drop_databases
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,17 +36,13 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await engine.dispose()
         return
     name = f"migrations_{uuid.uuid4().hex[:8]}"
-    try:
-        await _admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    engine = make_engine(f"{base}/{name}")
+    await create_databases(name)
+    engine = make_engine(database_url(name))
     try:
         yield engine
     finally:
         await engine.dispose()
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_databases(name)
 
 
 def metadata_of(service: str) -> MetaData:
@@ -122,3 +112,54 @@ async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
     assert [h["outcome"] for h in items["e1"]["history"]] == ["retrying", "retrying", "sent"]
     assert items["e1"]["queued_at"] == queued
     assert await history.for_recipient("b@example.com", 10) == []
+    # A deleted account's address is forgotten, attempts and all; twice is harmless.
+    for _ in range(2):
+        await history.forget("a@example.com")
+    assert await history.for_recipient("a@example.com", 10) == []
+    assert await history.seen(["e1", "e2", "e3"]) == {}
+
+
+async def test_auth_0003_makes_a_session_of_every_refresh_family(engine: AsyncEngine) -> None:
+    """Logins made before sessions existed become sessions: live while a token is."""
+    metadata = metadata_of("auth_service")
+    users, tokens, sessions = (metadata.tables[t] for t in ("users", "refresh_tokens", "sessions"))
+    user, live, ended = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    t0 = utcnow().replace(microsecond=0)
+    later = t0 + timedelta(minutes=5)
+
+    def at_0002_with_logins(conn: Connection) -> None:
+        command.upgrade(config("auth_service", conn), "0002")
+        conn.execute(insert(users).values(id=user, email="old@example.com", password_hash="x"))
+        rows = [  # (family, created, revoked): one login rotated once, one logged out
+            (live, t0, later),
+            (live, later, None),
+            (ended, t0, later),
+        ]
+        for family, created, revoked in rows:
+            conn.execute(
+                insert(tokens).values(
+                    user_id=user,
+                    family_id=family,
+                    token_hash=uuid.uuid4().hex,
+                    created_at=created,
+                    expires_at=t0 + timedelta(days=14),
+                    revoked_at=revoked,
+                )
+            )
+
+    async with engine.begin() as conn:
+        await conn.run_sync(at_0002_with_logins)
+    await upgrade(engine, "auth_service", metadata)
+    async with engine.connect() as conn:
+        found = {
+            row.id: row
+            for row in await conn.execute(
+                select(sessions.c.id, sessions.c.user_id, sessions.c.created_at,
+                       sessions.c.last_used_at, sessions.c.ended_at)
+            )
+        }  # fmt: skip
+    assert set(found) == {live, ended}
+    assert (found[live].created_at, found[live].last_used_at) == (t0, later)
+    assert found[live].ended_at is None
+    assert found[ended].ended_at == later
+    assert {row.user_id for row in found.values()} == {user}

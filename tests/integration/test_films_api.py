@@ -128,7 +128,8 @@ def test_invalid_patches_are_refused(admin: httpx.Client, body: dict[str, object
 
 def test_favourites_are_per_user(stack: Stack) -> None:
     minter = Minter(stack.key_dir)
-    alice = {"Authorization": f"Bearer {minter.token(sub='alice-' + NEW_FILM['title'])}"}
+    alice_sub = f"alice-{NEW_FILM['title']}"
+    alice = {"Authorization": f"Bearer {minter.token(sub=alice_sub)}"}
     bob = {"Authorization": f"Bearer {minter.token()}"}
     with httpx.Client(base_url=stack.films.url, timeout=30) as http:
         assert http.get("/v1/me/favourites", headers=alice).json() == []

@@ -1,17 +1,15 @@
 """The same services on PostgreSQL (asyncpg) as a URL change: sign-up to films, refresh,
 reset, admin edits and favourites, and a mailer sending and recording an email. Each run
 gets fresh databases, dropped afterwards. Skipped, with the reason, where no PostgreSQL
-answers on 127.0.0.1:5432."""
+answers on 127.0.0.1:5432 (failed instead under CI=true)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 
@@ -20,42 +18,31 @@ from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
+from tests.integration.test_keys_and_roles import run_cli
+from tests.postgres import create_databases, database_url, drop_databases
 from tests.support import Minter, ServiceProcess, unique_email, wait_until
-
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-async def _admin(*statements: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN, timeout=3)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
 def pg_services(stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     run = uuid.uuid4().hex[:8]
     names = [f"auth_{run}", f"films_{run}"]
-    try:
-        asyncio.run(_admin(*(f'CREATE DATABASE "{n}"' for n in names)))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    asyncio.run(create_databases(*names))
     started: list[ServiceProcess] = []
     try:
         started.append(
-            stack.spawn("auth_service", f"auth-pg-{run}", AUTH_DATABASE_URL=f"{base}/{names[0]}")
+            stack.spawn("auth_service", f"auth-pg-{run}", AUTH_DATABASE_URL=database_url(names[0]))
         )
         started.append(
-            stack.spawn("films_service", f"films-pg-{run}", FILMS_DATABASE_URL=f"{base}/{names[1]}")
+            stack.spawn(
+                "films_service", f"films-pg-{run}", FILMS_DATABASE_URL=database_url(names[1])
+            )
         )
         yield started[0], started[1]
     finally:
         for service in started:
             service.stop()
-        asyncio.run(_admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names)))
+        asyncio.run(drop_databases(*names))
 
 
 def test_auth_on_postgres(stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]) -> None:
@@ -68,17 +55,23 @@ def test_auth_on_postgres(stack: Stack, pg_services: tuple[ServiceProcess, Servi
             == 202
         )
         code = stack.smtp.wait_for(email)[-1].code
-        wrong = f"{(int(code) + 1) % 1_000_000:06d}"  # type: ignore[arg-type]
+        assert code is not None
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         assert http.post("/v1/auth/verify", json={"email": email, "code": wrong}).status_code == 400
         pair = http.post("/v1/auth/verify", json={"email": email, "code": code}).json()
         rotated = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
         assert rotated.status_code == 200
-        reuse = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
-        assert reuse.status_code == 401
         me = http.get(
             "/v1/auth/me", headers={"Authorization": f"Bearer {rotated.json()['access_token']}"}
         )
         assert me.json()["email"] == email
+        reuse = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert reuse.status_code == 401
+        # Reuse ended the session: its access tokens are refused by auth from now on.
+        me = http.get(
+            "/v1/auth/me", headers={"Authorization": f"Bearer {rotated.json()['access_token']}"}
+        )
+        assert me.status_code == 401
 
         time.sleep(TEST_RESEND_COOLDOWN)
         assert http.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
@@ -98,6 +91,66 @@ def test_auth_on_postgres(stack: Stack, pg_services: tuple[ServiceProcess, Servi
             http.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code
             == 401
         )
+
+
+def test_identity_flows_on_postgres(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    """Sessions, the token endpoint, email change, the admin API and deletion (cascades
+    and all) on PostgreSQL."""
+    auth, _ = pg_services
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        admin_email, email = unique_email("pg-admin"), unique_email("pg-user")
+        for address in (admin_email, email):
+            http.post("/v1/auth/signup", json={"email": address, "password": PASSWORD})
+            code = stack.smtp.wait_for(address)[-1].code
+            assert http.post("/v1/auth/verify", json={"email": address, "code": code}).is_success
+        done = run_cli(auth.env, "roles", "grant", admin_email, "admin")
+        assert done.returncode == 0, done.stderr
+        admin = bearer(login(http, admin_email)["access_token"])
+        form = {"grant_type": "password", "username": email, "password": PASSWORD}
+        pair = http.post("/v1/auth/token", data=form).json()
+        user = bearer(pair["access_token"])
+        other = login(http, email)
+        sessions = http.get("/v1/auth/sessions", headers=user).json()["items"]
+        assert len(sessions) == 3  # verification, token endpoint, login
+        assert http.delete("/v1/auth/sessions", headers=user).status_code == 204
+        refused = http.post(
+            "/v1/auth/token/refresh", json={"refresh_token": other["refresh_token"]}
+        )
+        assert refused.status_code == 401
+
+        time.sleep(TEST_RESEND_COOLDOWN)
+        new_email = unique_email("pg-moved")
+        change = {"new_email": new_email, "password": PASSWORD}
+        assert http.post("/v1/auth/email/change", json=change, headers=user).status_code == 202
+        code = stack.smtp.wait_for(new_email)[-1].code
+        moved = http.post("/v1/auth/email/change/confirm", json={"code": code}, headers=user)
+        assert moved.status_code == 200
+        user = bearer(moved.json()["access_token"])
+
+        found = http.get("/v1/admin/users", params={"q": "pg-moved"}, headers=admin).json()
+        assert [u["email"] for u in found["items"]] == [new_email]
+        user_id = found["items"][0]["id"]
+        disabled = http.patch(f"/v1/admin/users/{user_id}", json={"disabled": True}, headers=admin)
+        assert disabled.json()["disabled"] is True
+        assert http.get("/v1/auth/me", headers=user).status_code == 401
+        http.patch(f"/v1/admin/users/{user_id}", json={"disabled": False}, headers=admin)
+        user = bearer(login(http, new_email)["access_token"])
+        gone = http.request("DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=user)
+        assert gone.status_code == 204
+        assert http.get(f"/v1/admin/users/{user_id}", headers=admin).status_code == 404
+
+
+def login(http: httpx.Client, email: str) -> dict[str, str]:
+    r = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    pair: dict[str, str] = r.json()
+    return pair
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_films_on_postgres(
@@ -138,11 +191,7 @@ def test_mailer_on_postgres(stack: Stack) -> None:
     """A mailer process on PostgreSQL, on a broker of its own (the shared stack's mailer
     must not take its events): an email sent, recorded and shown in its history."""
     name = f"mailer_{uuid.uuid4().hex[:8]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL at {ADMIN_DSN} ({exc}); set TEST_POSTGRES_DSN to use one")
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    asyncio.run(create_databases(name))
     email = unique_email("pg-mail")
     event = EmailCodeEvent(type=EmailEventType.EMAIL_VERIFICATION, email=email, code="765432")
     try:
@@ -151,7 +200,7 @@ def test_mailer_on_postgres(stack: Stack) -> None:
                 "mailer_service",
                 name,
                 KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-                MAILER_DATABASE_URL=f"{base}/{name}",
+                MAILER_DATABASE_URL=database_url(name),
                 MAILER_GROUP_ID=name,
             )
             try:
@@ -184,4 +233,4 @@ def test_mailer_on_postgres(stack: Stack) -> None:
             finally:
                 mailer.stop()
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_databases(name))

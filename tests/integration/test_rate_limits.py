@@ -57,3 +57,30 @@ def test_forgot_is_limited_per_account(limited_auth: str) -> None:
             for _ in range(allowed + 1)
         ]
     assert codes == [202] * allowed + [429]
+
+
+def test_the_token_endpoint_shares_the_logins_limit(limited_auth: str) -> None:
+    email = unique_email("oauth-target")
+    allowed = PER_ACCOUNT["login"].requests
+    form = {"grant_type": "password", "username": email, "password": "guess-123"}
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        answers = [http.post("/v1/auth/token", data=form) for _ in range(allowed + 1)]
+        json_login = http.post("/v1/auth/login", json={"email": email, "password": "guess-123"})
+    assert [a.json()["error"] for a in answers[:allowed]] == ["invalid_grant"] * allowed
+    refused = answers[allowed]
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert refused.json()["error_description"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert json_login.status_code == 429  # one budget for both ways in
+
+
+def test_sign_in_codes_are_limited_per_account(limited_auth: str) -> None:
+    email = unique_email("code-target")
+    allowed = PER_ACCOUNT["login_code"].requests
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        codes = [
+            http.post("/v1/auth/login/code", json={"email": email}).status_code
+            for _ in range(allowed + 1)
+        ]
+    assert codes == [202] * allowed + [429]

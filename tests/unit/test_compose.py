@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from common.events import (
 from common.kafka import KafkaSettings
 from films_service.app import create_app as films_app
 from films_service.config import FilmsSettings
+from infra import gateway
 from mailer_service.app import create_app as mailer_app
 from mailer_service.config import MailerSettings
 from tests.conftest import auth_settings_for
+from web_service.config import WebSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -40,7 +43,10 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
 
 
 KNOWN_ENV = set().union(
-    *(env_names(s) for s in (AuthSettings, FilmsSettings, MailerSettings, KafkaSettings)),
+    *(
+        env_names(s)
+        for s in (AuthSettings, FilmsSettings, MailerSettings, WebSettings, KafkaSettings)
+    ),
     {"LOG_FORMAT"},  # common/logs.py
 )
 
@@ -59,13 +65,37 @@ def test_every_environment_variable_is_one_the_code_reads(name: str) -> None:
     assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
 
 
+def test_the_gateway_config_is_the_generated_one() -> None:
+    """infra/nginx/nginx.conf comes from infra/gateway.py, like the topology runner's."""
+    committed = (ROOT / "infra/nginx/nginx.conf").read_text()
+    assert committed == gateway.compose(), "run: python -m infra.gateway > infra/nginx/nginx.conf"
+
+
 def test_ports_agree_with_the_gateway() -> None:
     nginx = (ROOT / "infra/nginx/nginx.conf").read_text()
-    assert f"server auth:{SERVICES['auth']['environment']['AUTH_PORT']};" in nginx
-    assert f"server films:{SERVICES['films']['environment']['FILMS_PORT']};" in nginx
-    assert f"server mailer:{SERVICES['mailer']['environment']['MAILER_PORT']};" in nginx
+    for name, variable in (
+        ("auth", "AUTH_PORT"),
+        ("films", "FILMS_PORT"),
+        ("mailer", "MAILER_PORT"),
+    ):
+        assert f"server {name}:{SERVICES[name]['environment'][variable]} " in nginx
     for prefix in ("/v1/auth/", "/.well-known/", "/v1/films", "/v1/me/", "/v1/deliveries"):
         assert f"location {prefix}" in nginx
+
+
+def test_auth_believes_only_the_gateway_and_shares_limits_through_redis() -> None:
+    address = SERVICES["gateway"]["networks"]["default"]["ipv4_address"]
+    auth = SERVICES["auth"]["environment"]
+    assert auth["AUTH_TRUSTED_PROXIES"] == address
+    assert auth["AUTH_REDIS_URL"].startswith("redis://redis:")
+    assert "redis" in SERVICES and "redis" in SERVICES["auth"]["depends_on"]
+    subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+
+
+@pytest.mark.parametrize("name", list(OURS))
+def test_every_service_runs_two_replicas(name: str) -> None:
+    assert SERVICES[name]["deploy"]["replicas"] == 2
 
 
 def test_every_route_of_every_service_is_reachable_through_the_gateway(key_dir: Path) -> None:
@@ -78,8 +108,10 @@ def test_every_route_of_every_service_is_reachable_through_the_gateway(key_dir: 
         "mailer": mailer_app(MailerSettings(public_key_path=public)),
     }
     for service, app in apps.items():
-        for route in app.routes:
-            path = getattr(route, "path", "")
+        # From the OpenAPI paths: app.routes holds included routers, not their routes.
+        paths = list(app.openapi()["paths"])
+        assert any(p.startswith("/v1/") for p in paths), paths
+        for path in paths:
             if not path.startswith(("/v1/", "/.well-known/")):
                 continue  # health and metrics stay inside the network
             owners = [upstream for prefix, upstream in locations if path.startswith(prefix)]
@@ -101,10 +133,6 @@ def test_kafka_is_kraft_and_topics_are_created() -> None:
     retries = [retry_topic(t) for t in range(len(MailerSettings().retry_delays_seconds))]
     for topic in (EMAIL_CODES_TOPIC, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC, *retries):
         assert topic in script
-
-
-def test_two_mailers_share_the_partitions() -> None:
-    assert SERVICES["mailer"]["deploy"]["replicas"] == 2
 
 
 def test_no_secret_is_written_into_the_file() -> None:

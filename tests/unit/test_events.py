@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from common.events import EmailCodeEvent, EmailEventType, utcnow
+from common.clock import utcnow
+from common.events import EmailCodeEvent, EmailEventType, UserEvent, UserEventType
 
 
 def test_round_trip_matches_the_contract() -> None:
@@ -47,3 +48,29 @@ def test_unknown_type_is_rejected() -> None:
 def test_unknown_fields_are_tolerated_for_forward_compatibility() -> None:
     raw = b'{"type": "account_exists", "email": "a@example.com", "new_field": 1}'
     assert EmailCodeEvent.from_bytes(raw).code is None
+
+
+def test_user_event_matches_the_contract() -> None:
+    event = UserEvent(type=UserEventType.VERIFIED, user_id="0b7f1d2e-0000-4000-8000-000000000001")
+    raw = json.loads(event.to_json())
+    assert set(raw) == {"event_id", "type", "user_id", "occurred_at"}  # no email unless needed
+    assert raw["type"] == "user.verified"
+    assert event.key == b"0b7f1d2e-0000-4000-8000-000000000001"
+    assert UserEvent.from_bytes(event.to_json().encode()) == event
+
+
+def test_user_deleted_carries_the_address_for_the_mailer() -> None:
+    event = UserEvent(type=UserEventType.DELETED, user_id="u1", email="a@example.com")
+    assert json.loads(event.to_json())["email"] == "a@example.com"
+
+
+def test_every_user_event_type_of_the_contract() -> None:
+    assert {t.value for t in UserEventType} == {
+        "user.signed_up",
+        "user.verified",
+        "user.password_changed",
+        "user.email_changed",
+        "user.disabled",
+        "user.enabled",
+        "user.deleted",
+    }

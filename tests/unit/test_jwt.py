@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
 from common.jwt import InvalidToken, TokenVerifier, public_jwk
 
@@ -38,3 +40,18 @@ def test_the_verifier_accepts_only_what_it_should() -> None:
         verifier.verify(jwt.encode(claims, KEY, algorithm="RS512", headers={"kid": kid}))
     with pytest.raises(InvalidToken):
         verifier.verify(jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "other"}))
+
+
+def test_kid_is_the_rfc_7638_thumbprint_of_its_own_example() -> None:
+    """RFC 7638 §3.1: the example RSA key and the thumbprint the RFC gives for it."""
+    n = (
+        "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_B"
+        "JECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_F"
+        "DW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4"
+        "vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+    )
+    modulus = int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)), "big")
+    key = RSAPublicNumbers(65537, modulus).public_key()
+    jwk = public_jwk(key)
+    assert jwk["n"] == n and jwk["e"] == "AQAB"
+    assert jwk["kid"] == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from auth_service.config import AuthSettings
 from auth_service.keys import KeyRing, generate_missing, rotate
-from common.events import utcnow
+from common.clock import utcnow
 
 
 def settings_in(directory: Path) -> AuthSettings:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -46,19 +46,27 @@ def test_weaker_than_owasp_is_refused() -> None:
         AuthSettings(argon2_memory_kib=4096)
 
 
-async def test_hashing_does_not_block_the_event_loop(hasher: PasswordHasher) -> None:
-    ticks = 0
+async def test_hashing_does_not_block_the_event_loop(
+    hasher: PasswordHasher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash waits, in its thread, for a flag only the event loop can raise: were it run
+    on the loop's thread, the loop could never raise it. No timing, no core count."""
+    loop = asyncio.get_running_loop()
+    hash_started = asyncio.Event()
+    loop_may_go_on = threading.Event()
+    threads: list[str] = []
+    real_hash = hasher._hash
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
+    def gated_hash(secret: bytes) -> str:
+        threads.append(threading.current_thread().name)
+        loop.call_soon_threadsafe(hash_started.set)
+        assert loop_may_go_on.wait(30), "the event loop did not run while hashing"
+        return real_hash(secret)
 
-    task = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    await asyncio.gather(*(hasher.hash("correct horse battery") for _ in range(4)))
-    elapsed = time.perf_counter() - started
-    task.cancel()
-    # The loop kept turning while argon2 ran: far more ticks than hashes.
-    assert ticks > 10 * 4, (ticks, elapsed)
+    monkeypatch.setattr(hasher, "_hash", gated_hash)
+    hashing = asyncio.create_task(hasher.hash("correct horse battery"))
+    await asyncio.wait_for(hash_started.wait(), 30)  # the loop turns while the hash waits
+    loop_may_go_on.set()
+    stored = await hashing
+    assert stored.startswith("$argon2id$")
+    assert threads == [threads[0]] and threads[0].startswith("argon2")

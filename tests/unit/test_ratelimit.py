@@ -1,75 +1,96 @@
+"""The rate limiter on the `limits` library: 429 with Retry-After past a limit, counters
+shared through the machine's real Redis, and a Redis outage that only costs sharing."""
+
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import AsyncIterator
+
 import pytest
+from limits.aio.storage import RedisStorage
 
 from auth_service.errors import RateLimited
-from auth_service.ratelimit import Limit, RateLimiter
+from auth_service.ratelimit import (
+    PER_IP,
+    REDIS_FAILURES,
+    Limit,
+    RateLimiter,
+    configured,
+    disconnect,
+)
+from infra.ports import free_port
+from tests.support import service_missing
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own on the real Redis, its keys removed afterwards."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    storage = RedisStorage(f"async+{REDIS_URL}", key_prefix=name, wrap_exceptions=True)
+    if not await storage.check():
+        service_missing("Redis", f"{REDIS_URL} does not answer; set TEST_REDIS_URL to use another")
+    try:
+        yield name
+    finally:
+        await storage.reset()
+        disconnect(storage)
 
-    def __call__(self) -> float:
-        return self.now
 
-
-def test_allows_the_limit_then_refuses_with_retry_after() -> None:
-    clock = Clock()
-    limiter = RateLimiter(clock=clock)
+async def test_allows_the_limit_then_refuses_with_retry_after() -> None:
+    limiter = RateLimiter()
     for _ in range(3):
-        limiter.hit("login", "1.2.3.4", Limit(3, 60))
+        await limiter.hit("ip:login", "1.2.3.4", Limit(3, 60))
     with pytest.raises(RateLimited) as refused:
-        limiter.hit("login", "1.2.3.4", Limit(3, 60))
-    assert refused.value.status == 429
-    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60  # type: ignore[index]
+        await limiter.hit("ip:login", "1.2.3.4", Limit(3, 60))
+    assert 1 <= refused.value.retry_after <= 60
 
 
-def test_keys_and_scopes_are_independent() -> None:
-    limiter = RateLimiter(clock=Clock())
-    limiter.hit("login", "a", Limit(1, 60))
-    limiter.hit("login", "b", Limit(1, 60))
-    limiter.hit("verify", "a", Limit(1, 60))
+async def test_keys_and_scopes_are_independent() -> None:
+    limiter = RateLimiter()
+    await limiter.hit("login", "a", Limit(1, 60))
+    await limiter.hit("login", "b", Limit(1, 60))
+    await limiter.hit("verify", "a", Limit(1, 60))
     with pytest.raises(RateLimited):
-        limiter.hit("login", "a", Limit(1, 60))
+        await limiter.hit("login", "a", Limit(1, 60))
 
 
-def test_the_window_slides() -> None:
-    clock = Clock()
-    limiter = RateLimiter(clock=clock)
-    for _ in range(10):
-        limiter.hit("s", "k", Limit(10, 60))
-    clock.now += 60  # a full window later the old hits still weigh fully
+async def test_disabled_never_refuses() -> None:
+    limiter = RateLimiter(enabled=False)
+    for _ in range(100):
+        await limiter.hit("s", "k", Limit(1, 60))
+
+
+async def test_two_limiters_on_one_redis_share_the_counters(prefix: str) -> None:
+    """Two auth instances: together they allow the limit once, not twice."""
+    first, second = (RateLimiter(redis_url=REDIS_URL, key_prefix=prefix) for _ in range(2))
+    assert first.shared and await first.redis_ok()
+    await first.hit("ip:login", "10.0.0.1", Limit(4, 60))
+    await second.hit("ip:login", "10.0.0.1", Limit(4, 60))
+    await first.hit("ip:login", "10.0.0.1", Limit(4, 60))
+    await second.hit("ip:login", "10.0.0.1", Limit(4, 60))
+    for limiter in (first, second):
+        with pytest.raises(RateLimited):
+            await limiter.hit("ip:login", "10.0.0.1", Limit(4, 60))
+        limiter.close()
+
+
+async def test_without_redis_it_counts_in_memory_and_never_fails() -> None:
+    """Nothing listens at the URL: every check still answers, from this process's counts."""
+    limiter = RateLimiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    failures = REDIS_FAILURES._value.get()
+    await limiter.hit("ip:login", "10.0.0.2", Limit(2, 60))
+    await limiter.hit("ip:login", "10.0.0.2", Limit(2, 60))
     with pytest.raises(RateLimited):
-        limiter.hit("s", "k", Limit(10, 60))
-    clock.now += 30  # half of them have slid out
-    for _ in range(5):
-        limiter.hit("s", "k", Limit(10, 60))
-    with pytest.raises(RateLimited):
-        limiter.hit("s", "k", Limit(10, 60))
-    clock.now += 120  # long idle: a clean slate
-    for _ in range(10):
-        limiter.hit("s", "k", Limit(10, 60))
-
-
-def test_disabled_never_refuses() -> None:
-    limiter = RateLimiter(enabled=False, clock=Clock())
-    for _ in range(1000):
-        limiter.hit("s", "k", Limit(1, 60))
-
-
-def test_memory_stays_bounded() -> None:
-    clock = Clock()
-    limiter = RateLimiter(clock=clock)
-    limiter.MAX_KEYS = 100
-    for i in range(1000):
-        limiter.hit("s", str(i), Limit(5, 60))
-    assert len(limiter._windows) <= 100
+        await limiter.hit("ip:login", "10.0.0.2", Limit(2, 60))
+    assert REDIS_FAILURES._value.get() > failures
+    assert await limiter.redis_ok() is False
+    limiter.close()
 
 
 def test_limits_are_configurable_and_misspellings_refused() -> None:
-    from auth_service.ratelimit import PER_IP, configured
-
     limits = configured({"ip:login": (3, 10), "account:forgot": (1, 60)})
     assert limits["ip"]["login"] == Limit(3, 10)
     assert limits["account"]["forgot"] == Limit(1, 60)

@@ -7,7 +7,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from common.events import EmailCodeEvent, EmailEventType, utcnow
+from common.clock import utcnow
+from common.events import NOTICES, EmailCodeEvent, EmailEventType
 from infra.smtp_sink import code_in
 from mailer_service.templates import TEMPLATES, render
 
@@ -21,10 +22,21 @@ def rendered(event: EmailCodeEvent, sender: str, product: str = "Films") -> Emai
     return message
 
 
+def body(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    content: str = part.get_content()
+    return content
+
+
+def test_every_type_has_a_template_in_every_locale() -> None:
+    assert set(TEMPLATES) == {(kind, locale) for kind in EmailEventType for locale in ("en", "ru")}
+
+
 @pytest.mark.parametrize(("kind", "locale"), list(TEMPLATES))
 def test_every_template_renders_text_and_html(kind: EmailEventType, locale: str) -> None:
     now = utcnow()
-    has_code = kind is not EmailEventType.ACCOUNT_EXISTS
+    has_code = kind not in NOTICES
     event = EmailCodeEvent(
         type=kind,
         email="a@example.com",
@@ -34,8 +46,7 @@ def test_every_template_renders_text_and_html(kind: EmailEventType, locale: str)
         locale=locale,
     )
     message = rendered(event, "Films <no-reply@example.com>")
-    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text, html = body(message, "plain"), body(message, "html")
     assert "Films" in message["Subject"]
     assert message["To"] == "a@example.com"
     assert message["X-Event-ID"] == event.event_id
@@ -58,7 +69,7 @@ def test_unknown_locale_falls_back_to_english() -> None:
 def test_product_name_is_escaped_in_html() -> None:
     event = EmailCodeEvent(type=EmailEventType.ACCOUNT_EXISTS, email="a@example.com", locale="en")
     message = rendered(event, "x@example.com", product="<script>")
-    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html = body(message, "html")
     assert "<script>" not in html
 
 

@@ -1,0 +1,151 @@
+"""Account self-service for a signed-in user: change the password, change the email address,
+delete the account.
+
+Each asks for the current password again, and a wrong one counts toward the address's
+login lockout, so a stolen access token cannot be used to guess it faster than a login
+could. An email change takes effect only when the code sent to the new address comes back;
+an address that already has an account gets the same answer as a free one, and no code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+
+from auth_service import audit, events
+from auth_service.accounts import EMAIL_CHANGE, Accounts
+from auth_service.errors import (
+    EmailTaken,
+    EmailUnchanged,
+    InvalidCode,
+    InvalidPassword,
+    NotAuthenticated,
+)
+from auth_service.models import AuditEvent, User
+from auth_service.tokens import TokenPair
+from auth_service.user_sessions import Caller, Client, end_others
+from common.clock import utcnow
+from common.events import EmailEventType, UserEventType
+
+
+@dataclass
+class SelfService:
+    accounts: Accounts
+
+    async def change_password(
+        self, caller: Caller, current: str, new: str, locale: str, ip: str | None = None
+    ) -> None:
+        """Set a new password and end every other session; a notice goes to the address."""
+        a, user = self.accounts, caller.user
+        await self._check_password(user, current, ip, "password_change")
+        new_hash = await a.passwords.hash(new)
+        async with a.sessions.begin() as session:
+            await session.execute(
+                update(User).where(User.id == user.id).values(password_hash=new_hash)
+            )
+            await end_others(session, caller)
+            audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
+            events.email_notice(session, EmailEventType.PASSWORD_CHANGED_NOTICE, user.email, locale)
+            events.user_event(session, UserEventType.PASSWORD_CHANGED, user.id)
+        a.relay.notify()
+
+    async def request_email_change(
+        self, caller: Caller, new_email: str, password: str, locale: str, ip: str | None = None
+    ) -> None:
+        """Email a code to `new_email`, unless another account has it (then nothing is sent,
+        and the answer is the same). The resend cooldown runs either way."""
+        a, user = self.accounts, caller.user
+        if new_email == user.email:
+            raise EmailUnchanged
+        await self._check_password(user, password, ip, "email_change")
+        async with a.sessions.begin() as session:
+            row = await session.get(User, user.id, with_for_update=True)
+            if row is None:
+                raise NotAuthenticated
+            now = utcnow()
+            if not a.cooled_down(row, now):
+                return
+            row.last_mail_at = now
+            taken = await a.user_by_email(session, new_email) is not None
+            audit.record(
+                session,
+                "email_change_requested",
+                user_id=user.id,
+                email=user.email,
+                ip=ip,
+                taken=taken,
+            )
+            if taken:
+                return
+            await a.codes.retire(session, user.id, EMAIL_CHANGE, now)
+            a.send_code(session, row, EMAIL_CHANGE, locale, now, new_email=new_email)
+        a.relay.notify()
+
+    async def confirm_email_change(
+        self, caller: Caller, code: str, locale: str, client: Client
+    ) -> TokenPair:
+        """Move the account to the address the code went to (if still free), tell the old
+        address, and replace the caller's tokens."""
+        a = self.accounts
+        async with a.sessions() as session:
+            user, row = await a.redeem(session, caller.user.email, EMAIL_CHANGE, code, client.ip)
+            if user.id != caller.user.id or row.new_email is None:
+                raise InvalidCode  # the address moved under us; cannot happen in one request
+            old, new = user.email, row.new_email
+            if await a.user_by_email(session, new) is not None:
+                await session.commit()  # the code is used up all the same
+                raise EmailTaken
+            user.email = new  # still verified: the code proved the new mailbox
+            audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
+            events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, locale)
+            events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)
+            pair = await a.tokens.reissue(session, user, caller.session_id)
+            try:
+                await session.commit()
+            except IntegrityError as exc:  # another account took the address meanwhile
+                raise EmailTaken from exc
+        a.relay.notify()
+        return pair
+
+    async def delete(self, caller: Caller, password: str, ip: str | None = None) -> None:
+        """Remove the account and everything hanging off it (codes, sessions, tokens); keep
+        the audit trail without the address; announce user.deleted."""
+        a, user = self.accounts, caller.user
+        await self._check_password(user, password, ip, "delete")
+        async with a.sessions.begin() as session:
+            row = await session.get(User, user.id, with_for_update=True)
+            if row is None:  # a parallel delete won
+                raise NotAuthenticated
+            await session.execute(
+                update(AuditEvent)
+                .where(or_(AuditEvent.user_id == row.id, AuditEvent.email == row.email))
+                .values(email=None)
+                .execution_options(synchronize_session=False)
+            )
+            audit.record(session, "account_deleted", user_id=row.id, ip=ip)
+            # The address, so the mailer can forget its history; nothing else about it.
+            events.user_event(session, UserEventType.DELETED, row.id, email=row.email)
+            await session.delete(row)  # codes, sessions and tokens go by ON DELETE CASCADE
+        a.relay.notify()
+
+    async def _check_password(self, user: User, password: str, ip: str | None, action: str) -> None:
+        """InvalidPassword unless `password` is the account's; a wrong one counts toward
+        the address's lockout, and a locked address is refused before any hashing."""
+        a = self.accounts
+        async with a.sessions() as session:
+            await a.guard.check_login(session, user.email, utcnow())
+        ok, _ = await a.passwords.verify(password, user.password_hash)
+        if ok:
+            return
+        async with a.sessions.begin() as session:
+            locked_for = await a.guard.login_failed(session, user.email, utcnow())
+            audit.record(
+                session, "reauth_failed", user_id=user.id, email=user.email, ip=ip, action=action
+            )
+            if locked_for:
+                audit.record(
+                    session, "lockout", user_id=user.id, email=user.email, ip=ip, seconds=locked_for
+                )
+        raise InvalidPassword

@@ -1,0 +1,120 @@
+"""The admin API's rules: find users, read one, disable or enable them, grant or revoke roles.
+
+Every call is audited with the acting admin, reads too. The admin role is read from the
+database on every call, not from the token, whose claims can be up to one access-token
+lifetime old. An admin cannot lock themselves out (disable their own account or drop their
+own admin role), so the last admin cannot leave the system without one by accident.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service import audit, events
+from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
+from auth_service.models import User
+from auth_service.outbox import OutboxRelay
+from auth_service.refresh import RefreshTokens
+from auth_service.user_sessions import Caller
+from common.clock import utcnow
+from common.events import UserEventType
+
+ADMIN = "admin"
+
+
+def require_admin(caller: Caller) -> None:
+    if ADMIN not in caller.user.roles:
+        raise Forbidden
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass
+class UserAdmin:
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+
+    async def search(
+        self, caller: Caller, q: str | None, limit: int, offset: int, ip: str | None = None
+    ) -> tuple[list[User], int]:
+        """Users whose address contains `q` (all users without one), oldest first."""
+        query = select(User)
+        if q:
+            pattern = f"%{_escape_like(q.lower())}%"
+            query = query.where(User.email.like(pattern, escape="\\"))
+        async with self.sessions.begin() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(
+                query.order_by(User.created_at, User.id).limit(limit).offset(offset)
+            )
+            audit.record(session, "users_listed", ip=ip, admin=str(caller.user.id), q=q)
+            return list(rows), total or 0
+
+    async def get(self, caller: Caller, user_id: uuid.UUID, ip: str | None = None) -> User:
+        async with self.sessions.begin() as session:
+            user = await session.get(User, user_id)
+            if user is None:
+                raise UserNotFound
+            admin = str(caller.user.id)
+            audit.record(
+                session, "user_read", user_id=user.id, email=user.email, ip=ip, admin=admin
+            )
+        return user
+
+    async def update(
+        self,
+        caller: Caller,
+        user_id: uuid.UUID,
+        *,
+        disabled: bool | None = None,
+        roles: list[str] | None = None,
+        ip: str | None = None,
+    ) -> User:
+        """Apply what was given; disabling ends every session of the account at once."""
+        admin = str(caller.user.id)
+        async with self.sessions.begin() as session:
+            user = await session.get(User, user_id, with_for_update=True)
+            if user is None:
+                raise UserNotFound
+            if user.id == caller.user.id and (
+                disabled is True or (roles is not None and ADMIN not in roles)
+            ):
+                raise AdminSelfLockout
+            if roles is not None:
+                self._set_roles(session, user, roles, admin, ip)
+            if disabled is not None and disabled != user.disabled:
+                await self._set_disabled(session, user, disabled, admin, ip)
+        self.relay.notify()
+        return user
+
+    @staticmethod
+    def _set_roles(
+        session: AsyncSession, user: User, roles: list[str], admin: str, ip: str | None
+    ) -> None:
+        old, new = set(user.roles), set(roles)
+        for role in sorted(old ^ new):
+            event = "role_granted" if role in new else "role_revoked"
+            audit.record(
+                session, event, user_id=user.id, email=user.email, ip=ip, role=role, admin=admin
+            )
+        user.roles = sorted(new)
+
+    @staticmethod
+    async def _set_disabled(
+        session: AsyncSession, user: User, disabled: bool, admin: str, ip: str | None
+    ) -> None:
+        if disabled:
+            user.disabled_at = utcnow()
+            await RefreshTokens.revoke_all(session, user.id)
+        else:
+            user.disabled_at = None
+        event = "user_disabled" if disabled else "user_enabled"
+        audit.record(session, event, user_id=user.id, email=user.email, ip=ip, admin=admin)
+        kind = UserEventType.DISABLED if disabled else UserEventType.ENABLED
+        events.user_event(session, kind, user.id)

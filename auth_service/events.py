@@ -1,0 +1,50 @@
+"""What auth publishes, always through the outbox and inside the transaction that makes the
+change: emails (codes and notices, keyed by recipient) and user lifecycle events (keyed by
+user id). So an event is never lost and never announces a change that was rolled back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth_service.outbox import CODES_ISSUED, add_event
+from common.events import (
+    EMAIL_CODES_TOPIC,
+    USER_EVENTS_TOPIC,
+    EmailCodeEvent,
+    EmailEventType,
+    UserEvent,
+    UserEventType,
+)
+
+
+def email_code(
+    session: AsyncSession,
+    kind: EmailEventType,
+    to: str,
+    code: str,
+    expires_at: datetime,
+    locale: str,
+) -> None:
+    CODES_ISSUED.labels(kind.value).inc()
+    _email(
+        session,
+        EmailCodeEvent(type=kind, email=to, code=code, expires_at=expires_at, locale=locale),
+    )
+
+
+def email_notice(session: AsyncSession, kind: EmailEventType, to: str, locale: str) -> None:
+    _email(session, EmailCodeEvent(type=kind, email=to, locale=locale))
+
+
+def _email(session: AsyncSession, event: EmailCodeEvent) -> None:
+    add_event(session, EMAIL_CODES_TOPIC, event.email, event.event_id, event.model_dump_json())
+
+
+def user_event(
+    session: AsyncSession, kind: UserEventType, user_id: uuid.UUID, email: str | None = None
+) -> None:
+    event = UserEvent(type=kind, user_id=str(user_id), email=email)
+    add_event(session, USER_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())

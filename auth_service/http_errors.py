@@ -1,0 +1,107 @@
+"""The HTTP face of the account rules' failures: each domain error's status, stable
+`error` code and message, and the `responses=` that document them in OpenAPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from auth_service.errors import (
+    AccountDisabled,
+    AccountLocked,
+    AdminSelfLockout,
+    AuthError,
+    EmailNotVerified,
+    EmailTaken,
+    EmailUnchanged,
+    Forbidden,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidPassword,
+    NotAuthenticated,
+    RateLimited,
+    RetryLater,
+    SessionNotFound,
+    TooManyCodeAttempts,
+    UserNotFound,
+)
+from common.bearer import INVALID_TOKEN_HEADERS
+from common.errors import documented, error_response
+
+
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    error: str
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+PROBLEMS: dict[type[AuthError], Problem] = {
+    InvalidCode: Problem(400, "invalid_code", "the code is wrong, expired or already used"),
+    InvalidCredentials: Problem(401, "invalid_credentials", "email or password is wrong"),
+    EmailNotVerified: Problem(403, "email_not_verified", "verify the email address first"),
+    InvalidGrant: Problem(
+        401,
+        "invalid_grant",
+        "the refresh token is invalid, expired or revoked",
+        INVALID_TOKEN_HEADERS,
+    ),
+    AccountDisabled: Problem(403, "account_disabled", "the account is disabled"),
+    InvalidPassword: Problem(400, "invalid_password", "the current password is wrong"),
+    NotAuthenticated: Problem(
+        401,
+        "invalid_token",
+        "the token's account no longer exists or is disabled, or its session ended",
+        INVALID_TOKEN_HEADERS,
+    ),
+    Forbidden: Problem(403, "forbidden", "this needs the admin role"),
+    EmailTaken: Problem(409, "email_taken", "another account has that address now"),
+    EmailUnchanged: Problem(400, "email_unchanged", "that is the account's address already"),
+    SessionNotFound: Problem(404, "session_not_found", "you have no session with that id"),
+    UserNotFound: Problem(404, "user_not_found", "no account has that id"),
+    AdminSelfLockout: Problem(
+        409,
+        "admin_self_lockout",
+        "you cannot disable your own account or remove your own admin role",
+    ),
+    RateLimited: Problem(429, "rate_limited", "too many requests, try again later"),
+    AccountLocked: Problem(
+        429, "account_locked", "too many failed logins for this address; try again later"
+    ),
+    TooManyCodeAttempts: Problem(
+        429, "too_many_code_attempts", "too many wrong codes for this address; try again later"
+    ),
+}
+
+
+def problem_for(exc: AuthError) -> Problem:
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    raise LookupError(f"no HTTP answer defined for {type(exc).__name__}")
+
+
+def answer(exc: AuthError) -> JSONResponse:
+    problem = problem_for(exc)
+    headers = dict(problem.headers)
+    if isinstance(exc, RetryLater):
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(problem.status, problem.error, problem.message, headers or None)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        return answer(exc)
+
+
+def responses(*failures: type[AuthError] | int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: its domain failures, plus generic statuses (422, 401…)."""
+    return documented(
+        *(f if isinstance(f, int) else (PROBLEMS[f].status, PROBLEMS[f].error) for f in failures)
+    )

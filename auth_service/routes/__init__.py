@@ -1,0 +1,187 @@
+"""The auth routes: sign-up, verification, login, refresh, logout, password reset, `me`
+and the JWKS; and the edge helpers every auth route module uses (client address, rate
+limits, the response floor). The other resources have a module each in this package."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from auth_service.deps import AccountsDep, CallerDep, RefreshTokensDep, user_agent
+from auth_service.errors import (
+    AccountDisabled,
+    AccountLocked,
+    EmailNotVerified,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidGrant,
+    RateLimited,
+    TooManyCodeAttempts,
+)
+from auth_service.http_errors import responses
+from auth_service.ratelimit import RateLimiter
+from auth_service.schemas import (
+    Accepted,
+    ForgotIn,
+    LoginIn,
+    MeOut,
+    RefreshIn,
+    ResendIn,
+    ResetIn,
+    SignupIn,
+    TokenPairOut,
+    VerifyIn,
+)
+from auth_service.user_sessions import Client
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+# One answer whatever the address's state, so the endpoint cannot be used to find accounts.
+SIGNUP_ACCEPTED = Accepted(message="If the address can be registered, a code is on its way.")
+RESEND_ACCEPTED = Accepted(message="If the address awaits verification, a new code is on its way.")
+FORGOT_ACCEPTED = Accepted(message="If the address has an account, a reset code is on its way.")
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def limit(request: Request, action: str, account: str | None = None) -> None:
+    limiter: RateLimiter = request.app.state.limiter
+    limits = request.app.state.limits
+    await limiter.hit(f"ip:{action}", client_ip(request), limits["ip"][action])
+    if account is not None and action in limits["account"]:
+        await limiter.hit(f"account:{action}", account, limits["account"][action])
+
+
+@asynccontextmanager
+async def answer_no_sooner(request: Request) -> AsyncIterator[None]:
+    """Pad the response to a fixed floor, so no branch is measurably faster than another."""
+    floor = request.app.state.settings.enumeration_floor_ms / 1000
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+
+
+@router.post(
+    "/signup", status_code=202, response_model=Accepted, responses=responses(RateLimited, 400, 422)
+)
+async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
+    await limit(request, "signup", body.email)
+    async with answer_no_sooner(request):
+        await accounts.signup(body.email, body.password, body.locale, client_ip(request))
+    return SIGNUP_ACCEPTED
+
+
+@router.post(
+    "/verify",
+    response_model=TokenPairOut,
+    responses=responses(InvalidCode, TooManyCodeAttempts, AccountDisabled, RateLimited, 400, 422),
+)
+async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+    await limit(request, "verify", body.email)
+    client = Client(client_ip(request), user_agent(request))
+    pair = await accounts.verify_email(body.email, body.code, client)
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post(
+    "/verify/resend",
+    status_code=202,
+    response_model=Accepted,
+    responses=responses(RateLimited, 400, 422),
+)
+async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Accepted:
+    await limit(request, "resend", body.email)
+    async with answer_no_sooner(request):
+        await accounts.resend_verification(body.email, body.locale)
+    return RESEND_ACCEPTED
+
+
+@router.post(
+    "/login",
+    response_model=TokenPairOut,
+    responses=responses(
+        InvalidCredentials, EmailNotVerified, AccountDisabled, AccountLocked, RateLimited, 400, 422
+    ),
+)
+async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+    await limit(request, "login", body.email)
+    client = Client(client_ip(request), user_agent(request))
+    pair = await accounts.login(body.email, body.password, client)
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post(
+    "/token/refresh",
+    response_model=TokenPairOut,
+    responses=responses(InvalidGrant, RateLimited, 400, 422),
+)
+async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> TokenPairOut:
+    await limit(request, "refresh")
+    pair = await tokens.rotate(body.refresh_token, Client(client_ip(request), user_agent(request)))
+    return TokenPairOut(**dataclasses.asdict(pair))
+
+
+@router.post("/logout", status_code=204, responses=responses(400, 422))
+async def logout(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> Response:
+    # Same answer for unknown tokens: logout is idempotent and reveals nothing.
+    await tokens.revoke(body.refresh_token, client_ip(request))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/password/forgot",
+    status_code=202,
+    response_model=Accepted,
+    responses=responses(RateLimited, 400, 422),
+)
+async def forgot(body: ForgotIn, accounts: AccountsDep, request: Request) -> Accepted:
+    await limit(request, "forgot", body.email)
+    async with answer_no_sooner(request):
+        await accounts.forgot_password(body.email, body.locale, client_ip(request))
+    return FORGOT_ACCEPTED
+
+
+@router.post(
+    "/password/reset",
+    status_code=204,
+    responses=responses(InvalidCode, TooManyCodeAttempts, RateLimited, 400, 422),
+)
+async def reset(body: ResetIn, accounts: AccountsDep, request: Request) -> Response:
+    await limit(request, "reset", body.email)
+    await accounts.reset_password(body.email, body.code, body.new_password, client_ip(request))
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=MeOut, responses=responses(401))
+async def me(caller: CallerDep) -> MeOut:
+    user = caller.user
+    return MeOut(
+        id=user.id,
+        email=user.email,
+        email_verified=user.email_verified,
+        roles=user.roles,
+        created_at=user.created_at,
+    )
+
+
+wellknown = APIRouter(tags=["keys"])
+
+
+@wellknown.get("/.well-known/jwks.json")
+async def jwks(request: Request) -> JSONResponse:
+    keys = request.app.state.keys
+    keys.refresh()
+    return JSONResponse(
+        {"keys": keys.jwks},
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,76 @@
+"""The admin API (Bearer, role `admin` as the database has it): find users, read one,
+disable or enable them, grant or revoke roles. See `admin_users.py` for the rules."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from auth_service.deps import AdminCallerDep, UserAdminDep
+from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
+from auth_service.http_errors import responses
+from auth_service.models import User
+from auth_service.routes import client_ip
+from auth_service.schemas import UserOut, UserPage, UserPatch
+from common.errors import ApiError
+
+router = APIRouter(prefix="/v1/admin/users", tags=["admin"])
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        email_verified=user.email_verified,
+        roles=user.roles,
+        created_at=user.created_at,
+        disabled=user.disabled,
+        disabled_at=user.disabled_at,
+    )
+
+
+@router.get("", response_model=UserPage, responses=responses(Forbidden, 401, 422))
+async def users(
+    caller: AdminCallerDep,
+    user_admin: UserAdminDep,
+    request: Request,
+    q: Annotated[str | None, Query(min_length=1, max_length=254, pattern=r"^[^\x00]*$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> UserPage:
+    """Users whose address contains `q`, oldest first."""
+    items, total = await user_admin.search(caller, q, limit, offset, client_ip(request))
+    return UserPage(items=[user_out(u) for u in items], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{user_id}", response_model=UserOut, responses=responses(Forbidden, UserNotFound, 401, 422)
+)
+async def user(
+    user_id: uuid.UUID, caller: AdminCallerDep, user_admin: UserAdminDep, request: Request
+) -> UserOut:
+    return user_out(await user_admin.get(caller, user_id, client_ip(request)))
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=responses(Forbidden, UserNotFound, AdminSelfLockout, 400, 401, 422),
+)
+async def update_user(
+    user_id: uuid.UUID,
+    body: UserPatch,
+    caller: AdminCallerDep,
+    user_admin: UserAdminDep,
+    request: Request,
+) -> UserOut:
+    """Disable (every session ends at once) or enable; `roles` replaces the role list."""
+    changes = body.model_dump(exclude_unset=True)
+    if not changes or any(value is None for value in changes.values()):
+        raise ApiError(422, "invalid_request", "give disabled or roles, neither of them null")
+    updated = await user_admin.update(
+        caller, user_id, disabled=body.disabled, roles=body.roles, ip=client_ip(request)
+    )
+    return user_out(updated)

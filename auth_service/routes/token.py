@@ -1,0 +1,173 @@
+"""`POST /v1/auth/token`: the OAuth 2.0 token endpoint (RFC 6749), for public clients.
+
+`grant_type=password` (§4.3, the email as `username`) follows the JSON login's rules: the
+same rate limits, lockout and audit trail. `grant_type=refresh_token` (§6) rotates as
+`/v1/auth/token/refresh` does. Success is §5.1 (`Cache-Control: no-store`); failures are
+§5.2, `{"error", "error_description"}`: `invalid_request` for a malformed or incomplete
+form, `unsupported_grant_type`, and `invalid_grant` for anything wrong with the credentials
+or the refresh token (which includes unverified, disabled and locked accounts). Past a rate
+limit the answer stays 429 with `Retry-After`. A `client_id`, if sent, is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+
+from auth_service.deps import TOKEN_URL, AccountsDep, RefreshTokensDep, user_agent
+from auth_service.errors import (
+    AccountDisabled,
+    AccountLocked,
+    AuthError,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidGrant,
+    RetryLater,
+)
+from auth_service.routes import client_ip, limit
+from auth_service.tokens import TokenPair
+from auth_service.user_sessions import Client
+from common.schemas import Email
+
+FORM = "application/x-www-form-urlencoded"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+# What each refusal of the account rules says, as RFC 6749's invalid_grant.
+GRANT_REFUSALS: dict[type[AuthError], str] = {
+    InvalidCredentials: "the username or password is wrong",
+    EmailNotVerified: "verify the email address first",
+    AccountDisabled: "the account is disabled",
+    AccountLocked: "too many failed logins for this address; try again later",
+    InvalidGrant: "the refresh token is invalid, expired or revoked",
+}
+_email = TypeAdapter(Email)
+
+
+class OAuthErrorOut(BaseModel):
+    """RFC 6749 §5.2."""
+
+    error: str
+    error_description: str
+
+
+class OAuthTokenOut(BaseModel):
+    """RFC 6749 §5.1."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class TokenForm(BaseModel):
+    grant_type: str | None = Field(default=None, max_length=64)
+    username: str | None = Field(default=None, max_length=1024, description="the email")
+    password: str | None = Field(default=None, max_length=1024)
+    refresh_token: str | None = Field(default=None, max_length=256)
+    scope: str | None = Field(default=None, max_length=1024, description="ignored")
+    client_id: str | None = Field(default=None, max_length=256, description="ignored")
+
+
+def oauth_error(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": error, "error_description": description}
+    return JSONResponse(body, status, headers={**NO_STORE, **(headers or {})})
+
+
+class OAuthFormRoute(APIRoute):
+    """Answers what FastAPI would refuse with 422 (or 400 for an unreadable body) as RFC
+    6749's invalid_request, and insists on a form-encoded body (§3.2)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def form_only(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "").partition(";")[0]
+            if content_type.strip().lower() != FORM:
+                return oauth_error(400, "invalid_request", f"send the parameters as {FORM}")
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                return oauth_error(400, "invalid_request", "a parameter is malformed or too long")
+            except HTTPException as exc:
+                if exc.status_code != 400:
+                    raise
+                return oauth_error(400, "invalid_request", "the form could not be read")
+
+        return form_only
+
+
+router = APIRouter(prefix="/v1/auth", tags=["oauth2"], route_class=OAuthFormRoute)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": OAuthErrorOut,
+        "description": "`error`: invalid_request, invalid_grant or unsupported_grant_type",
+    },
+    429: {"model": OAuthErrorOut, "description": "`error`: rate_limited (with Retry-After)"},
+}
+
+
+@router.post(TOKEN_URL.removeprefix("/v1/auth"), response_model=OAuthTokenOut, responses=ERRORS)
+async def token(
+    form: Annotated[TokenForm, Form()],
+    request: Request,
+    accounts: AccountsDep,
+    tokens: RefreshTokensDep,
+) -> Response:
+    """Tokens for an email and password, or for a refresh token (RFC 6749 §4.3, §6)."""
+    repeated = [k for k, v in (await request.form()).multi_items() if k in TokenForm.model_fields]
+    if len(repeated) != len(set(repeated)):
+        return oauth_error(400, "invalid_request", "a parameter was sent more than once")
+    client = Client(client_ip(request), user_agent(request))
+    try:
+        if form.grant_type == "password":
+            if not form.username or not form.password:
+                return oauth_error(400, "invalid_request", "username and password are required")
+            pair = await _password_grant(request, accounts, form.username, form.password, client)
+        elif form.grant_type == "refresh_token":
+            if not form.refresh_token:
+                return oauth_error(400, "invalid_request", "refresh_token is required")
+            await limit(request, "refresh")
+            pair = await tokens.rotate(form.refresh_token, client)
+        elif not form.grant_type:
+            return oauth_error(400, "invalid_request", "grant_type is required")
+        else:
+            return oauth_error(
+                400, "unsupported_grant_type", "grant_type must be password or refresh_token"
+            )
+    except AuthError as exc:
+        return _refusal(exc)
+    body = OAuthTokenOut(
+        access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
+    )
+    return JSONResponse(body.model_dump(), headers=NO_STORE)
+
+
+async def _password_grant(
+    request: Request, accounts: AccountsDep, username: str, password: str, client: Client
+) -> TokenPair:
+    try:
+        email = _email.validate_python(username)
+    except ValidationError as exc:  # no account can have it
+        raise InvalidCredentials from exc
+    await limit(request, "login", email)
+    return await accounts.login(email, password, client)
+
+
+def _refusal(exc: AuthError) -> JSONResponse:
+    retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else {}
+    for cls in type(exc).__mro__:
+        if cls in GRANT_REFUSALS:
+            return oauth_error(400, "invalid_grant", GRANT_REFUSALS[cls], retry)
+    if isinstance(exc, RetryLater):  # a rate limit
+        return oauth_error(429, "rate_limited", "too many requests, try again later", retry)
+    raise exc

@@ -1,0 +1,148 @@
+"""Sessions: one per login, the refresh-token family, with when and where it was used.
+
+Ending a session revokes its refresh tokens in the same transaction, so a refresh with any
+of them is refused at once; auth's own Bearer routes refuse an access token whose session
+(`sid`) has ended or whose account is gone or disabled. A user sees and ends only their own
+sessions: another user's session id answers as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service import audit
+from auth_service.config import AuthSettings
+from auth_service.errors import NotAuthenticated, SessionNotFound
+from auth_service.models import RefreshToken, User, UserSession
+from common.clock import utcnow
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, as far as the edge can tell."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The account and session behind a verified access token, both checked live."""
+
+    user: User
+    session_id: uuid.UUID
+
+
+def open_session(session: AsyncSession, user_id: uuid.UUID, client: Client) -> uuid.UUID:
+    now = utcnow()
+    row = UserSession(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        created_at=now,
+        last_used_at=now,
+        ip=client.ip,
+        user_agent=client.user_agent,
+    )
+    session.add(row)
+    return row.id
+
+
+async def touch(session: AsyncSession, session_id: uuid.UUID, client: Client) -> None:
+    await session.execute(
+        update(UserSession)
+        .where(UserSession.id == session_id)
+        .values(last_used_at=utcnow(), ip=client.ip, user_agent=client.user_agent)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> None:
+    """End the sessions matching `where` and revoke their refresh tokens, in the caller's
+    transaction."""
+    now = utcnow()
+    await session.execute(
+        update(UserSession)
+        .where(*where, UserSession.ended_at.is_(None))
+        .values(ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.family_id.in_(select(UserSession.id).where(*where)),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass
+class UserSessions:
+    settings: AuthSettings
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def authenticate(self, claims: dict[str, Any]) -> Caller:
+        """The caller behind verified claims; NotAuthenticated when the account is gone or
+        disabled, or the token's session ended (or it has none: issued before sessions)."""
+        try:
+            user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims.get("sid")))
+        except ValueError as exc:
+            raise NotAuthenticated from exc
+        async with self.sessions() as session:
+            found = (
+                await session.execute(
+                    select(User, UserSession.ended_at)
+                    .join(UserSession, UserSession.user_id == User.id)
+                    .where(User.id == user_id, UserSession.id == session_id)
+                )
+            ).one_or_none()
+        if found is None or found[1] is not None or found[0].disabled:
+            raise NotAuthenticated
+        return Caller(found[0], session_id)
+
+    async def live(self, user_id: uuid.UUID) -> list[UserSession]:
+        """The account's live sessions, most recently used first."""
+        oldest = utcnow() - timedelta(seconds=self.settings.refresh_token_ttl_seconds)
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(UserSession)
+                .where(
+                    UserSession.user_id == user_id,
+                    UserSession.ended_at.is_(None),
+                    UserSession.last_used_at > oldest,
+                )
+                .order_by(UserSession.last_used_at.desc(), UserSession.id)
+            )
+            return list(rows)
+
+    async def end(self, caller: Caller, session_id: uuid.UUID, ip: str | None = None) -> None:
+        """End one of the caller's sessions (the current one too: a logout)."""
+        async with self.sessions.begin() as session:
+            owner = await session.scalar(
+                select(UserSession.user_id).where(UserSession.id == session_id)
+            )
+            if owner != caller.user.id:
+                raise SessionNotFound
+            await end_sessions(session, UserSession.id == session_id)
+            audit.record(
+                session, "session_ended", user_id=caller.user.id, ip=ip, sid=str(session_id)
+            )
+
+    async def end_others(self, caller: Caller, ip: str | None = None) -> None:
+        async with self.sessions.begin() as session:
+            await end_others(session, caller)
+            audit.record(session, "sessions_ended", user_id=caller.user.id, ip=ip, kept="current")
+
+
+async def end_others(session: AsyncSession, caller: Caller) -> None:
+    """End every session of the caller's account but the one they call from."""
+    await end_sessions(
+        session, UserSession.user_id == caller.user.id, UserSession.id != caller.session_id
+    )

@@ -1,0 +1,69 @@
+"""Bearer-token dependencies (RFC 6750): the verified claims of the request's access token.
+
+Each app puts its verifier at `app.state.verifier`. The security scheme is declared in
+OpenAPI, so Swagger's "Authorize" button works on every protected route.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from common.errors import ApiError
+from common.jwt import InvalidToken, UnknownKey, Verifier
+
+INVALID_TOKEN_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+Claims = dict[str, Any]
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, bearerFormat="JWT", description="An RS256 access token from auth"
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def use_verifier(app: FastAPI, verifier: Verifier) -> None:
+    """Set the verifier the bearer dependencies use (typed, so it must be a Verifier)."""
+    app.state.verifier = verifier
+
+
+def invalid_token(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message, INVALID_TOKEN_HEADERS)
+
+
+async def verify_bearer(token: str, verifier: Verifier) -> Claims:
+    """The token's verified claims, or a 401 per RFC 6750."""
+    try:
+        try:
+            return verifier.verify(token)
+        except UnknownKey:
+            # A verifier that can learn keys (JWKS) gets one chance, rate-limited by itself.
+            if not await verifier.refresh_unknown():
+                raise
+            return verifier.verify(token)
+    except InvalidToken as exc:
+        raise invalid_token("invalid bearer token") from exc
+
+
+async def request_claims(request: Request, credentials: Credentials) -> Claims:
+    """FastAPI dependency: the claims, verified by the app's `state.verifier`."""
+    token = credentials.credentials.strip() if credentials else ""
+    if not token:
+        raise invalid_token("missing bearer token")
+    return await verify_bearer(token, request.app.state.verifier)
+
+
+ClaimsDep = Annotated[Claims, Depends(request_claims)]
+
+
+async def admin_claims(claims: ClaimsDep) -> Claims:
+    """FastAPI dependency: the claims of a token carrying the `admin` role, else 403."""
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or "admin" not in roles:
+        raise ApiError(403, "forbidden", "this needs the admin role")
+    return claims
+
+
+AdminDep = Annotated[Claims, Depends(admin_claims)]

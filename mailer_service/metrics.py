@@ -1,0 +1,8 @@
+"""The mailer's own Prometheus metrics (the HTTP ones come from common.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+MAILS = Counter("mailer_emails_total", "Emails by outcome", ["outcome"])
+LAG = Gauge("mailer_consumer_lag", "Records behind the partition's end", ["topic", "partition"])

@@ -1,0 +1,242 @@
+"""Account self-service on the real stack: change the password, change the email address,
+delete the account (and films and the mailer forgetting the user), hostile cases included."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.accounts import (
+    PASSWORD,
+    Account,
+    audit_rows,
+    bearer,
+    code_for,
+    cooled_down_account,
+    login,
+    new_account,
+)
+from tests.conftest import TEST_RESEND_COOLDOWN, Stack
+from tests.integration.test_auth_api import wrong
+from tests.support import Minter, unique_email, wait_until
+
+NEW_PASSWORD = "an entirely new passphrase"
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
+        yield client
+
+
+def refresh(http: httpx.Client, account: Account) -> httpx.Response:
+    return http.post("/v1/auth/token/refresh", json={"refresh_token": account.refresh_token})
+
+
+def me(http: httpx.Client, account: Account) -> httpx.Response:
+    return http.get("/v1/auth/me", headers=account.bearer)
+
+
+# -- password ---------------------------------------------------------------------------
+
+
+def change_password(http: httpx.Client, account: Account, current: str) -> httpx.Response:
+    return http.post(
+        "/v1/auth/password/change",
+        json={"current_password": current, "new_password": NEW_PASSWORD},
+        headers=account.bearer,
+    )
+
+
+def test_password_change_ends_every_other_session(stack: Stack, http: httpx.Client) -> None:
+    here = cooled_down_account(stack, http, "pw-change")
+    elsewhere = login(stack, http, here.email)
+    wrong_current = change_password(http, here, "not my passphrase")
+    assert wrong_current.status_code == 400
+    assert wrong_current.json()["error"] == "invalid_password"
+
+    assert change_password(http, here, PASSWORD).status_code == 204
+    assert refresh(http, elsewhere).json()["error"] == "invalid_grant"  # at once
+    assert me(http, elsewhere).status_code == 401
+    assert me(http, here).status_code == 200  # this session goes on
+    assert refresh(http, here).status_code == 200
+    notice = stack.smtp.wait_for(here.email, count=2)[-1]
+    assert notice.message["Subject"] == "Your Films password was changed"
+    assert notice.code is None
+
+    old = http.post("/v1/auth/login", json={"email": here.email, "password": PASSWORD})
+    assert old.status_code == 401
+    login(stack, http, here.email, NEW_PASSWORD)
+    events = [row[0] for row in audit_rows(stack, here.id)]
+    assert events[-4:-1] == ["reauth_failed", "password_changed", "login_failed"]
+    assert NEW_PASSWORD not in json.dumps(audit_rows(stack, here.id))
+
+
+def test_wrong_current_passwords_count_toward_the_lockout(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "pw-lockout")
+    for _ in range(30):  # the default threshold
+        assert change_password(http, account, "guess").json()["error"] == "invalid_password"
+    locked = change_password(http, account, PASSWORD)
+    assert locked.status_code == 429
+    assert locked.json()["error"] == "account_locked"
+
+
+# -- email ------------------------------------------------------------------------------
+
+
+def ask_email_change(http: httpx.Client, account: Account, new_email: str) -> httpx.Response:
+    return http.post(
+        "/v1/auth/email/change",
+        json={"new_email": new_email, "password": account.password},
+        headers=account.bearer,
+    )
+
+
+def confirm(http: httpx.Client, account: Account, code: str) -> httpx.Response:
+    return http.post("/v1/auth/email/change/confirm", json={"code": code}, headers=account.bearer)
+
+
+def test_email_change_moves_the_account_once_confirmed(stack: Stack, http: httpx.Client) -> None:
+    account = cooled_down_account(stack, http, "moving")
+    new_email = unique_email("moved")
+    accepted = ask_email_change(http, account, new_email)
+    assert accepted.status_code == 202
+    mail = stack.smtp.wait_for(new_email)[0]
+    assert mail.message["Subject"] == "Confirm your new Films email address"
+    assert mail.code is not None
+    assert me(http, account).json()["email"] == account.email  # nothing changed yet
+
+    assert confirm(http, account, wrong(mail.code)).json()["error"] == "invalid_code"
+    pair = confirm(http, account, mail.code)
+    assert pair.status_code == 200, pair.text
+    moved = Account(new_email, PASSWORD, pair.json()["access_token"], pair.json()["refresh_token"])
+    assert moved.sid == account.sid  # the same session, new tokens
+    profile = me(http, moved).json()
+    assert (profile["email"], profile["email_verified"]) == (new_email, True)
+    notice = stack.smtp.wait_for(account.email, count=2)[-1]
+    assert notice.message["Subject"] == "Your Films email address was changed"
+    assert notice.code is None
+
+    assert (
+        http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD}).status_code
+        == 401
+    )
+    login(stack, http, new_email)
+    assert confirm(http, moved, mail.code).json()["error"] == "invalid_code"  # single use
+
+
+def test_a_taken_address_gets_the_same_answer_and_no_code(stack: Stack, http: httpx.Client) -> None:
+    account = cooled_down_account(stack, http, "mover")
+    other = cooled_down_account(stack, http, "owner")
+    free = ask_email_change(http, account, unique_email("free"))
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    taken = ask_email_change(http, account, other.email.upper())
+    assert (taken.status_code, taken.text) == (free.status_code, free.text) == (202, free.text)
+    # The owner's next email is the reset code asked for now: no email-change code came.
+    http.post("/v1/auth/password/forgot", json={"email": other.email})
+    mail = stack.smtp.wait_for(other.email, count=2)[-1]
+    assert mail.message["Subject"] == "Your Films password reset code"
+
+
+def test_an_address_taken_before_confirmation_is_refused(stack: Stack, http: httpx.Client) -> None:
+    account = cooled_down_account(stack, http, "slow-mover")
+    target = unique_email("contested")
+    ask_email_change(http, account, target)
+    code = code_for(stack, target)
+    http.post("/v1/auth/signup", json={"email": target, "password": PASSWORD})  # now taken
+    refused = confirm(http, account, code)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "email_taken"
+    assert me(http, account).json()["email"] == account.email
+
+
+def test_email_change_refusals(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "refusals")
+    same = ask_email_change(http, account, account.email)
+    assert (same.status_code, same.json()["error"]) == (400, "email_unchanged")
+    bad_password = http.post(
+        "/v1/auth/email/change",
+        json={"new_email": unique_email(), "password": "not it"},
+        headers=account.bearer,
+    )
+    assert (bad_password.status_code, bad_password.json()["error"]) == (400, "invalid_password")
+    no_code_asked = confirm(http, account, "123456")
+    assert (no_code_asked.status_code, no_code_asked.json()["error"]) == (400, "invalid_code")
+    anonymous = http.post("/v1/auth/email/change/confirm", json={"code": "123456"})
+    assert anonymous.status_code == 401
+
+
+# -- delete -----------------------------------------------------------------------------
+
+
+def delete_me(http: httpx.Client, account: Account, password: str = PASSWORD) -> httpx.Response:
+    return http.request(
+        "DELETE", "/v1/auth/me", json={"password": password}, headers=account.bearer
+    )
+
+
+def deliveries(stack: Stack, email: str) -> list[object]:
+    admin = Minter(stack.key_dir).token(roles=["admin"])
+    r = httpx.get(
+        f"{stack.mailer.url}/v1/deliveries", params={"email": email}, headers=bearer(admin)
+    )
+    assert r.status_code == 200, r.text
+    items: list[object] = r.json()["items"]
+    return items
+
+
+def favourites(stack: Stack, account: Account) -> list[object]:
+    r = httpx.get(f"{stack.films.url}/v1/me/favourites", headers=account.bearer)
+    assert r.status_code == 200, r.text
+    items: list[object] = r.json()
+    return items
+
+
+def test_deleting_the_account_removes_its_data_everywhere(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "leaving")
+    other_session = login(stack, http, account.email)
+    put = httpx.put(f"{stack.films.url}/v1/me/favourites/1", headers=account.bearer)
+    assert put.status_code == 204
+    assert wait_until(lambda: deliveries(stack, account.email))  # the mailer's history
+
+    wrong_password = delete_me(http, account, "not my passphrase")
+    assert (wrong_password.status_code, wrong_password.json()["error"]) == (
+        400,
+        "invalid_password",
+    )
+    assert delete_me(http, account).status_code == 204
+
+    again = delete_me(http, account)  # the same, unexpired access token
+    assert again.status_code == 401
+    assert again.json()["error"] == "invalid_token"
+    assert again.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert refresh(http, other_session).json()["error"] == "invalid_grant"
+    gone = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
+    assert gone.json()["error"] == "invalid_credentials"
+
+    # Films and the mailer hear user.deleted and forget the user.
+    wait_until(lambda: favourites(stack, account) == [])
+    wait_until(lambda: deliveries(stack, account.email) == [])
+    # The audit trail stays, without the address.
+    rows = audit_rows(stack, account.id)
+    assert rows[-1][0] == "account_deleted"
+    assert {email for _, email, _ in rows} == {None}
+
+    # The address is free again.
+    r = http.post("/v1/auth/signup", json={"email": account.email, "password": PASSWORD})
+    assert r.status_code == 202
+    code = code_for(stack, account.email, count=2)
+    assert http.post("/v1/auth/verify", json={"email": account.email, "code": code}).is_success
+
+
+def test_a_stranger_cannot_delete_without_the_password(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "kept")
+    no_body = http.request("DELETE", "/v1/auth/me", headers=account.bearer)
+    assert no_body.status_code == 422
+    anonymous = http.request("DELETE", "/v1/auth/me", json={"password": PASSWORD})
+    assert anonymous.status_code == 401
+    assert me(http, account).status_code == 200

@@ -1,0 +1,115 @@
+"""Auth with several worker processes (AUTH_WORKERS=2) on one SQLite file, as an operator
+who wants them would run it: the outbox is relayed by one worker only (every email
+published once), the rate limits are one count in Redis for both workers, and a key
+rotation reaches every worker. Without Redis, more than one worker refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from auth_service.config import AuthSettings
+from tests.conftest import Stack
+from tests.integration.test_keys_and_roles import run_cli
+from tests.support import ROOT, ServiceProcess, wait_until
+from tests.unit.test_ratelimit import REDIS_URL
+
+PASSWORD = "workers passphrase"
+
+
+@pytest.fixture(scope="module")
+def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    keys = stack.own_keys(tmp_path_factory.mktemp("worker-keys"))
+    service = stack.spawn(
+        "auth_service",
+        "auth-workers",
+        **keys,
+        AUTH_WORKERS="2",
+        AUTH_REDIS_URL=REDIS_URL,
+        AUTH_REDIS_KEY_PREFIX=f"workers-{uuid.uuid4().hex[:8]}",
+        AUTH_RATE_LIMIT_ENABLED="true",
+        AUTH_RATE_LIMITS=json.dumps({"ip:signup": [10_000, 60], "ip:forgot": [4, 60]}),
+    )
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_every_email_is_published_once(stack: Stack, workers: ServiceProcess) -> None:
+    emails = [f"worker-{uuid.uuid4().hex[:8]}-{i}@example.com" for i in range(40)]
+
+    async def sign_up() -> list[int]:
+        limits = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers
+        async with httpx.AsyncClient(base_url=workers.url, timeout=60, limits=limits) as http:
+            return [
+                r.status_code
+                for r in await asyncio.gather(
+                    *(
+                        http.post("/v1/auth/signup", json={"email": e, "password": PASSWORD})
+                        for e in emails
+                    )
+                )
+            ]
+
+    assert set(asyncio.run(sign_up())) == {202}
+    for email in emails:
+        assert len(stack.smtp.wait_for(email, timeout=60)) == 1
+    with sqlite3.connect(stack.work / "auth-workers.db") as db:
+        publishes = {row[0] for row in db.execute("SELECT publishes FROM outbox")}
+    assert publishes == {1}  # one relay: nothing was published twice
+
+
+def test_both_workers_count_one_limit(workers: ServiceProcess) -> None:
+    """Eight requests on eight connections, spread over the two workers by the kernel:
+    four allowed in all (in-process counters would have allowed up to eight)."""
+    statuses = []
+    for _ in range(8):
+        with httpx.Client(base_url=workers.url) as http:  # a new connection each time
+            r = http.post("/v1/auth/password/forgot", json={"email": "w@example.com"})
+            statuses.append(r.status_code)
+    assert statuses.count(202) == 4 and statuses.count(429) == 4
+
+
+def test_a_rotation_reaches_every_worker(workers: ServiceProcess) -> None:
+    email = f"rotate-{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(base_url=workers.url, timeout=60) as http:
+        http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    done = run_cli(workers.env, "keys", "rotate")
+    assert done.returncode == 0, done.stderr
+    new_kid = done.stdout.split("now signing with ")[1].split(";")[0]
+
+    def kids() -> set[str]:
+        seen = set()
+        for _ in range(8):
+            with httpx.Client(base_url=workers.url) as http:  # spread over the workers
+                jwks = http.get("/.well-known/jwks.json").json()
+                seen.add(jwks["keys"][0]["kid"])
+        return seen
+
+    assert wait_until(lambda: kids() == {new_kid}, 30, 1.0)
+
+
+def test_several_workers_need_redis() -> None:
+    with pytest.raises(ValidationError, match="AUTH_REDIS_URL"):
+        AuthSettings(workers=2)
+    assert AuthSettings(workers=2, rate_limit_enabled=False).workers == 2
+    refused = subprocess.run(
+        [sys.executable, "-m", "auth_service"],
+        cwd=ROOT,
+        env={**{k: v for k, v in os.environ.items() if k != "AUTH_REDIS_URL"}, "AUTH_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "AUTH_REDIS_URL" in refused.stderr

@@ -1,0 +1,30 @@
+"""Fresh databases on the machine's PostgreSQL (TEST_POSTGRES_DSN), made and dropped by
+the tests that need one. Where no server answers, the test is skipped with the reason,
+except under CI=true, where that fails it (see `tests.support.service_missing`)."""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+
+from infra import postgres
+from tests.support import service_missing
+
+ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def create_databases(*names: str) -> None:
+    try:
+        await postgres.ensure_databases(ADMIN_DSN, *names)
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("PostgreSQL", f"{ADMIN_DSN}: {exc}; set TEST_POSTGRES_DSN to use another")
+
+
+async def drop_databases(*names: str) -> None:
+    await postgres.drop_databases(ADMIN_DSN, *names)
+
+
+def database_url(name: str) -> str:
+    """The SQLAlchemy URL of one of the databases made here."""
+    return postgres.database_url(ADMIN_DSN, name)

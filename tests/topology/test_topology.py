@@ -1,0 +1,294 @@
+"""The deployed system: a gateway in front of two instances of each service, on
+PostgreSQL, Redis, the broker and SMTP, as `python -m infra.stack --prod` runs it. Every
+fault test asserts that nothing accepted is lost and that duplicates stay in their bound
+(one SMTP connection per mailer: at most one email repeated per crash)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from infra.ports import free_port
+from infra.processes import ROOT
+from tests.support import wait_until
+from tests.topology.conftest import Deployed
+
+PASSWORD = "topology passphrase"
+
+
+def emails(tag: str, n: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"{tag}-{run}-{i:04d}@example.com" for i in range(n)]
+
+
+async def sign_up(url: str, addresses: Iterable[str], parallel: int = 12) -> list[int]:
+    """Sign-ups through the gateway; a client error (no answer) counts as status 0."""
+    gate = asyncio.Semaphore(parallel)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def one(email: str) -> int:
+            async with gate:
+                body = {"email": email, "password": PASSWORD}
+                try:
+                    return (await http.post("/v1/auth/signup", json=body)).status_code
+                except httpx.TimeoutException:
+                    return 0  # a hang: what the gateway must never give
+
+        return list(await asyncio.gather(*map(one, addresses)))
+
+
+def all_delivered(deployed: Deployed, addresses: list[str], timeout: float = 120) -> dict[str, int]:
+    try:
+        wait_until(lambda: len(deployed.delivered(addresses)) == len(addresses), timeout, 0.2)
+    except AssertionError:
+        missing = sorted(set(addresses) - set(deployed.delivered(addresses)))
+        raise AssertionError(
+            f"{len(missing)} not delivered:\n{explain(deployed, missing)}"
+        ) from None
+    return deployed.delivered(addresses)
+
+
+def explain(deployed: Deployed, missing: list[str]) -> str:
+    """Where the missing emails are: their outbox rows and the mailer's records."""
+
+    async def read() -> str:
+        lines = []
+        for service, query in (
+            ("AUTH", "SELECT key, sent_at, acked_at, publishes FROM outbox WHERE key = ANY(:k)"),
+            (
+                "MAILER",
+                "SELECT recipient, status, attempts FROM deliveries WHERE recipient = ANY(:k)",
+            ),
+        ):
+            engine = create_async_engine(deployed.topology.base_env[f"{service}_DATABASE_URL"])
+            try:
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(text(query), {"k": missing[:20]})).all()
+                lines += [f"{service.lower()}: {tuple(row)}" for row in rows]
+            finally:
+                await engine.dispose()
+        return "\n".join(lines)
+
+    tables = asyncio.run(read())
+    dumps = []
+    for instance in deployed.instances("auth"):  # what the relays wait on, if anything
+        if instance.process is not None:
+            instance.process.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    for instance in deployed.instances("auth"):
+        dumps += [line for line in instance.logs().splitlines() if "asyncio tasks" in line][-1:]
+    return tables + "\n" + "\n".join(dumps)
+
+
+def audit_ips(deployed: Deployed, email: str) -> list[str]:
+    async def read() -> list[str]:
+        engine = create_async_engine(deployed.topology.base_env["AUTH_DATABASE_URL"])
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT ip FROM audit_events WHERE email = :email"), {"email": email}
+                )
+                return [row.ip for row in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_the_whole_flow_through_the_gateway(deployed: Deployed) -> None:
+    [email] = emails("flow", 1)
+    with deployed.client() as http:
+        assert (
+            http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD}).status_code
+            == 202
+        )
+        [mail] = deployed.smtp.wait_for(email, timeout=60)
+        pair = http.post("/v1/auth/verify", json={"email": email, "code": mail.code}).json()
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        assert http.get("/v1/auth/me", headers=bearer).json()["email"] == email
+        # Films on either instance verify with keys fetched through the gateway (JWKS).
+        for _ in range(4):
+            assert http.get("/v1/films/1", headers=bearer).status_code == 200
+        assert http.put("/v1/me/favourites/1", headers=bearer).status_code == 204
+        assert [f["id"] for f in http.get("/v1/me/favourites", headers=bearer).json()] == [1]
+        rotated = http.post("/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert rotated.status_code == 200
+        login = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 200
+        assert http.get("/nowhere").json()["error"] == "not_found"
+        assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_two_client_addresses_get_two_buckets(deployed: Deployed) -> None:
+    """ip:forgot allows 4 a minute here: one address spends its 4, the other is untouched."""
+    with deployed.client("127.0.0.2") as first, deployed.client("127.0.0.3") as second:
+        for _ in range(4):
+            assert (
+                first.post("/v1/auth/password/forgot", json={"email": "a@example.com"}).status_code
+                == 202
+            )
+        refused = first.post("/v1/auth/password/forgot", json={"email": "a@example.com"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"] == "rate_limited"
+        assert (
+            second.post("/v1/auth/password/forgot", json={"email": "a@example.com"}).status_code
+            == 202
+        )
+
+
+def test_the_audit_log_has_the_real_client_and_a_forged_header_is_ignored(
+    deployed: Deployed,
+) -> None:
+    [through_gateway, direct] = emails("forged", 2)
+    forged = {"X-Forwarded-For": "203.0.113.66"}
+    body = {"password": "wrong password"}
+    with deployed.client("127.0.0.4") as http:  # through the gateway, claiming to be another
+        http.post("/v1/auth/login", json={**body, "email": through_gateway}, headers=forged)
+    auth = deployed.instances("auth")[0]  # straight to an instance, not the gateway
+    httpx.post(f"{auth.url}/v1/auth/login", json={**body, "email": direct}, headers=forged)
+    assert set(audit_ips(deployed, through_gateway)) == {"127.0.0.4"}
+    assert set(audit_ips(deployed, direct)) == {"127.0.0.1"}
+
+
+def test_the_two_auth_instances_share_one_limit(deployed: Deployed) -> None:
+    """Straight to each instance in turn, from one address: the fifth is refused, wherever."""
+    first, second = deployed.instances("auth")
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.5")) as http:
+        for url in (first.url, second.url, first.url, second.url):
+            r = http.post(f"{url}/v1/auth/password/forgot", json={"email": "b@example.com"})
+            assert r.status_code == 202
+        for url in (first.url, second.url):
+            r = http.post(f"{url}/v1/auth/password/forgot", json={"email": "b@example.com"})
+            assert r.status_code == 429
+
+
+def test_an_auth_instance_killed_during_300_sign_ups(deployed: Deployed) -> None:
+    """The relay's own instance dies: the other takes the relay over; every 202 is
+    delivered; requests in flight get an error at once, later ones the live instance."""
+    leader = deployed.leader()
+    addresses = emails("auth-kill", 300)
+
+    async def run() -> list[int]:
+        signing_up = asyncio.create_task(sign_up(deployed.url, addresses))
+        await asyncio.to_thread(
+            wait_until, lambda: len(deployed.delivered(addresses)) >= 60, 120, 0.05
+        )
+        leader.stop(signal.SIGKILL)
+        return await signing_up
+
+    statuses = asyncio.run(run())
+    try:
+        accepted = [a for a, s in zip(addresses, statuses, strict=True) if s == 202]
+        failed = [s for s in statuses if s != 202]
+        assert 0 not in statuses, "a client got no answer"
+        assert set(failed) <= {502, 503}, failed
+        assert statuses[-50:] == [202] * 50  # later requests go to the live instance
+        got = all_delivered(deployed, accepted)
+        assert max(got.values()) <= 2 and sum(got.values()) - len(accepted) <= 1
+        print(
+            f"\nauth SIGKILLed mid-stream: {len(accepted)} of 300 accepted, all delivered; "
+            f"{len(failed)} answered {sorted(set(failed))}"
+        )
+    finally:
+        leader.start()
+
+
+def test_a_mailer_killed_mid_stream(deployed: Deployed) -> None:
+    victim = deployed.instances("mailer")[0]
+    addresses = emails("mailer-kill", 200)
+
+    async def run() -> list[int]:
+        signing_up = asyncio.create_task(sign_up(deployed.url, addresses))
+        await asyncio.to_thread(
+            wait_until, lambda: len(deployed.delivered(addresses)) >= 40, 120, 0.05
+        )
+        victim.stop(signal.SIGKILL)
+        return await signing_up
+
+    statuses = asyncio.run(run())
+    try:
+        assert set(statuses) == {202}
+        got = all_delivered(deployed, addresses, timeout=180)
+        assert sum(got.values()) - len(addresses) <= 1  # one SMTP connection, one crash
+    finally:
+        victim.start()
+
+
+def test_the_broker_restarted_then_killed_mid_stream(deployed: Deployed) -> None:
+    """A restart (empty, as the embedded broker comes back) while idle, then a SIGKILL
+    in the middle of sign-ups: every 202 ends in an email; no service is restarted."""
+    before = emails("broker-idle", 10)
+    deployed.topology.kill_broker()
+    assert set(asyncio.run(sign_up(deployed.url, before))) == {202}
+    deployed.topology.start_broker()
+    back = time.monotonic()
+    all_delivered(deployed, before, timeout=120)
+    print(
+        f"\nbroker back empty: the 10 emails accepted meanwhile {time.monotonic() - back:.1f} s on"
+    )
+
+    addresses = emails("broker-kill", 200)
+
+    async def run() -> list[int]:
+        signing_up = asyncio.create_task(sign_up(deployed.url, addresses))
+        await asyncio.to_thread(
+            wait_until, lambda: len(deployed.delivered(addresses)) >= 40, 120, 0.05
+        )
+        deployed.topology.kill_broker()
+        await asyncio.sleep(2)
+        deployed.topology.start_broker()
+        return await signing_up
+
+    statuses = asyncio.run(run())
+    assert set(statuses) == {202}
+    got = all_delivered(deployed, addresses, timeout=180)
+    assert sum(got.values()) - len(addresses) <= 1
+
+
+def test_the_runner_prints_ready_and_stops_on_sigterm(deployed: Deployed) -> None:
+    """`python -m infra.stack --prod` itself: given the broker, SMTP, Redis and keys of
+    the running topology (its own databases and gateway port), it says `ready` and stops
+    everything on SIGTERM."""
+    env = {
+        **deployed.topology.base_env,
+        "GATEWAY_PORT": str(free_port()),
+    }
+    for name in ("AUTH", "FILMS", "MAILER"):
+        env.pop(f"{name}_DATABASE_URL", None)
+    env.pop("FILMS_JWKS_URL", None)
+    env.pop("MAILER_JWKS_URL", None)
+    env.pop("AUTH_TRUSTED_PROXIES", None)
+    env["MAILER_GROUP_ID"] = f"runner-{uuid.uuid4().hex[:6]}"
+    with subprocess.Popen(
+        [sys.executable, "-m", "infra.stack", "--prod"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as runner:
+        try:
+            assert runner.stdout is not None
+            seen = []
+            for line in runner.stdout:
+                seen.append(line)
+                if line.strip() == "ready":
+                    break
+            assert seen and seen[-1].strip() == "ready", "".join(seen[-20:])
+            gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+            assert httpx.get(f"{gateway}/.well-known/jwks.json").status_code == 200
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(60) == 0
+            assert "stopped" in runner.stdout.read()
+        finally:
+            if runner.poll() is None:
+                runner.kill()

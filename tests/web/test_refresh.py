@@ -1,0 +1,110 @@
+"""Transparent refresh against the real auth: many requests of one session that all find
+its access token expired spend the refresh token once (a second spend would look like theft
+to auth and end the session), and a session whose family has ended is over.
+
+The web front end's store and API client run in this process (`run_async`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.db import make_engine, make_sessionmaker, migrate
+from tests.web.conftest import PASSWORD, Web, run_async
+from web_service.api import Backend, Browser, SessionEnded, UserApi, tokens_from
+from web_service.config import WebSettings
+from web_service.models import Base
+from web_service.session_keys import load_sealer
+from web_service.sessions import SessionStore, Tokens
+
+pytestmark = pytest.mark.e2e
+
+Test = Callable[[SessionStore, Backend], Awaitable[None]]
+
+
+def run(web: Web, work: Path, test: Test) -> None:
+    async def main() -> None:
+        stack = web.stack
+        settings = WebSettings(
+            auth_url=stack.auth.url,
+            films_url=stack.films.url,
+            mailer_url=stack.mailer.url,
+            database_url=f"sqlite+aiosqlite:///{work}/web.db",
+            session_key_path=work / "key",
+        )
+        engine = make_engine(settings.database_url)
+        await migrate(engine, Base)
+        backend = Backend(settings)
+        try:
+            await test(
+                SessionStore(make_sessionmaker(engine), load_sealer(settings), settings), backend
+            )
+        finally:
+            await backend.close()
+            await engine.dispose()
+
+    run_async(main())
+
+
+async def signed_in(web: Web, store: SessionStore, email: str) -> tuple[str, Tokens]:
+    """(cookie, tokens) of a new session whose access token has just expired."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(
+            f"{web.stack.auth.url}/v1/auth/login", json={"email": email, "password": PASSWORD}
+        )
+    tokens = tokens_from(r.json())
+    tokens.access_expires_at = 0.0
+    session = await store.sign_in(store.anonymous(), tokens, "user", {})
+    assert session.cookie is not None
+    return session.cookie, tokens
+
+
+def test_parallel_requests_spend_the_refresh_token_once(web: Web, tmp_path: Path) -> None:
+    email = web.account("refresh")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, first = await signed_in(web, store, email)
+        # As if from several web instances: each loads the session on its own.
+        sessions = [await store.load(cookie) for _ in range(6)]
+        calls = [
+            UserApi(backend, store, s, Browser()).call("auth", "GET", "/v1/auth/me")
+            for s in sessions
+        ]
+        answers = await asyncio.gather(*calls)
+        assert [a["email"] for a in answers] == [email] * 6
+        final = await store.load(cookie)
+        assert final.version == 1 and final.tokens is not None
+        assert final.tokens.refresh_token != first.refresh_token
+        # The family lives on: its newest token refreshes (the spent one would end it).
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(
+                f"{web.stack.auth.url}/v1/auth/token/refresh",
+                json={"refresh_token": final.tokens.refresh_token},
+            )
+        assert r.status_code == 200, r.text
+
+    run(web, tmp_path, test)
+
+
+def test_a_session_whose_family_ended_is_over(web: Web, tmp_path: Path) -> None:
+    email = web.account("ended")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, tokens = await signed_in(web, store, email)
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(
+                f"{web.stack.auth.url}/v1/auth/logout",
+                json={"refresh_token": tokens.refresh_token},
+            )
+        assert r.status_code == 204
+        session = await store.load(cookie)
+        with pytest.raises(SessionEnded):
+            await UserApi(backend, store, session, Browser()).call("auth", "GET", "/v1/auth/me")
+        assert not (await store.load(cookie)).stored
+
+    run(web, tmp_path, test)

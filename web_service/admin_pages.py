@@ -1,0 +1,116 @@
+"""For admins: find users, disable or enable them, set their roles; and an address's email
+delivery history (from the mailer). The APIs check the admin role themselves; these pages
+are only shown to tokens that carry it."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from web_service.api import ApiProblem
+from web_service.forms import Form, explain
+from web_service.pages import AdminDep, Page
+
+router = APIRouter(prefix="/admin")
+
+PAGE_SIZE = 20
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def user_path(user_id: str) -> str:
+    try:
+        return f"/v1/admin/users/{uuid.UUID(user_id)}"
+    except ValueError:
+        raise ApiProblem(404, "user_not_found") from None
+
+
+@router.get("/users")
+async def users(page: AdminDep, q: str = "", p: str = "1") -> Response:
+    q = q.strip()[:254]
+    number = int(p) if p.isdigit() and 0 < int(p) <= 10_000 else 1
+    params: dict[str, Any] = {"limit": PAGE_SIZE, "offset": (number - 1) * PAGE_SIZE}
+    if q:
+        params["q"] = q
+    result = await page.api.call("auth", "GET", "/v1/admin/users", params=params)
+    pages = max(1, math.ceil(result["total"] / PAGE_SIZE))
+    return await page.render(
+        "admin_users.html",
+        users=result["items"],
+        total=result["total"],
+        q=q,
+        number=min(number, pages),
+        pages=pages,
+    )
+
+
+async def user_page(
+    page: Page, user_id: str, form: Form | None = None, status: int = 200
+) -> Response:
+    user = await page.api.call("auth", "GET", user_path(user_id))
+    form = form or Form({"roles": ", ".join(user["roles"])})
+    return await page.render("admin_user.html", status=status, user=user, form=form)
+
+
+@router.get("/users/{user_id}")
+async def user(page: AdminDep, user_id: str) -> Response:
+    return await user_page(page, user_id)
+
+
+@router.post("/users/{user_id}/status")
+async def set_status(page: AdminDep, user_id: str) -> Response:
+    fields = await page.form()
+    disabled = fields.get("action") == "disable"
+    try:
+        await page.api.call("auth", "PATCH", user_path(user_id), json={"disabled": disabled})
+    except ApiProblem as problem:
+        if problem.status in (401, 403, 503):
+            raise
+        return await user_page(page, user_id, Form(errors=explain(problem, page.t)), 400)
+    page.notice("notice.user_disabled" if disabled else "notice.user_enabled")
+    return await page.redirect(f"/admin/users/{user_id}")
+
+
+@router.post("/users/{user_id}/roles")
+async def set_roles(page: AdminDep, user_id: str) -> Response:
+    fields = await page.form()
+    typed = fields.get("roles", "")
+    form = Form({"roles": typed})
+    roles = sorted({r for r in re.split(r"[\s,]+", typed.strip().lower()) if r})
+    if bad := [r for r in roles if not ROLE.match(r)]:
+        form.errors["roles"] = page.t("error.role", role=bad[0])
+    elif len(roles) > 20:
+        form.errors["roles"] = page.t("error.too_many_roles")
+    else:
+        try:
+            await page.api.call("auth", "PATCH", user_path(user_id), json={"roles": roles})
+        except ApiProblem as problem:
+            if problem.status in (401, 403, 503):
+                raise
+            form.errors = explain(problem, page.t)
+        else:
+            page.notice("notice.roles_saved")
+            return await page.redirect(f"/admin/users/{user_id}")
+    return await user_page(page, user_id, form, 400)
+
+
+@router.get("/deliveries")
+async def deliveries(page: AdminDep, email: str = "") -> Response:
+    form = Form({"email": email.strip()})
+    items: list[dict[str, Any]] | None = None
+    if form.value("email"):
+        try:
+            result = await page.api.call(
+                "mailer", "GET", "/v1/deliveries", params={"email": form.value("email")}
+            )
+            items = result["items"]
+        except ApiProblem as problem:
+            if problem.status != 422:
+                raise
+            form.errors = explain(problem, page.t)
+    status = 400 if form.errors else 200
+    return await page.render("admin_deliveries.html", status=status, form=form, items=items)
