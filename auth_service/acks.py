@@ -122,6 +122,10 @@ class AckReader:
             except KafkaError as exc:
                 log.warning("reading delivery statuses failed (%s); retrying", exc)
                 await asyncio.sleep(1)
+            except Exception:  # e.g. the database away: an ack reader that died would
+                # leave every email to be republished; log it and keep reading.
+                log.exception("applying delivery statuses failed; retrying")
+                await asyncio.sleep(1)
 
 
 def _chunks(ids: set[str]) -> Iterable[list[str]]:

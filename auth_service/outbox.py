@@ -74,6 +74,7 @@ UNDELIVERED = Counter(
 PENDING = Gauge("auth_outbox_pending", "Outbox events by state", ["state"])
 LEADER = Gauge("auth_outbox_relay_leader", "1 while this process relays the outbox")
 STUCK = Counter("auth_outbox_relay_restarts_total", "Relay restarted after being stuck")
+FAILED = Counter("auth_outbox_relay_failures_total", "Relay restarted after an unexpected error")
 
 
 CODES_ISSUED = Counter("auth_codes_issued_total", "One-time codes sent out", ["type"])
@@ -146,7 +147,12 @@ class OutboxRelay:
     async def _run(self) -> None:
         standing_by = False
         while not self._stopping.is_set():
-            if not await self._lock.acquire(self._wake.set):
+            try:
+                acquired = await self._lock.acquire(self._wake.set)
+            except Exception as exc:  # the database is away: wait it out, never die
+                log.warning("could not take the outbox relay lock (%s); retrying", exc)
+                acquired = False
+            if not acquired:
                 if not standing_by:
                     log.info("another process holds the outbox relay; standing by")
                     standing_by = True
@@ -156,13 +162,24 @@ class OutboxRelay:
             self.leader = True
             LEADER.set(1)
             log.info("this process relays the outbox")
+            failed = False
             try:
                 await self._supervised(self._lead())
+            except Exception:
+                # Whatever went wrong, the relay must not die with the lock held: that
+                # would stall every instance's email. Step down, log it, try again.
+                log.exception("the outbox relay failed; starting it again")
+                FAILED.inc()
+                failed = True
             finally:
                 self.leader = False
                 LEADER.set(0)
-                await self._disconnect()
-                await self._lock.release()
+                try:
+                    await self._disconnect()
+                finally:
+                    await self._lock.release()
+            if failed:
+                await asyncio.sleep(LEADER_RETRY_SECONDS)
 
     def _beat(self) -> None:
         self._heartbeat = time.monotonic()
@@ -352,6 +369,7 @@ class OutboxRelay:
                     OutboxEvent.topic.in_(ACKNOWLEDGED_TOPICS),
                     OutboxEvent.acked_at.is_(None),
                     OutboxEvent.sent_at.is_not(None),
+                    OutboxEvent.payload.is_not(None),
                     true() if everything else OutboxEvent.sent_at < quiet_since,
                 )
                 .values(sent_at=None)

@@ -1,12 +1,13 @@
 """Per-client-IP and per-account rate limits: 429 with Retry-After past a limit.
 
-Counted by the `limits` library (sliding-window counters). With AUTH_REDIS_URL the
-counters live in Redis, shared by every auth instance and worker, so two instances do not
-double a limit; without it, in the process. If Redis stops answering, this instance counts
-in its own memory instead (logged, counted in `auth_ratelimit_redis_failures_total`,
-`redis: down` in /readyz) and goes back to Redis once it answers: a Redis outage never
-becomes a 5xx. Lockout and the code budget (throttle.py) live in the database and stay on
-whatever happens here.
+Counted by the `limits` library in moving windows: exact, as every hit is kept for the
+window's length (a sliding-window counter's estimate lets a burst that straddles two
+windows through). With AUTH_REDIS_URL the counters live in Redis, shared by every auth
+instance and worker, so two instances do not double a limit; without it, in the process.
+If Redis stops answering, this instance counts in its own memory instead (logged, counted
+in `auth_ratelimit_redis_failures_total`, `redis: down` in /readyz) and goes back to Redis
+once it answers: a Redis outage never becomes a 5xx. Lockout and the code budget
+(throttle.py) live in the database and stay on whatever happens here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from prometheus_client import Counter
 
@@ -50,14 +51,14 @@ class RateLimiter:
         self, enabled: bool = True, redis_url: str | None = None, key_prefix: str = "auth"
     ) -> None:
         self.enabled = enabled
-        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis_storage: Storage | None = None
-        self._redis: SlidingWindowCounterRateLimiter | None = None
+        self._redis: MovingWindowRateLimiter | None = None
         if redis_url:
             self._redis_storage = RedisStorage(
                 f"async+{redis_url}", key_prefix=key_prefix, wrap_exceptions=True
             )
-            self._redis = SlidingWindowCounterRateLimiter(self._redis_storage)
+            self._redis = MovingWindowRateLimiter(self._redis_storage)
         self._redis_down_until = 0.0
 
     @property
@@ -81,7 +82,7 @@ class RateLimiter:
 
     @staticmethod
     async def _check(
-        strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, scope: str, key: str
+        strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
     ) -> None:
         if await strategy.hit(item, scope, key):
             return

@@ -11,7 +11,9 @@ bash infra/system-packages.sh  # nginx, chromium, wrk: the tests use them, never
 .venv/bin/mypy
 .venv/bin/coverage erase
 status=0
-.venv/bin/coverage run -m pytest "$@" || status=$?
+# Two workers, a whole module each (module fixtures, and the browser modules own the main
+# thread while they run); TEST_WORKERS=0 runs everything in this process.
+.venv/bin/coverage run -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
 .venv/bin/coverage combine --quiet || true
 .venv/bin/coverage report || true
 exit "$status"

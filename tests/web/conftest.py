@@ -89,7 +89,7 @@ class Web:
             codes = [m.code for m in self.stack.smtp.to(email)[after:] if m.code]
             return codes[0] if codes else None
 
-        code: str = wait_until(found)
+        code: str = wait_until(found, 60)  # two test workers share a noisy machine
         return code
 
     def grant(self, email: str, role: str) -> None:
@@ -129,13 +129,15 @@ def identity(stack: Stack) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests run last, whatever the command line's order: Playwright's sync API
-    keeps an event loop running in the main thread from the first of them to the end of
-    the session, and no async test could run after it."""
+    """Browser tests run last, whatever the command line's order: while a module of them
+    runs, Playwright's sync API keeps an event loop running in the main thread."""
     items.sort(key=lambda item: "playwright" in getattr(item, "fixturenames", ()))
 
 
-@pytest.fixture(scope="session")
+# Playwright and the browser last one module: Playwright's sync API keeps an event loop
+# running in the main thread while it is open, and an async test after it (in the same
+# xdist worker, which runs whole modules: `--dist loadfile`) could not start its own.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         service_missing("Chromium", f"{CHROMIUM} not found; infra/system-packages.sh installs it")
@@ -143,7 +145,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
@@ -199,7 +201,7 @@ def shot(page: Page, name: str, readme: bool = False) -> None:
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` on an event loop in a thread of its own: Playwright's sync API keeps a
-    loop running in the main thread while the browser tests' session lasts."""
+    loop running in the main thread while a module of browser tests runs."""
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, main).result()
 

@@ -1,0 +1,65 @@
+"""The relay's own loop: whatever fails inside a term of leadership, the relay logs it,
+gives the lock back (so another instance can take over) and starts again; it never dies
+holding the lock, which would stall every instance's email."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from auth_service import outbox
+from auth_service.outbox import OutboxRelay
+from common.db import make_engine, make_sessionmaker
+from common.kafka import KafkaSettings
+from tests.conftest import auth_settings_for
+
+
+def lock_is_free(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops our probe's lock, if we got it
+    return True
+
+
+async def test_a_failing_term_releases_the_lock_and_the_relay_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(outbox, "LEADER_RETRY_SECONDS", 0.01)
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    relay = OutboxRelay(
+        make_sessionmaker(engine),
+        engine,
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        auth_settings_for(tmp_path),
+    )
+    lock_file = tmp_path / "auth.db.relay-lock"
+    terms: list[bool] = []
+    second_term = asyncio.Event()
+
+    async def lead() -> None:
+        terms.append(lock_is_free(lock_file))  # held during a term
+        if len(terms) == 1:
+            raise RuntimeError("something nobody expected")
+        second_term.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(relay, "_lead", lead)
+    relay.start()
+    try:
+        await asyncio.wait_for(second_term.wait(), 10)
+        assert terms == [False, False]
+        assert relay.leader
+        assert "the outbox relay failed; starting it again" in caplog.text
+        assert "something nobody expected" in caplog.text  # with its traceback
+    finally:
+        await relay.stop()
+        await engine.dispose()
+    assert lock_is_free(lock_file)  # and stopping gives it back
