@@ -10,7 +10,9 @@ drift: a route added here is added to both.
 Behaviour, both places: requests go round-robin to an upstream's instances; an instance
 that refuses connections is skipped (and rested for a few seconds), and a request that
 could not be sent is tried on the next one. When none can answer, the client gets a JSON
-503 at once, never a hang; a timeout is a JSON 504.
+503 at once, never a hang; a timeout is a JSON 504. The web front end takes every path no
+API owns; the services' `/readyz` and `/metrics` are for the operator, not the public,
+and get a JSON 404 here, as does an unknown `/v1/` path.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ ROUTES: list[tuple[str, str]] = [
 ]
 # The web front end, where there is one, takes every other path.
 CATCH_ALL = "web"
+# Answered by every service, but inside the network only (health is the gateway's own).
+INTERNAL = ("/readyz", "/metrics")
 MAX_BODY = "64k"  # the services' own limit (AUTH_MAX_BODY_BYTES…)
 PROXY_HEADERS = [
     "proxy_http_version 1.1;",
     'proxy_set_header Connection "";',  # keep-alive to the instances
-    "proxy_set_header Host $host;",
+    # With the port: the web front end compares a form post's Origin with it.
+    "proxy_set_header Host $http_host;",
     "proxy_set_header X-Real-IP $remote_addr;",
     "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
     "proxy_set_header X-Forwarded-Proto $scheme;",
@@ -92,11 +97,14 @@ def render(gateway: Gateway) -> str:
         for prefix, service in ROUTES
         if service in gateway.upstreams
     ]
+    not_found = _json(404, "error", "not_found", "no such route")
     server.append(f"location = /healthz {{ {_json(200, 'status', 'ok', 'gateway up')} }}")
+    server += [f"location = {path} {{ {not_found} }}" for path in INTERNAL]
     if CATCH_ALL in gateway.upstreams:
+        server.append(f"location /v1/ {{ {not_found} }}")  # the APIs' space stays JSON
         server.append(f"location / {{ proxy_pass http://{CATCH_ALL}; }}")
     else:
-        server.append(f"location / {{ {_json(404, 'error', 'not_found', 'no such route')} }}")
+        server.append(f"location / {{ {not_found} }}")
     server += [
         "error_page 502 503 = @unavailable;",
         "error_page 504 = @timeout;",
@@ -121,7 +129,12 @@ def compose() -> str:
     return render(
         Gateway(
             listen="8080",
-            upstreams={"auth": ["auth:8000"], "films": ["films:8001"], "mailer": ["mailer:8002"]},
+            upstreams={
+                "auth": ["auth:8000"],
+                "films": ["films:8001"],
+                "mailer": ["mailer:8002"],
+                "web": ["web:8003"],
+            },
         )
     )
 

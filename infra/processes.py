@@ -45,9 +45,14 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:
-        """Launch it and wait until it answers /healthz."""
+        """Launch it and wait until it answers /healthz; stop it if it never does (no
+        process is left running that nobody holds)."""
         self.launch()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def launch(self) -> None:

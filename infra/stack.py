@@ -1,11 +1,13 @@
 """`python -m infra.stack [--prod]`: the whole system on this machine (see topology.py).
 
 Without `--prod`: the development stack (run by infra/up.sh): one instance of each
-service on its default port, SQLite, the embedded broker and an SMTP sink that prints
-every code. With `--prod`: the production topology: an nginx gateway on GATEWAY_PORT
-(default 8080) in front of two instances each of auth, films and the mailer, on
-PostgreSQL and Redis. Either way it prints `ready` on a line of its own once every
-instance answers, and stops everything on Ctrl-C (SIGINT) or SIGTERM.
+service on its default port (the web front end on http://127.0.0.1:8003), SQLite, the
+embedded broker and an SMTP sink that prints every code. With `--prod`: the production
+topology: an nginx gateway on GATEWAY_PORT (default 8080) in front of two instances each
+of auth, films, the mailer and the web front end (at the gateway's `/`), on PostgreSQL and
+Redis. Either way it prints where the API and the web front end are, then `ready` on a
+line of its own once every instance answers, and stops everything on Ctrl-C (SIGINT) or
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from types import FrameType
 from infra.processes import ROOT
 from infra.topology import Topology
 
-COLOURS = {"auth": "\033[36m", "films": "\033[35m", "mailer": "\033[33m", "smtp": "\033[32m"}
+COLOURS = {
+    "auth": "\033[36m",
+    "films": "\033[35m",
+    "mailer": "\033[33m",
+    "web": "\033[34m",
+    "smtp": "\033[32m",
+}
 _print_lock = threading.Lock()
 
 
@@ -58,6 +66,8 @@ def main() -> int:
         topology.start()
         where = topology.gateway_url if args.prod else topology.instance("auth").url
         echo("stack", f"all up; the API is at {where}")
+        if topology.web_url is not None:
+            echo("stack", f"the web front end is at {topology.web_url}")
         print("ready", flush=True)
         ready.set()
         reported: set[str] = set()

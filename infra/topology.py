@@ -1,18 +1,23 @@
 """The whole system on one machine, in two shapes.
 
 * local (`python -m infra.stack`): one instance of each service on its default port,
-  SQLite, the embedded broker and the SMTP sink: the development stack.
+  SQLite, the embedded broker and the SMTP sink: the development stack, with the web
+  front end on :8003 calling the other three directly.
 * production (`python -m infra.stack --prod`): the topology users deploy, without
   Docker. An nginx gateway (infra/gateway.py) in front of two instances each of auth,
-  films and the mailer, on the machine's PostgreSQL (a database per service, made on
-  demand) and Redis (shared rate-limit counters). Films and the mailer fetch auth's keys
-  through the gateway (JWKS), so a key rotation reaches every instance.
+  films, the mailer and the web front end (served at `/`), on the machine's PostgreSQL (a
+  database per service, made on demand) and Redis (shared rate-limit counters). Films and
+  the mailer fetch auth's keys through the gateway (JWKS), so a key rotation reaches every
+  instance; the web instances call the APIs through the gateway too, sharing one session
+  key.
 
 What the environment gives is used as it is: KAFKA_BOOTSTRAP_SERVERS,
 MAILER_SMTP_HOST/MAILER_SMTP_PORT, *_DATABASE_URL, AUTH_REDIS_URL, the key paths. What it
 does not give is started here: the embedded broker, the SMTP sink, development keys (and
 a Redis server, if none answers on the default port). The gateway reaches the instances
-from an address of its own, the one auth trusts with X-Forwarded-For.
+from an address of its own, the one auth and the web trust with X-Forwarded-For; the web
+calls from another address of its own, which auth trusts too, so auth counts and audits
+the browser the web forwards, and no other local process can choose its address.
 """
 
 from __future__ import annotations
@@ -39,11 +44,20 @@ from infra.broker import EmbeddedBroker
 from infra.ports import free_port, wait_for_port
 from infra.processes import ROOT, ServiceProcess
 from infra.smtp_sink import start_sink
+from web_service import session_keys
 
-SERVICES = {"auth": "auth_service", "films": "films_service", "mailer": "mailer_service"}
+# In start-up order: auth first (in production films and the mailer fetch its keys at
+# start), the web front end last.
+SERVICES = {
+    "auth": "auth_service",
+    "films": "films_service",
+    "mailer": "mailer_service",
+    "web": "web_service",
+}
 GATEWAY_SOURCE = "127.0.0.9"  # the gateway's address towards the instances (proxy_bind)
+WEB_SOURCE = "127.0.0.10"  # the web instances' address towards the gateway
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-DEFAULT_PORTS = {"auth": 8000, "films": 8001, "mailer": 8002}
+DEFAULT_PORTS = {"auth": 8000, "films": 8001, "mailer": 8002, "web": 8003}
 
 Echo = Callable[[str, str], None]  # (source, line)
 
@@ -57,6 +71,12 @@ def _redis_answers(url: str) -> bool:
             return s.recv(16).startswith(b"+PONG")
     except (OSError, ValueError):
         return False
+
+
+def _trust(env: dict[str, str], variable: str, address: str) -> None:
+    """Add `address` to the comma-separated list of trusted proxies in `variable`."""
+    trusted = {p.strip() for p in env.get(variable, "").split(",") if p.strip()}
+    env[variable] = ",".join(sorted(trusted | {address}))
 
 
 @dataclass
@@ -84,6 +104,13 @@ class Topology:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
+    @property
+    def web_url(self) -> str | None:
+        """Where people open the web front end (the gateway, in production)."""
+        if "web" not in self.services:
+            return None
+        return self.gateway_url if self.production else self.instance("web").url
+
     def say(self, text: str) -> None:
         if self.echo is not None:
             self.echo("stack", text)
@@ -97,6 +124,7 @@ class Topology:
             self._broker(env)
             self._smtp(env)
             self._keys(env)
+            self._web_session_key(env)
             if self.production:
                 self._databases(env)
                 self._redis(env)
@@ -150,11 +178,20 @@ class Topology:
         env.setdefault("FILMS_PUBLIC_KEY_PATH", str(settings.public_key_path))
         env.setdefault("MAILER_PUBLIC_KEY_PATH", str(settings.public_key_path))
 
+    def _web_session_key(self, env: dict[str, str]) -> None:
+        """One key file for every web instance: a session sealed by one opens on the other."""
+        if "web" not in self.only or "WEB_SESSION_KEY_PATH" in env:
+            return
+        path = self.workdir / "web_session_key"
+        if session_keys.generate_missing(path):
+            self.say(f"generated the web session key {path}")
+        env["WEB_SESSION_KEY_PATH"] = str(path)
+
     def _databases(self, env: dict[str, str]) -> None:
         wanted = {
             f"{name.upper()}_DATABASE_URL": f"{self.database_prefix}_{name}"
             for name in SERVICES
-            if f"{name.upper()}_DATABASE_URL" not in env
+            if name in self.only and f"{name.upper()}_DATABASE_URL" not in env
         }
         if not wanted:
             return
@@ -202,11 +239,18 @@ class Topology:
     def _gateway_and_instances(self, env: dict[str, str]) -> None:
         port = self.gateway_port or int(env.get("GATEWAY_PORT", "8080"))
         self.gateway_port = port
-        trusted = {p.strip() for p in env.get("AUTH_TRUSTED_PROXIES", "").split(",") if p}
-        env["AUTH_TRUSTED_PROXIES"] = ",".join(sorted(trusted | {GATEWAY_SOURCE}))
+        _trust(env, "AUTH_TRUSTED_PROXIES", GATEWAY_SOURCE)
         jwks = f"{self.gateway_url}/.well-known/jwks.json"
         env.setdefault("FILMS_JWKS_URL", jwks)
         env.setdefault("MAILER_JWKS_URL", jwks)
+        if "web" in self.only:
+            for api in ("AUTH", "FILMS", "MAILER"):
+                env.setdefault(f"WEB_{api}_URL", self.gateway_url)
+            env.setdefault("WEB_ENV", "production")
+            _trust(env, "WEB_TRUSTED_PROXIES", GATEWAY_SOURCE)
+            # The web's calls reach auth through the gateway, the browser's address ahead
+            # of the web's own in X-Forwarded-For: auth believes both hops.
+            _trust(env, "AUTH_TRUSTED_PROXIES", env.setdefault("WEB_SOURCE_ADDRESS", WEB_SOURCE))
         self._instances(env, ports=False, launch=False)  # ports first, for the gateway
         self.nginx = gateway.start(
             gateway.Gateway(
@@ -225,6 +269,11 @@ class Topology:
 
     def _instances(self, env: dict[str, str], *, ports: bool, launch: bool = True) -> None:
         logs = self.workdir / "logs"
+        if ports:  # the development stack: the web calls the instances on their ports
+            for api in ("auth", "films", "mailer"):
+                port = env.get(f"{api.upper()}_PORT", str(DEFAULT_PORTS[api]))
+                env.setdefault(f"WEB_{api.upper()}_URL", f"http://127.0.0.1:{port}")
+            env.setdefault("WEB_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / 'web.db'}")
         for name, module in SERVICES.items():
             if name not in self.only:
                 continue
@@ -245,11 +294,10 @@ class Topology:
             self._launch()
 
     def _launch(self) -> None:
-        # Auth first: in production mode films and the mailer fetch its keys at start.
-        for name in ("auth", "films", "mailer"):
+        for name in SERVICES:  # one service at a time, in SERVICES' order
             for instance in self.services.get(name, []):
                 instance.launch()
-            for instance in self.services[name]:
+            for instance in self.services.get(name, []):
                 instance.wait_healthy()
                 self.say(f"{instance.name} is up on {instance.url}")
 
@@ -272,6 +320,7 @@ class Topology:
             "/.well-known/jwks.json": (200, "auth"),
             "/v1/films": (401, "films"),
             "/v1/deliveries?email=a@example.com": (401, "mailer"),
+            "/": (200, "web"),  # the home page (without the web, the gateway's JSON 404)
         }
         for path, (status, service) in routes.items():
             if service not in self.only:

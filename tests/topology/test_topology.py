@@ -1,11 +1,13 @@
-"""The deployed system: a gateway in front of two instances of each service, on
-PostgreSQL, Redis, the broker and SMTP, as `python -m infra.stack --prod` runs it. Every
+"""The deployed system: a gateway in front of two instances of each service (the web
+front end at `/`), on PostgreSQL, Redis, the broker and SMTP, as `python -m infra.stack
+--prod` runs it. Every
 fault test asserts that nothing accepted is lost and that duplicates stay in their bound
 (one SMTP connection per mailer: at most one email repeated per crash)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -124,8 +126,48 @@ def test_the_whole_flow_through_the_gateway(deployed: Deployed) -> None:
         assert rotated.status_code == 200
         login = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200
-        assert http.get("/nowhere").json()["error"] == "not_found"
+        # Unknown API paths and the services' internal endpoints: the gateway's JSON 404.
+        for path in ("/v1/nowhere", "/readyz", "/metrics"):
+            answer = http.get(path)
+            assert answer.status_code == 404 and answer.json()["error"] == "not_found", path
         assert http.get("/healthz").json()["status"] == "ok"
+
+
+def form_token(page: httpx.Response) -> str:
+    """The CSRF token a page's form carries."""
+    assert page.status_code == 200, page.text[:500]
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def test_the_web_front_end_behind_the_gateway(deployed: Deployed) -> None:
+    """A person signs up through the web's pages at the gateway: the code comes by email,
+    the films list follows. Auth counts and audits the person's address, which the web
+    forwards through the gateway, not the web's own (127.0.0.10)."""
+    [email] = emails("web", 1)
+    with deployed.client("127.0.0.6") as http:
+        home = http.get("/")
+        assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+        assert home.headers["x-frame-options"] == "DENY"
+        assert home.headers["x-content-type-options"] == "nosniff"
+        assert home.headers["cache-control"] == "no-store"
+        # As a browser posts: from this origin, which the web checks against the Host the
+        # gateway passes on (with its port).
+        origin = {"Origin": deployed.url}
+        signup = {"csrf": form_token(http.get("/signup")), "email": email, "password": PASSWORD}
+        answer = http.post("/signup", data=signup, headers=origin)
+        assert answer.status_code == 303 and answer.headers["location"] == "/verify", answer.text
+        [mail] = deployed.smtp.wait_for(email, timeout=60)
+        verify = {"csrf": form_token(http.get("/verify")), "email": email, "code": mail.code}
+        answer = http.post("/verify", data=verify, headers=origin)
+        assert answer.status_code == 303 and answer.headers["location"] == "/films", answer.text
+        films = http.get("/films")
+        assert films.status_code == 200, films.text[:500]
+        assert 'class="film-card"' in films.text
+        assert http.get("/films/1").status_code == 200
+    assert set(audit_ips(deployed, email)) == {"127.0.0.6"}
 
 
 def test_two_client_addresses_get_two_buckets(deployed: Deployed) -> None:
@@ -262,11 +304,12 @@ def test_the_runner_prints_ready_and_stops_on_sigterm(deployed: Deployed) -> Non
         **deployed.topology.base_env,
         "GATEWAY_PORT": str(free_port()),
     }
-    for name in ("AUTH", "FILMS", "MAILER"):
+    for name in ("AUTH", "FILMS", "MAILER", "WEB"):
         env.pop(f"{name}_DATABASE_URL", None)
-    env.pop("FILMS_JWKS_URL", None)
-    env.pop("MAILER_JWKS_URL", None)
-    env.pop("AUTH_TRUSTED_PROXIES", None)
+    for name in ("FILMS_JWKS_URL", "MAILER_JWKS_URL", "AUTH_TRUSTED_PROXIES"):
+        env.pop(name, None)
+    for name in ("AUTH", "FILMS", "MAILER"):
+        env.pop(f"WEB_{name}_URL", None)  # its own gateway's
     env["MAILER_GROUP_ID"] = f"runner-{uuid.uuid4().hex[:6]}"
     with subprocess.Popen(
         [sys.executable, "-m", "infra.stack", "--prod"],
@@ -285,7 +328,9 @@ def test_the_runner_prints_ready_and_stops_on_sigterm(deployed: Deployed) -> Non
                     break
             assert seen and seen[-1].strip() == "ready", "".join(seen[-20:])
             gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+            assert any(f"the web front end is at {gateway}" in line for line in seen)
             assert httpx.get(f"{gateway}/.well-known/jwks.json").status_code == 200
+            assert httpx.get(f"{gateway}/").headers["content-type"].startswith("text/html")
             runner.send_signal(signal.SIGTERM)
             assert runner.wait(60) == 0
             assert "stopped" in runner.stdout.read()

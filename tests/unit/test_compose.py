@@ -18,6 +18,7 @@ from common.events import (
     DELIVERY_STATUS_TOPIC,
     EMAIL_CODES_DLQ_TOPIC,
     EMAIL_CODES_TOPIC,
+    USER_EVENTS_TOPIC,
     retry_topic,
 )
 from common.kafka import KafkaSettings
@@ -32,7 +33,12 @@ from web_service.config import WebSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-OURS = {"auth": "auth_service", "films": "films_service", "mailer": "mailer_service"}
+OURS = {
+    "auth": "auth_service",
+    "films": "films_service",
+    "mailer": "mailer_service",
+    "web": "web_service",
+}
 
 
 def env_names(settings: type[BaseSettings]) -> set[str]:
@@ -73,24 +79,81 @@ def test_the_gateway_config_is_the_generated_one() -> None:
 
 def test_ports_agree_with_the_gateway() -> None:
     nginx = (ROOT / "infra/nginx/nginx.conf").read_text()
-    for name, variable in (
-        ("auth", "AUTH_PORT"),
-        ("films", "FILMS_PORT"),
-        ("mailer", "MAILER_PORT"),
-    ):
-        assert f"server {name}:{SERVICES[name]['environment'][variable]} " in nginx
+    for name in OURS:
+        port = SERVICES[name]["environment"][f"{name.upper()}_PORT"]
+        assert f"server {name}:{port} " in nginx
     for prefix in ("/v1/auth/", "/.well-known/", "/v1/films", "/v1/me/", "/v1/deliveries"):
         assert f"location {prefix}" in nginx
+    assert "location / { proxy_pass http://web; }" in nginx
+    assert "web" in SERVICES["gateway"]["depends_on"]
 
 
-def test_auth_believes_only_the_gateway_and_shares_limits_through_redis() -> None:
-    address = SERVICES["gateway"]["networks"]["default"]["ipv4_address"]
+def test_internal_endpoints_are_not_public() -> None:
+    nginx = (ROOT / "infra/nginx/nginx.conf").read_text()
+    for path in ("/readyz", "/metrics"):
+        assert re.search(rf"location = {path} \{{[^}}]*return 404 ", nginx), path
+
+
+def believed(address: ipaddress.IPv4Address, trusted_proxies: str) -> bool:
+    return any(address in ipaddress.ip_network(p.strip()) for p in trusted_proxies.split(","))
+
+
+def test_auth_believes_the_gateway_and_the_web_replicas_only() -> None:
+    """The gateway, and the addresses Docker hands the replicas (the web's among them):
+    never the bridge's .1, where clients of a published port may appear from."""
+    network = COMPOSE["networks"]["default"]["ipam"]["config"][0]
+    subnet = ipaddress.IPv4Network(network["subnet"])
+    replicas = ipaddress.IPv4Network(network["ip_range"])
+    gateway_address = ipaddress.IPv4Address(
+        SERVICES["gateway"]["networks"]["default"]["ipv4_address"]
+    )
+    bridge = next(subnet.hosts())
+    assert replicas.subnet_of(subnet) and gateway_address in subnet
+    assert gateway_address not in replicas and bridge not in replicas
+    auth = SERVICES["auth"]["environment"]["AUTH_TRUSTED_PROXIES"]
+    assert believed(gateway_address, auth)
+    assert all(believed(replica, auth) for replica in replicas.hosts())
+    assert not believed(bridge, auth)
+    web = SERVICES["web"]["environment"]["WEB_TRUSTED_PROXIES"]
+    assert believed(gateway_address, web) and not believed(next(replicas.hosts()), web)
+
+
+def test_auth_shares_limits_through_redis() -> None:
     auth = SERVICES["auth"]["environment"]
-    assert auth["AUTH_TRUSTED_PROXIES"] == address
     assert auth["AUTH_REDIS_URL"].startswith("redis://redis:")
     assert "redis" in SERVICES and "redis" in SERVICES["auth"]["depends_on"]
-    subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
-    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+
+
+@pytest.mark.parametrize("name", list(OURS))
+def test_every_database_is_created(name: str) -> None:
+    url = SERVICES[name]["environment"][f"{name.upper()}_DATABASE_URL"]
+    database = url.rsplit("/", 1)[1]
+    init = (ROOT / "infra/postgres-init.sql").read_text()
+    assert f"CREATE DATABASE {database};" in init
+
+
+def test_the_web_runs_in_production_with_the_shared_session_key() -> None:
+    web = SERVICES["web"]["environment"]
+    assert web["WEB_ENV"] == "production"
+    assert web["WEB_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    key = web["WEB_SESSION_KEY_PATH"]
+    assert key.startswith("/app/keys/") and "keys:/app/keys" in SERVICES["web"]["volumes"]
+    keys = SERVICES["keys"]
+    assert keys["environment"]["WEB_SESSION_KEY_PATH"] == key
+    assert "web_service keys generate" in " ".join(keys["command"])
+    assert "keys" in SERVICES["web"]["depends_on"]
+    dockerfile = (ROOT / "infra/Dockerfile").read_text()
+    for module in OURS.values():
+        assert f"COPY {module} ./{module}" in dockerfile
+
+
+def test_films_hears_user_events() -> None:
+    """Films drops a deleted user's favourites from auth.user-events: it needs the broker,
+    and the topic made before it subscribes."""
+    films = SERVICES["films"]
+    assert films["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert films["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+    assert USER_EVENTS_TOPIC in " ".join(SERVICES["kafka-topics"]["command"])
 
 
 @pytest.mark.parametrize("name", list(OURS))
@@ -131,7 +194,8 @@ def test_kafka_is_kraft_and_topics_are_created() -> None:
     assert not any("ZOOKEEPER" in key for key in kafka)
     script = " ".join(SERVICES["kafka-topics"]["command"])
     retries = [retry_topic(t) for t in range(len(MailerSettings().retry_delays_seconds))]
-    for topic in (EMAIL_CODES_TOPIC, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC, *retries):
+    topics = (EMAIL_CODES_TOPIC, EMAIL_CODES_DLQ_TOPIC, DELIVERY_STATUS_TOPIC, USER_EVENTS_TOPIC)
+    for topic in (*topics, *retries):
         assert topic in script
 
 
