@@ -42,12 +42,17 @@ def echo(source: str, line: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__)
     parser.add_argument("--prod", action="store_true", help="the production topology")
+    parser.add_argument(
+        "--instances", type=int, default=2, help="instances of each service with --prod (2)"
+    )
     args = parser.parse_args()
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
     workdir = ROOT / "var" / ("prod" if args.prod else "local")
     topology = Topology(
         workdir=Path(workdir),
         production=args.prod,
-        instances=2 if args.prod else 1,
+        instances=args.instances if args.prod else 1,
         echo=echo,
     )
     stop = threading.Event()

@@ -45,6 +45,32 @@ def auth_settings_for(key_dir: Path, **overrides: Any) -> AuthSettings:
     )
 
 
+# The longest modules first, so that the two xdist workers (`--dist loadfile
+# --no-loadscopereorder`, see infra/test.sh) finish together rather than one waiting on
+# the other's last long module. Everything else keeps its order.
+SLOW_FIRST = (
+    "tests/topology/",
+    "tests/integration/test_mail_faults.py",
+    "tests/integration/test_schema_fuzz.py",
+    "tests/integration/test_broker_restarts.py",
+    "tests/integration/test_outbox.py",
+    "tests/integration/test_postgres.py",
+    "tests/web/test_journey.py",
+    "tests/web/test_accessibility.py",
+    "tests/integration/test_infra.py",
+    "tests/integration/test_workers.py",
+)
+
+
+def _slowness(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((i for i, p in enumerate(SLOW_FIRST) if path.startswith(p)), len(SLOW_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_slowness)  # stable: within a module, and among the rest, order stays
+
+
 @dataclass
 class Stack:
     auth: ServiceProcess

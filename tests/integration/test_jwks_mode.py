@@ -88,10 +88,12 @@ def test_unknown_kids_refetch_at_most_once_per_cooldown(
     time.sleep(COOLDOWN)
     minter = Minter(stack.key_dir)
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    start = fetches(films)
+    start, began = fetches(films), time.monotonic()
     for i in range(20):
         forged = minter.token(attacker, headers={"kid": f"made-up-{i}"})
         assert get_film(films, forged) == 401
-    # However many forged kids arrive within one cooldown, at most one fetch goes to auth
-    # (and one did: the counter is live, so this cannot pass by counting nothing).
-    assert fetches(films) - start == 1
+    cooldowns = 1 + int((time.monotonic() - began) // COOLDOWN)
+    # However many forged kids arrive, at most one fetch per cooldown goes to auth (a slow
+    # machine may span more than one), and one did: the counter is live, so this cannot
+    # pass by counting nothing.
+    assert 1 <= fetches(films) - start <= cooldowns

@@ -120,11 +120,11 @@ def sent_by(service: ServiceProcess) -> float:
 
 @pytest.mark.parametrize("connections", [1, 4])
 def test_sigkill_mid_stream_loses_nothing(rig: Rig, connections: int) -> None:
-    emails = rig.recipients(1000)
+    emails = rig.recipients(600)
     pool = {"MAILER_SMTP_CONNECTIONS": str(connections)}
     mailer = rig.mailer("mailer-a", **pool)
     rig.publish(emails)
-    wait_until(lambda: len(rig.delivered(emails)) >= 200, 60, 0.05)
+    wait_until(lambda: len(rig.delivered(emails)) >= 150, 60, 0.05)
     mailer.stop(signal.SIGKILL)
     at_kill = len(rig.delivered(emails))
     assert at_kill < len(emails), "the crash must land mid-stream"
@@ -136,8 +136,8 @@ def test_sigkill_mid_stream_loses_nothing(rig: Rig, connections: int) -> None:
         restarted.stop()
     duplicates = sum(got.values()) - len(emails)
     print(
-        f"\nSIGKILL after {at_kill} of 1000 ({connections} SMTP connection(s)): "
-        f"all 1000 delivered, {duplicates} duplicate(s)"
+        f"\nSIGKILL after {at_kill} of 600 ({connections} SMTP connection(s)): "
+        f"all 600 delivered, {duplicates} duplicate(s)"
     )
     # Only sends accepted by SMTP but not yet recorded can repeat, and a send holds its
     # connection's slot until its outcome is committed: at most one per connection.

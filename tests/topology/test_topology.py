@@ -299,7 +299,8 @@ def test_the_broker_restarted_then_killed_mid_stream(deployed: Deployed) -> None
 def test_the_runner_prints_ready_and_stops_on_sigterm(deployed: Deployed) -> None:
     """`python -m infra.stack --prod` itself: given the broker, SMTP, Redis and keys of
     the running topology (its own databases and gateway port), it says `ready` and stops
-    everything on SIGTERM."""
+    everything on SIGTERM. One instance of each (`--instances 1`): two of each are what
+    the `deployed` fixture runs, from the same code."""
     env = {
         **deployed.topology.base_env,
         "GATEWAY_PORT": str(free_port()),
@@ -312,7 +313,7 @@ def test_the_runner_prints_ready_and_stops_on_sigterm(deployed: Deployed) -> Non
         env.pop(f"WEB_{name}_URL", None)  # its own gateway's
     env["MAILER_GROUP_ID"] = f"runner-{uuid.uuid4().hex[:6]}"
     with subprocess.Popen(
-        [sys.executable, "-m", "infra.stack", "--prod"],
+        [sys.executable, "-m", "infra.stack", "--prod", "--instances", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

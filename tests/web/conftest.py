@@ -128,12 +128,6 @@ def identity(stack: Stack) -> None:
         service_missing("auth's account endpoints (#11)", "this auth has no /v1/auth/login/code")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests run last, whatever the command line's order: while a module of them
-    runs, Playwright's sync API keeps an event loop running in the main thread."""
-    items.sort(key=lambda item: "playwright" in getattr(item, "fixturenames", ()))
-
-
 # Playwright and the browser last one module: Playwright's sync API keeps an event loop
 # running in the main thread while it is open, and an async test after it (in the same
 # xdist worker, which runs whole modules: `--dist loadfile`) could not start its own.
