@@ -14,7 +14,7 @@ status=0
 # Two workers, a whole module each (module fixtures, and the browser modules own the main
 # thread while they run), handed out in the order tests/conftest.py gives (slowest first);
 # TEST_WORKERS=0 runs everything in this process.
-.venv/bin/coverage run -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscopereorder \
+.venv/bin/coverage run -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder \
   "$@" || status=$?
 .venv/bin/coverage combine --quiet || true
 .venv/bin/coverage report || true

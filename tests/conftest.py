@@ -46,7 +46,7 @@ def auth_settings_for(key_dir: Path, **overrides: Any) -> AuthSettings:
 
 
 # The longest modules first, so that the two xdist workers (`--dist loadfile
-# --no-loadscopereorder`, see infra/test.sh) finish together rather than one waiting on
+# --no-loadscope-reorder`, see infra/test.sh) finish together rather than one waiting on
 # the other's last long module. Everything else keeps its order.
 SLOW_FIRST = (
     "tests/topology/",
