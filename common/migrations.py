@@ -8,6 +8,11 @@ same for every service from the command line (for deployments that migrate as a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from alembic import command, context
@@ -47,8 +52,25 @@ def _upgrade(connection: Connection, service: str, metadata: MetaData) -> None:
 
 async def upgrade(engine: AsyncEngine, service: str, metadata: MetaData) -> None:
     """Bring the database to the newest revision (a no-op when it is there already)."""
-    async with engine.begin() as conn:
+    async with _sqlite_file_lock(engine), engine.begin() as conn:
         await conn.run_sync(_upgrade, service, metadata)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Workers starting together on one SQLite file (AUTH_WORKERS=2): one migrates, the
+    others wait for it and then find nothing to do. (PostgreSQL: an advisory lock, in
+    run_env.) Without it the second worker's CREATE TABLE failed and uvicorn stopped."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def _stamp(connection: Connection, service: str) -> None:

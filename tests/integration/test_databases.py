@@ -75,6 +75,23 @@ async def test_a_database_made_before_migrations_is_refused(engine: AsyncEngine)
         await upgrade(engine, "films_service", metadata)
 
 
+async def test_workers_starting_together_on_sqlite_migrate_once(tmp_path: Path) -> None:
+    """Two workers of one instance upgrade one SQLite file at the same moment: one
+    migrates, the other waits and finds nothing to do; neither fails. (On PostgreSQL an
+    advisory lock does the same across processes; Alembic's global context forbids two
+    migrations in one process, so that is proven by the topology's replicas.)"""
+    url = f"sqlite+aiosqlite:///{tmp_path}/workers.db"
+    engine, other = make_engine(url), make_engine(url)
+    try:
+        metadata = metadata_of("auth_service")
+        await asyncio.gather(*(upgrade(e, "auth_service", metadata) for e in (engine, other)))
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences, "auth_service") == []
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
 async def test_services_can_share_one_database(engine: AsyncEngine) -> None:
     for service in SERVICES:
         await upgrade(engine, service, metadata_of(service))

@@ -23,7 +23,7 @@ from tests.conftest import Stack
 from tests.support import Minter
 
 FUZZ = settings(
-    max_examples=12,  # per operation and mode: ~1,000 requests to auth
+    max_examples=8,  # per operation and mode: ~700 requests to auth
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,  # the same cases every run: a failure reproduces

@@ -100,6 +100,7 @@ def deployed(key_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "AUTH_REDIS_KEY_PREFIX": f"topology-{run}",
         "AUTH_RATE_LIMITS": json.dumps(LIMITS),
         "AUTH_RESEND_COOLDOWN_SECONDS": "1",
+        "MAILER_FETCH_MAX_WAIT_MS": "200",  # as in tests/conftest.py: idle CPU back
         "MAILER_SMTP_HOST": "127.0.0.1",
         "MAILER_SMTP_PORT": str(controller.port),
         "MAILER_GROUP_ID": f"mailer-{run}",
