@@ -5,6 +5,7 @@ the broker starts only after the sign-ups."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import httpx
@@ -13,7 +14,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent
 from common.kafka import KafkaSettings, ensure_topics
 from infra.broker import EmbeddedBroker
-from infra.ports import free_port
 from tests.conftest import Stack
 from tests.support import RecordingHandler, start_smtp
 
@@ -52,7 +52,11 @@ async def read_all(
 async def test_200_signups_while_the_broker_is_down_are_all_delivered_later(
     stack: Stack,
 ) -> None:
-    port = free_port()
+    # The broker's port, held (bound, never listening: connections are refused) until the
+    # broker starts, so that no other test's process takes it meanwhile.
+    placeholder = socket.socket()
+    placeholder.bind(("127.0.0.1", 0))
+    port = placeholder.getsockname()[1]
     bootstrap = f"127.0.0.1:{port}"
     auth = await asyncio.to_thread(
         stack.spawn, "auth_service", "auth-outbox", KAFKA_BOOTSTRAP_SERVERS=bootstrap
@@ -76,6 +80,7 @@ async def test_200_signups_while_the_broker_is_down_are_all_delivered_later(
 
             assert set(await asyncio.gather(*map(signup, emails))) == {202}
 
+            placeholder.close()
             with EmbeddedBroker(port=port):
                 events = await read_all(bootstrap, want=len(emails))
                 assert (await http.get("/readyz")).status_code == 200
@@ -89,6 +94,7 @@ async def test_200_signups_while_the_broker_is_down_are_all_delivered_later(
                 )
                 await smtp.await_all(emails, timeout=90)
     finally:
+        placeholder.close()
         if mailer is not None:
             await asyncio.to_thread(mailer.stop)
         await asyncio.to_thread(auth.stop)
