@@ -52,6 +52,11 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def request_client(request: Request) -> Client:
+    """Who is asking, as a session records it: the address and the User-Agent."""
+    return Client(client_ip(request), user_agent(request))
+
+
 async def limit(request: Request, action: str, account: str | None = None) -> None:
     limiter: RateLimiter = request.app.state.limiter
     limits = request.app.state.limits
@@ -88,7 +93,7 @@ async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Acc
 )
 async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
     await limit(request, "verify", body.email)
-    client = Client(client_ip(request), user_agent(request))
+    client = request_client(request)
     pair = await accounts.verify_email(body.email, body.code, client)
     return TokenPairOut(**dataclasses.asdict(pair))
 
@@ -115,7 +120,7 @@ async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Acc
 )
 async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
     await limit(request, "login", body.email)
-    client = Client(client_ip(request), user_agent(request))
+    client = request_client(request)
     pair = await accounts.login(body.email, body.password, client)
     return TokenPairOut(**dataclasses.asdict(pair))
 
@@ -127,7 +132,7 @@ async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Token
 )
 async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> TokenPairOut:
     await limit(request, "refresh")
-    pair = await tokens.rotate(body.refresh_token, Client(client_ip(request), user_agent(request)))
+    pair = await tokens.rotate(body.refresh_token, request_client(request))
     return TokenPairOut(**dataclasses.asdict(pair))
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 from fastapi import APIRouter, Request, Response
 
-from auth_service.deps import CallerDep, SelfServiceDep, user_agent
+from auth_service.deps import CallerDep, SelfServiceDep
 from auth_service.errors import (
     AccountLocked,
     EmailTaken,
@@ -18,7 +18,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import answer_no_sooner, client_ip, limit
+from auth_service.routes import answer_no_sooner, client_ip, limit, request_client
 from auth_service.schemas import (
     Accepted,
     DeleteAccountIn,
@@ -27,7 +27,6 @@ from auth_service.schemas import (
     PasswordChangeIn,
     TokenPairOut,
 )
-from auth_service.user_sessions import Client
 
 router = APIRouter(prefix="/v1/auth", tags=["account"])
 
@@ -76,7 +75,7 @@ async def confirm_email_change(
 ) -> TokenPairOut:
     """The account moves to the new address; its old one gets a notice. The pair replaces
     the caller's tokens (their session goes on)."""
-    client = Client(client_ip(request), user_agent(request))
+    client = request_client(request)
     pair = await self_service.confirm_email_change(caller, body.code, body.locale, client)
     return TokenPairOut(**dataclasses.asdict(pair))
 

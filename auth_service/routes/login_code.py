@@ -8,12 +8,11 @@ import dataclasses
 
 from fastapi import APIRouter, Request
 
-from auth_service.deps import CodeLoginDep, user_agent
+from auth_service.deps import CodeLoginDep
 from auth_service.errors import AccountDisabled, InvalidCode, RateLimited, TooManyCodeAttempts
 from auth_service.http_errors import responses
-from auth_service.routes import answer_no_sooner, client_ip, limit
+from auth_service.routes import answer_no_sooner, client_ip, limit, request_client
 from auth_service.schemas import Accepted, LoginCodeIn, LoginCodeVerifyIn, TokenPairOut
-from auth_service.user_sessions import Client
 
 router = APIRouter(prefix="/v1/auth/login/code", tags=["auth"])
 
@@ -41,6 +40,6 @@ async def verify_code(
     body: LoginCodeVerifyIn, code_login: CodeLoginDep, request: Request
 ) -> TokenPairOut:
     await limit(request, "login_code_verify", body.email)
-    client = Client(client_ip(request), user_agent(request))
+    client = request_client(request)
     pair = await code_login.verify(body.email, body.code, client)
     return TokenPairOut(**dataclasses.asdict(pair))

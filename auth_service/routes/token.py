@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
-from auth_service.deps import TOKEN_URL, AccountsDep, RefreshTokensDep, user_agent
+from auth_service.deps import TOKEN_URL, AccountsDep, RefreshTokensDep
 from auth_service.errors import (
     AccountDisabled,
     AccountLocked,
@@ -31,7 +31,7 @@ from auth_service.errors import (
     InvalidGrant,
     RetryLater,
 )
-from auth_service.routes import client_ip, limit
+from auth_service.routes import limit, request_client
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 from common.schemas import Email
@@ -127,7 +127,7 @@ async def token(
     repeated = [k for k, v in (await request.form()).multi_items() if k in TokenForm.model_fields]
     if len(repeated) != len(set(repeated)):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
-    client = Client(client_ip(request), user_agent(request))
+    client = request_client(request)
     try:
         if form.grant_type == "password":
             if not form.username or not form.password:
