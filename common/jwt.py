@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 ALGORITHM = "RS256"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
+LEEWAY = 5  # seconds of clock skew allowed on exp, nbf and iat
+# Tokens whose signature and claims one TokenVerifier has checked, kept until they expire.
+VERIFIED_TOKENS = 2048
 
 
 class InvalidToken(Exception):
@@ -67,14 +71,30 @@ class Verifier(Protocol):
 
 
 class TokenVerifier:
-    """Verifies access tokens against a fixed set of public keys, keyed by `kid`."""
+    """Verifies access tokens against a fixed set of public keys, keyed by `kid`.
 
-    def __init__(self, keys: Mapping[str, RSAPublicKey], *, issuer: str, audience: str) -> None:
+    A token that passed every check is remembered (the exact string, up to
+    VERIFIED_TOKENS of them), so the next request carrying it costs a dict lookup and an
+    expiry check instead of an RSA verification: nothing else about a token can change
+    once checked, and time only moves its expiry closer. The memory belongs to this key
+    set: a rotation or a JWKS fetch builds a new TokenVerifier, which starts empty.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, RSAPublicKey],
+        *,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not keys:
             raise ValueError("at least one public key is required")
         self._keys = dict(keys)
         self._issuer = issuer
         self._audience = audience
+        self._clock = clock
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
 
     @classmethod
     def from_public_key(cls, key: RSAPublicKey, *, issuer: str, audience: str) -> TokenVerifier:
@@ -88,6 +108,20 @@ class TokenVerifier:
         return False  # a fixed key set learns nothing
 
     def verify(self, token: str) -> dict[str, Any]:
+        known = self._verified.get(token)
+        if known is not None:
+            expires, claims = known
+            if self._clock() < expires + LEEWAY:
+                return dict(claims)
+            del self._verified[token]
+            raise InvalidToken("Signature has expired")
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (float(claims["exp"]), claims)
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -108,7 +142,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
-                leeway=5,
+                leeway=LEEWAY,
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc

@@ -20,6 +20,7 @@ from common.kafka import KafkaSettings
 from common.logs import setup_logging
 from common.user_events import UserEventsConsumer
 from common.verification import OfflineVerification
+from films_service.cache import ResponseCache, VersionWatch
 from films_service.catalogue import FilmNotFound, seed_if_empty
 from films_service.config import FilmsSettings
 from films_service.favourites import router as favourites_router
@@ -46,14 +47,19 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         if seeded := await seed_if_empty(app.state.sessions):
             log.info("seeded the catalogue with %d films", seeded)
+        app.state.cache = ResponseCache(settings.cache_seconds, settings.cache_bytes)
+        watch = VersionWatch(app.state.cache, app.state.sessions, settings.cache_check_seconds)
+        await watch.check()  # the version this process starts from, before it caches anything
         # Not the broker: films serves its catalogue whether or not Kafka is up.
         app.state.checks = {"database": database_check(engine), **verification.checks()}
         user_events = UserEventsConsumer(kafka, settings.group_id, handler(app.state.sessions))
         await verification.start()
         user_events.start()
+        watch.start()
         try:
             yield
         finally:
+            await watch.stop()
             await user_events.stop()
             await verification.stop()
             await engine.dispose()

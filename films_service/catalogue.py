@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from films_service.cache import bump_version
 from films_service.models import Film, FilmGenre
 
 SORTS = {
@@ -39,6 +40,7 @@ async def seed_if_empty(sessions: async_sessionmaker[AsyncSession]) -> int:
             return 0
         data = json.loads(resources.files("films_service").joinpath("data/films.json").read_text())
         session.add_all(Film(**row) for row in data)
+        await bump_version(session)
         return len(data)
 
 
@@ -78,6 +80,7 @@ async def list_films(
 async def create_film(session: AsyncSession, fields: dict[str, Any]) -> Film:
     film = Film(**fields)
     session.add(film)
+    await bump_version(session)
     await session.commit()
     return film
 
@@ -85,6 +88,7 @@ async def create_film(session: AsyncSession, fields: dict[str, Any]) -> Film:
 async def update_film(session: AsyncSession, film: Film, fields: dict[str, Any]) -> Film:
     for name, value in fields.items():
         setattr(film, name, value)
+    await bump_version(session)
     await session.commit()
     await session.refresh(film)
     return film
@@ -92,4 +96,5 @@ async def update_film(session: AsyncSession, film: Film, fields: dict[str, Any])
 
 async def delete_film(session: AsyncSession, film: Film) -> None:
     await session.delete(film)
+    await bump_version(session)
     await session.commit()

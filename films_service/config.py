@@ -20,3 +20,9 @@ class FilmsSettings(TokenCheckSettings):
     cors_origins: CorsOrigins = Field(default_factory=list)
     # The consumer group reading auth.user-events (a deleted user's favourites go).
     group_id: str = "films"
+    # The response cache of catalogue reads (films_service.cache): how long an entry lives
+    # (0 turns the cache off), how often each process checks for writes made elsewhere,
+    # and how many bytes of responses it keeps.
+    cache_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    cache_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    cache_bytes: int = Field(default=8 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024)

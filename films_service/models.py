@@ -51,3 +51,13 @@ class Favourite(Base):
         ForeignKey("films.id", ondelete="CASCADE"), primary_key=True
     )
     film: Mapped[Film] = relationship(lazy="selectin")
+
+
+class CatalogueVersion(Base):
+    """One row whose number every catalogue write raises: how each process learns that
+    its cached responses are stale (films_service.cache)."""
+
+    __tablename__ = "catalogue_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.support import Minter
+from tests.support import Minter, wait_until
 
 NEW_FILM = {
     "title": "Test Pattern",
@@ -145,3 +145,37 @@ def test_favourites_are_per_user(stack: Stack) -> None:
         assert http.delete("/v1/me/favourites/2", headers=alice).status_code == 204
         assert [f["id"] for f in http.get("/v1/me/favourites", headers=alice).json()] == [1]
         assert http.get("/v1/me/favourites").status_code == 401
+
+
+def test_an_edit_reaches_every_instance_s_cache(stack: Stack, admin: httpx.Client) -> None:
+    """Two films instances on one database: the one that did not make the edit stops
+    serving its cached copy within its check interval (FILMS_CACHE_CHECK_SECONDS)."""
+    other = stack.spawn(
+        "films_service",
+        "films-second",
+        FILMS_DATABASE_URL=stack.films.env["FILMS_DATABASE_URL"],
+        FILMS_CACHE_CHECK_SECONDS="0.2",
+    )
+    token = Minter(stack.key_dir).token()
+    try:
+        with httpx.Client(
+            base_url=other.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as reader:
+            film = admin.post("/v1/films", json={**NEW_FILM, "title": "Cache Probe"}).json()
+            search = {"q": "cache probe"}
+            assert reader.get(f"/v1/films/{film['id']}").json()["year"] == 2024  # now cached
+            assert [f["year"] for f in reader.get("/v1/films", params=search).json()["items"]] == [
+                2024
+            ]
+
+            assert admin.patch(f"/v1/films/{film['id']}", json={"year": 1999}).status_code == 200
+            assert admin.get(f"/v1/films/{film['id']}").json()["year"] == 1999  # its own write
+            wait_until(lambda: reader.get(f"/v1/films/{film['id']}").json()["year"] == 1999)
+            page = reader.get("/v1/films", params=search).json()
+            assert [f["year"] for f in page["items"]] == [1999]
+
+            assert admin.delete(f"/v1/films/{film['id']}").status_code == 204
+            wait_until(lambda: reader.get(f"/v1/films/{film['id']}").status_code == 404)
+            assert reader.get("/v1/films", params=search).json()["total"] == 0
+    finally:
+        other.stop()

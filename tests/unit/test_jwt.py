@@ -55,3 +55,40 @@ def test_kid_is_the_rfc_7638_thumbprint_of_its_own_example() -> None:
     jwk = public_jwk(key)
     assert jwk["n"] == n and jwk["e"] == "AQAB"
     assert jwk["kid"] == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def _signed(**overrides: object) -> str:
+    now = int(time.time())
+    claims = {"iss": "iss", "sub": "s", "aud": "api", "iat": now, "exp": now + 60, "jti": "j"}
+    kid = public_jwk(KEY.public_key())["kid"]
+    return jwt.encode({**claims, **overrides}, KEY, algorithm="RS256", headers={"kid": kid})
+
+
+def test_a_remembered_token_still_expires() -> None:
+    now = [time.time()]
+    verifier = TokenVerifier(
+        {public_jwk(KEY.public_key())["kid"]: KEY.public_key()},
+        issuer="iss",
+        audience="api",
+        clock=lambda: now[0],
+    )
+    token = _signed(exp=int(now[0]) + 60)
+    assert verifier.verify(token)["sub"] == "s"
+    now[0] += 60 + 4  # within the leeway: still good, from memory
+    assert verifier.verify(token)["sub"] == "s"
+    now[0] += 2
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+
+
+def test_remembering_changes_nothing_a_caller_sees() -> None:
+    verifier = TokenVerifier.from_public_key(KEY.public_key(), issuer="iss", audience="api")
+    token = _signed(roles=["admin"])
+    first = verifier.verify(token)
+    first["sub"] = "someone else"  # a caller's edit is not remembered
+    assert verifier.verify(token)["sub"] == "s"
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(InvalidToken):  # another string: a full check, which fails
+        verifier.verify(tampered)
+    with pytest.raises(InvalidToken):  # a failure is never remembered as a success
+        verifier.verify(_signed(aud="other"))
