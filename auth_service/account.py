@@ -101,13 +101,13 @@ class SelfService:
             audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
             events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, locale)
             events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)
-            pair = await a.tokens.reissue(session, user, caller.session_id)
+            grant = await a.tokens.reissue(session, user, caller.session_id)
             try:
                 await session.commit()
             except IntegrityError as exc:  # another account took the address meanwhile
                 raise EmailTaken from exc
         a.relay.notify()
-        return pair
+        return grant.sign()
 
     async def delete(self, caller: Caller, password: str, ip: str | None = None) -> None:
         """Remove the account and everything hanging off it (codes, sessions, tokens); keep

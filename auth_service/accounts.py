@@ -107,9 +107,9 @@ class Accounts:
             if user.disabled:  # the mailbox is proven all the same; no session, though
                 await session.commit()
                 raise AccountDisabled
-            pair = self.tokens.issue(session, user, client)
+            grant = self.tokens.issue(session, user, client)
             await session.commit()
-            return pair
+        return grant.sign()
 
     async def login(self, email: str, password: str, client: Client) -> TokenPair:
         ip = client.ip
@@ -152,7 +152,8 @@ class Accounts:
                 ip=ip,
                 rehashed=bool(upgraded_hash),
             )
-            return self.tokens.issue(session, user, client)
+            grant = self.tokens.issue(session, user, client)
+        return grant.sign()
 
     async def forgot_password(self, email: str, locale: str, ip: str | None = None) -> None:
         async with self.sessions.begin() as session:

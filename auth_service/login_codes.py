@@ -47,6 +47,6 @@ class CodeLogin:
             audit.record(
                 session, "login_ok", user_id=user.id, email=email, ip=client.ip, method="code"
             )
-            pair = a.tokens.issue(session, user, client)
+            grant = a.tokens.issue(session, user, client)
             await session.commit()
-            return pair
+        return grant.sign()

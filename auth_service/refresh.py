@@ -12,16 +12,62 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service import audit
 from auth_service.config import AuthSettings
 from auth_service.errors import InvalidGrant
-from auth_service.models import RefreshToken, User, UserSession
+from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
-from auth_service.user_sessions import Client, end_sessions, open_session, touch
+from auth_service.user_sessions import Client, end_sessions, open_session
 from common.clock import utcnow
+
+# The statements of `rotate`, built once.
+_TOKENS = Base.metadata.tables[RefreshToken.__tablename__]
+_USERS = Base.metadata.tables[User.__tablename__]
+_SESSIONS = Base.metadata.tables[UserSession.__tablename__]
+_ROTATE = (
+    update(_TOKENS)
+    .where(
+        _TOKENS.c.token_hash == bindparam("hash"),
+        _TOKENS.c.revoked_at.is_(None),
+        _TOKENS.c.expires_at > bindparam("now"),
+    )
+    .values(revoked_at=bindparam("now"))
+    .returning(_TOKENS.c.user_id, _TOKENS.c.family_id)
+)
+_ROLES = select(_USERS.c.roles).where(
+    _USERS.c.id == bindparam("user_id"),
+    _USERS.c.email_verified.is_(True),
+    _USERS.c.disabled_at.is_(None),
+)
+_TOUCH = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("sid"))
+    .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
+)
+_INSERT = insert(_TOKENS)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A login's or a rotation's tokens, before the access token is signed. The refresh
+    token's row is in the caller's transaction; `sign()` comes after its commit, so no
+    database connection waits on an RSA signature (~0.8 ms)."""
+
+    access_tokens: AccessTokenIssuer
+    user_id: uuid.UUID
+    roles: list[str]
+    session_id: uuid.UUID
+    refresh_token: str
+
+    def sign(self) -> TokenPair:
+        return TokenPair(
+            access_token=self.access_tokens.issue(self.user_id, self.roles, self.session_id),
+            refresh_token=self.refresh_token,
+            expires_in=int(self.access_tokens.ttl.total_seconds()),
+        )
 
 
 @dataclass
@@ -32,9 +78,9 @@ class RefreshTokens:
 
     def issue(
         self, session: AsyncSession, user: User, client: Client, session_id: uuid.UUID | None = None
-    ) -> TokenPair:
-        """A new pair, in a new session unless one is given; the rows join the caller's
-        transaction."""
+    ) -> Grant:
+        """A new grant, in a new session unless one is given; the rows join the caller's
+        transaction, and the caller signs the grant once that commits."""
         if session_id is None:
             session_id = open_session(session, user.id, client)
         refresh = new_refresh_token()
@@ -45,51 +91,62 @@ class RefreshTokens:
                 family_id=session_id,
                 token_hash=hash_refresh_token(refresh),
                 created_at=now,
-                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                expires_at=self._expiry(now),
             )
         )
-        return TokenPair(
-            access_token=self.access_tokens.issue(user.id, user.roles, session_id),
-            refresh_token=refresh,
-            expires_in=int(self.access_tokens.ttl.total_seconds()),
-        )
+        return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh)
 
-    async def reissue(self, session: AsyncSession, user: User, session_id: uuid.UUID) -> TokenPair:
-        """A pair replacing the session's current one (as a rotation would): after a change
-        the tokens should reflect, e.g. a new email address."""
+    def _expiry(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.settings.refresh_token_ttl_seconds)
+
+    async def reissue(self, session: AsyncSession, user: User, session_id: uuid.UUID) -> Grant:
+        """A grant replacing the session's current pair (as a rotation would): after a
+        change the tokens should reflect, e.g. a new email address."""
         await self._revoke_where(session, RefreshToken.family_id == session_id)
         return self.issue(session, user, Client(), session_id)
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
-        revoked tokens; a rotated one presented again also revokes the whole family."""
+        revoked tokens; a rotated one presented again also revokes the whole family.
+
+        The hot path of a busy auth, so it runs four prepared Core statements on a plain
+        connection (no ORM session, no statement built per call) and signs after the
+        commit."""
         now = utcnow()
         token_hash = hash_refresh_token(presented)
-        async with self.sessions() as session:
+        refresh = new_refresh_token()
+        roles = None
+        async with self.engine.begin() as conn:
             # One statement finds and rotates a live token: of two concurrent uses, one wins.
-            live = (
-                await session.execute(
-                    update(RefreshToken)
-                    .where(
-                        RefreshToken.token_hash == token_hash,
-                        RefreshToken.revoked_at.is_(None),
-                        RefreshToken.expires_at > now,
-                    )
-                    .values(revoked_at=now)
-                    .returning(RefreshToken.user_id, RefreshToken.family_id)
-                    .execution_options(synchronize_session=False)
+            live = (await conn.execute(_ROTATE, {"hash": token_hash, "now": now})).one_or_none()
+            if live is not None:
+                roles = await conn.scalar(_ROLES, {"user_id": live.user_id})
+                if roles is None:  # gone, unverified or disabled: the rotation is undone
+                    raise InvalidGrant  # leaving the block rolls back
+                await conn.execute(
+                    _TOUCH,
+                    {"sid": live.family_id, "now": now, "ip": client.ip, "ua": client.user_agent},
                 )
-            ).one_or_none()
-            if live is None:
+                await conn.execute(
+                    _INSERT,
+                    {
+                        "user_id": live.user_id,
+                        "family_id": live.family_id,
+                        "token_hash": hash_refresh_token(refresh),
+                        "created_at": now,
+                        "expires_at": self._expiry(now),
+                    },
+                )
+        if live is None or roles is None:
+            async with self.sessions() as session:
                 await self._refuse(session, token_hash, now, client.ip)
-            user = await session.get(User, live.user_id)
-            if user is None or not user.email_verified or user.disabled:
-                await session.rollback()
-                raise InvalidGrant
-            await touch(session, live.family_id, client)
-            pair = self.issue(session, user, client, live.family_id)
-            await session.commit()
-            return pair
+        return Grant(self.access_tokens, live.user_id, roles, live.family_id, refresh).sign()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        bind = self.sessions.kw["bind"]
+        assert isinstance(bind, AsyncEngine)
+        return bind
 
     async def _refuse(
         self, session: AsyncSession, token_hash: str, now: datetime, ip: str | None

@@ -53,15 +53,6 @@ def open_session(session: AsyncSession, user_id: uuid.UUID, client: Client) -> u
     return row.id
 
 
-async def touch(session: AsyncSession, session_id: uuid.UUID, client: Client) -> None:
-    await session.execute(
-        update(UserSession)
-        .where(UserSession.id == session_id)
-        .values(last_used_at=utcnow(), ip=client.ip, user_agent=client.user_agent)
-        .execution_options(synchronize_session=False)
-    )
-
-
 async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> None:
     """End the sessions matching `where` and revoke their refresh tokens, in the caller's
     transaction."""

@@ -28,6 +28,9 @@ def ensure_sqlite_dir(database_url: str) -> None:
 def make_engine(url: str) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
+        from common.sqlite import install
+
+        install()  # one thread hop per statement (common/sqlite.py)
         # One connection: SQLite has one writer anyway, and queueing in asyncio beats
         # several connections sleeping in SQLite's busy handler (up to 100 ms per retry).
         engine = create_async_engine(

@@ -1,0 +1,67 @@
+"""The one-hop SQLite cursor (common/sqlite.py) answers as SQLAlchemy's own does: rows,
+RETURNING, rowcount, lastrowid, executemany, and errors as SQLAlchemy exceptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from common.db import make_engine
+
+META = MetaData()
+THINGS = Table(
+    "things", META, Column("id", Integer, primary_key=True), Column("name", String, unique=True)
+)
+
+
+async def test_statements_and_their_outcomes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops = 0
+    execute = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: object, *args: object) -> object:
+        nonlocal hops
+        hops += 1
+        return await execute(self, fn, *args)  # type: ignore[no-untyped-call]
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(META.create_all)
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+        async with engine.begin() as conn:
+            hops = 0
+            added = await conn.execute(insert(THINGS).values(name="a"))
+            assert hops == 1  # one hand-off to aiosqlite's thread, not four
+            assert added.inserted_primary_key == (1,)
+            await conn.execute(insert(THINGS), [{"name": "b"}, {"name": "c"}])  # executemany
+            changed = await conn.execute(
+                update(THINGS).where(THINGS.c.id > 1).values(name="z" + THINGS.c.name)
+            )
+            assert changed.rowcount == 2
+            back = await conn.execute(
+                update(THINGS).where(THINGS.c.id == 1).values(name="A").returning(THINGS.c.name)
+            )
+            assert back.scalar_one() == "A"
+            assert (
+                await conn.execute(select(THINGS.c.name).order_by(THINGS.c.id))
+            ).scalars().all() == [
+                "A",
+                "zb",
+                "zc",
+            ]
+            assert (await conn.execute(text("SELECT count(*) FROM things WHERE 0"))).scalar() == 0
+        async with engine.connect() as conn:
+            with pytest.raises(IntegrityError):
+                await conn.execute(insert(THINGS).values(name="A"))
+            await conn.rollback()
+            assert (
+                await conn.execute(select(THINGS.c.id).where(THINGS.c.name == "A"))
+            ).scalar() == 1
+    finally:
+        await engine.dispose()
