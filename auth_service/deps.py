@@ -31,32 +31,34 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def get_accounts(request: Request) -> Accounts:
+# `async def`, though they never wait: FastAPI runs a plain `def` dependency on its thread
+# pool, a hand-off to another thread and back on every request.
+async def get_accounts(request: Request) -> Accounts:
     accounts: Accounts = request.app.state.accounts
     return accounts
 
 
-def get_refresh_tokens(request: Request) -> RefreshTokens:
+async def get_refresh_tokens(request: Request) -> RefreshTokens:
     tokens: RefreshTokens = request.app.state.refresh_tokens
     return tokens
 
 
-def get_code_login(request: Request) -> CodeLogin:
+async def get_code_login(request: Request) -> CodeLogin:
     code_login: CodeLogin = request.app.state.code_login
     return code_login
 
 
-def get_self_service(request: Request) -> SelfService:
+async def get_self_service(request: Request) -> SelfService:
     self_service: SelfService = request.app.state.self_service
     return self_service
 
 
-def get_user_sessions(request: Request) -> UserSessions:
+async def get_user_sessions(request: Request) -> UserSessions:
     user_sessions: UserSessions = request.app.state.user_sessions
     return user_sessions
 
 
-def get_user_admin(request: Request) -> UserAdmin:
+async def get_user_admin(request: Request) -> UserAdmin:
     user_admin: UserAdmin = request.app.state.user_admin
     return user_admin
 

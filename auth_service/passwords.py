@@ -32,8 +32,10 @@ class PasswordHasher:
             argon2__rounds=settings.argon2_time_cost,
             argon2__parallelism=settings.argon2_parallelism,
         )
-        # argon2 releases the GIL: one worker per core is all the parallelism there is.
-        workers = settings.hash_workers or os.cpu_count() or 1
+        # argon2 releases the GIL: one worker per core this process may run on (its CPU
+        # affinity, not the machine's count) is all the parallelism there is; more only
+        # thrash the caches with 19 MiB buffers and hold more memory.
+        workers = settings.hash_workers or len(os.sched_getaffinity(0)) or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._dummy_hash = self._context.hash(secrets.token_hex(16))
 

@@ -16,7 +16,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def subject(claims: ClaimsDep) -> str:
+async def subject(claims: ClaimsDep) -> str:
     """The caller's user id: the access token's `sub`."""
     return str(claims["sub"])
 
