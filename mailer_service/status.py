@@ -42,7 +42,8 @@ class StatusAnnouncer:
         attempt: int,
         reason: str | None = None,
     ) -> None:
-        value = DeliveryStatusEvent(
+        # Built without validation: every field comes from a validated event or is ours.
+        value = DeliveryStatusEvent.model_construct(
             event_id=event.event_id,
             email=event.email,
             type=event.type.value,
@@ -59,8 +60,11 @@ class StatusAnnouncer:
         try:
             partitions = sorted(await self._producer.partitions_for(DELIVERY_STATUS_TOPIC))
             by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            hashed: dict[bytes, int] = {}  # an email's statuses share its key: hash it once
             for key, value in pending:  # Kafka's key hashing: one recipient, one partition
-                partition = self._partitioner(key, partitions, partitions)
+                partition = hashed.get(key)
+                if partition is None:
+                    partition = hashed[key] = self._partitioner(key, partitions, partitions)
                 by_partition.setdefault(partition, []).append((key, value))
             sent = []
             for partition, records in by_partition.items():
