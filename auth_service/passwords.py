@@ -1,8 +1,16 @@
-"""argon2id hashing, run on a bounded thread pool so it never blocks the event loop."""
+"""argon2id hashing, run on a bounded thread pool so it never blocks the event loop.
+
+Each hash fills a 19 MiB buffer (the memory cost). glibc keeps such freed blocks for the
+next hash, which is right during a burst of logins and wasteful after it: an idle auth
+would hold one buffer per hashing thread for good. So once no hash has run for
+IDLE_TRIM_SECONDS, the pool hands the free memory back to the system (`malloc_trim`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import secrets
 import unicodedata
@@ -16,6 +24,17 @@ from auth_service.config import AuthSettings
 
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
+IDLE_TRIM_SECONDS = 2.0
+
+
+def _libc_trim() -> Callable[[], object] | None:
+    """glibc's `malloc_trim(0)`, or None where there is no such call (e.g. musl)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], object] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
 
 
 def _normalize(password: str) -> bytes:
@@ -38,9 +57,27 @@ class PasswordHasher:
         workers = settings.hash_workers or len(os.sched_getaffinity(0)) or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._dummy_hash = self._context.hash(secrets.token_hex(16))
+        self._trim = _libc_trim()
+        self._running = 0
+        self._idle: asyncio.TimerHandle | None = None
 
     async def _run(self, fn: Callable[[*Ts], R], *args: *Ts) -> R:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        loop = asyncio.get_running_loop()
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._running += 1
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        finally:
+            self._running -= 1
+            if not self._running and self._trim is not None:
+                self._idle = loop.call_later(IDLE_TRIM_SECONDS, self._give_back)
+
+    def _give_back(self) -> None:
+        self._idle = None
+        if self._trim is not None and not self._running:
+            self._pool.submit(self._trim)  # off the event loop: it walks every arena
 
     def _hash(self, secret: bytes) -> str:
         stored: str = self._context.hash(secret)
@@ -62,4 +99,6 @@ class PasswordHasher:
         await self._run(self._verify, _normalize(password), self._dummy_hash)
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)

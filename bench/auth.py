@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 
 from auth_service.config import AuthSettings
 from auth_service.models import User
-from auth_service.passwords import PasswordHasher
+from auth_service.passwords import IDLE_TRIM_SECONDS, PasswordHasher
 from bench.harness import (
     SERVICE_CORE,
     Figure,
@@ -107,6 +108,8 @@ def figures(
             script_args=(uuid.uuid4().hex[:8],),
         )
         memory["auth after load"] = rss_mb(auth.process.pid)
+        time.sleep(IDLE_TRIM_SECONDS + 1)  # argon2's buffers go back once idle
+        memory["auth idle again"] = rss_mb(auth.process.pid)
     finally:
         auth.stop()
     refresh_rate = median([load.rate for load in refreshes])

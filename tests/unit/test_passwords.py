@@ -70,3 +70,24 @@ async def test_hashing_does_not_block_the_event_loop(
     stored = await hashing
     assert stored.startswith("$argon2id$")
     assert threads == [threads[0]] and threads[0].startswith("argon2")
+
+
+async def test_memory_goes_back_once_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("auth_service.passwords.IDLE_TRIM_SECONDS", 0.2)
+    hasher = PasswordHasher(AuthSettings())
+    assert hasher._trim is not None  # glibc here: the real malloc_trim is found
+    trims: list[int] = []
+    monkeypatch.setattr(hasher, "_trim", lambda: trims.append(1))
+    try:
+        stored = await hasher.hash("a passphrase")
+        await asyncio.gather(*(hasher.verify("a passphrase", stored) for _ in range(3)))
+        assert trims == []  # not during the burst
+        for _ in range(200):  # a loaded machine may be slow to run the pool's thread
+            if trims:
+                break
+            await asyncio.sleep(0.05)
+        assert trims == [1]  # once after it, on the pool's thread
+        await asyncio.sleep(0.3)
+        assert trims == [1]  # and not again while nothing happens
+    finally:
+        hasher.close()
