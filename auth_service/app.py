@@ -18,7 +18,7 @@ from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
-from auth_service.passwords import PasswordHasher
+from auth_service.passwords import PasswordHasher, one_malloc_arena
 from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
 from auth_service.routes import account, admin, discovery, login_code, router, sessions, token
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None = None) -> FastAPI:
+    one_malloc_arena()  # before any thread: argon2's buffers can then be given back
     settings = settings or AuthSettings()
     kafka = kafka or KafkaSettings()
     keys = KeyRing(settings)  # fails fast on missing or mismatched key files

@@ -4,6 +4,9 @@ Each hash fills a 19 MiB buffer (the memory cost). glibc keeps such freed blocks
 next hash, which is right during a burst of logins and wasteful after it: an idle auth
 would hold one buffer per hashing thread for good. So once no hash has run for
 IDLE_TRIM_SECONDS, the pool hands the free memory back to the system (`malloc_trim`).
+That works only on glibc's main arena (a thread's own arena keeps its top), so auth
+starts with `one_malloc_arena()`, before any thread exists: every thread then allocates
+from the main arena. Hashing is no slower for it (one allocation per hash).
 """
 
 from __future__ import annotations
@@ -27,13 +30,28 @@ Ts = TypeVarTuple("Ts")
 IDLE_TRIM_SECONDS = 2.0
 
 
-def _libc_trim() -> Callable[[], object] | None:
-    """glibc's `malloc_trim(0)`, or None where there is no such call (e.g. musl)."""
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], object] = libc.malloc_trim
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def one_malloc_arena() -> None:
+    """Every thread allocates from glibc's main arena, which malloc_trim can shrink."""
+    if (libc := _libc()) is not None:
+        libc.mallopt(M_ARENA_MAX, 1)
+
+
+def _libc_trim() -> Callable[[], object] | None:
+    """glibc's `malloc_trim(0)`, or None where there is no such call (e.g. musl)."""
+    if (libc := _libc()) is None:
+        return None
+    trim: Callable[[int], object] = libc.malloc_trim
     return lambda: trim(0)
 
 
