@@ -27,7 +27,7 @@ from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.user_sessions import UserSessions
 from common.bearer import use_verifier
-from common.db import make_engine, make_sessionmaker, migrate
+from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
@@ -48,7 +48,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dump_tasks_on_sigusr1()
         engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
+        await migrate_apart(engine, Base)
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, engine, kafka, settings)
         passwords = PasswordHasher(settings)

@@ -105,3 +105,27 @@ def run_env(metadata: MetaData) -> None:
             # nothing to do.
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{service}'))")
         context.run_migrations()
+
+
+def main() -> None:
+    """`python -m common.migrations`: what `common.db.migrate_apart` runs in its child,
+    told the database and the declarative base by MIGRATE_DATABASE_URL and MIGRATE_BASE."""
+    import importlib
+
+    from common.db import make_engine, migrate
+
+    module, _, name = os.environ["MIGRATE_BASE"].partition(":")
+    base = getattr(importlib.import_module(module), name)
+    engine = make_engine(os.environ["MIGRATE_DATABASE_URL"])
+
+    async def run() -> None:
+        try:
+            await migrate(engine, base)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from common.bearer import use_verifier
-from common.db import make_engine, make_sessionmaker, migrate
+from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
 from common.errors import error_response
 from common.health import database_check, health_router
@@ -43,7 +43,7 @@ def create_app(
         dump_tasks_on_sigusr1()
         use_verifier(app, verification.verifier)
         engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
+        await migrate_apart(engine, Base)
         app.state.sessions = make_sessionmaker(engine)
         if seeded := await seed_if_empty(app.state.sessions):
             log.info("seeded the catalogue with %d films", seeded)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from common.bearer import use_verifier
-from common.db import make_engine, migrate
+from common.db import make_engine, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
@@ -38,7 +38,7 @@ def create_app(
         dump_tasks_on_sigusr1()
         use_verifier(app, verification.verifier)
         engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
+        await migrate_apart(engine, Base)
         app.state.history = History(engine)
         smtp = SmtpPool(settings)
         mailer = Mailer(settings, kafka, app.state.history, smtp)

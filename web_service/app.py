@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from common.db import make_engine, make_sessionmaker, migrate
+from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.health import Check, database_check, health_router
 from common.http import setup_app
 from common.logs import setup_logging
@@ -98,7 +98,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
+        await migrate_apart(engine, Base)
         store = SessionStore(make_sessionmaker(engine), sealer, settings)
         backend = Backend(settings)
         app.state.web = Web(settings, store, backend, templates())

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, MetaData, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utcnow
-from common.db import make_engine
+from common.db import MigrationFailed, make_engine, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
 from mailer_service.history import History, Outcome
@@ -73,6 +73,24 @@ async def test_a_database_made_before_migrations_is_refused(engine: AsyncEngine)
         await conn.run_sync(metadata.create_all)
     with pytest.raises(NotMigrated, match="predates migrations"):
         await upgrade(engine, "films_service", metadata)
+
+
+async def test_services_migrate_in_a_child_process(engine: AsyncEngine) -> None:
+    """What the services run at start-up: the upgrade happens in `python -m
+    common.migrations`, and its failure reaches the caller with the child's reason."""
+    from films_service.models import Base as FilmsBase
+
+    await migrate_apart(engine, FilmsBase)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences, "films_service") == []
+    await migrate_apart(engine, FilmsBase)  # at head already: nothing to do
+
+    async with engine.begin() as conn:
+        await conn.run_sync(
+            lambda c: c.exec_driver_sql(f"DROP TABLE {version_table('films_service')}")
+        )
+    with pytest.raises(MigrationFailed, match="predates migrations"):
+        await migrate_apart(engine, FilmsBase)
 
 
 async def test_workers_starting_together_on_sqlite_migrate_once(tmp_path: Path) -> None:
