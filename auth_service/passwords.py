@@ -4,16 +4,16 @@ Each hash fills a 19 MiB buffer (the memory cost). glibc keeps such freed blocks
 next hash, which is right during a burst of logins and wasteful after it: an idle auth
 would hold one buffer per hashing thread for good. So once no hash has run for
 IDLE_TRIM_SECONDS, the pool hands the free memory back to the system (`malloc_trim`).
-That works only on glibc's main arena (a thread's own arena keeps its top), so auth
-starts with `one_malloc_arena()`, before any thread exists: every thread then allocates
-from the main arena. Hashing is no slower for it (one allocation per hash).
+`malloc_trim` cannot shrink the top of a thread's own arena, where a hashing thread's
+buffer would sit, so auth starts with `one_malloc_arena()`, before any thread exists:
+every thread then allocates from the main arena, whose top it does shrink. Hashing is
+no slower for it (one allocation per hash).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import secrets
 import unicodedata
@@ -33,9 +33,15 @@ IDLE_TRIM_SECONDS = 2.0
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+def _usable_cpus() -> int:
+    """The cores this process may run on (Linux: its affinity), else the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return None
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
@@ -72,7 +78,7 @@ class PasswordHasher:
         # argon2 releases the GIL: one worker per core this process may run on (its CPU
         # affinity, not the machine's count) is all the parallelism there is; more only
         # thrash the caches with 19 MiB buffers and hold more memory.
-        workers = settings.hash_workers or len(os.sched_getaffinity(0)) or 1
+        workers = settings.hash_workers or _usable_cpus()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._dummy_hash = self._context.hash(secrets.token_hex(16))
         self._trim = _libc_trim()

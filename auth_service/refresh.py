@@ -29,6 +29,9 @@ _USERS = Base.metadata.tables[User.__tablename__]
 _SESSIONS = Base.metadata.tables[UserSession.__tablename__]
 # The account's roles if it may still refresh (verified, not disabled): a subquery in
 # RETURNING, so one statement both rotates the token and reads what the new one needs.
+# SQLite renders RETURNING's columns unqualified (`WHERE id = user_id`), correct because
+# only refresh_tokens has a `user_id`: a condition on a name both tables have would bind
+# to users. tests/integration/test_token_lifecycle.py checks the roles are the account's.
 _ROLES = (
     select(_USERS.c.roles)
     .where(
@@ -69,6 +72,8 @@ class Grant:
     refresh_token: str
 
     def sign(self) -> TokenPair:
+        # Signing with a key already in memory does not fail in practice; if it ever did,
+        # the client would hold a revoked token and log in again (a retry reads as reuse).
         return TokenPair(
             access_token=self.access_tokens.issue(self.user_id, self.roles, self.session_id),
             refresh_token=self.refresh_token,

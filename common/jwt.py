@@ -70,6 +70,14 @@ class Verifier(Protocol):
         ...
 
 
+def _copy(claims: dict[str, Any]) -> dict[str, Any]:
+    """A caller's own copy: nothing it changes (its roles list included) is remembered."""
+    copied = dict(claims)
+    if isinstance(roles := claims.get("roles"), list):
+        copied["roles"] = list(roles)
+    return copied
+
+
 class TokenVerifier:
     """Verifies access tokens against a fixed set of public keys, keyed by `kid`.
 
@@ -112,14 +120,14 @@ class TokenVerifier:
         if known is not None:
             expires, claims = known
             if self._clock() < expires + LEEWAY:
-                return dict(claims)
+                return _copy(claims)
             del self._verified[token]
             raise InvalidToken("Signature has expired")
         claims = self._verify(token)
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]  # the oldest
         self._verified[token] = (float(claims["exp"]), claims)
-        return dict(claims)
+        return _copy(claims)
 
     def _verify(self, token: str) -> dict[str, Any]:
         try:

@@ -8,8 +8,9 @@ thread and keeps what they left (description, rows, rowcount, lastrowid), which 
 SQLAlchemy reads from a non-server-side cursor.
 
 `install()` puts it in SQLAlchemy's aiosqlite connection class; make_engine calls it. It
-relies on two private names (aiosqlite's `Connection._execute` and `_conn`, which
-SQLAlchemy's own adapter uses too) and checks them, so a version that drops them fails at
+relies on SQLAlchemy 2.1's shared asyncio cursor (`AsyncAdapt_dbapi_cursor` and its
+`_execute_async`) and on aiosqlite's `Connection._execute` and `_conn` (which
+SQLAlchemy's own adapter uses too), and checks them, so a version without them fails at
 start-up, not at the first query.
 """
 
@@ -20,6 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -98,6 +100,12 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 def install() -> None:
     import aiosqlite
 
-    if not all(hasattr(aiosqlite.Connection, name) for name in ("_execute", "_connect")):
-        raise RuntimeError("aiosqlite changed: common/sqlite.py's one-hop cursor needs review")
+    expected = (
+        issubclass(AsyncAdapt_aiosqlite_cursor, AsyncAdapt_dbapi_cursor)
+        and hasattr(AsyncAdapt_dbapi_cursor, "_execute_async")
+        and hasattr(aiosqlite.Connection, "_execute")
+        and isinstance(getattr(aiosqlite.Connection, "_conn", None), property)
+    )
+    if not expected:
+        raise RuntimeError("SQLAlchemy or aiosqlite changed: review common/sqlite.py")
     AsyncAdapt_aiosqlite_connection._cursor_cls = OneHopCursor

@@ -92,8 +92,13 @@ async def cached(
 
 
 async def bump_version(session: AsyncSession) -> None:
-    """Mark the catalogue changed, in the caller's transaction (before its commit)."""
-    await session.execute(update(CatalogueVersion).values(version=CatalogueVersion.version + 1))
+    """Mark the catalogue changed, in the caller's transaction (before its commit). The
+    row is made if it is missing (a schema built by hand), so a write is never unseen."""
+    raised = await session.execute(
+        update(CatalogueVersion).values(version=CatalogueVersion.version + 1)
+    )
+    if not raised.rowcount:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
+        session.add(CatalogueVersion(id=1, version=1))
 
 
 async def read_version(sessions: async_sessionmaker[AsyncSession]) -> int:

@@ -67,16 +67,19 @@ async def film(_: ClaimsDep, request: Request, film_id: FilmId) -> Response:
 
 
 def _changed(request: Request) -> None:
-    """This process reads its own write at once; the others within FILMS_CACHE_CHECK_SECONDS."""
+    """This process reads its own write at once; the others within FILMS_CACHE_CHECK_SECONDS.
+    Called whether or not the write got through (a clear costs only a re-read): whatever
+    failed after a commit cannot leave this process serving the old answer."""
     cache: ResponseCache = request.app.state.cache
     cache.clear()
 
 
 @router.post("", status_code=201, response_model=FilmOut, responses=documented(400, 401, 403, 422))
 async def add(body: FilmIn, _: AdminDep, session: SessionDep, request: Request) -> FilmOut:
-    created = await create_film(session, body.model_dump())
-    _changed(request)
-    return FilmOut.model_validate(created)
+    try:
+        return FilmOut.model_validate(await create_film(session, body.model_dump()))
+    finally:
+        _changed(request)
 
 
 @router.patch(
@@ -89,13 +92,16 @@ async def edit(
     if not changes or any(value is None for value in changes.values()):
         raise ApiError(422, "invalid_request", "give at least one field, none of them null")
     row = await get_film(session, film_id)
-    updated = await update_film(session, row, changes)
-    _changed(request)
-    return FilmOut.model_validate(updated)
+    try:
+        return FilmOut.model_validate(await update_film(session, row, changes))
+    finally:
+        _changed(request)
 
 
 @router.delete("/{film_id}", status_code=204, responses=documented(401, 403, NOT_FOUND, 422))
 async def remove(_: AdminDep, session: SessionDep, film_id: FilmId, request: Request) -> Response:
-    await delete_film(session, await get_film(session, film_id))
-    _changed(request)
+    try:
+        await delete_film(session, await get_film(session, film_id))
+    finally:
+        _changed(request)
     return Response(status_code=204)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
 
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
@@ -141,3 +143,28 @@ def test_forgot_answers_the_same_for_unknown_addresses(stack: Stack, http: httpx
     time.sleep(TEST_RESEND_COOLDOWN)
     known, unknown = forgot(http, email), forgot(http, unique_email("nobody"))
     assert (known.status_code, known.text) == (unknown.status_code, unknown.text)
+
+
+def test_a_refresh_refused_for_the_account_leaves_the_token_alive(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """An account that may not refresh (here: disabled by hand, its sessions left open)
+    gets `invalid_grant`, and the refused rotation is undone, not half-done: once the
+    account is back, the same token still works, and the pair it gets is that account's."""
+    email, pair = new_account(stack, http)
+    new_account(stack, http)  # another account in the table: the roles read is its own
+
+    def disabled(value: str | None) -> None:
+        with sqlite3.connect(stack.work / "auth.db") as db:
+            db.execute("UPDATE users SET disabled_at = ? WHERE email = ?", (value, email))
+
+    disabled("2026-01-01 00:00:00.000000")
+    refused = refresh(http, pair["refresh_token"])
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "invalid_grant"
+    disabled(None)
+    again = refresh(http, pair["refresh_token"])
+    assert again.status_code == 200, again.text  # not revoked, not taken for a reuse
+    claims = jwt.decode(again.json()["access_token"], options={"verify_signature": False})
+    before = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["sid"], claims["roles"]) == (before["sub"], before["sid"], [])

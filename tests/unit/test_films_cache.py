@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from common.db import make_engine, make_sessionmaker, migrate
 from films_service.cache import ResponseCache, VersionWatch, bump_version, cached
-from films_service.models import Base
+from films_service.models import Base, CatalogueVersion
 
 
 class Clock:
@@ -88,5 +89,26 @@ async def test_the_watch_clears_when_the_version_moves(tmp_path: Path, changes: 
                 await bump_version(session)
         await watch.check()
         assert (cache.get("a") is None) == (changes > 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_missing_version_row_is_made_by_the_next_write(tmp_path: Path) -> None:
+    """A schema built by hand may lack the row: the first write makes it, and the watch
+    of another process sees the number move."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/films.db")
+    try:
+        await migrate(engine, Base)
+        sessions = make_sessionmaker(engine)
+        async with sessions.begin() as session:
+            await session.execute(delete(CatalogueVersion))
+        cache = ResponseCache(ttl=60, max_bytes=1000)
+        watch = VersionWatch(cache, sessions, interval=1)
+        await watch.check()
+        cache.put("a", b"one", cache.generation)
+        async with sessions.begin() as session:
+            await bump_version(session)
+        await watch.check()
+        assert cache.get("a") is None
     finally:
         await engine.dispose()

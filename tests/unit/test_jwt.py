@@ -86,7 +86,9 @@ def test_remembering_changes_nothing_a_caller_sees() -> None:
     token = _signed(roles=["admin"])
     first = verifier.verify(token)
     first["sub"] = "someone else"  # a caller's edit is not remembered
+    first["roles"].append("superuser")
     assert verifier.verify(token)["sub"] == "s"
+    assert verifier.verify(token)["roles"] == ["admin"]
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(InvalidToken):  # another string: a full check, which fails
         verifier.verify(tampered)
