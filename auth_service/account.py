@@ -22,6 +22,7 @@ from auth_service.errors import (
     InvalidCode,
     InvalidPassword,
     NotAuthenticated,
+    RateLimited,
 )
 from auth_service.models import AuditEvent, User
 from auth_service.tokens import TokenPair
@@ -55,7 +56,10 @@ class SelfService:
         self, caller: Caller, new_email: str, password: str, locale: str, ip: str | None = None
     ) -> None:
         """Email a code to `new_email`, unless another account has it (then nothing is sent,
-        and the answer is the same). The resend cooldown runs either way."""
+        and the answer is the same). The resend cooldown runs either way; within it the
+        caller is told when to ask again (429), which says nothing about other accounts:
+        a silent answer left someone who changed address soon after signing up waiting
+        for a code that was never sent."""
         a, user = self.accounts, caller.user
         if new_email == user.email:
             raise EmailUnchanged
@@ -66,7 +70,7 @@ class SelfService:
                 raise NotAuthenticated
             now = utcnow()
             if not a.cooled_down(row, now):
-                return
+                raise RateLimited(a.cooldown_left(row, now))
             row.last_mail_at = now
             taken = await a.user_by_email(session, new_email) is not None
             audit.record(

@@ -215,8 +215,14 @@ class Accounts:
         return (await session.execute(query)).scalar_one_or_none()
 
     def cooled_down(self, user: User, now: datetime) -> bool:
+        return self.cooldown_left(user, now) <= 0
+
+    def cooldown_left(self, user: User, now: datetime) -> float:
+        """Seconds until the address may be sent another email (0 or less: now)."""
+        if user.last_mail_at is None:
+            return 0.0
         cooldown = timedelta(seconds=self.settings.resend_cooldown_seconds)
-        return user.last_mail_at is None or now - user.last_mail_at >= cooldown
+        return (user.last_mail_at + cooldown - now).total_seconds()
 
     def send_code(
         self,

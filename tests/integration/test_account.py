@@ -240,3 +240,17 @@ def test_a_stranger_cannot_delete_without_the_password(stack: Stack, http: httpx
     anonymous = http.request("DELETE", "/v1/auth/me", json={"password": PASSWORD})
     assert anonymous.status_code == 401
     assert me(http, account).status_code == 200
+
+
+def test_an_address_change_asked_too_soon_says_when(stack: Stack, http: httpx.Client) -> None:
+    """Within the resend cooldown (here: right after the sign-up's email) the caller hears
+    when to ask again, rather than an "accepted" for a code that is never sent."""
+    account = new_account(stack, http, "hasty")
+    new_email = unique_email("hasty-new")
+    early = ask_email_change(http, account, new_email)
+    assert early.status_code == 429, early.text
+    assert early.json()["error"] == "rate_limited"
+    assert 1 <= int(early.headers["Retry-After"]) <= TEST_RESEND_COOLDOWN
+    time.sleep(int(early.headers["Retry-After"]) + 0.2)
+    assert ask_email_change(http, account, new_email).status_code == 202
+    assert stack.smtp.wait_for(new_email)[0].code is not None
