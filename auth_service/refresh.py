@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -95,20 +95,20 @@ class RefreshTokens:
         if session_id is None:
             session_id = open_session(session, user.id, client)
         refresh = new_refresh_token()
-        now = utcnow()
-        session.add(
-            RefreshToken(
-                user_id=user.id,
-                family_id=session_id,
-                token_hash=hash_refresh_token(refresh),
-                created_at=now,
-                expires_at=self._expiry(now),
-            )
-        )
+        session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
         return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh)
 
-    def _expiry(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.settings.refresh_token_ttl_seconds)
+    def _token_row(
+        self, user_id: uuid.UUID, family_id: uuid.UUID, refresh: str, now: datetime
+    ) -> dict[str, Any]:
+        """A refresh token's row (its hash, never the token), for the ORM or Core alike."""
+        return {
+            "user_id": user_id,
+            "family_id": family_id,
+            "token_hash": hash_refresh_token(refresh),
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+        }
 
     async def reissue(self, session: AsyncSession, user: User, session_id: uuid.UUID) -> Grant:
         """A grant replacing the session's current pair (as a rotation would): after a
@@ -137,14 +137,7 @@ class RefreshTokens:
                     {"sid": live.family_id, "now": now, "ip": client.ip, "ua": client.user_agent},
                 )
                 await conn.execute(
-                    _INSERT,
-                    {
-                        "user_id": live.user_id,
-                        "family_id": live.family_id,
-                        "token_hash": hash_refresh_token(refresh),
-                        "created_at": now,
-                        "expires_at": self._expiry(now),
-                    },
+                    _INSERT, self._token_row(live.user_id, live.family_id, refresh, now)
                 )
         if live is None:
             async with self.sessions() as session:

@@ -26,6 +26,11 @@ def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
+def _cache(request: Request) -> ResponseCache:
+    cache: ResponseCache = request.app.state.cache
+    return cache
+
+
 @router.get("", response_model=FilmPage, responses=documented(401, 422))
 async def films(
     _: ClaimsDep,
@@ -50,8 +55,9 @@ async def films(
             )
         return page.model_dump_json().encode()
 
-    cache: ResponseCache = request.app.state.cache
-    return _json(await cached(cache, ("page", limit, offset, q, year, genre, sort), render))
+    return _json(
+        await cached(_cache(request), ("page", limit, offset, q, year, genre, sort), render)
+    )
 
 
 @router.get("/{film_id}", response_model=FilmOut, responses=documented(401, NOT_FOUND, 422))
@@ -62,16 +68,14 @@ async def film(_: ClaimsDep, request: Request, film_id: FilmId) -> Response:
                 FilmOut.model_validate(await get_film(session, film_id)).model_dump_json().encode()
             )
 
-    cache: ResponseCache = request.app.state.cache
-    return _json(await cached(cache, ("film", film_id), render))
+    return _json(await cached(_cache(request), ("film", film_id), render))
 
 
 def _changed(request: Request) -> None:
     """This process reads its own write at once; the others within FILMS_CACHE_CHECK_SECONDS.
     Called whether or not the write got through (a clear costs only a re-read): whatever
     failed after a commit cannot leave this process serving the old answer."""
-    cache: ResponseCache = request.app.state.cache
-    cache.clear()
+    _cache(request).clear()
 
 
 @router.post("", status_code=201, response_model=FilmOut, responses=documented(400, 401, 403, 422))
