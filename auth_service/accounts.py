@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +18,7 @@ from auth_service import audit, events
 from auth_service.codes import Codes
 from auth_service.config import AuthSettings
 from auth_service.errors import AccountDisabled, EmailNotVerified, InvalidCode, InvalidCredentials
-from auth_service.models import OneTimeCode, User
+from auth_service.models import Base, OneTimeCode, User
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
@@ -26,7 +26,21 @@ from auth_service.throttle import AddressGuard
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 from common.clock import utcnow
+from common.db import engine_of
 from common.events import EmailEventType, UserEventType
+
+# The login's Core statements, built once.
+_USERS = Base.metadata.tables[User.__tablename__]
+_CREDENTIALS = select(
+    _USERS.c.id,
+    _USERS.c.password_hash,
+    _USERS.c.email_verified,
+    _USERS.c.disabled_at,
+    _USERS.c.roles,
+).where(_USERS.c.email == bindparam("email"))
+_REHASHED = (
+    update(_USERS).where(_USERS.c.id == bindparam("user")).values(password_hash=bindparam("hash"))
+)
 
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
 RESET = EmailEventType.PASSWORD_RESET.value
@@ -112,11 +126,15 @@ class Accounts:
         return grant.sign()
 
     async def login(self, email: str, password: str, client: Client) -> TokenPair:
+        """The busiest route after refresh: Core statements on plain connections (no ORM
+        session), two short transactions around the hash, and the signature after the
+        commit. A wrong password takes the ORM path of the other failures."""
         ip = client.ip
-        async with self.sessions() as session:
+        engine = engine_of(self.sessions)
+        async with engine.connect() as conn:
             # A locked address answers at once, known or not: no hash, no enumeration.
-            has_failures = await self.guard.check_login(session, email, utcnow())
-            user = await self.user_by_email(session, email)
+            has_failures = await self.guard.check_login(conn, email, utcnow())
+            user = (await conn.execute(_CREDENTIALS, {"email": email})).one_or_none()
         if user is None:
             await self.passwords.verify_dummy(password)
             ok, upgraded_hash = False, None
@@ -135,24 +153,18 @@ class Accounts:
         assert user is not None
         if not user.email_verified:
             raise EmailNotVerified
-        if user.disabled:
+        if user.disabled_at is not None:
             raise AccountDisabled
-        async with self.sessions.begin() as session:
+        async with engine.begin() as conn:
             if has_failures:
-                await self.guard.login_succeeded(session, email)
+                await self.guard.login_succeeded(conn, email)
             if upgraded_hash is not None:
-                await session.execute(
-                    update(User).where(User.id == user.id).values(password_hash=upgraded_hash)
-                )
-            audit.record(
-                session,
-                "login_ok",
-                user_id=user.id,
-                email=email,
-                ip=ip,
-                rehashed=bool(upgraded_hash),
+                await conn.execute(_REHASHED, {"user": user.id, "hash": upgraded_hash})
+            ok_entry = audit.entry(
+                "login_ok", user_id=user.id, email=email, ip=ip, rehashed=bool(upgraded_hash)
             )
-            grant = self.tokens.issue(session, user, client)
+            await conn.execute(audit.INSERT, ok_entry)
+            grant = await self.tokens.open(conn, user.id, user.roles, client)
         return grant.sign()
 
     async def forgot_password(self, email: str, locale: str, ip: str | None = None) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from prometheus_client import Counter
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.models import AuditEvent
 from common.clock import utcnow
 
 log = logging.getLogger("auth_service.audit")
+# `entry()`'s row on a plain connection (the login's Core path).
+INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 
 # Sign-ups, logins ok/failed, lockouts…: the same events as the trail, as a metric.
 AUTH_EVENTS = Counter("auth_events_total", "Security events by kind", ["event"])
@@ -48,6 +52,30 @@ EVENTS = {
 }
 
 
+def entry(
+    event: str,
+    *,
+    user_id: uuid.UUID | None = None,
+    email: str | None = None,
+    ip: str | None = None,
+    **detail: object,
+) -> dict[str, Any]:
+    """An event's row, counted and logged: `record` adds it to a session; a Core caller
+    executes INSERT with it."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    AUTH_EVENTS.labels(event).inc()
+    log.info("audit %s user=%s ip=%s", event, user_id, ip)
+    return {
+        "at": utcnow(),
+        "event": event,
+        "user_id": user_id,
+        "email": email,
+        "ip": ip,
+        "detail": detail or None,
+    }
+
+
 def record(
     session: AsyncSession,
     event: str,
@@ -57,12 +85,4 @@ def record(
     ip: str | None = None,
     **detail: object,
 ) -> None:
-    if event not in EVENTS:
-        raise ValueError(f"unknown audit event {event!r}")
-    session.add(
-        AuditEvent(
-            at=utcnow(), event=event, user_id=user_id, email=email, ip=ip, detail=detail or None
-        )
-    )
-    AUTH_EVENTS.labels(event).inc()
-    log.info("audit %s user=%s ip=%s", event, user_id, ip)
+    session.add(AuditEvent(**entry(event, user_id=user_id, email=email, ip=ip, **detail)))

@@ -13,15 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import ColumnElement, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service import audit
 from auth_service.config import AuthSettings
 from auth_service.errors import InvalidGrant
 from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
-from auth_service.user_sessions import Client, end_sessions, open_session
+from auth_service.user_sessions import Client, end_sessions, open_session, session_row
 from common.clock import utcnow
+from common.db import engine_of
 
 # The statements of `rotate`, built once.
 _TOKENS = Base.metadata.tables[RefreshToken.__tablename__]
@@ -57,6 +58,7 @@ _TOUCH = (
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
 )
 _INSERT = insert(_TOKENS)
+_OPEN = insert(_SESSIONS)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,18 @@ class RefreshTokens:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
         return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh)
+
+    async def open(
+        self, conn: AsyncConnection, user_id: uuid.UUID, roles: list[str], client: Client
+    ) -> Grant:
+        """`issue` on a plain connection (the login's Core path): a new session and its
+        first refresh token, in the caller's transaction."""
+        now = utcnow()
+        row = session_row(user_id, client, now)
+        refresh = new_refresh_token()
+        await conn.execute(_OPEN, row)
+        await conn.execute(_INSERT, self._token_row(user_id, row["id"], refresh, now))
+        return Grant(self.access_tokens, user_id, list(roles), row["id"], refresh)
 
     def _token_row(
         self, user_id: uuid.UUID, family_id: uuid.UUID, refresh: str, now: datetime
@@ -146,9 +160,7 @@ class RefreshTokens:
 
     @property
     def engine(self) -> AsyncEngine:
-        bind = self.sessions.kw["bind"]
-        assert isinstance(bind, AsyncEngine)
-        return bind
+        return engine_of(self.sessions)
 
     async def _refuse(
         self, session: AsyncSession, token_hash: str, now: datetime, ip: str | None

@@ -9,11 +9,23 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from auth_service.config import AuthSettings
 from auth_service.errors import AccountLocked, TooManyCodeAttempts
-from auth_service.models import AddressThrottle
+from auth_service.models import AddressThrottle, Base
+
+# Core statements (login runs on a plain connection, see Accounts.login).
+_THROTTLE = Base.metadata.tables[AddressThrottle.__tablename__]
+_LOGIN_STATE = select(_THROTTLE.c.locked_until, _THROTTLE.c.login_failures).where(
+    _THROTTLE.c.email == bindparam("address")
+)
+_LOGIN_CLEARED = (
+    update(_THROTTLE)
+    .where(_THROTTLE.c.email == bindparam("address"))
+    .values(login_failures=0, locked_until=None, last_login_failure_at=None)
+)
 
 
 @dataclass
@@ -32,9 +44,11 @@ class AddressGuard:
 
     # -- login ----------------------------------------------------------------------------
 
-    async def check_login(self, session: AsyncSession, email: str, now: datetime) -> bool:
+    async def check_login(
+        self, db: AsyncSession | AsyncConnection, email: str, now: datetime
+    ) -> bool:
         """Raise AccountLocked while the address is locked; True if it has failures on record."""
-        row = await session.get(AddressThrottle, email)
+        row = (await db.execute(_LOGIN_STATE, {"address": email})).one_or_none()
         if row is not None and row.locked_until is not None and row.locked_until > now:
             raise AccountLocked(math.ceil((row.locked_until - now).total_seconds()))
         return row is not None and row.login_failures > 0
@@ -56,10 +70,8 @@ class AddressGuard:
         row.locked_until = now + timedelta(seconds=seconds)
         return seconds
 
-    async def login_succeeded(self, session: AsyncSession, email: str) -> None:
-        row = await self._row(session, email)
-        if row is not None:
-            row.login_failures, row.locked_until, row.last_login_failure_at = 0, None, None
+    async def login_succeeded(self, db: AsyncSession | AsyncConnection, email: str) -> None:
+        await db.execute(_LOGIN_CLEARED, {"address": email})
 
     # -- codes ----------------------------------------------------------------------------
 

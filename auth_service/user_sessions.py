@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
@@ -39,16 +39,20 @@ class Caller:
     session_id: uuid.UUID
 
 
+def session_row(user_id: uuid.UUID, client: Client, now: datetime) -> dict[str, Any]:
+    """A new session's row, for the ORM or Core alike."""
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "created_at": now,
+        "last_used_at": now,
+        "ip": client.ip,
+        "user_agent": client.user_agent,
+    }
+
+
 def open_session(session: AsyncSession, user_id: uuid.UUID, client: Client) -> uuid.UUID:
-    now = utcnow()
-    row = UserSession(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        created_at=now,
-        last_used_at=now,
-        ip=client.ip,
-        user_agent=client.user_agent,
-    )
+    row = UserSession(**session_row(user_id, client, utcnow()))
     session.add(row)
     return row.id
 

@@ -57,6 +57,13 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine a sessionmaker is bound to: hot paths run Core statements on it."""
+    bind = sessions.kw["bind"]
+    assert isinstance(bind, AsyncEngine)
+    return bind
+
+
 async def migrate(engine: AsyncEngine, base: type[DeclarativeBase]) -> None:
     """Upgrade the service owning `base` (by its package) to its newest Alembic revision."""
     from common.migrations import upgrade  # Alembic loads only where a schema is managed

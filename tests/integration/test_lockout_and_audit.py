@@ -42,6 +42,20 @@ def test_progressive_lockout_looks_the_same_for_any_address(
     assert 1 <= int(locked.headers["Retry-After"]) <= 60
 
 
+def test_a_successful_login_clears_the_failures(stack: Stack, http: httpx.Client) -> None:
+    """Failures count toward a lockout only until the right password is given."""
+    email = unique_email("cleared")
+    verify(stack, http, email, signup(stack, http, email))
+    for _ in range(2):
+        wrong_tries = [
+            login(http, email, "wrong").status_code for _ in range(LOCKOUT_THRESHOLD - 1)
+        ]
+        assert wrong_tries == [401] * (LOCKOUT_THRESHOLD - 1)
+        assert login(http, email, PASSWORD).status_code == 200  # and the count starts over
+    # Without the reset, these would be failures 59 and 60: locked by now.
+    assert login(http, email, "wrong").status_code == 401
+
+
 def test_a_fresh_code_does_not_reset_the_guessing_budget(stack: Stack, http: httpx.Client) -> None:
     email = unique_email("budget")
     code = signup(stack, http, email)
