@@ -46,10 +46,9 @@ def pin_self() -> None:
 
 
 def start_pinned(service: ServiceProcess, core: int = SERVICE_CORE) -> ServiceProcess:
-    service.start()
-    assert service.process is not None
-    pin(service.process.pid, core)
-    return service
+    """Started on `core` (taskset execs the service: the pid is the service's)."""
+    service.cpu = core
+    return service.start()
 
 
 def rss_mb(pid: int) -> float:

@@ -34,6 +34,7 @@ class ServiceProcess:
         *,
         port: int | None = None,
         echo: Callable[[str], None] | None = None,
+        cpu: int | None = None,
     ) -> None:
         self.module = module
         self.name = name or module
@@ -42,6 +43,9 @@ class ServiceProcess:
         self.env = {**os.environ, **env, port_var: str(self.port)}
         self.log_path = log_dir / f"{self.name}.log"
         self.echo = echo
+        # Started on this CPU alone (taskset), so that what the service sizes at start-up
+        # from its affinity (auth's hashing threads) sees the core it will run on.
+        self.cpu = cpu
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:
@@ -58,8 +62,9 @@ class ServiceProcess:
     def launch(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out: IO[bytes] | int = subprocess.PIPE if self.echo else self.log_path.open("ab")
+        pinned = [] if self.cpu is None else ["taskset", "-c", str(self.cpu)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+            [*pinned, sys.executable, "-m", self.module],
             cwd=ROOT,
             env=self.env,
             stdout=out,
