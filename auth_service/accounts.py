@@ -38,8 +38,19 @@ _CREDENTIALS = select(
     _USERS.c.disabled_at,
     _USERS.c.roles,
 ).where(_USERS.c.email == bindparam("email"))
-_REHASHED = (
-    update(_USERS).where(_USERS.c.id == bindparam("user")).values(password_hash=bindparam("hash"))
+# The first write of a successful login: the account still has the hash just verified and
+# is not disabled, since a reset, a password change or an admin may have acted during the
+# hash (each ends every session, which this login must not outlive). Writing, not reading,
+# takes the row lock on PostgreSQL and SQLite's write lock at once; the value written is
+# the upgraded hash, or the same one.
+_CLAIM = (
+    update(_USERS)
+    .where(
+        _USERS.c.id == bindparam("user"),
+        _USERS.c.password_hash == bindparam("verified"),
+        _USERS.c.disabled_at.is_(None),
+    )
+    .values(password_hash=bindparam("hash"))
 )
 
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
@@ -127,8 +138,8 @@ class Accounts:
 
     async def login(self, email: str, password: str, client: Client) -> TokenPair:
         """The busiest route after refresh: Core statements on plain connections (no ORM
-        session), two short transactions around the hash, and the signature after the
-        commit. A wrong password takes the ORM path of the other failures."""
+        session), one read before the hash and one transaction after it, and the signature
+        after the commit. A wrong password takes the ORM path of the other failures."""
         ip = client.ip
         engine = engine_of(self.sessions)
         async with engine.connect() as conn:
@@ -156,10 +167,13 @@ class Accounts:
         if user.disabled_at is not None:
             raise AccountDisabled
         async with engine.begin() as conn:
+            verified = user.password_hash
+            claim = {"user": user.id, "verified": verified, "hash": upgraded_hash or verified}
+            claimed = await conn.execute(_CLAIM, claim)
+            if claimed.rowcount != 1:  # no longer its password, or disabled: no session
+                raise InvalidCredentials  # leaving the block rolls back
             if has_failures:
                 await self.guard.login_succeeded(conn, email)
-            if upgraded_hash is not None:
-                await conn.execute(_REHASHED, {"user": user.id, "hash": upgraded_hash})
             ok_entry = audit.entry(
                 "login_ok", user_id=user.id, email=email, ip=ip, rehashed=bool(upgraded_hash)
             )

@@ -243,8 +243,8 @@ def test_a_stranger_cannot_delete_without_the_password(stack: Stack, http: httpx
 
 
 def test_an_address_change_asked_too_soon_says_when(stack: Stack, http: httpx.Client) -> None:
-    """Within the resend cooldown (here: right after a first change's email) the caller
-    hears when to ask again, rather than an "accepted" for a code that is never sent."""
+    """Within the resend cooldown (here: right after a first change was asked for) the
+    caller hears when to ask again, rather than an "accepted" for a code never sent."""
     account = cooled_down_account(stack, http, "hasty")
     assert ask_email_change(http, account, unique_email("hasty-first")).status_code == 202
     new_email = unique_email("hasty-new")

@@ -157,7 +157,7 @@ def test_second_signup_of_unverified_account_cannot_take_it_over(
     assert r.status_code == 202
     [received] = stack.smtp.wait_for(email)
     assert received.code is not None
-    time.sleep(0.5)  # a second email, had one been sent, would be on its way
+    time.sleep(0.5)  # a second email, had one been sent, would likely be here by now
     assert len(stack.smtp.to(email)) == 1
     assert verify(stack, http, email, received.code).status_code == 200
     login = f"{stack.auth.url}/v1/auth/login"

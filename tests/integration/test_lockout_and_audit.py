@@ -52,8 +52,13 @@ def test_a_successful_login_clears_the_failures(stack: Stack, http: httpx.Client
         ]
         assert wrong_tries == [401] * (LOCKOUT_THRESHOLD - 1)
         assert login(http, email, PASSWORD).status_code == 200  # and the count starts over
-    # Without the reset, these would be failures 59 and 60: locked by now.
-    assert login(http, email, "wrong").status_code == 401
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        row = db.execute(
+            "SELECT login_failures, locked_until, last_login_failure_at FROM address_throttle "
+            "WHERE email = ?",
+            (email,),
+        ).fetchone()
+    assert row == (0, None, None)
 
 
 def test_a_fresh_code_does_not_reset_the_guessing_budget(stack: Stack, http: httpx.Client) -> None:

@@ -91,6 +91,13 @@ def test_auth_on_postgres(stack: Stack, pg_services: tuple[ServiceProcess, Servi
             http.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code
             == 401
         )
+        # A success after that failure clears the address's count (a Core UPDATE).
+        assert (
+            http.post(
+                "/v1/auth/login", json={"email": email, "password": "a new pg passphrase"}
+            ).status_code
+            == 200
+        )
 
 
 def test_identity_flows_on_postgres(

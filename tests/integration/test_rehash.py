@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import httpx
@@ -37,5 +38,12 @@ def test_login_upgrades_an_outdated_hash(stack: Stack) -> None:
             assert "$m=32768,t=3,p=1$" in stored_hash(stack, email)
             again = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
             assert again.status_code == 200  # the upgraded hash verifies
+        with sqlite3.connect(stack.work / "auth.db") as db:
+            details = db.execute(
+                "SELECT detail FROM audit_events WHERE email = ? AND event = 'login_ok' "
+                "ORDER BY id",
+                (email,),
+            ).fetchall()
+        assert [json.loads(d) for (d,) in details] == [{"rehashed": True}, {"rehashed": False}]
     finally:
         stronger.stop()

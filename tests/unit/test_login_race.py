@@ -1,0 +1,125 @@
+"""A login whose account changes while its password is being hashed starts no session:
+a password reset or change, or an admin's disable, ends every session of the account, and
+a login verified against the old state must not outlive that."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.accounts import Accounts
+from auth_service.config import AuthSettings
+from auth_service.errors import InvalidCredentials
+from auth_service.keys import KeyRing, generate_missing
+from auth_service.models import Base, RefreshToken, User, UserSession
+from auth_service.passwords import PasswordHasher
+from auth_service.refresh import RefreshTokens
+from auth_service.throttle import AddressGuard
+from auth_service.tokens import AccessTokenIssuer
+from auth_service.user_sessions import Client
+from common.clock import utcnow
+from common.db import make_engine, make_sessionmaker, migrate
+
+EMAIL, PASSWORD = "racer@example.com", "a perfectly fine passphrase"
+
+Meddle = Callable[[AsyncSession], Any]
+
+
+class MeddlingHasher(PasswordHasher):
+    """Runs `meddle` in its own transaction once the real verify is done: what another
+    request could commit while this login's hash ran."""
+
+    def __init__(self, settings: AuthSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(settings)
+        self.sessions = sessions
+        self.meddle: Meddle | None = None
+
+    async def verify(self, password: str, stored: str) -> tuple[bool, str | None]:
+        result = await super().verify(password, stored)
+        if self.meddle is not None:
+            async with self.sessions.begin() as session:
+                await self.meddle(session)
+        return result
+
+
+@dataclass
+class Setup:
+    accounts: Accounts
+    hasher: MeddlingHasher
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    settings = AuthSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/auth.db",
+        private_key_path=tmp_path / "private.pem",
+        public_key_path=tmp_path / "public.pem",
+        code_secret_path=tmp_path / "code_secret",
+        retired_keys_dir=tmp_path / "retired",
+    )
+    generate_missing(settings)
+    engine = make_engine(settings.database_url)
+    await migrate(engine, Base)
+    sessions = make_sessionmaker(engine)
+    hasher = MeddlingHasher(settings, sessions)
+    async with sessions.begin() as session:
+        session.add(
+            User(
+                email=EMAIL,
+                password_hash=await hasher.hash(PASSWORD),
+                email_verified=True,
+                roles=[],
+            )
+        )
+    accounts = Accounts(
+        settings=settings,
+        sessions=sessions,
+        passwords=hasher,
+        codes=cast(Any, None),  # not used by a password login
+        tokens=RefreshTokens(settings, sessions, AccessTokenIssuer(KeyRing(settings), settings)),
+        relay=cast(Any, None),
+        guard=AddressGuard(settings),
+    )
+    try:
+        yield Setup(accounts, hasher, sessions)
+    finally:
+        hasher.close()
+        await engine.dispose()
+
+
+async def _count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def _reset(session: AsyncSession) -> None:
+    await session.execute(
+        update(User).where(User.email == EMAIL).values(password_hash="$argon2id$another")
+    )
+
+
+async def _disable(session: AsyncSession) -> None:
+    await session.execute(update(User).where(User.email == EMAIL).values(disabled_at=utcnow()))
+
+
+async def test_an_undisturbed_login_starts_a_session(setup: Setup) -> None:
+    pair = await setup.accounts.login(EMAIL, PASSWORD, Client())
+    assert pair.refresh_token
+    assert await _count(setup.sessions, UserSession) == 1
+    assert await _count(setup.sessions, RefreshToken) == 1
+
+
+@pytest.mark.parametrize("meddle", [_reset, _disable], ids=["password reset", "disabled"])
+async def test_a_change_during_the_hash_refuses_the_login(setup: Setup, meddle: Meddle) -> None:
+    setup.hasher.meddle = meddle
+    with pytest.raises(InvalidCredentials):
+        await setup.accounts.login(EMAIL, PASSWORD, Client())
+    assert await _count(setup.sessions, UserSession) == 0
+    assert await _count(setup.sessions, RefreshToken) == 0
