@@ -100,10 +100,16 @@ def new_admin(stack: Stack, http: httpx.Client) -> Account:
     return login(stack, http, account.email)
 
 
-def audit_rows(stack: Stack, user_id: str) -> list[tuple[str, str | None, str | None]]:
-    """(event, email, detail JSON) of the account's audit rows, oldest first."""
+def auth_rows(stack: Stack, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of a query on the stack's auth database (SQLite), read beside the service."""
     with sqlite3.connect(stack.work / "auth.db") as db:
-        return db.execute(
-            "SELECT event, email, detail FROM audit_events WHERE user_id = ? ORDER BY id",
-            (user_id.replace("-", ""),),
-        ).fetchall()
+        return db.execute(sql, params).fetchall()
+
+
+def audit_rows(stack: Stack, user_id: str) -> list[tuple[Any, ...]]:
+    """(event, email, detail JSON) of the account's audit rows, oldest first."""
+    return auth_rows(
+        stack,
+        "SELECT event, email, detail FROM audit_events WHERE user_id = ? ORDER BY id",
+        user_id.replace("-", ""),
+    )

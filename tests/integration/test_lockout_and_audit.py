@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.accounts import auth_rows
 from tests.conftest import TEST_CODE_BUDGET, TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify, wrong
 from tests.support import unique_email
@@ -52,13 +53,13 @@ def test_a_successful_login_clears_the_failures(stack: Stack, http: httpx.Client
         ]
         assert wrong_tries == [401] * (LOCKOUT_THRESHOLD - 1)
         assert login(http, email, PASSWORD).status_code == 200  # and the count starts over
-    with sqlite3.connect(stack.work / "auth.db") as db:
-        row = db.execute(
-            "SELECT login_failures, locked_until, last_login_failure_at FROM address_throttle "
-            "WHERE email = ?",
-            (email,),
-        ).fetchone()
-    assert row == (0, None, None)
+    throttle = auth_rows(
+        stack,
+        "SELECT login_failures, locked_until, last_login_failure_at FROM address_throttle "
+        "WHERE email = ?",
+        email,
+    )
+    assert throttle == [(0, None, None)]
 
 
 def test_a_fresh_code_does_not_reset_the_guessing_budget(stack: Stack, http: httpx.Client) -> None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import httpx
 
+from tests.accounts import auth_rows
 from tests.conftest import Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify
 from tests.support import unique_email
 
 
 def stored_hash(stack: Stack, email: str) -> str:
-    with sqlite3.connect(stack.work / "auth.db") as db:
-        return db.execute("SELECT password_hash FROM users WHERE email = ?", (email,)).fetchone()[0]
+    [(stored,)] = auth_rows(stack, "SELECT password_hash FROM users WHERE email = ?", email)
+    return str(stored)
 
 
 def test_login_upgrades_an_outdated_hash(stack: Stack) -> None:
@@ -38,12 +38,11 @@ def test_login_upgrades_an_outdated_hash(stack: Stack) -> None:
             assert "$m=32768,t=3,p=1$" in stored_hash(stack, email)
             again = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
             assert again.status_code == 200  # the upgraded hash verifies
-        with sqlite3.connect(stack.work / "auth.db") as db:
-            details = db.execute(
-                "SELECT detail FROM audit_events WHERE email = ? AND event = 'login_ok' "
-                "ORDER BY id",
-                (email,),
-            ).fetchall()
+        details = auth_rows(
+            stack,
+            "SELECT detail FROM audit_events WHERE email = ? AND event = 'login_ok' ORDER BY id",
+            email,
+        )
         assert [json.loads(d) for (d,) in details] == [{"rehashed": True}, {"rehashed": False}]
     finally:
         stronger.stop()
