@@ -43,9 +43,16 @@ class SelfService:
         await self._check_password(user, current, ip, "password_change")
         new_hash = await a.passwords.hash(new)
         async with a.sessions.begin() as session:
-            await session.execute(
-                update(User).where(User.id == user.id).values(password_hash=new_hash)
+            # Only over the password just checked: a reset that committed during the
+            # hashes ended this session too, and must not be undone by it.
+            changed = await session.execute(
+                update(User)
+                .where(User.id == user.id, User.password_hash == user.password_hash)
+                .values(password_hash=new_hash)
+                .execution_options(synchronize_session=False)
             )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+                raise InvalidPassword  # leaving the block rolls back
             await end_others(session, caller)
             audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
             events.email_notice(session, EmailEventType.PASSWORD_CHANGED_NOTICE, user.email, locale)

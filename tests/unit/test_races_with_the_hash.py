@@ -1,32 +1,38 @@
-"""A login whose account changes while its password is being hashed starts no session:
-a password reset or change, or an admin's disable, ends every session of the account, and
-a login verified against the old state must not outlive that."""
+"""What another request commits while a password is being hashed (~50 ms) is not undone.
+
+A password reset or change, or an admin's disable, ends every session of the account: a
+login verified against the old state must not start one, and a password change checked
+against the old password must not overwrite the reset."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.config import AuthSettings
-from auth_service.errors import InvalidCredentials
+from auth_service.errors import InvalidCredentials, InvalidPassword
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
-from auth_service.user_sessions import Client
+from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
 from common.db import make_engine, make_sessionmaker, migrate
 
 EMAIL, PASSWORD = "racer@example.com", "a perfectly fine passphrase"
+RESET_HASH = "$argon2id$set-by-a-reset"
 
 Meddle = Callable[[AsyncSession], Any]
 
@@ -84,7 +90,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         passwords=hasher,
         codes=cast(Any, None),  # not used by a password login
         tokens=RefreshTokens(settings, sessions, AccessTokenIssuer(KeyRing(settings), settings)),
-        relay=cast(Any, None),
+        relay=cast(Any, SimpleNamespace(notify=lambda: None)),  # no broker here
         guard=AddressGuard(settings),
     )
     try:
@@ -100,9 +106,7 @@ async def _count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) 
 
 
 async def _reset(session: AsyncSession) -> None:
-    await session.execute(
-        update(User).where(User.email == EMAIL).values(password_hash="$argon2id$another")
-    )
+    await session.execute(update(User).where(User.email == EMAIL).values(password_hash=RESET_HASH))
 
 
 async def _disable(session: AsyncSession) -> None:
@@ -123,3 +127,31 @@ async def test_a_change_during_the_hash_refuses_the_login(setup: Setup, meddle: 
         await setup.accounts.login(EMAIL, PASSWORD, Client())
     assert await _count(setup.sessions, UserSession) == 0
     assert await _count(setup.sessions, RefreshToken) == 0
+
+
+async def _stored_hash(sessions: async_sessionmaker[AsyncSession]) -> str | None:
+    async with sessions() as session:
+        return await session.scalar(select(User.password_hash).where(User.email == EMAIL))
+
+
+async def _caller(sessions: async_sessionmaker[AsyncSession]) -> Caller:
+    async with sessions() as session:
+        user = await session.scalar(select(User).where(User.email == EMAIL))
+    assert user is not None
+    return Caller(user, uuid.uuid4())
+
+
+@pytest.mark.parametrize("during_the_hash", [None, _reset], ids=["undisturbed", "reset"])
+async def test_a_password_change_never_overwrites_a_reset(
+    setup: Setup, during_the_hash: Meddle | None
+) -> None:
+    caller, before = await _caller(setup.sessions), await _stored_hash(setup.sessions)
+    setup.hasher.meddle = during_the_hash
+    change = SelfService(setup.accounts).change_password(caller, PASSWORD, "a new one", "en")
+    if during_the_hash is None:
+        await change
+        assert await _stored_hash(setup.sessions) not in (before, RESET_HASH)
+    else:
+        with pytest.raises(InvalidPassword):
+            await change
+        assert await _stored_hash(setup.sessions) == RESET_HASH
