@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit, events
 from auth_service.accounts import EMAIL_CHANGE, Accounts
@@ -72,9 +73,7 @@ class SelfService:
             raise EmailUnchanged
         await self._check_password(user, password, ip, "email_change")
         async with a.sessions.begin() as session:
-            row = await session.get(User, user.id, with_for_update=True)
-            if row is None:
-                raise NotAuthenticated
+            row = await self._checked_row(session, user)
             now = utcnow()
             if not a.cooled_down(row, now):
                 raise RateLimited(a.cooldown_left(row, now))
@@ -126,9 +125,7 @@ class SelfService:
         a, user = self.accounts, caller.user
         await self._check_password(user, password, ip, "delete")
         async with a.sessions.begin() as session:
-            row = await session.get(User, user.id, with_for_update=True)
-            if row is None:  # a parallel delete won
-                raise NotAuthenticated
+            row = await self._checked_row(session, user)
             await session.execute(
                 update(AuditEvent)
                 .where(or_(AuditEvent.user_id == row.id, AuditEvent.email == row.email))
@@ -140,6 +137,18 @@ class SelfService:
             events.user_event(session, UserEventType.DELETED, row.id, email=row.email)
             await session.delete(row)  # codes, sessions and tokens go by ON DELETE CASCADE
         a.relay.notify()
+
+    @staticmethod
+    async def _checked_row(session: AsyncSession, user: User) -> User:
+        """The account's row, locked, after `_check_password`: NotAuthenticated if a
+        parallel delete won, InvalidPassword if a reset or change replaced the password
+        that was just checked (it ended this session too)."""
+        row = await session.get(User, user.id, with_for_update=True)
+        if row is None:
+            raise NotAuthenticated
+        if row.password_hash != user.password_hash:
+            raise InvalidPassword
+        return row
 
     async def _check_password(self, user: User, password: str, ip: str | None, action: str) -> None:
         """InvalidPassword unless `password` is the account's; a wrong one counts toward

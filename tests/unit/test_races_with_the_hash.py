@@ -1,8 +1,8 @@
 """What another request commits while a password is being hashed (~50 ms) is not undone.
 
 A password reset or change, or an admin's disable, ends every session of the account: a
-login verified against the old state must not start one, and a password change checked
-against the old password must not overwrite the reset."""
+login verified against the old state must not start one, and a password change or an
+account deletion checked against the old password must not go through."""
 
 from __future__ import annotations
 
@@ -155,3 +155,19 @@ async def test_a_password_change_never_overwrites_a_reset(
         with pytest.raises(InvalidPassword):
             await change
         assert await _stored_hash(setup.sessions) == RESET_HASH
+
+
+@pytest.mark.parametrize("during_the_hash", [None, _reset], ids=["undisturbed", "reset"])
+async def test_a_deletion_checked_against_a_replaced_password_is_refused(
+    setup: Setup, during_the_hash: Meddle | None
+) -> None:
+    caller = await _caller(setup.sessions)
+    setup.hasher.meddle = during_the_hash
+    deletion = SelfService(setup.accounts).delete(caller, PASSWORD)
+    if during_the_hash is None:
+        await deletion
+        assert await _stored_hash(setup.sessions) is None  # gone
+    else:
+        with pytest.raises(InvalidPassword):
+            await deletion
+        assert await _stored_hash(setup.sessions) == RESET_HASH  # still there
