@@ -140,7 +140,8 @@ class SelfService:
 
     @staticmethod
     async def _checked_row(session: AsyncSession, user: User) -> User:
-        """The account's row (locked on PostgreSQL) after `_check_password`:
+        """The account's row, locked (a row lock on PostgreSQL; on SQLite the transaction
+        began IMMEDIATE, see common/sqlite.py) after `_check_password`:
         NotAuthenticated if a parallel delete won, InvalidPassword if a reset or change
         replaced the password that was just checked (it ended this session too)."""
         row = await session.get(User, user.id, with_for_update=True)

@@ -7,8 +7,16 @@ refresh made 16 of them). This cursor does the four steps in one call on aiosqli
 thread and keeps what they left (description, rows, rowcount, lastrowid), which is all
 SQLAlchemy reads from a non-server-side cursor.
 
-`install()` puts it in SQLAlchemy's aiosqlite connection class; make_engine calls it. It
-relies on SQLAlchemy 2.1's shared asyncio cursor (`AsyncAdapt_dbapi_cursor` and its
+Every transaction starts with `BEGIN IMMEDIATE`, sent in the same hop as its first
+statement. The driver's default (pysqlite begins only at the first write) left a
+transaction's reads outside it, so a read-check-write flow was not atomic between two
+processes on one file (`AUTH_WORKERS`, or several instances): two failed logins could
+both read 7 failures and both write 8. Taking the write lock at the start serializes
+transactions across processes as the one-connection pool already does within one.
+`begin_immediate(engine)` arranges it; make_engine calls it.
+
+`install()` puts the cursor in SQLAlchemy's aiosqlite connection class; make_engine
+calls it. It relies on SQLAlchemy 2.1's shared asyncio cursor (`AsyncAdapt_dbapi_cursor` and its
 `_execute_async`) and on aiosqlite's `Connection._execute` and `_conn` (which
 SQLAlchemy's own adapter uses too), and checks them, so a version without them fails at
 start-up, not at the first query.
@@ -18,15 +26,22 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import aiosqlite
+from sqlalchemy import Connection, event
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.util import EMPTY_DICT
+
+# Connections whose SQLAlchemy transaction began and whose first statement is still to come.
+_BEGINNING: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 class _Outcome:
@@ -44,7 +59,15 @@ class _Outcome:
         """The sqlite3 cursor was closed on its thread already."""
 
 
-def _execute(conn: sqlite3.Connection, sql: str, parameters: Any) -> tuple[_Outcome, list[Any]]:
+def _begin(conn: sqlite3.Connection, begin: bool) -> None:
+    if begin and not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")  # waits in SQLite's busy handler for the lock
+
+
+def _execute(
+    conn: sqlite3.Connection, sql: str, parameters: Any, begin: bool
+) -> tuple[_Outcome, list[Any]]:
+    _begin(conn, begin)
     cursor = conn.cursor()
     try:
         if parameters is None:
@@ -57,7 +80,8 @@ def _execute(conn: sqlite3.Connection, sql: str, parameters: Any) -> tuple[_Outc
         cursor.close()
 
 
-def _executemany(conn: sqlite3.Connection, sql: str, seq: Sequence[Any]) -> _Outcome:
+def _executemany(conn: sqlite3.Connection, sql: str, seq: Sequence[Any], begin: bool) -> _Outcome:
+    _begin(conn, begin)
     cursor = conn.cursor()
     try:
         cursor.executemany(sql, seq)
@@ -77,6 +101,13 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._soft_closed_memoized = EMPTY_DICT
         self._rows = collections.deque()
 
+    def _beginning(self) -> bool:
+        """True once per transaction: its first statement carries the BEGIN."""
+        if self._connection in _BEGINNING:
+            _BEGINNING.discard(self._connection)
+            return True
+        return False
+
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             outcome, rows = await self._connection._execute(
@@ -84,6 +115,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 self._connection._conn,
                 operation,
                 parameters,
+                self._beginning(),
             )
             self._cursor = outcome
             self._rows = collections.deque(rows)
@@ -92,14 +124,24 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             self._cursor = await self._connection._execute(
-                _executemany, self._connection._conn, operation, seq_of_parameters
+                _executemany,
+                self._connection._conn,
+                operation,
+                seq_of_parameters,
+                self._beginning(),
             )
         return None
 
 
-def install() -> None:
-    import aiosqlite
+def begin_immediate(engine: Engine) -> None:
+    """Every transaction on `engine` (a make_engine SQLite engine) begins IMMEDIATE."""
 
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        _BEGINNING.add(conn.connection.dbapi_connection._connection)  # type: ignore[union-attr]
+
+
+def install() -> None:
     expected = (
         issubclass(AsyncAdapt_aiosqlite_cursor, AsyncAdapt_dbapi_cursor)
         and hasattr(AsyncAdapt_dbapi_cursor, "_execute_async")

@@ -1,7 +1,8 @@
 """Auth with several worker processes (AUTH_WORKERS=2) on one SQLite file, as an operator
 who wants them would run it: the outbox is relayed by one worker only (every email
-published once), the rate limits are one count in Redis for both workers, and a key
-rotation reaches every worker. Without Redis, more than one worker refuses to start."""
+published once), the rate limits are one count in Redis for both workers, failures
+counted by both workers at once are all counted, and a key rotation reaches every
+worker. Without Redis, more than one worker refuses to start."""
 
 from __future__ import annotations
 
@@ -40,7 +41,15 @@ def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         AUTH_REDIS_URL=REDIS_URL,
         AUTH_REDIS_KEY_PREFIX=f"workers-{uuid.uuid4().hex[:8]}",
         AUTH_RATE_LIMIT_ENABLED="true",
-        AUTH_RATE_LIMITS=json.dumps({"ip:signup": [10_000, 60], "ip:forgot": [4, 60]}),
+        AUTH_LOCKOUT_THRESHOLD="1000",
+        AUTH_RATE_LIMITS=json.dumps(
+            {
+                "ip:signup": [10_000, 60],
+                "ip:forgot": [4, 60],
+                "ip:login": [10_000, 60],
+                "account:login": [10_000, 60],
+            }
+        ),
     )
     try:
         yield service
@@ -84,6 +93,32 @@ def test_both_workers_count_one_limit(workers: ServiceProcess) -> None:
             r = http.post("/v1/auth/password/forgot", json={"email": "w@example.com"})
             statuses.append(r.status_code)
     assert statuses.count(202) == 4 and statuses.count(429) == 4
+
+
+def test_failures_counted_by_both_workers_at_once_all_count(
+    stack: Stack, workers: ServiceProcess
+) -> None:
+    """Each failed login reads the address's count and writes it plus one. Both workers
+    doing so at once on one SQLite file lost counts while a transaction's reads ran
+    outside it (the driver's default); BEGIN IMMEDIATE makes each count one."""
+    email = f"guess-{uuid.uuid4().hex[:8]}@example.com"
+    attempts = 200  # below the lockout threshold (1000 here): every answer is a plain 401
+
+    async def guess() -> list[int]:
+        limits = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers
+        async with httpx.AsyncClient(base_url=workers.url, timeout=60, limits=limits) as http:
+            body = {"email": email, "password": "not the password"}
+            answers = await asyncio.gather(
+                *(http.post("/v1/auth/login", json=body) for _ in range(attempts))
+            )
+            return [a.status_code for a in answers]
+
+    assert asyncio.run(guess()) == [401] * attempts
+    with sqlite3.connect(stack.work / "auth-workers.db") as db:
+        counted = db.execute(
+            "SELECT login_failures FROM address_throttle WHERE email = ?", (email,)
+        ).fetchall()
+    assert counted == [(attempts,)]
 
 
 def test_a_rotation_reaches_every_worker(workers: ServiceProcess) -> None:

@@ -1,8 +1,10 @@
 """The one-hop SQLite cursor (common/sqlite.py) answers as SQLAlchemy's own does: rows,
-RETURNING, rowcount, lastrowid, executemany, and errors as SQLAlchemy exceptions."""
+RETURNING, rowcount, lastrowid, executemany, and errors as SQLAlchemy exceptions; and its
+transactions isolate their reads from another process's writes."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosqlite
@@ -65,3 +67,36 @@ async def test_statements_and_their_outcomes(
             ).scalar() == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_transaction_reads_and_writes_as_one_across_processes(tmp_path: Path) -> None:
+    """Two engines on one file are two processes' connections (AUTH_WORKERS, or several
+    instances). What one transaction read cannot change under it before it writes: the
+    other's write waits for its commit. Without BEGIN IMMEDIATE the read ran outside the
+    transaction and the other's +10 was lost (the count ended at 1)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    one, other = make_engine(url), make_engine(url)
+    try:
+        async with one.begin() as conn:
+            await conn.run_sync(META.create_all)
+            await conn.execute(insert(THINGS).values(id=1, name="0"))
+        count = select(THINGS.c.name).where(THINGS.c.id == 1)
+
+        async def add_ten() -> None:
+            async with other.begin() as conn:
+                seen = int((await conn.execute(count)).scalar_one())
+                await conn.execute(update(THINGS).values(name=str(seen + 10)))
+
+        async with one.begin() as conn:
+            seen = int((await conn.execute(count)).scalar_one())
+            meanwhile = asyncio.create_task(add_ten())
+            # Long enough for the other write to land, had it not been made to wait.
+            done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
+            assert not done
+            await conn.execute(update(THINGS).values(name=str(seen + 1)))
+        await meanwhile
+        async with other.connect() as conn:
+            assert (await conn.execute(count)).scalar_one() == "11"
+    finally:
+        await one.dispose()
+        await other.dispose()
