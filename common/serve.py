@@ -22,4 +22,5 @@ def serve(app: FastAPI | str, *, host: str, port: int, workers: int = 1) -> None
         workers=workers if isinstance(app, str) else None,
         log_config=None,
         proxy_headers=False,
+        ws="none",  # no service speaks WebSocket: an Upgrade is a plain request
     )
