@@ -1,4 +1,5 @@
-"""Auth on one core: refreshes per second (goal 500), logins against raw argon2id on the
+"""Auth on one core: refreshes per second (goal 500, shown beside the same process's
+/healthz so that a busy machine is seen as such), logins against raw argon2id on the
 same core (the floor: a login cannot be cheaper than its hash), and the most sign-ups a
 second it takes (for the latency figure, which runs at half of it)."""
 
@@ -95,7 +96,13 @@ def figures(
                 script_args=(str(users),),
             )
 
-        refreshes = alternate(rounds, {"refresh": refresh})["refresh"]
+        def healthz() -> Load:
+            return wrk(f"{auth.url}/healthz", seconds=seconds)
+
+        # The refresh goal is absolute; the same process's /healthz beside it shows what
+        # the machine allowed in this run (a busy host lowers both).
+        refreshes_and_floor = alternate(rounds, {"healthz": healthz, "refresh": refresh})
+        refreshes = refreshes_and_floor["refresh"]
         logins = alternate(
             rounds,
             {"raw": lambda: raw_argon2_rate(seconds), "login": lambda: login().rate},
@@ -121,6 +128,8 @@ def figures(
             measured=refresh_rate,
             unit="req/s",
             met=refresh_rate >= 500,
+            floor=median([load.rate for load in refreshes_and_floor["healthz"]]),
+            floor_label="the same process's /healthz, for context",
             rounds=[load.rate for load in refreshes],
             latency=middle(refreshes),
             note=errors_note(refreshes),
