@@ -31,7 +31,7 @@ def ensure_sqlite_dir(database_url: str) -> None:
 def make_engine(url: str) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
-        from common.sqlite import begin_immediate, install
+        from common.sqlite import install, lock_for_update
 
         install()  # one thread hop per statement (common/sqlite.py)
         # One connection: SQLite has one writer anyway, and queueing in asyncio beats
@@ -49,7 +49,7 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        begin_immediate(engine.sync_engine)  # transactions isolate across processes too
+        lock_for_update(engine.sync_engine)  # FOR UPDATE holds across processes too
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 

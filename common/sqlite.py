@@ -7,13 +7,14 @@ refresh made 16 of them). This cursor does the four steps in one call on aiosqli
 thread and keeps what they left (description, rows, rowcount, lastrowid), which is all
 SQLAlchemy reads from a non-server-side cursor.
 
-Every transaction starts with `BEGIN IMMEDIATE`, sent in the same hop as its first
-statement. The driver's default (pysqlite begins only at the first write) left a
-transaction's reads outside it, so a read-check-write flow was not atomic between two
-processes on one file (`AUTH_WORKERS`, or several instances): two failed logins could
-both read 7 failures and both write 8. Taking the write lock at the start serializes
-transactions across processes as the one-connection pool already does within one.
-`begin_immediate(engine)` arranges it; make_engine calls it.
+A `SELECT … FOR UPDATE` (`with_for_update`) that opens a transaction opens it with
+`BEGIN IMMEDIATE`, sent in the same hop as the statement: SQLite's counterpart of the row
+lock PostgreSQL takes, since SQLite drops the clause. The driver's default (pysqlite
+begins only at the first write) left such a read outside the transaction, so a
+read-check-write flow was not atomic between two processes on one file (`AUTH_WORKERS`,
+or several instances): two failed logins could both read 7 failures and both write 8.
+Other reads stay outside any transaction, as before (in WAL they never wait), and a
+write still begins one itself. `lock_for_update(engine)` arranges it; make_engine calls it.
 
 `install()` puts the cursor in SQLAlchemy's aiosqlite connection class; make_engine
 calls it. It relies on SQLAlchemy 2.1's shared asyncio cursor (`AsyncAdapt_dbapi_cursor` and its
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, select
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -40,8 +41,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.util import EMPTY_DICT
 
-# Connections whose SQLAlchemy transaction began and whose first statement is still to come.
-_BEGINNING: weakref.WeakSet[object] = weakref.WeakSet()
+# Connections whose next statement is a SELECT … FOR UPDATE (set just before it runs).
+_FOR_UPDATE: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 class _Outcome:
@@ -59,15 +60,15 @@ class _Outcome:
         """The sqlite3 cursor was closed on its thread already."""
 
 
-def _begin(conn: sqlite3.Connection, begin: bool) -> None:
-    if begin and not conn.in_transaction:
+def _lock(conn: sqlite3.Connection, for_update: bool) -> None:
+    if for_update and not conn.in_transaction:
         conn.execute("BEGIN IMMEDIATE")  # waits in SQLite's busy handler for the lock
 
 
 def _execute(
-    conn: sqlite3.Connection, sql: str, parameters: Any, begin: bool
+    conn: sqlite3.Connection, sql: str, parameters: Any, for_update: bool
 ) -> tuple[_Outcome, list[Any]]:
-    _begin(conn, begin)
+    _lock(conn, for_update)
     cursor = conn.cursor()
     try:
         if parameters is None:
@@ -80,8 +81,10 @@ def _execute(
         cursor.close()
 
 
-def _executemany(conn: sqlite3.Connection, sql: str, seq: Sequence[Any], begin: bool) -> _Outcome:
-    _begin(conn, begin)
+def _executemany(
+    conn: sqlite3.Connection, sql: str, seq: Sequence[Any], for_update: bool
+) -> _Outcome:
+    _lock(conn, for_update)
     cursor = conn.cursor()
     try:
         cursor.executemany(sql, seq)
@@ -101,10 +104,10 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._soft_closed_memoized = EMPTY_DICT
         self._rows = collections.deque()
 
-    def _beginning(self) -> bool:
-        """True once per transaction: its first statement carries the BEGIN."""
-        if self._connection in _BEGINNING:
-            _BEGINNING.discard(self._connection)
+    def _for_update(self) -> bool:
+        """True for a SELECT … FOR UPDATE: it begins the transaction if none is open."""
+        if self._connection in _FOR_UPDATE:
+            _FOR_UPDATE.discard(self._connection)
             return True
         return False
 
@@ -115,7 +118,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 self._connection._conn,
                 operation,
                 parameters,
-                self._beginning(),
+                self._for_update(),
             )
             self._cursor = outcome
             self._rows = collections.deque(rows)
@@ -128,17 +131,21 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 self._connection._conn,
                 operation,
                 seq_of_parameters,
-                self._beginning(),
+                self._for_update(),
             )
         return None
 
 
-def begin_immediate(engine: Engine) -> None:
-    """Every transaction on `engine` (a make_engine SQLite engine) begins IMMEDIATE."""
+def lock_for_update(engine: Engine) -> None:
+    """A SELECT … FOR UPDATE on `engine` (a make_engine SQLite engine) that starts a
+    transaction begins it IMMEDIATE: the write lock is held from the read on."""
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        _BEGINNING.add(conn.connection.dbapi_connection._connection)  # type: ignore[union-attr]
+    @event.listens_for(engine, "before_cursor_execute")
+    def _flag(conn: Connection, _c: Any, _s: str, _p: Any, context: Any, _many: bool) -> None:
+        compiled = getattr(context, "compiled", None)
+        statement = getattr(compiled, "statement", None)
+        if getattr(statement, "_for_update_arg", None) is not None:
+            _FOR_UPDATE.add(conn.connection.dbapi_connection._connection)  # type: ignore[union-attr]
 
 
 def install() -> None:
@@ -150,4 +157,6 @@ def install() -> None:
     )
     if not expected:
         raise RuntimeError("SQLAlchemy or aiosqlite changed: review common/sqlite.py")
+    if select().with_for_update()._for_update_arg is None:
+        raise RuntimeError("SQLAlchemy changed how FOR UPDATE is kept: review common/sqlite.py")
     AsyncAdapt_aiosqlite_connection._cursor_cls = OneHopCursor

@@ -98,9 +98,10 @@ def test_both_workers_count_one_limit(workers: ServiceProcess) -> None:
 def test_failures_counted_by_both_workers_at_once_all_count(
     stack: Stack, workers: ServiceProcess
 ) -> None:
-    """Each failed login reads the address's count and writes it plus one. Both workers
-    doing so at once on one SQLite file lost counts while a transaction's reads ran
-    outside it (the driver's default); BEGIN IMMEDIATE makes each count one."""
+    """Each failed login reads the address's count FOR UPDATE and writes it plus one. Both
+    workers doing so at once on one SQLite file lost counts while that read ran outside the
+    transaction (the driver's default; SQLite drops FOR UPDATE); it now begins the
+    transaction IMMEDIATE, and every failure counts."""
     email = f"guess-{uuid.uuid4().hex[:8]}@example.com"
     attempts = 200  # below the lockout threshold (1000 here): every answer is a plain 401
 

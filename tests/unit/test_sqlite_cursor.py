@@ -69,13 +69,26 @@ async def test_statements_and_their_outcomes(
         await engine.dispose()
 
 
-async def test_a_transaction_reads_and_writes_as_one_across_processes(tmp_path: Path) -> None:
+async def test_a_read_for_update_holds_across_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two engines on one file are two processes' connections (AUTH_WORKERS, or several
-    instances). What one transaction read cannot change under it before it writes: the
-    other's write waits for its commit. Without BEGIN IMMEDIATE the read ran outside the
-    transaction and the other's +10 was lost (the count ended at 1)."""
+    instances). What a transaction read FOR UPDATE cannot change under it before it
+    writes: the other's write waits for its commit. SQLite drops the clause; without the
+    BEGIN IMMEDIATE in its place the read ran outside the transaction and the other's +10
+    was lost (the count ended at 1). The BEGIN costs no extra hop to aiosqlite's thread."""
     url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
     one, other = make_engine(url), make_engine(url)
+    hops = 0
+    execute = aiosqlite.Connection._execute
+
+    async def counting(
+        self: aiosqlite.Connection, fn: object, *args: object, **kw: object
+    ) -> object:
+        nonlocal hops
+        hops += 1
+        return await execute(self, fn, *args, **kw)  # type: ignore[no-untyped-call]
+
     try:
         async with one.begin() as conn:
             await conn.run_sync(META.create_all)
@@ -84,11 +97,13 @@ async def test_a_transaction_reads_and_writes_as_one_across_processes(tmp_path: 
 
         async def add_ten() -> None:
             async with other.begin() as conn:
-                seen = int((await conn.execute(count)).scalar_one())
+                seen = int((await conn.execute(count.with_for_update())).scalar_one())
                 await conn.execute(update(THINGS).values(name=str(seen + 10)))
 
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
         async with one.begin() as conn:
-            seen = int((await conn.execute(count)).scalar_one())
+            seen = int((await conn.execute(count.with_for_update())).scalar_one())
+            assert hops == 1
             meanwhile = asyncio.create_task(add_ten())
             # Long enough for the other write to land, had it not been made to wait.
             done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
@@ -97,6 +112,27 @@ async def test_a_transaction_reads_and_writes_as_one_across_processes(tmp_path: 
         await meanwhile
         async with other.connect() as conn:
             assert (await conn.execute(count)).scalar_one() == "11"
+    finally:
+        await one.dispose()
+        await other.dispose()
+
+
+async def test_a_plain_read_waits_for_no_one(tmp_path: Path) -> None:
+    """Reads without FOR UPDATE stay outside any transaction: one runs, and sees the last
+    commit, while another process holds the write lock."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    one, other = make_engine(url), make_engine(url)
+    try:
+        async with one.begin() as conn:
+            await conn.run_sync(META.create_all)
+            await conn.execute(insert(THINGS).values(id=1, name="before"))
+        name = select(THINGS.c.name).where(THINGS.c.id == 1)
+        async with one.begin() as conn:
+            await conn.execute(name.with_for_update())
+            await conn.execute(update(THINGS).values(name="after"))
+            async with other.connect() as reader:
+                read = reader.execute(name)
+                assert (await asyncio.wait_for(read, timeout=20)).scalar_one() == "before"
     finally:
         await one.dispose()
         await other.dispose()
