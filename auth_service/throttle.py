@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Insert, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from auth_service.config import AuthSettings
@@ -28,6 +28,19 @@ _LOGIN_CLEARED = (
 )
 
 
+def _insert_if_missing(session: AsyncSession, email: str) -> Insert:
+    values = {"email": email, "login_failures": 0, "code_failures": 0}
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        pg = postgresql.insert(_THROTTLE).values(values)
+        return pg.on_conflict_do_nothing(index_elements=[_THROTTLE.c.email])
+    from sqlalchemy.dialects import sqlite  # not the PostgreSQL dialect where SQLite is used
+
+    lite = sqlite.insert(_THROTTLE).values(values)
+    return lite.on_conflict_do_nothing(index_elements=[_THROTTLE.c.email])
+
+
 @dataclass
 class AddressGuard:
     settings: AuthSettings
@@ -36,10 +49,13 @@ class AddressGuard:
     async def _row(
         session: AsyncSession, email: str, create: bool = False
     ) -> AddressThrottle | None:
+        """The address's row, locked; with `create`, made first where there is none. Another
+        process may be making it at the same moment (its first failure too): the insert
+        then waits for that one and does nothing, and the row read after it is theirs."""
         row = await session.get(AddressThrottle, email, with_for_update=True)
         if row is None and create:
-            row = AddressThrottle(email=email, login_failures=0, code_failures=0)
-            session.add(row)
+            await session.execute(_insert_if_missing(session, email))
+            row = await session.get(AddressThrottle, email, with_for_update=True)
         return row
 
     # -- login ----------------------------------------------------------------------------

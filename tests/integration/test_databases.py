@@ -1,8 +1,9 @@
 """Schemas come from Alembic migrations, on SQLite and on the machine's PostgreSQL: the
 migrated schema equals the models, upgrading twice is a no-op, a database made before
 migrations is refused with a clear message, and the mailer's delivery store (upserts,
-group commits) behaves the same on both. PostgreSQL cases skip, with the reason, where
-no server answers on 127.0.0.1:5432 (or TEST_POSTGRES_DSN)."""
+group commits) behaves the same on both, and two processes counting an address's first
+failures at once both count. PostgreSQL cases skip, with the reason, where no server
+answers on 127.0.0.1:5432 (or TEST_POSTGRES_DSN), except under CI=true."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth_service.config import AuthSettings
+from auth_service.models import AddressThrottle
+from auth_service.throttle import AddressGuard
 from common.clock import utcnow
-from common.db import MigrationFailed, make_engine, migrate_apart
+from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
 from mailer_service.history import History, Outcome
@@ -116,6 +120,35 @@ async def test_services_can_share_one_database(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
     assert {version_table(s) for s in SERVICES} <= tables
+
+
+async def test_two_processes_count_the_first_failures_of_an_address(engine: AsyncEngine) -> None:
+    """Two processes (an engine each) record a failed login for an address with no record
+    yet, at once. On PostgreSQL both found no row and both inserted one: the second hit
+    the primary key, a 500 for a wrong password. Now the second waits for the first's row
+    and counts on it; on SQLite its transaction waits for the first's (BEGIN IMMEDIATE)."""
+    await upgrade(engine, "auth_service", metadata_of("auth_service"))
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    guard, email = AddressGuard(AuthSettings()), "first-failures@example.com"
+    try:
+        async with make_sessionmaker(engine).begin() as first:
+            await guard.login_failed(first, email, utcnow())
+            await first.flush()  # its row is written, not committed
+
+            async def second() -> None:
+                async with make_sessionmaker(other).begin() as session:
+                    await guard.login_failed(session, email, utcnow())
+
+            meanwhile = asyncio.create_task(second())
+            # Long enough for the second to reach the row, had it not been made to wait.
+            done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
+            assert not done
+        await meanwhile
+        async with engine.connect() as conn:
+            counted = select(AddressThrottle.login_failures).where(AddressThrottle.email == email)
+            assert (await conn.execute(counted)).scalar_one() == 2
+    finally:
+        await other.dispose()
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
