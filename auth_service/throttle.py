@@ -52,10 +52,17 @@ class AddressGuard:
         """The address's row, locked; with `create`, made first where there is none. Another
         process may be making it at the same moment (its first failure too): the insert
         then waits for that one and does nothing, and the row read after it is theirs."""
-        row = await session.get(AddressThrottle, email, with_for_update=True)
+        # populate_existing: a copy this session still holds from a read without the lock
+        # is refreshed by the locked read, not kept, or its count would be written back
+        # over a failure another request committed meanwhile.
+        row = await session.get(
+            AddressThrottle, email, with_for_update=True, populate_existing=True
+        )
         if row is None and create:
             await session.execute(_insert_if_missing(session, email))
-            row = await session.get(AddressThrottle, email, with_for_update=True)
+            row = await session.get(
+                AddressThrottle, email, with_for_update=True, populate_existing=True
+            )
         return row
 
     # -- login ----------------------------------------------------------------------------

@@ -151,6 +151,30 @@ async def test_two_processes_count_the_first_failures_of_an_address(engine: Asyn
         await other.dispose()
 
 
+async def test_a_wrong_code_counts_on_what_another_process_counted(engine: AsyncEngine) -> None:
+    """A session that read the address's budget earlier without a lock, and still holds
+    that row, counts a wrong code on the locked read, not on its own copy: a failure
+    another process committed in between counts too (it used to write 4 over 4)."""
+    await upgrade(engine, "auth_service", metadata_of("auth_service"))
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    guard, email = AddressGuard(AuthSettings()), "budget@example.com"
+    counted = select(AddressThrottle.code_failures).where(AddressThrottle.email == email)
+    try:
+        for _ in range(3):
+            async with make_sessionmaker(engine).begin() as session:
+                await guard.code_failed(session, email, utcnow())
+        async with make_sessionmaker(engine).begin() as redeeming:
+            held = await redeeming.get(AddressThrottle, email)  # no lock, as check_codes reads
+            assert held is not None and held.code_failures == 3
+            async with make_sessionmaker(other).begin() as meanwhile:
+                await guard.code_failed(meanwhile, email, utcnow())  # 4, committed
+            await guard.code_failed(redeeming, email, utcnow())
+        async with engine.connect() as conn:
+            assert (await conn.execute(counted)).scalar_one() == 5
+    finally:
+        await other.dispose()
+
+
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
     await upgrade(engine, "mailer_service", metadata_of("mailer_service"))
     history = History(engine)
