@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from films_service.cache import bump_version
-from films_service.models import Film, FilmGenre
+from films_service.models import CatalogueVersion, Film, FilmGenre
 
 SORTS = {
     "id": Film.id,
@@ -35,7 +35,10 @@ async def get_film(session: AsyncSession, film_id: int) -> Film:
 
 
 async def seed_if_empty(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Instances starting together on one database seed it once: the first to lock the
+    version row (migration 0002 makes it) seeds, the others then find its films."""
     async with sessions.begin() as session:
+        await session.execute(select(CatalogueVersion.id).with_for_update())
         if await session.scalar(select(func.count()).select_from(Film)):
             return 0
         data = json.loads(resources.files("films_service").joinpath("data/films.json").read_text())

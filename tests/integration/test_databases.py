@@ -18,7 +18,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, insert, inspect, select
+from sqlalchemy import Connection, MetaData, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.config import AuthSettings
@@ -28,6 +28,8 @@ from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
+from films_service.catalogue import seed_if_empty
+from films_service.models import Film
 from mailer_service.history import History, Outcome
 from tests.postgres import create_databases, database_url, drop_databases
 
@@ -171,6 +173,20 @@ async def test_a_wrong_code_counts_on_what_another_process_counted(engine: Async
             await guard.code_failed(redeeming, email, utcnow())
         async with engine.connect() as conn:
             assert (await conn.execute(counted)).scalar_one() == 5
+    finally:
+        await other.dispose()
+
+
+async def test_films_instances_starting_together_seed_once(engine: AsyncEngine) -> None:
+    await upgrade(engine, "films_service", metadata_of("films_service"))
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        seeded = await asyncio.gather(
+            seed_if_empty(make_sessionmaker(engine)), seed_if_empty(make_sessionmaker(other))
+        )
+        async with engine.connect() as conn:
+            films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
+        assert sorted(seeded) == [0, films] and films > 0
     finally:
         await other.dispose()
 
