@@ -172,6 +172,9 @@ class Accounts:
             claimed = await conn.execute(_CLAIM, claim)
             if claimed.rowcount != 1:  # no longer its password, or disabled: no session
                 raise InvalidCredentials  # leaving the block rolls back
+            # Again, now: guesses in flight when the address was locked (all of them read
+            # "not locked" before their hash) must not get in past the lock.
+            has_failures = await self.guard.check_login(conn, email, utcnow(), lock=True)
             if has_failures:
                 await self.guard.login_succeeded(conn, email)
             ok_entry = audit.entry(

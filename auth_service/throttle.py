@@ -21,6 +21,7 @@ _THROTTLE = Base.metadata.tables[AddressThrottle.__tablename__]
 _LOGIN_STATE = select(_THROTTLE.c.locked_until, _THROTTLE.c.login_failures).where(
     _THROTTLE.c.email == bindparam("address")
 )
+_LOGIN_STATE_LOCKED = _LOGIN_STATE.with_for_update()
 _LOGIN_CLEARED = (
     update(_THROTTLE)
     .where(_THROTTLE.c.email == bindparam("address"))
@@ -68,10 +69,12 @@ class AddressGuard:
     # -- login ----------------------------------------------------------------------------
 
     async def check_login(
-        self, db: AsyncSession | AsyncConnection, email: str, now: datetime
+        self, db: AsyncSession | AsyncConnection, email: str, now: datetime, lock: bool = False
     ) -> bool:
-        """Raise AccountLocked while the address is locked; True if it has failures on record."""
-        row = (await db.execute(_LOGIN_STATE, {"address": email})).one_or_none()
+        """Raise AccountLocked while the address is locked; True if it has failures on record.
+        With `lock`, the row is read FOR UPDATE: a failure committing now is waited for."""
+        state = _LOGIN_STATE_LOCKED if lock else _LOGIN_STATE
+        row = (await db.execute(state, {"address": email})).one_or_none()
         if row is not None and row.locked_until is not None and row.locked_until > now:
             raise AccountLocked(math.ceil((row.locked_until - now).total_seconds()))
         return row is not None and row.login_failures > 0

@@ -2,13 +2,15 @@
 
 A password reset or change, or an admin's disable, ends every session of the account: a
 login verified against the old state must not start one, and a password change or an
-account deletion checked against the old password must not go through."""
+account deletion checked against the old password must not go through. A lockout that
+other guesses set meanwhile holds for a right password still in flight."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -20,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.config import AuthSettings
-from auth_service.errors import InvalidCredentials, InvalidPassword
+from auth_service.errors import AccountLocked, InvalidCredentials, InvalidPassword
 from auth_service.keys import KeyRing, generate_missing
-from auth_service.models import Base, RefreshToken, User, UserSession
+from auth_service.models import AddressThrottle, Base, RefreshToken, User, UserSession
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
 from auth_service.throttle import AddressGuard
@@ -111,6 +113,22 @@ async def _reset(session: AsyncSession) -> None:
 
 async def _disable(session: AsyncSession) -> None:
     await session.execute(update(User).where(User.email == EMAIL).values(disabled_at=utcnow()))
+
+
+async def _lock_out(session: AsyncSession) -> None:
+    """What the 30th wrong guess in flight beside this one commits."""
+    locked_until = utcnow() + timedelta(minutes=1)
+    session.add(AddressThrottle(email=EMAIL, login_failures=30, locked_until=locked_until))
+
+
+async def test_a_lockout_set_during_the_hash_holds_for_the_right_password(setup: Setup) -> None:
+    """Every guess in flight read "not locked" before its hash; the one with the right
+    password must not get in once the others have locked the address."""
+    setup.hasher.meddle = _lock_out
+    with pytest.raises(AccountLocked):
+        await setup.accounts.login(EMAIL, PASSWORD, Client())
+    assert await _count(setup.sessions, UserSession) == 0
+    assert await _count(setup.sessions, RefreshToken) == 0
 
 
 async def test_an_undisturbed_login_starts_a_session(setup: Setup) -> None:
