@@ -108,14 +108,15 @@ class SelfService:
                 await session.commit()  # the code is used up all the same
                 raise EmailTaken
             user.email = new  # still verified: the code proved the new mailbox
+            try:  # written now: reissue's queries would flush it outside this try
+                await session.flush()
+            except IntegrityError as exc:  # another account took the address meanwhile
+                raise EmailTaken from exc
             audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
             events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, locale)
             events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)
             grant = await a.tokens.reissue(session, user, caller.session_id)
-            try:
-                await session.commit()
-            except IntegrityError as exc:  # another account took the address meanwhile
-                raise EmailTaken from exc
+            await session.commit()
         a.relay.notify()
         return grant.sign()
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.config import AuthSettings
-from auth_service.errors import AccountLocked, InvalidCredentials, InvalidPassword
+from auth_service.errors import AccountLocked, EmailTaken, InvalidCredentials, InvalidPassword
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import AddressThrottle, Base, RefreshToken, User, UserSession
 from auth_service.passwords import PasswordHasher
@@ -189,3 +189,31 @@ async def test_a_deletion_checked_against_a_replaced_password_is_refused(
         with pytest.raises(InvalidPassword):
             await deletion
         assert await _stored_hash(setup.sessions) == RESET_HASH  # still there
+
+
+async def test_an_address_taken_after_the_check_answers_email_taken(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirming an address change checks the address is free, then writes it. Another
+    account taking it in between (a sign-up) hit the unique key later, in reissue's
+    queries, outside the handler: a 500 instead of email_taken."""
+    taken = "taken@example.com"
+    async with setup.sessions.begin() as session:
+        session.add(User(email=taken, password_hash="x", email_verified=True, roles=[]))
+    caller = await _caller(setup.sessions)
+
+    async def redeem(session: AsyncSession, *_: object) -> tuple[User, Any]:
+        user = await session.get(User, caller.user.id)
+        assert user is not None
+        return user, SimpleNamespace(new_email=taken)
+
+    async def free(*_: object, **__: object) -> None:
+        return None  # as the check found it, before the other account took the address
+
+    monkeypatch.setattr(setup.accounts, "redeem", redeem)
+    monkeypatch.setattr(setup.accounts, "user_by_email", free)
+    with pytest.raises(EmailTaken):
+        await SelfService(setup.accounts).confirm_email_change(caller, "123456", "en", Client())
+    async with setup.sessions() as session:
+        kept = await session.scalar(select(User.email).where(User.id == caller.user.id))
+    assert kept == EMAIL  # the change was rolled back
