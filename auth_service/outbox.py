@@ -351,9 +351,10 @@ class OutboxRelay:
                 .values(
                     sent_at=now,
                     publishes=OutboxEvent.publishes + 1,
-                    # Emails wait for the mailer's word; other events are done once the
-                    # broker has them.
-                    acked_at=case((acknowledged, None), else_=now),
+                    # Emails wait for the mailer's word, unless it came already (a fast
+                    # mailer can finish before the acks are counted here); other events
+                    # are done once the broker has them.
+                    acked_at=case((acknowledged, OutboxEvent.acked_at), else_=now),
                     payload=case((acknowledged, OutboxEvent.payload), else_=None),
                 )
             )

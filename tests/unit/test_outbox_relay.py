@@ -1,6 +1,7 @@
 """The relay's own loop: whatever fails inside a term of leadership, the relay logs it,
 gives the lock back (so another instance can take over) and starts again; it never dies
-holding the lock, which would stall every instance's email."""
+holding the lock, which would stall every instance's email. And the mailer's word on an
+email, when it comes before the relay has marked the email published, is kept."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy import select
 
 from auth_service import outbox
+from auth_service.models import Base, OutboxEvent
 from auth_service.outbox import OutboxRelay
-from common.db import make_engine, make_sessionmaker
+from common.db import make_engine, make_sessionmaker, migrate
+from common.events import EMAIL_CODES_TOPIC, DeliveryStatus, DeliveryStatusEvent
 from common.kafka import KafkaSettings
 from tests.conftest import auth_settings_for
 
@@ -63,3 +68,45 @@ async def test_a_failing_term_releases_the_lock_and_the_relay_starts_again(
         await relay.stop()
         await engine.dispose()
     assert lock_is_free(lock_file)  # and stopping gives it back
+
+
+async def test_a_delivery_reported_before_the_publish_is_counted_stays_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """The relay awaits the broker's acks and checks the topics before it marks a batch
+    published; a fast mailer can send the email and report it in that time. Marking it
+    published used to clear that report: the email, sent, then waited to be republished
+    (with its payload already blanked) and was finally logged as never delivered."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    await migrate(engine, Base)
+    sessions = make_sessionmaker(engine)
+    relay = OutboxRelay(
+        sessions,
+        engine,
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        auth_settings_for(tmp_path),
+    )
+    try:
+        async with sessions.begin() as session:
+            email = OutboxEvent(
+                topic=EMAIL_CODES_TOPIC, key="a@example.com", event_id="e1", payload="{}"
+            )
+            session.add(email)
+        sent = DeliveryStatusEvent(
+            event_id="e1",
+            email="a@example.com",
+            type="email_verification",
+            status=DeliveryStatus.SENT,
+            attempt=1,
+        )
+        record = ConsumerRecord(
+            "mail.delivery-status", 0, 0, 0, 0, b"a@example.com", sent.to_bytes(), None, 0, 0, []
+        )
+        await relay._acks.apply([record])  # the mailer's word, first
+        await relay._mark_published([email.id])  # then the relay counts its acks
+        async with sessions() as session:
+            row = await session.scalar(select(OutboxEvent).where(OutboxEvent.id == email.id))
+        assert row is not None and row.sent_at is not None
+        assert row.acked_at is not None and row.payload is None
+    finally:
+        await engine.dispose()
