@@ -52,9 +52,11 @@ _ROTATE = (
     .values(revoked_at=bindparam("now"))
     .returning(_TOKENS.c.user_id, _TOKENS.c.family_id, _ROLES.label("roles"))
 )
+# Only a live session: a token that outlived its session's end (issued while it ended)
+# refreshes nothing.
 _TOUCH = (
     update(_SESSIONS)
-    .where(_SESSIONS.c.id == bindparam("sid"))
+    .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
 )
 _INSERT = insert(_TOKENS)
@@ -146,10 +148,14 @@ class RefreshTokens:
             if live is not None:
                 if live.roles is None:  # gone, unverified or disabled: the rotation is undone
                     raise InvalidGrant  # leaving the block rolls back
-                await conn.execute(
-                    _TOUCH,
-                    {"sid": live.family_id, "now": now, "ip": client.ip, "ua": client.user_agent},
-                )
+                touch = {
+                    "sid": live.family_id,
+                    "now": now,
+                    "ip": client.ip,
+                    "ua": client.user_agent,
+                }
+                if (await conn.execute(_TOUCH, touch)).rowcount != 1:  # the session ended
+                    raise InvalidGrant  # leaving the block rolls back
                 await conn.execute(
                     _INSERT, self._token_row(live.user_id, live.family_id, refresh, now)
                 )

@@ -59,14 +59,10 @@ def open_session(session: AsyncSession, user_id: uuid.UUID, client: Client) -> u
 
 async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> None:
     """End the sessions matching `where` and revoke their refresh tokens, in the caller's
-    transaction."""
+    transaction. Tokens first, then sessions: the order a refresh locks them in (it
+    rotates its token, then touches its session), so the two never deadlock on
+    PostgreSQL. A token a refresh adds meanwhile is refused by its ended session."""
     now = utcnow()
-    await session.execute(
-        update(UserSession)
-        .where(*where, UserSession.ended_at.is_(None))
-        .values(ended_at=now)
-        .execution_options(synchronize_session=False)
-    )
     await session.execute(
         update(RefreshToken)
         .where(
@@ -74,6 +70,12 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
             RefreshToken.revoked_at.is_(None),
         )
         .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(UserSession)
+        .where(*where, UserSession.ended_at.is_(None))
+        .values(ended_at=now)
         .execution_options(synchronize_session=False)
     )
 

@@ -21,9 +21,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth_service import refresh
 from auth_service.config import AuthSettings
-from auth_service.models import AddressThrottle
+from auth_service.models import AddressThrottle, RefreshToken, User, UserSession
 from auth_service.throttle import AddressGuard
+from auth_service.tokens import hash_refresh_token
+from auth_service.user_sessions import Client, end_sessions, session_row
 from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
@@ -187,6 +190,46 @@ async def test_films_instances_starting_together_seed_once(engine: AsyncEngine) 
         async with engine.connect() as conn:
             films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
         assert sorted(seeded) == [0, films] and films > 0
+    finally:
+        await other.dispose()
+
+
+async def test_ending_a_session_while_it_refreshes_does_not_deadlock(engine: AsyncEngine) -> None:
+    """A refresh locks its token, then touches its session. Ending the session locked the
+    session, then the tokens: on PostgreSQL the two deadlocked (one failed after 1 s, a
+    500). Ending now takes them in the refresh's order, and waits for it."""
+    await upgrade(engine, "auth_service", metadata_of("auth_service"))
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    now, user_id = utcnow(), uuid.uuid4()
+    family = session_row(user_id, Client(), now)
+    async with make_sessionmaker(engine).begin() as session:
+        session.add(User(id=user_id, email="ending@example.com", password_hash="x", roles=[]))
+        await session.flush()
+        session.add(UserSession(**family))
+        await session.flush()
+        expires = now + timedelta(days=1)
+        token = {"user_id": user_id, "family_id": family["id"], "expires_at": expires}
+        session.add(RefreshToken(**token, token_hash=hash_refresh_token("old")))
+
+    async def end() -> None:
+        async with make_sessionmaker(other).begin() as session:
+            await end_sessions(session, UserSession.id == family["id"])
+
+    try:
+        # What RefreshTokens.rotate runs, a statement at a time, so the end comes between.
+        async with engine.begin() as refreshing:
+            rotate = {"hash": hash_refresh_token("old"), "now": now}
+            assert (await refreshing.execute(refresh._ROTATE, rotate)).one_or_none()
+            ending = asyncio.create_task(end())
+            # Long enough for the end to take what it takes first, had it not had to wait.
+            done, _ = await asyncio.wait({ending}, timeout=1.0)
+            assert not done
+            touch = {"sid": family["id"], "now": now, "ip": None, "ua": None}
+            assert (await refreshing.execute(refresh._TOUCH, touch)).rowcount == 1
+        await ending
+        async with engine.connect() as conn:
+            ended = select(UserSession.ended_at).where(UserSession.id == family["id"])
+            assert (await conn.execute(ended)).scalar_one() is not None
     finally:
         await other.dispose()
 

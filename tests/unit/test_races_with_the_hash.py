@@ -3,7 +3,9 @@
 A password reset or change, or an admin's disable, ends every session of the account: a
 login verified against the old state must not start one, and a password change or an
 account deletion checked against the old password must not go through. A lockout that
-other guesses set meanwhile holds for a right password still in flight."""
+other guesses set meanwhile holds for a right password still in flight. Two more races
+of the same kind, without a hash: an address taken between an address change's check and
+its write, and a token added to a session while it ended."""
 
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.config import AuthSettings
-from auth_service.errors import AccountLocked, EmailTaken, InvalidCredentials, InvalidPassword
+from auth_service.errors import (
+    AccountLocked,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidPassword,
+)
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import AddressThrottle, Base, RefreshToken, User, UserSession
 from auth_service.passwords import PasswordHasher
@@ -217,3 +225,14 @@ async def test_an_address_taken_after_the_check_answers_email_taken(
     async with setup.sessions() as session:
         kept = await session.scalar(select(User.email).where(User.id == caller.user.id))
     assert kept == EMAIL  # the change was rolled back
+
+
+async def test_a_token_that_outlived_its_session_refreshes_nothing(setup: Setup) -> None:
+    """A refresh or a reissue can add a token while another request ends the session (the
+    end revokes the tokens it sees, then ends the session): that token stays unrevoked in
+    an ended session, and must refresh nothing."""
+    pair = await setup.accounts.login(EMAIL, PASSWORD, Client())
+    async with setup.sessions.begin() as session:
+        await session.execute(update(UserSession).values(ended_at=utcnow()))
+    with pytest.raises(InvalidGrant):
+        await setup.accounts.tokens.rotate(pair.refresh_token, Client())
