@@ -90,6 +90,9 @@ def browse(page: Page) -> str:
     page.get_by_label("Genre").select_option("Crime")
     page.get_by_label("Sort by").select_option("-year")
     page.get_by_role("button", name="Show films").click()
+    # all_inner_texts() does not wait: first the new page, with its films.
+    expect(page).to_have_url(re.compile(r"sort=-year"))
+    expect(page.locator(".film-card .meta").first).to_contain_text("Crime")
     years = [int(y.split(" · ")[0]) for y in page.locator(".film-card .meta").all_inner_texts()]
     assert years and years == sorted(years, reverse=True)
     for meta in page.locator(".film-card .meta").all_inner_texts():
