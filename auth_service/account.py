@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service import audit, events
 from auth_service.accounts import EMAIL_CHANGE, Accounts
 from auth_service.errors import (
+    AccountLocked,
     EmailTaken,
     EmailUnchanged,
     InvalidCode,
@@ -162,12 +163,14 @@ class SelfService:
         if ok:
             return
         async with a.sessions.begin() as session:
-            locked_for = await a.guard.login_failed(session, user.email, utcnow())
+            failure = await a.guard.login_failed(session, user.email, utcnow())
             audit.record(
                 session, "reauth_failed", user_id=user.id, email=user.email, ip=ip, action=action
             )
-            if locked_for:
+            if seconds := failure.locked_for:
                 audit.record(
-                    session, "lockout", user_id=user.id, email=user.email, ip=ip, seconds=locked_for
+                    session, "lockout", user_id=user.id, email=user.email, ip=ip, seconds=seconds
                 )
+        if failure.already_locked:
+            raise AccountLocked(failure.already_locked)
         raise InvalidPassword

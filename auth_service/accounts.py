@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service import audit, events
 from auth_service.codes import Codes
 from auth_service.config import AuthSettings
-from auth_service.errors import AccountDisabled, EmailNotVerified, InvalidCode, InvalidCredentials
+from auth_service.errors import (
+    AccountDisabled,
+    AccountLocked,
+    EmailNotVerified,
+    InvalidCode,
+    InvalidCredentials,
+)
 from auth_service.models import Base, OneTimeCode, User
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
@@ -153,13 +159,15 @@ class Accounts:
             ok, upgraded_hash = await self.passwords.verify(password, user.password_hash)
         if not ok:
             async with self.sessions.begin() as session:
-                locked_for = await self.guard.login_failed(session, email, utcnow())
+                failure = await self.guard.login_failed(session, email, utcnow())
                 user_id = user.id if user else None
                 audit.record(session, "login_failed", user_id=user_id, email=email, ip=ip)
-                if locked_for:
+                if seconds := failure.locked_for:
                     audit.record(
-                        session, "lockout", user_id=user_id, email=email, ip=ip, seconds=locked_for
+                        session, "lockout", user_id=user_id, email=email, ip=ip, seconds=seconds
                     )
+            if failure.already_locked:  # as a right guess would be answered now
+                raise AccountLocked(failure.already_locked)
             raise InvalidCredentials
         assert user is not None
         if not user.email_verified:

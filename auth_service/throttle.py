@@ -42,6 +42,22 @@ def _insert_if_missing(session: AsyncSession, email: str) -> Insert:
     return lite.on_conflict_do_nothing(index_elements=[_THROTTLE.c.email])
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A counted failure: the lockout it caused (s, 0 for none), and the remaining seconds
+    of one in force before it (0 for none), which is then the answer, whatever the
+    password was, so that a right guess cannot be told from a wrong one by its answer."""
+
+    locked_for: int
+    already_locked: int
+
+
+def _remaining(locked_until: datetime | None, now: datetime) -> int:
+    if locked_until is None or locked_until <= now:
+        return 0
+    return math.ceil((locked_until - now).total_seconds())
+
+
 @dataclass
 class AddressGuard:
     settings: AuthSettings
@@ -75,15 +91,17 @@ class AddressGuard:
         With `lock`, the row is read FOR UPDATE: a failure committing now is waited for."""
         state = _LOGIN_STATE_LOCKED if lock else _LOGIN_STATE
         row = (await db.execute(state, {"address": email})).one_or_none()
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            raise AccountLocked(math.ceil((row.locked_until - now).total_seconds()))
+        if row is not None and (remaining := _remaining(row.locked_until, now)):
+            raise AccountLocked(remaining)
         return row is not None and row.login_failures > 0
 
-    async def login_failed(self, session: AsyncSession, email: str, now: datetime) -> int:
-        """Count a failure; returns the lockout it caused in seconds (0 for none)."""
+    async def login_failed(self, session: AsyncSession, email: str, now: datetime) -> Failure:
+        """Count a failure: the lockout it caused, and the one already in force (a guess
+        that passed the check before its hash while others locked the address)."""
         s = self.settings
         row = await self._row(session, email, create=True)
         assert row is not None
+        already = _remaining(row.locked_until, now)
         reset = timedelta(seconds=s.lockout_reset_seconds)
         if row.last_login_failure_at is not None and now - row.last_login_failure_at > reset:
             row.login_failures = 0
@@ -91,10 +109,10 @@ class AddressGuard:
         row.last_login_failure_at = now
         over = row.login_failures - s.lockout_threshold
         if over < 0:
-            return 0
+            return Failure(0, already)
         seconds = min(s.lockout_max_seconds, (over + 1) * s.lockout_step_seconds)
         row.locked_until = now + timedelta(seconds=seconds)
-        return seconds
+        return Failure(seconds, already)
 
     async def login_succeeded(self, db: AsyncSession | AsyncConnection, email: str) -> None:
         await db.execute(_LOGIN_CLEARED, {"address": email})

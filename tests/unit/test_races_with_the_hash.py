@@ -129,12 +129,16 @@ async def _lock_out(session: AsyncSession) -> None:
     session.add(AddressThrottle(email=EMAIL, login_failures=30, locked_until=locked_until))
 
 
-async def test_a_lockout_set_during_the_hash_holds_for_the_right_password(setup: Setup) -> None:
+@pytest.mark.parametrize("password", [PASSWORD, "a wrong guess"], ids=["right", "wrong"])
+async def test_a_lockout_set_during_the_hash_holds_for_the_right_password(
+    setup: Setup, password: str
+) -> None:
     """Every guess in flight read "not locked" before its hash; the one with the right
-    password must not get in once the others have locked the address."""
+    password must not get in once the others have locked the address, and the answer is
+    the same for a wrong one, so that it does not tell which guess was right."""
     setup.hasher.meddle = _lock_out
     with pytest.raises(AccountLocked):
-        await setup.accounts.login(EMAIL, PASSWORD, Client())
+        await setup.accounts.login(EMAIL, password, Client())
     assert await _count(setup.sessions, UserSession) == 0
     assert await _count(setup.sessions, RefreshToken) == 0
 
