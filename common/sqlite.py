@@ -141,7 +141,9 @@ def lock_for_update(engine: Engine) -> None:
     transaction begins it IMMEDIATE: the write lock is held from the read on."""
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _flag(conn: Connection, _c: Any, _s: str, _p: Any, context: Any, _many: bool) -> None:
+    def _flag(conn: Connection, cursor: Any, _s: str, _p: Any, context: Any, _many: bool) -> None:
+        if not isinstance(cursor, OneHopCursor):  # only it takes the flag off again
+            return
         compiled = getattr(context, "compiled", None)
         statement = getattr(compiled, "statement", None)
         if getattr(statement, "_for_update_arg", None) is not None:
