@@ -226,8 +226,10 @@ class Accounts:
         A verification code only works while the address is unverified; any other code only
         once it is verified."""
         now = utcnow()
-        await self.guard.check_codes(session, email, now)
         user = await self.user_by_email(session, email, for_update=True)
+        # After the account's lock, not before: a code in flight while other guesses used up
+        # the address's budget waits for them here, then sees the budget spent.
+        await self.guard.check_codes(session, email, now)
         row = None
         if user is not None and user.email_verified == (purpose != VERIFY):
             row = await self.codes.consume(session, user.id, purpose, code)

@@ -3,12 +3,14 @@
 A password reset or change, or an admin's disable, ends every session of the account: a
 login verified against the old state must not start one, and a password change or an
 account deletion checked against the old password must not go through. A lockout that
-other guesses set meanwhile holds for a right password still in flight. Two more races
-of the same kind, without a hash: an address taken between an address change's check and
-its write, and a token added to a session while it ended."""
+other guesses set meanwhile holds for a right password still in flight. More races of
+the same kind, without a hash: an address taken between an address change's check and its
+write, a token added to a session while it ended, and a right code in flight while other
+guesses spent the address's budget."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.account import SelfService
-from auth_service.accounts import Accounts
+from auth_service.accounts import RESET, Accounts
+from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
 from auth_service.errors import (
     AccountLocked,
@@ -30,6 +33,7 @@ from auth_service.errors import (
     InvalidCredentials,
     InvalidGrant,
     InvalidPassword,
+    TooManyCodeAttempts,
 )
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import AddressThrottle, Base, RefreshToken, User, UserSession
@@ -240,3 +244,39 @@ async def test_a_token_that_outlived_its_session_refreshes_nothing(setup: Setup)
         await session.execute(update(UserSession).values(ended_at=utcnow()))
     with pytest.raises(InvalidGrant):
         await setup.accounts.tokens.rotate(pair.refresh_token, Client())
+
+
+async def test_a_right_code_in_flight_when_the_address_budget_ran_out_is_refused(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redemption checked the address's budget of wrong codes, then waited for the
+    account's lock. A right code in flight while other guesses (another process here) used
+    up the budget was still judged, and got in. The budget is now read after the lock."""
+    codes = Codes(CodeHasher(b"a code secret for the test"), timedelta(minutes=10), 5)
+    monkeypatch.setattr(setup.accounts, "codes", codes)
+    async with setup.sessions.begin() as session:
+        user = await session.scalar(select(User).where(User.email == EMAIL))
+        assert user is not None
+        code = codes.issue(session, user.id, RESET, utcnow()).code
+    other = make_engine(f"sqlite+aiosqlite:///{tmp_path}/auth.db")
+    cap = setup.accounts.settings.code_max_failures_per_address
+
+    async def redeem() -> None:
+        async with setup.sessions() as session:
+            await setup.accounts.redeem(session, EMAIL, RESET, code, None)
+
+    try:
+        async with make_sessionmaker(other).begin() as guesses:
+            await guesses.execute(select(User).where(User.email == EMAIL).with_for_update())
+            spent = AddressThrottle(
+                email=EMAIL, login_failures=0, code_failures=cap, code_window_started_at=utcnow()
+            )
+            guesses.add(spent)
+            await guesses.flush()
+            in_flight = asyncio.create_task(redeem())
+            done, _ = await asyncio.wait({in_flight}, timeout=1.0)
+            assert not done  # waiting for the account's lock
+        with pytest.raises(TooManyCodeAttempts):
+            await in_flight
+    finally:
+        await other.dispose()
