@@ -79,7 +79,21 @@ class UserAdmin:
         """Apply what was given; disabling ends every session of the account at once."""
         admin = str(caller.user.id)
         async with self.sessions.begin() as session:
-            user = await session.get(User, user_id, with_for_update=True)
+            # The caller's row and the target's, locked in id order (two admins acting on
+            # each other cannot deadlock). The caller must still be an admin now, not only
+            # when the request began: two admins demoting each other at once left none.
+            locked = await session.scalars(
+                select(User)
+                .where(User.id.in_({caller.user.id, user_id}))
+                .order_by(User.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            rows = {row.id: row for row in locked}
+            me = rows.get(caller.user.id)
+            if me is None or ADMIN not in me.roles or me.disabled_at is not None:
+                raise Forbidden
+            user = rows.get(user_id)
             if user is None:
                 raise UserNotFound
             if user.id == caller.user.id and (

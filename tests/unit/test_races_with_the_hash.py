@@ -5,8 +5,8 @@ login verified against the old state must not start one, and a password change o
 account deletion checked against the old password must not go through. A lockout that
 other guesses set meanwhile holds for a right password still in flight. More races of
 the same kind, without a hash: an address taken between an address change's check and its
-write, a token added to a session while it ended, and a right code in flight while other
-guesses spent the address's budget."""
+write, a token added to a session while it ended, a right code in flight while other
+guesses spent the address's budget, and an admin demoted since their request began."""
 
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.account import SelfService
 from auth_service.accounts import RESET, Accounts
+from auth_service.admin_users import UserAdmin
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
 from auth_service.errors import (
     AccountLocked,
     EmailTaken,
+    Forbidden,
     InvalidCredentials,
     InvalidGrant,
     InvalidPassword,
@@ -280,3 +282,27 @@ async def test_a_right_code_in_flight_when_the_address_budget_ran_out_is_refused
             await in_flight
     finally:
         await other.dispose()
+
+
+@pytest.mark.parametrize("meanwhile", ["demoted", "disabled"])
+async def test_an_admin_demoted_since_the_request_began_changes_no_one(
+    setup: Setup, meanwhile: str
+) -> None:
+    """Admin rights were read when the request began. Two admins removing each other's
+    role at once both succeeded and left no admin; an admin disabled meanwhile could still
+    act. They are now read again under the rows' locks."""
+    async with setup.sessions.begin() as session:
+        admin = User(email="admin@example.com", password_hash="x", roles=["admin"])
+        session.add(admin)
+    caller = Caller(admin, uuid.uuid4())  # as authenticated: an admin
+    change: dict[str, object] = (  # what another admin's request committed since
+        {"roles": []} if meanwhile == "demoted" else {"disabled_at": utcnow()}
+    )
+    async with setup.sessions.begin() as session:
+        await session.execute(update(User).where(User.id == admin.id).values(change))
+    target = (await _caller(setup.sessions)).user.id
+    users = UserAdmin(setup.sessions, cast(Any, SimpleNamespace(notify=lambda: None)))
+    with pytest.raises(Forbidden):
+        await users.update(caller, target, disabled=True)
+    async with setup.sessions() as session:
+        assert await session.scalar(select(User.disabled_at).where(User.id == target)) is None
