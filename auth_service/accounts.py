@@ -150,7 +150,7 @@ class Accounts:
         engine = engine_of(self.sessions)
         async with engine.connect() as conn:
             # A locked address answers at once, known or not: no hash, no enumeration.
-            has_failures = await self.guard.check_login(conn, email, utcnow())
+            await self.guard.check_login(conn, email, utcnow())
             user = (await conn.execute(_CREDENTIALS, {"email": email})).one_or_none()
         if user is None:
             await self.passwords.verify_dummy(password)

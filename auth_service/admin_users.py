@@ -91,7 +91,7 @@ class UserAdmin:
             )
             rows = {row.id: row for row in locked}
             me = rows.get(caller.user.id)
-            if me is None or ADMIN not in me.roles or me.disabled_at is not None:
+            if me is None or ADMIN not in me.roles or me.disabled:
                 raise Forbidden
             user = rows.get(user_id)
             if user is None:
