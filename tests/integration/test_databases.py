@@ -54,6 +54,15 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await drop_databases(name)
 
 
+@pytest.fixture
+async def other(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """Another process's engine on the same database: its own connections (and, on
+    SQLite, its own aiosqlite thread)."""
+    second = make_engine(engine.url.render_as_string(hide_password=False))
+    yield second
+    await second.dispose()
+
+
 def metadata_of(service: str) -> MetaData:
     return importlib.import_module(f"{service}.models").Base.metadata
 
@@ -127,79 +136,74 @@ async def test_services_can_share_one_database(engine: AsyncEngine) -> None:
     assert {version_table(s) for s in SERVICES} <= tables
 
 
-async def test_two_processes_count_the_first_failures_of_an_address(engine: AsyncEngine) -> None:
+async def test_two_processes_count_the_first_failures_of_an_address(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
     """Two processes (an engine each) record a failed login for an address with no record
     yet, at once. On PostgreSQL both found no row and both inserted one: the second hit
     the primary key, a 500 for a wrong password. Now the second waits for the first's row
     and counts on it; on SQLite its transaction waits for the first's (BEGIN IMMEDIATE)."""
     await upgrade(engine, "auth_service", metadata_of("auth_service"))
-    other = make_engine(engine.url.render_as_string(hide_password=False))
     guard, email = AddressGuard(AuthSettings()), "first-failures@example.com"
-    try:
-        async with make_sessionmaker(engine).begin() as first:
-            await guard.login_failed(first, email, utcnow())
-            await first.flush()  # its row is written, not committed
+    async with make_sessionmaker(engine).begin() as first:
+        await guard.login_failed(first, email, utcnow())
+        await first.flush()  # its row is written, not committed
 
-            async def second() -> None:
-                async with make_sessionmaker(other).begin() as session:
-                    await guard.login_failed(session, email, utcnow())
+        async def second() -> None:
+            async with make_sessionmaker(other).begin() as session:
+                await guard.login_failed(session, email, utcnow())
 
-            meanwhile = asyncio.create_task(second())
-            # Long enough for the second to reach the row, had it not been made to wait.
-            done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
-            assert not done
-        await meanwhile
-        async with engine.connect() as conn:
-            counted = select(AddressThrottle.login_failures).where(AddressThrottle.email == email)
-            assert (await conn.execute(counted)).scalar_one() == 2
-    finally:
-        await other.dispose()
+        meanwhile = asyncio.create_task(second())
+        # Long enough for the second to reach the row, had it not been made to wait.
+        done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
+        assert not done
+    await meanwhile
+    async with engine.connect() as conn:
+        counted = select(AddressThrottle.login_failures).where(AddressThrottle.email == email)
+        assert (await conn.execute(counted)).scalar_one() == 2
 
 
-async def test_a_wrong_code_counts_on_what_another_process_counted(engine: AsyncEngine) -> None:
+async def test_a_wrong_code_counts_on_what_another_process_counted(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
     """A session that read the address's budget earlier without a lock, and still holds
     that row, counts a wrong code on the locked read, not on its own copy: a failure
     another process committed in between counts too (it used to write 4 over 4)."""
     await upgrade(engine, "auth_service", metadata_of("auth_service"))
-    other = make_engine(engine.url.render_as_string(hide_password=False))
     guard, email = AddressGuard(AuthSettings()), "budget@example.com"
     counted = select(AddressThrottle.code_failures).where(AddressThrottle.email == email)
-    try:
-        for _ in range(3):
-            async with make_sessionmaker(engine).begin() as session:
-                await guard.code_failed(session, email, utcnow())
-        async with make_sessionmaker(engine).begin() as redeeming:
-            held = await redeeming.get(AddressThrottle, email)  # no lock, as check_codes reads
-            assert held is not None and held.code_failures == 3
-            async with make_sessionmaker(other).begin() as meanwhile:
-                await guard.code_failed(meanwhile, email, utcnow())  # 4, committed
-            await guard.code_failed(redeeming, email, utcnow())
-        async with engine.connect() as conn:
-            assert (await conn.execute(counted)).scalar_one() == 5
-    finally:
-        await other.dispose()
+    for _ in range(3):
+        async with make_sessionmaker(engine).begin() as session:
+            await guard.code_failed(session, email, utcnow())
+    async with make_sessionmaker(engine).begin() as redeeming:
+        held = await redeeming.get(AddressThrottle, email)  # no lock, as check_codes reads
+        assert held is not None and held.code_failures == 3
+        async with make_sessionmaker(other).begin() as meanwhile:
+            await guard.code_failed(meanwhile, email, utcnow())  # 4, committed
+        await guard.code_failed(redeeming, email, utcnow())
+    async with engine.connect() as conn:
+        assert (await conn.execute(counted)).scalar_one() == 5
 
 
-async def test_films_instances_starting_together_seed_once(engine: AsyncEngine) -> None:
+async def test_films_instances_starting_together_seed_once(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
     await upgrade(engine, "films_service", metadata_of("films_service"))
-    other = make_engine(engine.url.render_as_string(hide_password=False))
-    try:
-        seeded = await asyncio.gather(
-            seed_if_empty(make_sessionmaker(engine)), seed_if_empty(make_sessionmaker(other))
-        )
-        async with engine.connect() as conn:
-            films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
-        assert sorted(seeded) == [0, films] and films > 0
-    finally:
-        await other.dispose()
+    seeded = await asyncio.gather(
+        seed_if_empty(make_sessionmaker(engine)), seed_if_empty(make_sessionmaker(other))
+    )
+    async with engine.connect() as conn:
+        films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
+    assert sorted(seeded) == [0, films] and films > 0
 
 
-async def test_ending_a_session_while_it_refreshes_does_not_deadlock(engine: AsyncEngine) -> None:
+async def test_ending_a_session_while_it_refreshes_does_not_deadlock(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
     """A refresh locks its token, then touches its session. Ending the session locked the
     session, then the tokens: on PostgreSQL the two deadlocked (one failed after 1 s, a
     500). Ending now takes them in the refresh's order, and waits for it."""
     await upgrade(engine, "auth_service", metadata_of("auth_service"))
-    other = make_engine(engine.url.render_as_string(hide_password=False))
     now, user_id = utcnow(), uuid.uuid4()
     family = session_row(user_id, Client(), now)
     async with make_sessionmaker(engine).begin() as session:
@@ -215,23 +219,20 @@ async def test_ending_a_session_while_it_refreshes_does_not_deadlock(engine: Asy
         async with make_sessionmaker(other).begin() as session:
             await end_sessions(session, UserSession.id == family["id"])
 
-    try:
-        # What RefreshTokens.rotate runs, a statement at a time, so the end comes between.
-        async with engine.begin() as refreshing:
-            rotate = {"hash": hash_refresh_token("old"), "now": now}
-            assert (await refreshing.execute(refresh._ROTATE, rotate)).one_or_none()
-            ending = asyncio.create_task(end())
-            # Long enough for the end to take what it takes first, had it not had to wait.
-            done, _ = await asyncio.wait({ending}, timeout=1.0)
-            assert not done
-            touch = {"sid": family["id"], "now": now, "ip": None, "ua": None}
-            assert (await refreshing.execute(refresh._TOUCH, touch)).rowcount == 1
-        await ending
-        async with engine.connect() as conn:
-            ended = select(UserSession.ended_at).where(UserSession.id == family["id"])
-            assert (await conn.execute(ended)).scalar_one() is not None
-    finally:
-        await other.dispose()
+    # What RefreshTokens.rotate runs, a statement at a time, so the end comes between.
+    async with engine.begin() as refreshing:
+        rotate = {"hash": hash_refresh_token("old"), "now": now}
+        assert (await refreshing.execute(refresh._ROTATE, rotate)).one_or_none()
+        ending = asyncio.create_task(end())
+        # Long enough for the end to take what it takes first, had it not had to wait.
+        done, _ = await asyncio.wait({ending}, timeout=1.0)
+        assert not done
+        touch = {"sid": family["id"], "now": now, "ip": None, "ua": None}
+        assert (await refreshing.execute(refresh._TOUCH, touch)).rowcount == 1
+    await ending
+    async with engine.connect() as conn:
+        ended = select(UserSession.ended_at).where(UserSession.id == family["id"])
+        assert (await conn.execute(ended)).scalar_one() is not None
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:

@@ -5,6 +5,7 @@ transactions isolate their reads from another process's writes."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -20,26 +21,36 @@ THINGS = Table(
 )
 
 
-async def test_statements_and_their_outcomes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hops = 0
+@dataclass
+class Hops:
+    n: int = 0
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Hops:
+    """Counts the hand-offs to aiosqlite's thread from here on."""
+    counted = Hops()
     execute = aiosqlite.Connection._execute
 
-    async def counting(self: aiosqlite.Connection, fn: object, *args: object) -> object:
-        nonlocal hops
-        hops += 1
-        return await execute(self, fn, *args)  # type: ignore[no-untyped-call]
+    async def counting(
+        self: aiosqlite.Connection, fn: object, *args: object, **kw: object
+    ) -> object:
+        counted.n += 1
+        return await execute(self, fn, *args, **kw)  # type: ignore[no-untyped-call]
 
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return counted
+
+
+async def test_statements_and_their_outcomes(tmp_path: Path, hops: Hops) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
     try:
         async with engine.begin() as conn:
             await conn.run_sync(META.create_all)
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
         async with engine.begin() as conn:
-            hops = 0
+            hops.n = 0
             added = await conn.execute(insert(THINGS).values(name="a"))
-            assert hops == 1  # one hand-off to aiosqlite's thread, not four
+            assert hops.n == 1  # one hand-off to aiosqlite's thread, not four
             assert added.inserted_primary_key == (1,)
             await conn.execute(insert(THINGS), [{"name": "b"}, {"name": "c"}])  # executemany
             changed = await conn.execute(
@@ -69,9 +80,7 @@ async def test_statements_and_their_outcomes(
         await engine.dispose()
 
 
-async def test_a_read_for_update_holds_across_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_read_for_update_holds_across_processes(tmp_path: Path, hops: Hops) -> None:
     """Two engines on one file are two processes' connections (AUTH_WORKERS, or several
     instances). What a transaction read FOR UPDATE cannot change under it before it
     writes: the other's write waits for its commit. SQLite drops the clause; without the
@@ -79,16 +88,6 @@ async def test_a_read_for_update_holds_across_processes(
     was lost (the count ended at 1). The BEGIN costs no extra hop to aiosqlite's thread."""
     url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
     one, other = make_engine(url), make_engine(url)
-    hops = 0
-    execute = aiosqlite.Connection._execute
-
-    async def counting(
-        self: aiosqlite.Connection, fn: object, *args: object, **kw: object
-    ) -> object:
-        nonlocal hops
-        hops += 1
-        return await execute(self, fn, *args, **kw)  # type: ignore[no-untyped-call]
-
     try:
         async with one.begin() as conn:
             await conn.run_sync(META.create_all)
@@ -100,10 +99,10 @@ async def test_a_read_for_update_holds_across_processes(
                 seen = int((await conn.execute(count.with_for_update())).scalar_one())
                 await conn.execute(update(THINGS).values(name=str(seen + 10)))
 
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+        hops.n = 0
         async with one.begin() as conn:
             seen = int((await conn.execute(count.with_for_update())).scalar_one())
-            assert hops == 1
+            assert hops.n == 1
             meanwhile = asyncio.create_task(add_ten())
             # Long enough for the other write to land, had it not been made to wait.
             done, _ = await asyncio.wait({meanwhile}, timeout=1.0)
