@@ -27,8 +27,11 @@ class FilmNotFound(LookupError):
     """No film has that id."""
 
 
-async def get_film(session: AsyncSession, film_id: int) -> Film:
-    film = await session.get(Film, film_id)
+async def get_film(session: AsyncSession, film_id: int, *, lock: bool = False) -> Film:
+    """The film, or FilmNotFound. `lock` reads it afresh FOR UPDATE (BEGIN IMMEDIATE on
+    SQLite): an edit or delete of the film in flight elsewhere is waited for, and what it
+    left is what this one changes (or a 404, had it deleted the film)."""
+    film = await session.get(Film, film_id, with_for_update=lock, populate_existing=lock)
     if film is None:
         raise FilmNotFound(film_id)
     return film
@@ -88,7 +91,8 @@ async def create_film(session: AsyncSession, fields: dict[str, Any]) -> Film:
     return film
 
 
-async def update_film(session: AsyncSession, film: Film, fields: dict[str, Any]) -> Film:
+async def update_film(session: AsyncSession, film_id: int, fields: dict[str, Any]) -> Film:
+    film = await get_film(session, film_id, lock=True)
     for name, value in fields.items():
         setattr(film, name, value)
     await bump_version(session)
@@ -97,7 +101,7 @@ async def update_film(session: AsyncSession, film: Film, fields: dict[str, Any])
     return film
 
 
-async def delete_film(session: AsyncSession, film: Film) -> None:
-    await session.delete(film)
+async def delete_film(session: AsyncSession, film_id: int) -> None:
+    await session.delete(await get_film(session, film_id, lock=True))
     await bump_version(session)
     await session.commit()

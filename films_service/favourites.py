@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.errors import ApiError, documented
 from films_service.catalogue import get_film
@@ -31,19 +32,28 @@ async def favourites(user: SubjectDep, session: SessionDep) -> list[FilmOut]:
     responses=documented(401, (404, "film_not_found"), (409, "too_many_favourites"), 422),
 )
 async def add(user: SubjectDep, session: SessionDep, film_id: FilmId) -> Response:
-    await get_film(session, film_id)  # 404 for a film that does not exist
-    if await session.get(Favourite, (user, film_id)) is None:
-        count = await session.scalar(
-            select(func.count()).select_from(Favourite).where(Favourite.user_id == user)
-        )
-        if (count or 0) >= MAX_FAVOURITES:
-            raise ApiError(409, "too_many_favourites", f"at most {MAX_FAVOURITES} favourites")
-        session.add(Favourite(user_id=user, film_id=film_id))
-        try:
-            await session.commit()
-        except IntegrityError:  # a parallel PUT of the same film: idempotent anyway
-            await session.rollback()
+    await add_favourite(session, user, film_id)
     return Response(status_code=204)
+
+
+async def add_favourite(session: AsyncSession, user: str, film_id: int) -> None:
+    """Idempotent. Raises FilmNotFound for a film that does not exist, or that is deleted
+    while this runs. The cap is read before the insert, so parallel PUTs of one user may
+    each add one beyond it."""
+    await get_film(session, film_id)
+    if await session.get(Favourite, (user, film_id)) is not None:
+        return
+    count = await session.scalar(
+        select(func.count()).select_from(Favourite).where(Favourite.user_id == user)
+    )
+    if (count or 0) >= MAX_FAVOURITES:
+        raise ApiError(409, "too_many_favourites", f"at most {MAX_FAVOURITES} favourites")
+    session.add(Favourite(user_id=user, film_id=film_id))
+    try:
+        await session.commit()
+    except IntegrityError:  # the same PUT in parallel (done, then), or the film deleted
+        await session.rollback()
+        await get_film(session, film_id)
 
 
 @router.delete("/{film_id}", status_code=204, responses=documented(401, 422))

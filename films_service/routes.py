@@ -95,9 +95,8 @@ async def edit(
     changes = body.model_dump(exclude_unset=True)
     if not changes or any(value is None for value in changes.values()):
         raise ApiError(422, "invalid_request", "give at least one field, none of them null")
-    row = await get_film(session, film_id)
     try:
-        return FilmOut.model_validate(await update_film(session, row, changes))
+        return FilmOut.model_validate(await update_film(session, film_id, changes))
     finally:
         _changed(request)
 
@@ -105,7 +104,7 @@ async def edit(
 @router.delete("/{film_id}", status_code=204, responses=documented(401, 403, NOT_FOUND, 422))
 async def remove(_: AdminDep, session: SessionDep, film_id: FilmId, request: Request) -> Response:
     try:
-        await delete_film(session, await get_film(session, film_id))
+        await delete_film(session, film_id)
     finally:
         _changed(request)
     return Response(status_code=204)

@@ -1,8 +1,8 @@
 """Schemas come from Alembic migrations, on SQLite and on the machine's PostgreSQL: the
 migrated schema equals the models, upgrading twice is a no-op, a database made before
 migrations is refused with a clear message, and the mailer's delivery store (upserts,
-group commits) behaves the same on both, and two processes counting an address's first
-failures at once both count. PostgreSQL cases skip, with the reason, where no server
+group commits) behaves the same on both, and two processes doing a read-check-write at
+once (counting an address's first failures, seeding or editing the catalogue) take turns. PostgreSQL cases skip, with the reason, where no server
 answers on 127.0.0.1:5432 (or TEST_POSTGRES_DSN), except under CI=true."""
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, func, insert, inspect, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import refresh
 from auth_service.config import AuthSettings
@@ -31,10 +32,13 @@ from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
-from films_service.catalogue import seed_if_empty
-from films_service.models import Film
+from films_service.catalogue import FilmNotFound, get_film, seed_if_empty, update_film
+from films_service.favourites import add_favourite
+from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
 from tests.postgres import create_databases, database_url, drop_databases
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -195,6 +199,68 @@ async def test_films_instances_starting_together_seed_once(
     async with engine.connect() as conn:
         films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
     assert sorted(seeded) == [0, films] and films > 0
+
+
+async def _film_held_by_an_edit(engine: AsyncEngine, edit: str) -> tuple[int, AsyncSession]:
+    """A film, and a session holding it mid-edit (`genres` or `delete`), not committed."""
+    await upgrade(engine, "films_service", metadata_of("films_service"))
+    async with make_sessionmaker(engine).begin() as session:
+        film = Film(title="Held", year=2000, director="D", runtime_minutes=90)
+        film.genres = ["Drama", "War"]
+        session.add(film)
+    holder = make_sessionmaker(engine)()
+    held = await get_film(holder, film.id, lock=True)
+    if edit == "delete":
+        await holder.delete(held)
+    else:
+        held.genres = ["Drama", "Comedy"]
+    await holder.flush()
+    return film.id, holder
+
+
+async def _after(holder: AsyncSession, second: asyncio.Task[T]) -> T:
+    """`second`'s result once the holder commits; it must have waited until then."""
+    async with holder:
+        # Long enough for the second to write on the old film, had it not had to wait.
+        done, _ = await asyncio.wait({second}, timeout=1.0)
+        assert not done
+        await holder.commit()
+    return await second
+
+
+@pytest.mark.parametrize("edit", ["genres", "delete"])
+async def test_films_an_edit_waits_for_another_edit_of_the_film(
+    engine: AsyncEngine, other: AsyncEngine, edit: str
+) -> None:
+    """The second edit read the film without a lock and wrote on what the first had
+    replaced: a 500 on both databases (StaleDataError: the genre rows or the film it
+    meant to change were gone), where its edit, or a 404 once the film was deleted, was
+    due."""
+    film_id, holder = await _film_held_by_an_edit(engine, edit)
+    async with make_sessionmaker(other)() as session:
+        change = update_film(session, film_id, {"genres": ["Drama", "Crime"]})
+        editing = asyncio.create_task(change)
+        if edit == "delete":
+            with pytest.raises(FilmNotFound):
+                await _after(holder, editing)
+            return
+        assert (await _after(holder, editing)).genres == ["Drama", "Crime"]
+    async with make_sessionmaker(engine)() as session:
+        assert (await get_film(session, film_id)).genres == ["Drama", "Crime"]
+
+
+async def test_films_a_favourite_of_a_film_deleted_meanwhile_is_not_found(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
+    """The insert's foreign key failed once the delete committed, and was taken for the
+    same PUT in parallel: a 204, and nothing saved."""
+    film_id, holder = await _film_held_by_an_edit(engine, "delete")
+    async with make_sessionmaker(other)() as session:
+        adding = asyncio.create_task(add_favourite(session, "someone", film_id))
+        with pytest.raises(FilmNotFound):
+            await _after(holder, adding)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Favourite))).scalar_one() == 0
 
 
 async def test_ending_a_session_while_it_refreshes_does_not_deadlock(
