@@ -2,8 +2,9 @@
 migrated schema equals the models, upgrading twice is a no-op, a database made before
 migrations is refused with a clear message, and the mailer's delivery store (upserts,
 group commits) behaves the same on both, and two processes doing a read-check-write at
-once (counting an address's first failures, seeding or editing the catalogue) take turns. PostgreSQL cases skip, with the reason, where no server
-answers on 127.0.0.1:5432 (or TEST_POSTGRES_DSN), except under CI=true."""
+once (counting an address's first failures, seeding or editing the catalogue) take
+turns. PostgreSQL cases skip, with the reason, where no server answers on 127.0.0.1:5432
+(or TEST_POSTGRES_DSN), except under CI=true."""
 
 from __future__ import annotations
 
