@@ -18,7 +18,7 @@ from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
-from auth_service.passwords import PasswordHasher, one_malloc_arena
+from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
 from auth_service.routes import account, admin, discovery, login_code, router, sessions, token
@@ -33,6 +33,7 @@ from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
 from common.kafka import KafkaSettings
 from common.logs import setup_logging
+from common.memory import give_back_free_memory, one_malloc_arena
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok
         relay.start()
+        give_back_free_memory()  # what start-up freed: 3 to 4 MB of holes in the heap
         try:
             yield
         finally:

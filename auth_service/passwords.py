@@ -5,7 +5,7 @@ next hash, which is right during a burst of logins and wasteful after it: an idl
 would hold one buffer per hashing thread for good. So once no hash has run for
 IDLE_TRIM_SECONDS, the pool hands the free memory back to the system (`malloc_trim`).
 `malloc_trim` cannot shrink the top of a thread's own arena, where a hashing thread's
-buffer would sit, so auth starts with `one_malloc_arena()`, before any thread exists:
+buffer would sit, so auth starts with `common.memory.one_malloc_arena()`, before any thread exists:
 every thread then allocates from the main arena, whose top it does shrink. Hashing is
 no slower for it (one allocation per hash).
 """
@@ -13,8 +13,6 @@ no slower for it (one allocation per hash).
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import os
 import secrets
 import unicodedata
@@ -25,42 +23,17 @@ from typing import TypeVar, TypeVarTuple
 from passlib.context import CryptContext
 
 from auth_service.config import AuthSettings
+from common.memory import trim_function
 
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 IDLE_TRIM_SECONDS = 2.0
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
 def _usable_cpus() -> int:
     """The cores this process may run on (Linux: its affinity), else the machine's."""
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-
-
-def one_malloc_arena() -> None:
-    """Every thread allocates from glibc's main arena, which malloc_trim can shrink."""
-    if (libc := _libc()) is not None:
-        libc.mallopt(M_ARENA_MAX, 1)
-
-
-def _libc_trim() -> Callable[[], object] | None:
-    """glibc's `malloc_trim(0)`, or None where there is no such call (e.g. musl)."""
-    if (libc := _libc()) is None:
-        return None
-    trim: Callable[[int], object] = libc.malloc_trim
-    return lambda: trim(0)
 
 
 def _normalize(password: str) -> bytes:
@@ -83,7 +56,7 @@ class PasswordHasher:
         workers = settings.hash_workers or _usable_cpus()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._dummy_hash = self._context.hash(secrets.token_hex(16))
-        self._trim = _libc_trim()
+        self._trim = trim_function()
         self._running = 0
         self._idle: asyncio.TimerHandle | None = None
 

@@ -26,11 +26,11 @@ from bench.harness import (
     errors_note,
     median,
     middle,
-    rss_mb,
     start_pinned,
     wrk,
 )
 from common.db import make_engine, make_sessionmaker
+from common.memory import resident_mb
 from infra.processes import ROOT, ServiceProcess
 
 PASSWORD = "benchmark passphrase"
@@ -75,7 +75,7 @@ def figures(
     auth_env = {**env, "AUTH_DATABASE_URL": database_url, "AUTH_RATE_LIMIT_ENABLED": "false"}
     auth = start_pinned(ServiceProcess("auth_service", "AUTH_PORT", auth_env, work, "auth"))
     assert auth.process is not None
-    memory = {"auth idle": rss_mb(auth.process.pid)}
+    memory = {"auth idle": resident_mb(auth.process.pid)}
     try:
         emails = asyncio.run(seed_users(database_url))
         users = work / "users.txt"
@@ -114,9 +114,9 @@ def figures(
             script="signup.lua",
             script_args=(uuid.uuid4().hex[:8],),
         )
-        memory["auth after load"] = rss_mb(auth.process.pid)
+        memory["auth after load"] = resident_mb(auth.process.pid)
         time.sleep(IDLE_TRIM_SECONDS + 1)  # argon2's buffers go back once idle
-        memory["auth idle again"] = rss_mb(auth.process.pid)
+        memory["auth idle again"] = resident_mb(auth.process.pid)
     finally:
         auth.stop()
     refresh_rate = median([load.rate for load in refreshes])

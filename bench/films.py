@@ -13,10 +13,10 @@ from bench.harness import (
     errors_note,
     median,
     middle,
-    rss_mb,
     start_pinned,
     wrk,
 )
+from common.memory import resident_mb
 from infra.processes import ServiceProcess
 from tests.support import Minter
 
@@ -30,7 +30,7 @@ def figures(
     films_env = {**env, "FILMS_DATABASE_URL": database_url}
     films = start_pinned(ServiceProcess("films_service", "FILMS_PORT", films_env, work, "films"))
     assert films.process is not None
-    memory = {"films idle": rss_mb(films.process.pid)}
+    memory = {"films idle": resident_mb(films.process.pid)}
     token = Minter(Path(env["AUTH_PRIVATE_KEY_PATH"]).parent).token()
     bearer = {"Authorization": f"Bearer {token}"}
 
@@ -44,7 +44,7 @@ def figures(
         for path in ROUTES.values():  # warm up: first queries, caches, connections
             wrk(films.url + path, seconds=1, headers=bearer)
         loads = alternate(rounds, {name: load(path) for name, path in ROUTES.items()})
-        memory["films after load"] = rss_mb(films.process.pid)
+        memory["films after load"] = resident_mb(films.process.pid)
     finally:
         films.stop()
     floor = median([load.rate for load in loads["healthz"]])

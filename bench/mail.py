@@ -22,11 +22,11 @@ from bench.harness import (
     alternate,
     median,
     pin,
-    rss_mb,
     start_pinned,
 )
 from common.events import EMAIL_CODES_TOPIC
 from common.kafka import KafkaSettings, make_producer
+from common.memory import resident_mb
 from infra.ports import free_port, wait_for_port
 from infra.processes import ROOT, ServiceProcess
 
@@ -100,7 +100,7 @@ def throughput(
     )
     assert mailer.process is not None
     mailer.wait_healthy(60, "/readyz")  # joined its group: no rebalance in the middle
-    memory = {"mailer idle": rss_mb(mailer.process.pid)}
+    memory = {"mailer idle": resident_mb(mailer.process.pid)}
     kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
 
     def bare() -> float:
@@ -117,7 +117,7 @@ def throughput(
 
     try:
         rates = alternate(rounds, {"bare": bare, "mailer": through_the_mailer})
-        memory["mailer after load"] = rss_mb(mailer.process.pid)
+        memory["mailer after load"] = resident_mb(mailer.process.pid)
     finally:
         mailer.stop()
     floor, measured = median(rates["bare"]), median(rates["mailer"])

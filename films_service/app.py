@@ -18,6 +18,7 @@ from common.health import database_check, health_router
 from common.http import setup_app
 from common.kafka import KafkaSettings
 from common.logs import setup_logging
+from common.memory import give_back_free_memory
 from common.user_events import UserEventsConsumer
 from common.verification import OfflineVerification
 from films_service.cache import ResponseCache, VersionWatch
@@ -56,6 +57,7 @@ def create_app(
         await verification.start()
         user_events.start()
         watch.start()
+        give_back_free_memory()  # what start-up freed: 3 to 4 MB of holes in the heap
         try:
             yield
         finally:

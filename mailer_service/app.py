@@ -15,6 +15,7 @@ from common.health import database_check, health_router, tcp_check
 from common.http import setup_app
 from common.kafka import KafkaSettings
 from common.logs import setup_logging
+from common.memory import give_back_free_memory
 from common.user_events import UserEventsConsumer
 from common.verification import OfflineVerification
 from mailer_service.config import MailerSettings
@@ -59,6 +60,7 @@ def create_app(
         await verification.start()
         mailer.start()
         user_events.start()
+        give_back_free_memory()  # what start-up freed: 3 to 4 MB of holes in the heap
         try:
             yield
         finally:

@@ -23,6 +23,7 @@ from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.health import Check, database_check, health_router
 from common.http import setup_app
 from common.logs import setup_logging
+from common.memory import give_back_free_memory
 from web_service import account_pages, admin_pages, auth_pages, films_pages
 from web_service.api import ApiProblem, Backend, SessionEnded
 from web_service.config import WebSettings
@@ -104,6 +105,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         app.state.web = Web(settings, store, backend, templates())
         app.state.checks = {"database": database_check(engine), "auth": auth_check(backend)}
         purging = asyncio.create_task(purge_sessions(store))
+        give_back_free_memory()  # what start-up freed: 3 to 4 MB of holes in the heap
         try:
             yield
         finally:

@@ -99,15 +99,11 @@ MEMORY_SCRIPT = """
 import asyncio
 from auth_service.config import AuthSettings
 from auth_service import passwords
-
-def rss() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from common import memory
+from common.memory import resident_mb as rss
 
 async def main() -> None:
-    passwords.one_malloc_arena()
+    memory.one_malloc_arena()
     passwords.IDLE_TRIM_SECONDS = 0.1
     # One thread: with two, glibc's own threshold (twice the biggest freed block) may
     # already trim mid-burst, and this test would see nothing to give back.
