@@ -1,9 +1,9 @@
 """Handing freed memory back to the system, where the C library allows it (glibc).
 
 glibc keeps what a process frees for its next allocations. Two kinds of freed memory are
-worth giving back: what start-up leaves behind (imports, building the app: 3 to 4 MB of
-holes in the heap that nothing refills), and argon2's 19 MiB buffers after a burst of
-hashing (auth_service/passwords.py). `malloc_trim(0)` returns free pages anywhere in the
+worth giving back: what start-up leaves behind (imports, building the app: holes in the
+heap that nothing refills), and argon2's buffers after a burst of hashing
+(auth_service/passwords.py). `malloc_trim(0)` returns free pages anywhere in the
 heap, not only at its top. Elsewhere (musl, macOS) these calls do nothing.
 `resident_mb` reads what a process holds (the bench and the tests report it).
 """
@@ -49,7 +49,7 @@ def give_back_free_memory() -> None:
 
 
 def resident_mb(pid: int | str = "self") -> float:
-    """A process's resident set (VmRSS) in MiB; 0 where /proc has no such entry."""
+    """A process's resident set (VmRSS) in MiB, from /proc (Linux); 0 for a kernel thread."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024

@@ -23,15 +23,25 @@ SORTS = {
 }
 
 
+Lock = bool | dict[str, bool]
+
+
 class FilmNotFound(LookupError):
     """No film has that id."""
 
 
-async def get_film(session: AsyncSession, film_id: int, *, lock: bool = False) -> Film:
-    """The film, or FilmNotFound. `lock` reads it afresh FOR UPDATE (BEGIN IMMEDIATE on
-    SQLite): an edit or delete of the film in flight elsewhere is waited for, and what it
-    left is what this one changes (or a 404, had it deleted the film)."""
-    film = await session.get(Film, film_id, with_for_update=lock, populate_existing=lock)
+# `get_film`'s locks. An edit takes FOR NO KEY UPDATE, which favourites being added to
+# the film (their foreign key's check takes KEY SHARE) need not wait for; a deletion
+# takes FOR UPDATE, which they do. SQLite has one lock for both (BEGIN IMMEDIATE).
+EDIT: Lock = {"key_share": True}
+DELETE: Lock = True
+
+
+async def get_film(session: AsyncSession, film_id: int, *, lock: Lock = False) -> Film:
+    """The film, or FilmNotFound. `lock` (EDIT or DELETE) reads it afresh and locked: an
+    edit or deletion of the film in flight elsewhere is waited for, and what it left is
+    what this one changes (or a 404, had it deleted the film)."""
+    film = await session.get(Film, film_id, with_for_update=lock, populate_existing=bool(lock))
     if film is None:
         raise FilmNotFound(film_id)
     return film
@@ -92,16 +102,15 @@ async def create_film(session: AsyncSession, fields: dict[str, Any]) -> Film:
 
 
 async def update_film(session: AsyncSession, film_id: int, fields: dict[str, Any]) -> Film:
-    film = await get_film(session, film_id, lock=True)
+    film = await get_film(session, film_id, lock=EDIT)
     for name, value in fields.items():
         setattr(film, name, value)
     await bump_version(session)
-    await session.commit()
-    await session.refresh(film)
+    await session.commit()  # the film in memory is the answer: a deletion may follow now
     return film
 
 
 async def delete_film(session: AsyncSession, film_id: int) -> None:
-    await session.delete(await get_film(session, film_id, lock=True))
+    await session.delete(await get_film(session, film_id, lock=DELETE))
     await bump_version(session)
     await session.commit()

@@ -32,14 +32,21 @@ async def favourites(user: SubjectDep, session: SessionDep) -> list[FilmOut]:
     responses=documented(401, (404, "film_not_found"), (409, "too_many_favourites"), 422),
 )
 async def add(user: SubjectDep, session: SessionDep, film_id: FilmId) -> Response:
-    await add_favourite(session, user, film_id)
+    try:
+        await add_favourite(session, user, film_id)
+    except TooManyFavourites:
+        raise ApiError(409, "too_many_favourites", f"at most {MAX_FAVOURITES} favourites") from None
     return Response(status_code=204)
+
+
+class TooManyFavourites(Exception):
+    """The user has MAX_FAVOURITES already."""
 
 
 async def add_favourite(session: AsyncSession, user: str, film_id: int) -> None:
     """Idempotent. Raises FilmNotFound for a film that does not exist, or that is deleted
-    while this runs. The cap is read before the insert, so parallel PUTs of one user may
-    each add one beyond it."""
+    while this runs, and TooManyFavourites at the cap. The cap is read before the insert,
+    so parallel PUTs of one user may each add one beyond it."""
     await get_film(session, film_id)
     if await session.get(Favourite, (user, film_id)) is not None:
         return
@@ -47,7 +54,7 @@ async def add_favourite(session: AsyncSession, user: str, film_id: int) -> None:
         select(func.count()).select_from(Favourite).where(Favourite.user_id == user)
     )
     if (count or 0) >= MAX_FAVOURITES:
-        raise ApiError(409, "too_many_favourites", f"at most {MAX_FAVOURITES} favourites")
+        raise TooManyFavourites
     session.add(Favourite(user_id=user, film_id=film_id))
     try:
         await session.commit()

@@ -60,7 +60,7 @@ def create_app(
         await verification.start()
         mailer.start()
         user_events.start()
-        give_back_free_memory()  # what start-up freed: 3 to 4 MB of holes in the heap
+        give_back_free_memory()  # what start-up freed: holes in the heap, never refilled
         try:
             yield
         finally:

@@ -20,7 +20,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, func, insert, inspect, select
+from sqlalchemy import Connection, MetaData, event, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import refresh
@@ -33,7 +33,14 @@ from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
-from films_service.catalogue import FilmNotFound, get_film, seed_if_empty, update_film
+from films_service.catalogue import (
+    DELETE,
+    EDIT,
+    FilmNotFound,
+    get_film,
+    seed_if_empty,
+    update_film,
+)
 from films_service.favourites import add_favourite
 from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
@@ -210,18 +217,31 @@ async def _film_held_by_an_edit(engine: AsyncEngine, edit: str) -> tuple[int, As
         film.genres = ["Drama", "War"]
         session.add(film)
     holder = make_sessionmaker(engine)()
-    held = await get_film(holder, film.id, lock=True)
     if edit == "delete":
-        await holder.delete(held)
+        await holder.delete(await get_film(holder, film.id, lock=DELETE))
     else:
-        held.genres = ["Drama", "Comedy"]
+        (await get_film(holder, film.id, lock=EDIT)).genres = ["Drama", "Comedy"]
     await holder.flush()
     return film.id, holder
 
 
-async def _after(holder: AsyncSession, second: asyncio.Task[T]) -> T:
-    """`second`'s result once the holder commits; it must have waited until then."""
+def _sent(engine: AsyncEngine, verb: str) -> asyncio.Event:
+    """Set once `engine` has sent a statement beginning with `verb`."""
+    sent = asyncio.Event()
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _seen(_c: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith(verb):
+            sent.set()
+
+    return sent
+
+
+async def _after(holder: AsyncSession, second: asyncio.Task[T], sent: asyncio.Event) -> T:
+    """`second`'s result once the holder commits; it must have waited until then from
+    the statement `sent` marks (on a slow machine it may not have got there sooner)."""
     async with holder:
+        await asyncio.wait_for(sent.wait(), 30)
         # Long enough for the second to write on the old film, had it not had to wait.
         done, _ = await asyncio.wait({second}, timeout=1.0)
         assert not done
@@ -238,14 +258,15 @@ async def test_films_an_edit_waits_for_another_edit_of_the_film(
     meant to change were gone), where its edit, or a 404 once the film was deleted, was
     due."""
     film_id, holder = await _film_held_by_an_edit(engine, edit)
+    read = _sent(other, "SELECT")  # with a lock now, without one before
     async with make_sessionmaker(other)() as session:
         change = update_film(session, film_id, {"genres": ["Drama", "Crime"]})
         editing = asyncio.create_task(change)
         if edit == "delete":
             with pytest.raises(FilmNotFound):
-                await _after(holder, editing)
+                await _after(holder, editing, read)
             return
-        assert (await _after(holder, editing)).genres == ["Drama", "Crime"]
+        assert (await _after(holder, editing, read)).genres == ["Drama", "Crime"]
     async with make_sessionmaker(engine)() as session:
         assert (await get_film(session, film_id)).genres == ["Drama", "Crime"]
 
@@ -256,12 +277,32 @@ async def test_films_a_favourite_of_a_film_deleted_meanwhile_is_not_found(
     """The insert's foreign key failed once the delete committed, and was taken for the
     same PUT in parallel: a 204, and nothing saved."""
     film_id, holder = await _film_held_by_an_edit(engine, "delete")
+    inserting = _sent(other, "INSERT")  # it read the film before the delete committed
     async with make_sessionmaker(other)() as session:
         adding = asyncio.create_task(add_favourite(session, "someone", film_id))
         with pytest.raises(FilmNotFound):
-            await _after(holder, adding)
+            await _after(holder, adding, inserting)
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(Favourite))).scalar_one() == 0
+
+
+async def test_films_a_favourite_of_a_film_being_edited_is_added(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
+    """On PostgreSQL at once: an edit's FOR NO KEY UPDATE leaves the KEY SHARE lock of
+    the favourite's foreign key free. SQLite has one writer: once the edit commits."""
+    film_id, holder = await _film_held_by_an_edit(engine, "genres")
+    inserting = _sent(other, "INSERT")
+    async with make_sessionmaker(other)() as session:
+        adding = asyncio.create_task(add_favourite(session, "someone", film_id))
+        if engine.dialect.name == "postgresql":
+            await asyncio.wait_for(adding, 30)
+            async with holder:
+                await holder.commit()
+        else:
+            await _after(holder, adding, inserting)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Favourite))).scalar_one() == 1
 
 
 async def test_ending_a_session_while_it_refreshes_does_not_deadlock(

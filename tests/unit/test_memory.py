@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from common.memory import trim_function
+
 SCRIPT = """
 import auth_service.app, films_service.app  # the imports of a service's start-up
 from common.memory import give_back_free_memory, resident_mb
@@ -15,8 +19,9 @@ print(before, resident_mb())
 """
 
 
+@pytest.mark.skipif(trim_function() is None, reason="no glibc malloc_trim here")
 def test_free_memory_left_by_start_up_goes_back() -> None:
-    """A service's imports leave 3 to 4 MB of freed heap that glibc would keep."""
+    """A service's imports leave freed heap that glibc would keep: more than 1 MB."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True
     )
