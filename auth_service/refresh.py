@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import ColumnElement, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service import audit
@@ -127,9 +127,17 @@ class RefreshTokens:
         }
 
     async def reissue(self, session: AsyncSession, user: User, session_id: uuid.UUID) -> Grant:
-        """A grant replacing the session's current pair (as a rotation would): after a
-        change the tokens should reflect, e.g. a new email address."""
-        await self._revoke_where(session, RefreshToken.family_id == session_id)
+        """A grant replacing the session's current pair: after a change the tokens should
+        reflect, e.g. a new email address. The replaced token is marked superseded, not
+        rotated: another request of the same client may still present it (a second tab
+        refreshing meanwhile), which is no sign of a copy, so it is refused without ending
+        the session."""
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), superseded=True)
+            .execution_options(synchronize_session=False)
+        )
         return self.issue(session, user, Client(), session_id)
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
@@ -174,7 +182,12 @@ class RefreshTokens:
         row = await session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_hash)
         )
-        if row is not None and row.revoked_at is not None and row.expires_at > now:
+        if (
+            row is not None
+            and row.revoked_at is not None
+            and not row.superseded
+            and row.expires_at > now
+        ):
             ended = await session.scalar(
                 select(UserSession.ended_at).where(UserSession.id == row.family_id)
             )
@@ -201,12 +214,3 @@ class RefreshTokens:
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:
         """End every session of the account."""
         await end_sessions(session, UserSession.user_id == user_id)
-
-    @staticmethod
-    async def _revoke_where(session: AsyncSession, *where: ColumnElement[bool]) -> None:
-        await session.execute(
-            update(RefreshToken)
-            .where(*where, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )

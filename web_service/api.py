@@ -233,6 +233,8 @@ class UserApi:
         except ApiProblem as problem:
             if problem.status in (400, 401, 403):  # invalid_grant: the family has ended
                 spent = True
+                if await self._replaced_meanwhile():
+                    return
                 await self.store.end(self.session)
                 raise SessionEnded from problem
             raise
@@ -241,3 +243,14 @@ class UserApi:
                 await self.store.release_refresh(self.session)
         await self.store.store_tokens(self.session, tokens_from(pair))
         self.refreshed = True
+
+    async def _replaced_meanwhile(self) -> bool:
+        """True if another request stored a new pair while this one spent the old token
+        (an address change in another tab, which auth answers with the session's new
+        pair, refusing the old token from then on): the session goes on with the new pair."""
+        read = self.session.version
+        await self.store.release_refresh(self.session)
+        if not await self.store.reload_tokens(self.session) or self.session.version == read:
+            return False
+        self.refreshed = True
+        return True

@@ -129,6 +129,33 @@ def test_email_change_moves_the_account_once_confirmed(stack: Stack, http: httpx
     assert confirm(http, moved, mail.code).json()["error"] == "invalid_code"  # single use
 
 
+def test_the_pair_an_address_change_replaced_is_refused_without_ending_the_session(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """Another tab of the same client may refresh with the replaced token while the
+    change lands. That was taken for a stolen copy: the session ended, the new pair
+    with it, and a `refresh_reuse` alarm. A token its holder rotated still does that."""
+    account = cooled_down_account(stack, http, "tabs")
+    new_email = unique_email("tabs-moved")
+    assert ask_email_change(http, account, new_email).status_code == 202
+    pair = confirm(http, account, stack.smtp.wait_for(new_email)[0].code or "")
+    assert pair.status_code == 200, pair.text
+    moved = Account(new_email, PASSWORD, pair.json()["access_token"], pair.json()["refresh_token"])
+
+    assert refresh(http, account).json()["error"] == "invalid_grant"  # the replaced token
+    rotated = refresh(http, moved)
+    assert rotated.status_code == 200  # the session lives on
+    assert me(http, moved).status_code == 200
+    assert "refresh_reuse" not in [row[0] for row in audit_rows(stack, account.id)]
+
+    assert refresh(http, moved).json()["error"] == "invalid_grant"  # rotated: a copy
+    after_reuse = http.post(
+        "/v1/auth/token/refresh", json={"refresh_token": rotated.json()["refresh_token"]}
+    )
+    assert after_reuse.json()["error"] == "invalid_grant"  # the family ended
+    assert "refresh_reuse" in [row[0] for row in audit_rows(stack, account.id)]
+
+
 def test_a_taken_address_gets_the_same_answer_and_no_code(stack: Stack, http: httpx.Client) -> None:
     account = cooled_down_account(stack, http, "mover")
     other = cooled_down_account(stack, http, "owner")

@@ -20,7 +20,17 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, event, func, insert, inspect, select
+from sqlalchemy import (
+    Connection,
+    MetaData,
+    column,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    table,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import refresh
@@ -380,9 +390,15 @@ async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
 
 
 async def test_auth_0003_makes_a_session_of_every_refresh_family(engine: AsyncEngine) -> None:
-    """Logins made before sessions existed become sessions: live while a token is."""
+    """Logins made before sessions existed become sessions: live while a token is. And
+    (0004) their revoked tokens count as rotated: a copy presented again is a theft."""
     metadata = metadata_of("auth_service")
     users, tokens, sessions = (metadata.tables[t] for t in ("users", "refresh_tokens", "sessions"))
+    # The columns refresh_tokens had at 0002 (the model's later ones have defaults).
+    tokens_0002 = table(
+        "refresh_tokens",
+        *(column(c.name, c.type) for c in tokens.c if c.name != "superseded"),
+    )
     user, live, ended = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     t0 = utcnow().replace(microsecond=0)
     later = t0 + timedelta(minutes=5)
@@ -397,7 +413,7 @@ async def test_auth_0003_makes_a_session_of_every_refresh_family(engine: AsyncEn
         ]
         for family, created, revoked in rows:
             conn.execute(
-                insert(tokens).values(
+                insert(tokens_0002).values(
                     user_id=user,
                     family_id=family,
                     token_hash=uuid.uuid4().hex,
@@ -423,3 +439,6 @@ async def test_auth_0003_makes_a_session_of_every_refresh_family(engine: AsyncEn
     assert found[live].ended_at is None
     assert found[ended].ended_at == later
     assert {row.user_id for row in found.values()} == {user}
+    async with engine.connect() as conn:
+        superseded = await conn.execute(select(tokens.c.superseded).distinct())
+        assert superseded.scalars().all() == [False]

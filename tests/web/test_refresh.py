@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,5 +107,40 @@ def test_a_session_whose_family_ended_is_over(web: Web, tmp_path: Path) -> None:
         with pytest.raises(SessionEnded):
             await UserApi(backend, store, session, Browser()).call("auth", "GET", "/v1/auth/me")
         assert not (await store.load(cookie)).stored
+
+    run(web, tmp_path, test)
+
+
+def test_a_pair_replaced_while_refreshing_is_taken(
+    web: Web, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another tab changes the address while this request spends the refresh token: auth
+    refuses the old token and the other tab stores the session's new pair. This request
+    ended the web session; it now takes the new pair."""
+    email = web.account("replaced")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, tokens = await signed_in(web, store, email)
+        other_tab = await store.load(cookie)
+        call = backend.call
+
+        async def meanwhile(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if path == "/v1/auth/token/refresh":  # the other tab's change lands first
+                async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
+                    new = await http.post(
+                        "/v1/auth/login", json={"email": email, "password": PASSWORD}
+                    )
+                    # Refused from now on (as an address change's replaced token is).
+                    await http.post("/v1/auth/logout", json={"refresh_token": tokens.refresh_token})
+                await store.replace_tokens(other_tab, tokens_from(new.json()))
+            return await call(service, method, path, *args, **kw)
+
+        monkeypatch.setattr(backend, "call", meanwhile)
+        session = await store.load(cookie)
+        me = await UserApi(backend, store, session, Browser()).call("auth", "GET", "/v1/auth/me")
+        assert me["email"] == email
+        after = await store.load(cookie)
+        assert after.stored and after.tokens is not None
+        assert after.tokens.refresh_token != tokens.refresh_token
 
     run(web, tmp_path, test)
