@@ -91,7 +91,12 @@ def metadata_of(service: str) -> MetaData:
 
 def _differences(connection: Connection, service: str) -> list[object]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "version_table": version_table(service)}
+        connection,
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "version_table": version_table(service),
+        },
     )
     return list(compare_metadata(context, metadata_of(service)))
 
