@@ -9,7 +9,7 @@ import uuid
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from web_service.api import ApiProblem, tokens_from
+from web_service.api import ApiProblem
 from web_service.forms import Form, explain
 from web_service.pages import SignedInDep
 
@@ -127,11 +127,12 @@ async def confirm_email(page: SignedInDep) -> Response:
     if form.require(page.t, "code"):
         body = form.values | {"locale": page.t.lang}
         try:
-            pair = await page.api.call("auth", "POST", "/v1/auth/email/change/confirm", json=body)
+            await page.api.call_replacing_tokens(
+                "auth", "POST", "/v1/auth/email/change/confirm", json=body
+            )
         except ApiProblem as problem:
             form.errors = explain(problem, page.t, {"new_email": ""})
         else:
-            await page.web.store.replace_tokens(page.session, tokens_from(pair))
             page.session.set("email", page.session.pop("new_email", ""))
             page.notice("notice.email_changed")
             return await page.redirect("/account")

@@ -204,20 +204,45 @@ class UserApi:
     async def _refresh(self) -> None:
         """Take the next pair: this request spends the refresh token if it wins the lease,
         or waits for the request that did."""
+        if await self._claim():
+            await self._spend_refresh_token()
+
+    async def _claim(self) -> bool:
+        """Wait for the refresh lease: True once this request holds it, False once another
+        request has stored a new pair meanwhile (taken instead)."""
         read = self.session.version
         deadline = time.monotonic() + REFRESH_LEASE + 5
         while True:
             if await self.store.claim_refresh(self.session, REFRESH_LEASE):
-                await self._spend_refresh_token()
-                return
+                return True
             if not await self.store.reload_tokens(self.session):
                 raise SessionEnded
             if self.session.version != read:
                 self.refreshed = True
-                return
+                return False
             if time.monotonic() > deadline:
                 raise ApiProblem(503, "unavailable", "a token refresh is stuck")
             await asyncio.sleep(0.05)
+
+    async def call_replacing_tokens(
+        self, service: str, method: str, path: str, **kwargs: Any
+    ) -> Any:
+        """A call whose answer is the session's next pair (an address change confirmed).
+        It holds the refresh lease from before the call until the pair is stored: another
+        request of the session would otherwise spend the old refresh token meanwhile,
+        which auth refuses from the change on, and end the web session."""
+        await self._access_token()
+        while not await self._claim():
+            pass  # another request refreshed first: its pair, then the lease
+        try:
+            pair = await self.backend.call(
+                service, method, path, self.browser, token=self._tokens().access_token, **kwargs
+            )
+        except BaseException:
+            await self.store.release_refresh(self.session)
+            raise
+        await self.store.store_tokens(self.session, tokens_from(pair))
+        return pair
 
     async def _spend_refresh_token(self) -> None:
         spent = False
@@ -233,8 +258,6 @@ class UserApi:
         except ApiProblem as problem:
             if problem.status in (400, 401, 403):  # invalid_grant: the family has ended
                 spent = True
-                if await self._replaced_meanwhile():
-                    return
                 await self.store.end(self.session)
                 raise SessionEnded from problem
             raise
@@ -243,14 +266,3 @@ class UserApi:
                 await self.store.release_refresh(self.session)
         await self.store.store_tokens(self.session, tokens_from(pair))
         self.refreshed = True
-
-    async def _replaced_meanwhile(self) -> bool:
-        """True if another request stored a new pair while this one spent the old token
-        (an address change in another tab, which auth answers with the session's new
-        pair, refusing the old token from then on): the session goes on with the new pair."""
-        read = self.session.version
-        await self.store.release_refresh(self.session)
-        if not await self.store.reload_tokens(self.session) or self.session.version == read:
-            return False
-        self.refreshed = True
-        return True

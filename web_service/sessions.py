@@ -239,16 +239,6 @@ class SessionStore:
             )
         session.tokens, session.version = tokens, session.version + 1
 
-    async def replace_tokens(self, session: Session, tokens: Tokens) -> None:
-        """A pair auth issued in place of the session's (after an email change)."""
-        async with self._db.begin() as db:
-            await db.execute(
-                update(WebSession)
-                .where(WebSession.id_hash == session.key)
-                .values(tokens=self._seal(tokens.__dict__), version=WebSession.version + 1)
-            )
-        await self.reload_tokens(session)
-
     async def reload_tokens(self, session: Session) -> bool:
         """Take the stored tokens if another request refreshed them. False when the session
         is gone."""

@@ -8,6 +8,7 @@ The web front end's store and API client run in this process (`run_async`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -111,36 +112,43 @@ def test_a_session_whose_family_ended_is_over(web: Web, tmp_path: Path) -> None:
     run(web, tmp_path, test)
 
 
-def test_a_pair_replaced_while_refreshing_is_taken(
+def test_a_refresh_waits_for_an_address_change_in_another_tab(
     web: Web, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another tab changes the address while this request spends the refresh token: auth
-    refuses the old token and the other tab stores the session's new pair. This request
-    ended the web session; it now takes the new pair."""
+    """An address change replaces the session's pair, and auth refuses the old refresh
+    token from then on. Another tab refreshing meanwhile spent the old token: a refusal,
+    and the web session ended. The change now holds the refresh lease until its pair is
+    stored; the other tab waits and takes that pair."""
     email = web.account("replaced")
 
     async def test(store: SessionStore, backend: Backend) -> None:
         cookie, tokens = await signed_in(web, store, email)
-        other_tab = await store.load(cookie)
+        changing, other_tab = await store.load(cookie), await store.load(cookie)
+        assert changing.tokens is not None and other_tab.tokens is not None
+        changing.tokens.access_expires_at = time.time() + 60  # the other tab's has expired
         call = backend.call
+        other: list[asyncio.Task[Any]] = []
 
-        async def meanwhile(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
-            if path == "/v1/auth/token/refresh":  # the other tab's change lands first
-                async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
-                    new = await http.post(
-                        "/v1/auth/login", json={"email": email, "password": PASSWORD}
-                    )
-                    # Refused from now on (as an address change's replaced token is).
-                    await http.post("/v1/auth/logout", json={"refresh_token": tokens.refresh_token})
-                await store.replace_tokens(other_tab, tokens_from(new.json()))
-            return await call(service, method, path, *args, **kw)
+        async def confirm(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if path != "/confirm":
+                return await call(service, method, path, *args, **kw)
+            # The other tab's request arrives while the change is at auth.
+            api = UserApi(backend, store, other_tab, Browser())
+            other.append(asyncio.create_task(api.call("auth", "GET", "/v1/auth/me")))
+            await asyncio.sleep(0.5)
+            async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
+                # What the change does at auth: the old token refused, a new pair.
+                new = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+                await http.post("/v1/auth/logout", json={"refresh_token": tokens.refresh_token})
+            return new.json()
 
-        monkeypatch.setattr(backend, "call", meanwhile)
-        session = await store.load(cookie)
-        me = await UserApi(backend, store, session, Browser()).call("auth", "GET", "/v1/auth/me")
-        assert me["email"] == email
+        monkeypatch.setattr(backend, "call", confirm)
+        pair = await UserApi(backend, store, changing, Browser()).call_replacing_tokens(
+            "auth", "POST", "/confirm"
+        )
+        assert (await other[0])["email"] == email
         after = await store.load(cookie)
-        assert after.stored and after.tokens is not None
-        assert after.tokens.refresh_token != tokens.refresh_token
+        assert after.tokens is not None
+        assert after.tokens.refresh_token == pair["refresh_token"]
 
     run(web, tmp_path, test)
