@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,11 +171,49 @@ class UserApi:
     refreshed: bool = field(default=False, init=False)
 
     async def call(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
-        token = await self._access_token()
-        try:
+        async def send() -> Any:
+            token = await self._access_token()
             return await self.backend.call(
                 service, method, path, self.browser, token=token, **kwargs
             )
+
+        return await self._retrying(send)
+
+    async def call_replacing_tokens(
+        self, service: str, method: str, path: str, **kwargs: Any
+    ) -> Any:
+        """A call whose answer is the session's next pair (an address change confirmed).
+        It holds the refresh lease from before the call until the pair is stored: another
+        request of the session would otherwise spend the old refresh token meanwhile,
+        which auth refuses from the change on, and end the web session."""
+
+        async def send() -> Any:
+            await self._access_token()
+            while not await self._claim():
+                pass  # another request refreshed first: its pair, then the lease
+            # Once auth has answered, its pair is stored even if this request is cancelled.
+            return await asyncio.shield(self._exchange(service, method, path, **kwargs))
+
+        return await self._retrying(send)
+
+    async def _exchange(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        """Under the lease: the call, then its answer stored as the session's pair."""
+        stored = False
+        try:
+            pair = await self.backend.call(
+                service, method, path, self.browser, token=self._tokens().access_token, **kwargs
+            )
+            stored = await self.store.take_tokens(self.session, tokens_from(pair))
+        finally:
+            if not stored:
+                await self.store.release_refresh(self.session)
+        if not stored:  # the web session ended meanwhile
+            raise SessionEnded
+        return pair
+
+    async def _retrying(self, send: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await send()
         except ApiProblem as problem:
             if problem.status != 401 or self.refreshed:
                 raise
@@ -182,9 +221,7 @@ class UserApi:
         # refresh tells which.
         await self._refresh()
         try:
-            return await self.backend.call(
-                service, method, path, self.browser, token=self._tokens().access_token, **kwargs
-            )
+            return await send()
         except ApiProblem as problem:
             if problem.status == 401:
                 await self.store.end(self.session)
@@ -223,26 +260,6 @@ class UserApi:
             if time.monotonic() > deadline:
                 raise ApiProblem(503, "unavailable", "a token refresh is stuck")
             await asyncio.sleep(0.05)
-
-    async def call_replacing_tokens(
-        self, service: str, method: str, path: str, **kwargs: Any
-    ) -> Any:
-        """A call whose answer is the session's next pair (an address change confirmed).
-        It holds the refresh lease from before the call until the pair is stored: another
-        request of the session would otherwise spend the old refresh token meanwhile,
-        which auth refuses from the change on, and end the web session."""
-        await self._access_token()
-        while not await self._claim():
-            pass  # another request refreshed first: its pair, then the lease
-        try:
-            pair = await self.backend.call(
-                service, method, path, self.browser, token=self._tokens().access_token, **kwargs
-            )
-        except BaseException:
-            await self.store.release_refresh(self.session)
-            raise
-        await self.store.store_tokens(self.session, tokens_from(pair))
-        return pair
 
     async def _spend_refresh_token(self) -> None:
         spent = False

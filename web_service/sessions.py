@@ -239,6 +239,25 @@ class SessionStore:
             )
         session.tokens, session.version = tokens, session.version + 1
 
+    async def take_tokens(self, session: Session, tokens: Tokens) -> bool:
+        """A pair auth issued in place of the session's (an address change), stored over
+        whatever version is there now: it is the login's only live pair. Releases the
+        lease. False when the session is gone."""
+        async with self._db.begin() as db:
+            result = await db.execute(
+                update(WebSession)
+                .where(WebSession.id_hash == session.key)
+                .values(
+                    tokens=self._seal(tokens.__dict__),
+                    version=WebSession.version + 1,
+                    refreshing_until=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if not result.rowcount:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
+            return False
+        return await self.reload_tokens(session)
+
     async def reload_tokens(self, session: Session) -> bool:
         """Take the stored tokens if another request refreshed them. False when the session
         is gone."""

@@ -18,11 +18,11 @@ import pytest
 
 from common.db import make_engine, make_sessionmaker, migrate
 from tests.web.conftest import PASSWORD, Web, run_async
-from web_service.api import Backend, Browser, SessionEnded, UserApi, tokens_from
+from web_service.api import ApiProblem, Backend, Browser, SessionEnded, UserApi, tokens_from
 from web_service.config import WebSettings
 from web_service.models import Base
 from web_service.session_keys import load_sealer
-from web_service.sessions import SessionStore, Tokens
+from web_service.sessions import Session, SessionStore, Tokens
 
 pytestmark = pytest.mark.e2e
 
@@ -126,8 +126,14 @@ def test_a_refresh_waits_for_an_address_change_in_another_tab(
         changing, other_tab = await store.load(cookie), await store.load(cookie)
         assert changing.tokens is not None and other_tab.tokens is not None
         changing.tokens.access_expires_at = time.time() + 60  # the other tab's has expired
-        call = backend.call
+        call, claim = backend.call, store.claim_refresh
         other: list[asyncio.Task[Any]] = []
+        waited = asyncio.Event()
+
+        async def claim_refresh(session: Session, lease: float) -> bool:
+            if not (claimed := await claim(session, lease)):
+                waited.set()
+            return claimed
 
         async def confirm(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
             if path != "/confirm":
@@ -135,7 +141,7 @@ def test_a_refresh_waits_for_an_address_change_in_another_tab(
             # The other tab's request arrives while the change is at auth.
             api = UserApi(backend, store, other_tab, Browser())
             other.append(asyncio.create_task(api.call("auth", "GET", "/v1/auth/me")))
-            await asyncio.sleep(0.5)
+            await asyncio.wait_for(waited.wait(), 30)  # it found the lease taken
             async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
                 # What the change does at auth: the old token refused, a new pair.
                 new = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
@@ -143,6 +149,7 @@ def test_a_refresh_waits_for_an_address_change_in_another_tab(
             return new.json()
 
         monkeypatch.setattr(backend, "call", confirm)
+        monkeypatch.setattr(store, "claim_refresh", claim_refresh)
         pair = await UserApi(backend, store, changing, Browser()).call_replacing_tokens(
             "auth", "POST", "/confirm"
         )
@@ -150,5 +157,28 @@ def test_a_refresh_waits_for_an_address_change_in_another_tab(
         after = await store.load(cookie)
         assert after.tokens is not None
         assert after.tokens.refresh_token == pair["refresh_token"]
+
+    run(web, tmp_path, test)
+
+
+def test_an_address_change_refused_for_its_access_token_refreshes_once(
+    web: Web, tmp_path: Path
+) -> None:
+    """A 401 to the change (an unexpired token auth refuses) gets one refresh and one
+    retry, as any call does, and the lease is released whatever the answer."""
+    email = web.account("change-401")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, _ = await signed_in(web, store, email)
+        session = await store.load(cookie)
+        assert session.tokens is not None
+        session.tokens.access_token, session.tokens.access_expires_at = "refused", time.time() + 60
+        api = UserApi(backend, store, session, Browser())
+        with pytest.raises(ApiProblem) as answer:
+            await api.call_replacing_tokens(
+                "auth", "POST", "/v1/auth/email/change/confirm", json={"code": "000000"}
+            )
+        assert answer.value.error == "invalid_code"  # the retry, with the refreshed token
+        assert await store.claim_refresh(await store.load(cookie), 1.0)  # released
 
     run(web, tmp_path, test)
