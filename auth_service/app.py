@@ -86,7 +86,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok
         relay.start()
-        give_back_free_memory()  # what start-up freed: holes in the heap, never refilled
+        give_back_free_memory()
         try:
             yield
         finally:

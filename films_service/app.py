@@ -57,7 +57,7 @@ def create_app(
         await verification.start()
         user_events.start()
         watch.start()
-        give_back_free_memory()  # what start-up freed: holes in the heap, never refilled
+        give_back_free_memory()
         try:
             yield
         finally:

@@ -60,7 +60,7 @@ def create_app(
         await verification.start()
         mailer.start()
         user_events.start()
-        give_back_free_memory()  # what start-up freed: holes in the heap, never refilled
+        give_back_free_memory()
         try:
             yield
         finally:

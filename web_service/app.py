@@ -105,7 +105,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         app.state.web = Web(settings, store, backend, templates())
         app.state.checks = {"database": database_check(engine), "auth": auth_check(backend)}
         purging = asyncio.create_task(purge_sessions(store))
-        give_back_free_memory()  # what start-up freed: holes in the heap, never refilled
+        give_back_free_memory()
         try:
             yield
         finally:

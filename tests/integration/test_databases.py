@@ -52,6 +52,7 @@ from films_service.catalogue import (
     update_film,
 )
 from films_service.favourites import add_favourite
+from films_service.models import Base as FilmsBase
 from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
 from tests.postgres import create_databases, database_url, drop_databases
@@ -212,6 +213,11 @@ async def test_a_wrong_code_counts_on_what_another_process_counted(
         assert (await conn.execute(counted)).scalar_one() == 5
 
 
+async def _rows(engine: AsyncEngine, model: type[FilmsBase]) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+
+
 async def test_films_instances_starting_together_seed_once(
     engine: AsyncEngine, other: AsyncEngine
 ) -> None:
@@ -219,8 +225,7 @@ async def test_films_instances_starting_together_seed_once(
     seeded = await asyncio.gather(
         seed_if_empty(make_sessionmaker(engine)), seed_if_empty(make_sessionmaker(other))
     )
-    async with engine.connect() as conn:
-        films = (await conn.execute(select(func.count()).select_from(Film))).scalar_one()
+    films = await _rows(engine, Film)
     assert sorted(seeded) == [0, films] and films > 0
 
 
@@ -297,8 +302,7 @@ async def test_films_a_favourite_of_a_film_deleted_meanwhile_is_not_found(
         adding = asyncio.create_task(add_favourite(session, "someone", film_id))
         with pytest.raises(FilmNotFound):
             await _after(holder, adding, inserting)
-    async with engine.connect() as conn:
-        assert (await conn.execute(select(func.count()).select_from(Favourite))).scalar_one() == 0
+    assert await _rows(engine, Favourite) == 0
 
 
 async def test_films_a_favourite_of_a_film_being_edited_is_added(
@@ -316,8 +320,7 @@ async def test_films_a_favourite_of_a_film_being_edited_is_added(
                 await holder.commit()
         else:
             await _after(holder, adding, inserting)
-    async with engine.connect() as conn:
-        assert (await conn.execute(select(func.count()).select_from(Favourite))).scalar_one() == 1
+    assert await _rows(engine, Favourite) == 1
 
 
 async def test_ending_a_session_while_it_refreshes_does_not_deadlock(

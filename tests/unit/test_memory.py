@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from common.memory import trim_function
+from tests.support import service_missing
 
 SCRIPT = """
 import auth_service.app, films_service.app  # the imports of a service's start-up
@@ -19,9 +18,10 @@ print(before, resident_mb())
 """
 
 
-@pytest.mark.skipif(trim_function() is None, reason="no glibc malloc_trim here")
 def test_free_memory_left_by_start_up_goes_back() -> None:
     """A service's imports leave freed heap that glibc would keep: more than 1 MB."""
+    if trim_function() is None:
+        service_missing("glibc's malloc_trim", "not a glibc system")
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True
     )
