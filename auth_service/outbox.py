@@ -207,13 +207,19 @@ class OutboxRelay:
         producer = make_producer(self._kafka)
         try:
             created = await ensure_topics(self._kafka, *RELAY_TOPICS)
+            if created & ACKNOWLEDGED_TOPICS:
+                # The broker lost it, or this is the first start ever (nothing is
+                # unconfirmed then). A relay taking over from an instance that stopped has
+                # no earlier partition counts to notice the loss by: this is how it knows.
+                await self._published_lost()
             await producer.start()
             current = await topic_partitions(producer, *RELAY_TOPICS)
             if self._known and (stale := {t for t, n in current.items() if n != self._known[t]}):
                 # Re-created by the restarted broker when a client named it: another
-                # partition count, maybe stray records. Ours to remake (we publish all
-                # over again anyway).
+                # partition count, maybe stray records. Ours to remake.
                 await recreate_topics(self._kafka, *stale)
+                if stale & ACKNOWLEDGED_TOPICS:
+                    await self._published_lost()
                 current = await topic_partitions(producer, *RELAY_TOPICS)
             await self._acks.start()
         except BaseException:
@@ -224,6 +230,14 @@ class OutboxRelay:
             log.info("created %s", sorted(created))
         self._known = current
         return producer
+
+    async def _published_lost(self) -> None:
+        """What was published is gone: every unconfirmed email is published again, and
+        the mailer's reports are read from the start of their new topic. Done the moment
+        the loss is seen: a _connect retried after a later step failed finds the topics
+        already made."""
+        await self._republish(everything=True)
+        self._acks.broker_reset()
 
     async def _disconnect(self) -> None:
         await self._acks.stop()

@@ -10,15 +10,24 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from auth_service.events import email_notice
+from auth_service.models import Base, OutboxEvent
+from auth_service.outbox import OutboxRelay
+from common.db import make_engine, make_sessionmaker, migrate
+from common.events import EmailEventType
+from common.kafka import KafkaSettings
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
-from tests.conftest import Stack
+from tests.conftest import Stack, auth_settings_for
+from tests.integration.test_outbox import read_all
 from tests.support import RecordingHandler, ServiceProcess, start_smtp, wait_until
 
 PASSWORD = "restart passphrase"
@@ -122,3 +131,54 @@ async def test_a_broker_sigkilled_mid_stream_loses_no_accepted_email(rig: Rig) -
         f"\nbroker SIGKILLed after {at_kill} of 500: all 500 delivered, {duplicates} duplicate(s)"
     )
     assert duplicates <= 1
+
+
+async def test_a_relay_taking_over_after_an_empty_restart_publishes_again(
+    tmp_path: Path,
+) -> None:
+    """The relay that published an email stops (its instance went away) and the broker
+    restarts empty before another relay takes over. The new one has no earlier topics to
+    compare with, only the fact that it had to make them: that must be enough to publish
+    the unconfirmed email again at once, not AUTH_OUTBOX_REPUBLISH_SECONDS later."""
+    broker = EmbeddedBroker(port=free_port()).start()
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    sessions = make_sessionmaker(engine)
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    settings = auth_settings_for(tmp_path)
+    relays: list[OutboxRelay] = []
+
+    async def relay() -> OutboxRelay:
+        relays.append(OutboxRelay(sessions, engine, kafka, settings))
+        relays[-1].start()
+        return relays[-1]
+
+    async def publishes() -> list[int]:
+        async with sessions() as session:
+            return list((await session.scalars(select(OutboxEvent.publishes))).all())
+
+    async def until(check: Callable[[list[int]], bool]) -> list[int]:
+        async with asyncio.timeout(60):
+            # Polling the database: it tells no one when the relay writes.
+            while not check(counts := await publishes()):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        return counts
+
+    try:
+        await migrate(engine, Base)
+        async with sessions.begin() as session:
+            for i in range(3):
+                email_notice(session, EmailEventType.ACCOUNT_EXISTS, f"{i}@example.com", "en")
+        first = await relay()
+        assert await until(lambda counts: counts == [1, 1, 1])  # no mailer: none confirmed
+        await first.stop()
+
+        broker.kill()
+        broker = EmbeddedBroker(port=broker.port).start()
+        await relay()
+        assert await until(lambda counts: counts == [2, 2, 2])
+        assert len(await read_all(broker.bootstrap_servers, 3)) == 3
+    finally:
+        for each in relays:
+            await each.stop()
+        await engine.dispose()
+        broker.stop()
