@@ -17,6 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
+from common.clock import utcnow
 from common.events import (
     DELIVERY_STATUS_TOPIC,
     DeliveryStatus,
@@ -43,6 +44,8 @@ class StatusAnnouncer:
         reason: str | None = None,
     ) -> None:
         # Built without validation: every field comes from a validated event or is ours.
+        # Every field given: for one left to its default_factory, pydantic inspects the
+        # factory's signature on each call, which doubles the cost.
         value = DeliveryStatusEvent.model_construct(
             event_id=event.event_id,
             email=event.email,
@@ -50,6 +53,7 @@ class StatusAnnouncer:
             status=status,
             attempt=attempt,
             reason=reason,
+            at=utcnow(),
         ).to_bytes()
         self._pending.append((event.key, value))
 
