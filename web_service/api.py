@@ -204,12 +204,29 @@ class UserApi:
                 service, method, path, self.browser, token=self._tokens().access_token, **kwargs
             )
             stored = await self.store.take_tokens(self.session, tokens_from(pair))
+            if not stored:  # the web session ended meanwhile: no one will hold the pair
+                await self._abandon(pair)
         finally:
             if not stored:
                 await self.store.release_refresh(self.session)
-        if not stored:  # the web session ended meanwhile
+        if not stored:
             raise SessionEnded
         return pair
+
+    async def _abandon(self, pair: dict[str, Any]) -> None:
+        """End at auth the login a pair nobody holds belongs to, rather than leave it
+        among the account's live sessions until it expires. Best effort: it is of no use
+        to anyone without its refresh token, which only this request ever saw."""
+        try:
+            await self.backend.call(
+                "auth",
+                "POST",
+                "/v1/auth/logout",
+                self.browser,
+                json={"refresh_token": pair["refresh_token"]},
+            )
+        except ApiProblem as problem:
+            log.warning("could not end an abandoned session at auth: %s", problem)
 
     async def _retrying(self, send: Callable[[], Awaitable[Any]]) -> Any:
         try:

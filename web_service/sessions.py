@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import utcnow
@@ -64,6 +64,9 @@ class Session:
     # A cookie came with the request but named no live session (expired or ended).
     lapsed: bool = False
     ended: bool = False
+    # The refresh lease this request holds: the `refreshing_until` it wrote. Releasing it
+    # clears that value only, never a lease another request took after this one expired.
+    lease: datetime | None = None
 
     @property
     def signed_in(self) -> bool:
@@ -204,6 +207,7 @@ class SessionStore:
         """True if this request may spend the refresh token: no one else holds the lease
         and the tokens are still the version this request read."""
         now = utcnow()
+        until = now + timedelta(seconds=lease)
         async with self._db.begin() as db:
             result = await db.execute(
                 update(WebSession)
@@ -212,18 +216,35 @@ class SessionStore:
                     WebSession.version == session.version,
                     or_(WebSession.refreshing_until.is_(None), WebSession.refreshing_until < now),
                 )
-                .values(refreshing_until=now + timedelta(seconds=lease))
+                .values(refreshing_until=until)
                 .execution_options(synchronize_session=False)
             )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
+            return False
+        session.lease = until
+        return True
+
+    def _ours(self, session: Session) -> Any:
+        """`refreshing_until` after a write that ends this request's lease: cleared if the
+        lease is still this request's, else left to whoever holds it now."""
+        return case(
+            (WebSession.refreshing_until == session.lease, None), else_=WebSession.refreshing_until
+        )
 
     async def release_refresh(self, session: Session) -> None:
+        if session.lease is None:
+            return
         async with self._db.begin() as db:
             await db.execute(
                 update(WebSession)
-                .where(WebSession.id_hash == session.key)
+                .where(
+                    WebSession.id_hash == session.key,
+                    WebSession.refreshing_until == session.lease,
+                )
                 .values(refreshing_until=None)
+                .execution_options(synchronize_session=False)
             )
+        session.lease = None
 
     async def store_tokens(self, session: Session, tokens: Tokens) -> None:
         """The next pair, over the version this request claimed; releases the lease."""
@@ -234,10 +255,11 @@ class SessionStore:
                 .values(
                     tokens=self._seal(tokens.__dict__),
                     version=session.version + 1,
-                    refreshing_until=None,
+                    refreshing_until=self._ours(session),
                 )
+                .execution_options(synchronize_session=False)
             )
-        session.tokens, session.version = tokens, session.version + 1
+        session.tokens, session.version, session.lease = tokens, session.version + 1, None
 
     async def take_tokens(self, session: Session, tokens: Tokens) -> bool:
         """A pair auth issued in place of the session's (an address change), stored over
@@ -250,10 +272,11 @@ class SessionStore:
                 .values(
                     tokens=self._seal(tokens.__dict__),
                     version=WebSession.version + 1,
-                    refreshing_until=None,
+                    refreshing_until=self._ours(session),
                 )
                 .execution_options(synchronize_session=False)
             )
+        session.lease = None
         if not result.rowcount:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
             return False
         return await self.reload_tokens(session)

@@ -3,6 +3,7 @@ catalogues, API refusals in words, the CSRF origin check, the session key and st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
@@ -331,6 +332,24 @@ async def test_one_request_at_a_time_may_spend_the_refresh_token(store: SessionS
     assert not await store.claim_refresh(second, lease=30)
     assert await store.reload_tokens(second)
     assert second.tokens == Tokens("a2", "r2", 1.0) and second.version == 1
+
+
+async def test_a_lease_that_ran_out_is_left_to_its_next_holder(store: SessionStore) -> None:
+    """A request that outlived its lease must not free the lease another request took
+    since, neither by giving it back nor by storing a pair."""
+    signed = await store.sign_in(store.anonymous(), Tokens("a", "r", 0.0), "u", {})
+    slow, later = await store.load(signed.cookie), await store.load(signed.cookie)
+    assert await store.claim_refresh(slow, lease=0.05)
+    await asyncio.sleep(0.1)  # at least this long: the lease has run out
+    assert await store.claim_refresh(later, lease=30)
+
+    await store.release_refresh(slow)
+    assert not await store.claim_refresh(await store.load(signed.cookie), lease=30)
+    assert await store.take_tokens(slow, Tokens("a2", "r2", 1.0))
+    assert not await store.claim_refresh(await store.load(signed.cookie), lease=30)
+
+    await store.release_refresh(later)  # its holder gives it back: free for the next
+    assert await store.claim_refresh(await store.load(signed.cookie), lease=30)
 
 
 def test_settings_read_trusted_proxies_as_a_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,3 +182,43 @@ def test_an_address_change_refused_for_its_access_token_refreshes_once(
         assert await store.claim_refresh(await store.load(cookie), 1.0)  # released
 
     run(web, tmp_path, test)
+
+
+def test_an_address_change_whose_web_session_ended_meanwhile_ends_its_pair(
+    web: Web, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web session is gone (signed out in another tab, expired) by the time the
+    change's new pair comes back: the request ends, and so does the pair's login at auth,
+    rather than stay among the account's live sessions with no one holding it."""
+    email = web.account("change-orphan")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, _ = await signed_in(web, store, email)
+        session = await store.load(cookie)
+        assert session.tokens is not None
+        session.tokens.access_expires_at = time.time() + 60
+        call = backend.call
+        returned: list[dict[str, Any]] = []
+
+        async def confirm(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if path != "/confirm":
+                return await call(service, method, path, *args, **kw)
+            await store.end(await store.load(cookie))  # elsewhere, while the change runs
+            async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
+                new = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            returned.append(new.json())
+            return returned[-1]
+
+        monkeypatch.setattr(backend, "call", confirm)
+        with pytest.raises(SessionEnded):
+            await UserApi(backend, store, session, Browser()).call_replacing_tokens(
+                "auth", "POST", "/confirm"
+            )
+        [pair] = returned
+        async with httpx.AsyncClient(base_url=web.stack.auth.url, timeout=30) as http:
+            r = await http.post(
+                "/v1/auth/token/refresh", json={"refresh_token": pair["refresh_token"]}
+            )
+        assert r.status_code in (400, 401) and r.json()["error"] == "invalid_grant", r.text
+
+    run(web, tmp_path, test)
