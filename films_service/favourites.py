@@ -43,10 +43,30 @@ class TooManyFavourites(Exception):
     """The user has MAX_FAVOURITES already."""
 
 
+# Names this module's advisory locks apart from any other of the database's.
+FAVOURITES_LOCK = 0x66617673
+
+
+async def one_user_at_a_time(session: AsyncSession, user: str) -> None:
+    """The first statement of a transaction that counts a user's favourites, then adds
+    one: until it ends, another such transaction for the same user waits here. On
+    PostgreSQL a transaction advisory lock on the user; on SQLite the transaction begins
+    IMMEDIATE (common/sqlite.py), taking its one writer's lock from the count on."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            select(func.pg_advisory_xact_lock(FAVOURITES_LOCK, func.hashtext(user)))
+        )
+        return
+    await session.execute(
+        select(Favourite.user_id).where(Favourite.user_id == user).limit(1).with_for_update()
+    )
+
+
 async def add_favourite(session: AsyncSession, user: str, film_id: int) -> None:
     """Idempotent. Raises FilmNotFound for a film that does not exist, or that is deleted
-    while this runs, and TooManyFavourites at the cap. The cap is read before the insert,
-    so parallel PUTs of one user may each add one beyond it."""
+    while this runs, and TooManyFavourites at the cap. One user's additions take turns,
+    so the cap holds however many PUTs are in flight at once."""
+    await one_user_at_a_time(session, user)
     await get_film(session, film_id)
     if await session.get(Favourite, (user, film_id)) is not None:
         return

@@ -43,6 +43,7 @@ from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
 from common.migrations import SERVICES, NotMigrated, config, upgrade, version_table
+from films_service import favourites
 from films_service.catalogue import (
     DELETE,
     EDIT,
@@ -297,11 +298,13 @@ async def test_films_a_favourite_of_a_film_deleted_meanwhile_is_not_found(
     """The insert's foreign key failed once the delete committed, and was taken for the
     same PUT in parallel: a 204, and nothing saved."""
     film_id, holder = await _film_held_by_an_edit(engine, "delete")
-    inserting = _sent(other, "INSERT")  # it read the film before the delete committed
+    # On PostgreSQL it read the film before the delete committed; SQLite's one writer
+    # holds it from its first statement.
+    waiting = _sent(other, "INSERT" if engine.dialect.name == "postgresql" else "SELECT")
     async with make_sessionmaker(other)() as session:
         adding = asyncio.create_task(add_favourite(session, "someone", film_id))
         with pytest.raises(FilmNotFound):
-            await _after(holder, adding, inserting)
+            await _after(holder, adding, waiting)
     assert await _rows(engine, Favourite) == 0
 
 
@@ -311,7 +314,7 @@ async def test_films_a_favourite_of_a_film_being_edited_is_added(
     """On PostgreSQL at once: an edit's FOR NO KEY UPDATE leaves the KEY SHARE lock of
     the favourite's foreign key free. SQLite has one writer: once the edit commits."""
     film_id, holder = await _film_held_by_an_edit(engine, "genres")
-    inserting = _sent(other, "INSERT")
+    waiting = _sent(other, "SELECT")
     async with make_sessionmaker(other)() as session:
         adding = asyncio.create_task(add_favourite(session, "someone", film_id))
         if engine.dialect.name == "postgresql":
@@ -319,8 +322,36 @@ async def test_films_a_favourite_of_a_film_being_edited_is_added(
             async with holder:
                 await holder.commit()
         else:
-            await _after(holder, adding, inserting)
+            await _after(holder, adding, waiting)
     assert await _rows(engine, Favourite) == 1
+
+
+async def test_films_favourites_added_at_once_stop_at_the_cap(
+    engine: AsyncEngine, other: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap was counted before the insert, by a read that took no lock: one user's
+    PUTs in flight at once each saw room for one more, on both databases. The second now
+    waits for the first, then finds the cap reached."""
+    monkeypatch.setattr(favourites, "MAX_FAVOURITES", 1)
+    await upgrade(engine, "films_service", metadata_of("films_service"))
+    async with make_sessionmaker(engine).begin() as session:
+        films = [Film(title=t, year=2000, director="D", runtime_minutes=90) for t in "AB"]
+        session.add_all(films)
+    holder = make_sessionmaker(engine)()
+    await favourites.one_user_at_a_time(holder, "someone")  # the first PUT, mid-way
+    holder.add(Favourite(user_id="someone", film_id=films[0].id))
+    await holder.flush()
+    if engine.dialect.name == "postgresql":  # the lock is the user's: others go on
+        async with make_sessionmaker(other)() as session:
+            await asyncio.wait_for(add_favourite(session, "someone else", films[1].id), 30)
+    waiting = _sent(other, "SELECT")
+    async with make_sessionmaker(other)() as session:
+        adding = asyncio.create_task(add_favourite(session, "someone", films[1].id))
+        with pytest.raises(favourites.TooManyFavourites):
+            await _after(holder, adding, waiting)
+    async with engine.connect() as conn:
+        mine = select(func.count()).where(Favourite.user_id == "someone")
+        assert (await conn.execute(mine)).scalar_one() == 1
 
 
 async def test_ending_a_session_while_it_refreshes_does_not_deadlock(
