@@ -47,6 +47,7 @@ from common.kafka import (
     close_quietly,
     ensure_topics,
     make_producer,
+    missing_topics,
     recreate_topics,
     topic_partitions,
     until_connected,
@@ -204,23 +205,31 @@ class OutboxRelay:
             await _cancelled(task)
 
     async def _connect(self) -> AIOKafkaProducer:
+        # A sign that the broker lost what was published is acted on before what would
+        # hide it (making the topics again), and in the database: a _connect tried again
+        # after a failure, here or in another instance, would find nothing amiss.
+        if await missing_topics(self._kafka, EMAIL_CODES_TOPIC):
+            await self._published_lost()  # or this is the first start ever: a no-op
         producer = make_producer(self._kafka)
         try:
             created = await ensure_topics(self._kafka, *RELAY_TOPICS)
-            if created & ACKNOWLEDGED_TOPICS:
-                # The broker lost it, or this is the first start ever (nothing is
-                # unconfirmed then). A relay taking over from an instance that stopped has
-                # no earlier partition counts to notice the loss by: this is how it knows.
-                await self._published_lost()
             await producer.start()
             current = await topic_partitions(producer, *RELAY_TOPICS)
+            ours = self._kafka.topic_partitions
             if self._known and (stale := {t for t, n in current.items() if n != self._known[t]}):
                 # Re-created by the restarted broker when a client named it: another
                 # partition count, maybe stray records. Ours to remake.
-                await recreate_topics(self._kafka, *stale)
                 if stale & ACKNOWLEDGED_TOPICS:
                     await self._published_lost()
+                await recreate_topics(self._kafka, *stale)
                 current = await topic_partitions(producer, *RELAY_TOPICS)
+            elif not self._known and current.get(EMAIL_CODES_TOPIC, ours) != ours:
+                # Nothing to compare with (a first term, say taking over from an instance
+                # that went away). Another count than ours may be a restarted broker's own
+                # (Tansu makes a topic a client names) or an operator's choice on a broker
+                # that keeps everything: publishing again is right for the one and costs
+                # the other only duplicates the mailer skips.
+                await self._republish(everything=True)
             await self._acks.start()
         except BaseException:
             await producer.stop()
@@ -232,10 +241,8 @@ class OutboxRelay:
         return producer
 
     async def _published_lost(self) -> None:
-        """What was published is gone: every unconfirmed email is published again, and
-        the mailer's reports are read from the start of their new topic. Done the moment
-        the loss is seen: a _connect retried after a later step failed finds the topics
-        already made."""
+        """What was published is gone: every unconfirmed email is to be published again,
+        and the mailer's reports are read from the start of their new topic."""
         await self._republish(everything=True)
         self._acks.broker_reset()
 
@@ -272,14 +279,14 @@ class OutboxRelay:
                     log.warning("the broker lost %s (restarted?); publishing again", exc)
                     await _cancelled(acks)
                     await self._disconnect()
+                    # Before reconnecting makes the topics again (see _connect).
+                    await self._published_lost()
                     self._producer = await until_connected(
                         self._connect, "outbox relay", self._stopping, self._beat
                     )
                     if self._producer is None:
                         return
-                    self._acks.broker_reset()
                     acks = asyncio.create_task(self._acks.run(self._stopping), name="outbox-acks")
-                    await self._republish(everything=True)
                     continue
                 except (KafkaError, OSError) as exc:
                     log.warning(

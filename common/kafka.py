@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -66,21 +66,34 @@ async def changed_topics(producer: AIOKafkaProducer, known: dict[str, int]) -> s
     return {name for name, count in known.items() if now.get(name) != count}
 
 
-async def recreate_topics(settings: KafkaSettings, *names: str) -> None:
-    """Delete the topics, then create them as ensure_topics would: for topics a restarted
-    broker re-created on its own (wrong partition count, maybe stray records)."""
+@contextlib.asynccontextmanager
+async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=settings.request_timeout_ms,
     )
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def missing_topics(settings: KafkaSettings, *names: str) -> set[str]:
+    """Those of `names` the broker does not have, from a listing of all its topics (which,
+    unlike a request naming them, never makes Tansu create them)."""
+    async with _admin(settings) as admin:
+        return set(names) - set(await admin.list_topics())
+
+
+async def recreate_topics(settings: KafkaSettings, *names: str) -> None:
+    """Delete the topics, then create them as ensure_topics would: for topics a restarted
+    broker re-created on its own (wrong partition count, maybe stray records)."""
+    async with _admin(settings) as admin:
         present = set(names) & set(await admin.list_topics())
         if present:
             await admin.delete_topics(sorted(present))
             await _deleted(admin, settings, present)
-    finally:
-        await admin.close()
     await ensure_topics(settings, *names)
 
 
@@ -101,12 +114,7 @@ async def ensure_topics(settings: KafkaSettings, *names: str) -> set[str]:
     hide behind them. Deleting the new topic drops them. (On Apache Kafka this only ever
     deletes a topic created a moment before, still empty.)
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        request_timeout_ms=settings.request_timeout_ms,
-    )
-    await admin.start()
-    try:
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         missing = sorted(name for name in names if name not in existing)
         if not missing:
@@ -117,8 +125,6 @@ async def ensure_topics(settings: KafkaSettings, *names: str) -> set[str]:
             await _deleted(admin, settings, created)
             await _create(admin, settings, sorted(created))
         return created
-    finally:
-        await admin.close()
 
 
 async def _create(

@@ -10,19 +10,20 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import select
 
 from auth_service.events import email_notice
 from auth_service.models import Base, OutboxEvent
 from auth_service.outbox import OutboxRelay
 from common.db import make_engine, make_sessionmaker, migrate
-from common.events import EmailEventType
+from common.events import EMAIL_CODES_TOPIC, EmailEventType
 from common.kafka import KafkaSettings
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
@@ -133,52 +134,123 @@ async def test_a_broker_sigkilled_mid_stream_loses_no_accepted_email(rig: Rig) -
     assert duplicates <= 1
 
 
-async def test_a_relay_taking_over_after_an_empty_restart_publishes_again(
-    tmp_path: Path,
-) -> None:
-    """The relay that published an email stops (its instance went away) and the broker
-    restarts empty before another relay takes over. The new one has no earlier topics to
-    compare with, only the fact that it had to make them: that must be enough to publish
-    the unconfirmed email again at once, not AUTH_OUTBOX_REPUBLISH_SECONDS later."""
-    broker = EmbeddedBroker(port=free_port()).start()
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
-    sessions = make_sessionmaker(engine)
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
-    settings = auth_settings_for(tmp_path)
-    relays: list[OutboxRelay] = []
+class Relays:
+    """In-process relays on one SQLite outbox and a broker of their own, with three
+    unconfirmed emails (there is no mailer). Each relay stands for an auth instance."""
 
-    async def relay() -> OutboxRelay:
-        relays.append(OutboxRelay(sessions, engine, kafka, settings))
-        relays[-1].start()
-        return relays[-1]
+    def __init__(self, tmp_path: Path) -> None:
+        self.broker = EmbeddedBroker(port=free_port()).start()
+        self.engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+        self.sessions = make_sessionmaker(self.engine)
+        self.kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers)
+        # The timer that republishes what stays unconfirmed must not be what saves them.
+        self.settings = auth_settings_for(tmp_path, outbox_republish_seconds=3600)
+        self.started: list[OutboxRelay] = []
 
-    async def publishes() -> list[int]:
-        async with sessions() as session:
-            return list((await session.scalars(select(OutboxEvent.publishes))).all())
-
-    async def until(check: Callable[[list[int]], bool]) -> list[int]:
-        async with asyncio.timeout(60):
-            # Polling the database: it tells no one when the relay writes.
-            while not check(counts := await publishes()):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-        return counts
-
-    try:
-        await migrate(engine, Base)
-        async with sessions.begin() as session:
+    async def emails(self) -> None:
+        await migrate(self.engine, Base)
+        async with self.sessions.begin() as session:
             for i in range(3):
                 email_notice(session, EmailEventType.ACCOUNT_EXISTS, f"{i}@example.com", "en")
-        first = await relay()
-        assert await until(lambda counts: counts == [1, 1, 1])  # no mailer: none confirmed
-        await first.stop()
 
-        broker.kill()
-        broker = EmbeddedBroker(port=broker.port).start()
-        await relay()
-        assert await until(lambda counts: counts == [2, 2, 2])
-        assert len(await read_all(broker.bootstrap_servers, 3)) == 3
+    def start(self) -> OutboxRelay:
+        relay = OutboxRelay(self.sessions, self.engine, self.kafka, self.settings)
+        self.started.append(relay)
+        relay.start()
+        return relay
+
+    async def published(self, times: int) -> None:
+        """Until every email has been published `times` times."""
+        async with asyncio.timeout(60):
+            # Polling the database: it tells no one when the relay writes.
+            while await self._publishes() != [times] * 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+
+    async def _publishes(self) -> list[int]:
+        async with self.sessions() as session:
+            return list((await session.scalars(select(OutboxEvent.publishes))).all())
+
+    async def lose_everything(self, relay: OutboxRelay) -> None:
+        """The relay's instance goes away; then the broker restarts, empty."""
+        await relay.stop()
+        self.broker.kill()
+        self.broker = EmbeddedBroker(port=self.broker.port).start()
+
+    async def close(self) -> None:
+        try:
+            for relay in self.started:
+                await relay.stop()
+            await self.engine.dispose()
+        finally:
+            self.broker.stop()
+
+
+@pytest.fixture
+async def relays(tmp_path: Path) -> AsyncIterator[Relays]:
+    rig = Relays(tmp_path)
+    try:
+        await rig.emails()
+        yield rig
     finally:
-        for each in relays:
-            await each.stop()
-        await engine.dispose()
-        broker.stop()
+        await rig.close()
+
+
+async def test_a_relay_taking_over_after_an_empty_restart_publishes_again(
+    relays: Relays,
+) -> None:
+    """The relay that published the emails stops (its instance went away), and the
+    broker restarts empty before another relay takes over. The new one has no earlier
+    topics to compare with, only the email topic missing: that is enough to publish the
+    unconfirmed emails again at once."""
+    await relays.lose_everything(await _published_once(relays))
+    relays.start()
+    await relays.published(2)
+    assert len(await read_all(relays.broker.bootstrap_servers, 3)) == 3
+
+
+async def test_a_topic_the_restarted_broker_made_itself_is_seen_as_a_loss(
+    relays: Relays,
+) -> None:
+    """A client named the email topic before the new relay came (an old producer
+    refreshing its metadata): the restarted broker made it, with its own partition count.
+    Not missing, but not as the relay would have made it: the emails are gone all the
+    same."""
+    await relays.lose_everything(await _published_once(relays))
+    admin = AIOKafkaAdminClient(bootstrap_servers=relays.broker.bootstrap_servers)
+    await admin.start()
+    try:
+        count = relays.kafka.topic_partitions + 1
+        await admin.create_topics([NewTopic(EMAIL_CODES_TOPIC, count, 1)])
+    finally:
+        await admin.close()
+    relays.start()
+    await relays.published(2)
+
+
+async def test_a_loss_seen_while_the_database_is_away_is_not_forgotten(
+    relays: Relays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new relay sees the topic missing, but marking the emails fails (the database
+    is away: asyncpg's refused connection is an OSError, which the relay retries). Its
+    next try must still know: it used to find the topic it had made meanwhile, and
+    nothing amiss."""
+    await relays.lose_everything(await _published_once(relays))
+    republish = OutboxRelay._republish
+    failures: list[bool] = []
+
+    async def away_once(self: OutboxRelay, *, everything: bool = False) -> int:
+        if everything and not failures:
+            failures.append(True)
+            raise OSError("connection refused")
+        return await republish(self, everything=everything)
+
+    monkeypatch.setattr(OutboxRelay, "_republish", away_once)
+    relays.start()
+    await relays.published(2)
+    assert failures
+
+
+async def _published_once(relays: Relays) -> OutboxRelay:
+    relay = relays.start()
+    await relays.published(1)
+    return relay
