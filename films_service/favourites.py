@@ -52,7 +52,7 @@ async def one_user_at_a_time(session: AsyncSession, user: str) -> None:
     one: until it ends, another such transaction for the same user waits here. On
     PostgreSQL a transaction advisory lock on the user; on SQLite the transaction begins
     IMMEDIATE (common/sqlite.py), taking its one writer's lock from the count on."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if session.get_bind(Favourite).dialect.name == "postgresql":
         await session.execute(
             select(func.pg_advisory_xact_lock(FAVOURITES_LOCK, func.hashtext(user)))
         )
@@ -69,6 +69,7 @@ async def add_favourite(session: AsyncSession, user: str, film_id: int) -> None:
     await one_user_at_a_time(session, user)
     await get_film(session, film_id)
     if await session.get(Favourite, (user, film_id)) is not None:
+        await session.rollback()  # the turn ends now, not once the answer is sent
         return
     count = await session.scalar(
         select(func.count()).select_from(Favourite).where(Favourite.user_id == user)

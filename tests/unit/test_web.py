@@ -335,20 +335,21 @@ async def test_one_request_at_a_time_may_spend_the_refresh_token(store: SessionS
 
 
 async def test_a_lease_that_ran_out_is_left_to_its_next_holder(store: SessionStore) -> None:
-    """A request that outlived its lease must not free the lease another request took
-    since, neither by giving it back nor by storing a pair."""
+    """Requests that outlived their leases must not free the lease another request took
+    since, neither by giving theirs back nor by storing a pair."""
     signed = await store.sign_in(store.anonymous(), Tokens("a", "r", 0.0), "u", {})
-    slow, later = await store.load(signed.cookie), await store.load(signed.cookie)
-    assert await store.claim_refresh(slow, lease=0.05)
-    await asyncio.sleep(0.1)  # at least this long: the lease has run out
-    assert await store.claim_refresh(later, lease=30)
+    first, second, holder = [await store.load(signed.cookie) for _ in range(3)]
+    for late in (first, second):
+        assert await store.claim_refresh(late, lease=0.05)
+        await asyncio.sleep(0.1)  # at least this long: the lease has run out
+    assert await store.claim_refresh(holder, lease=30)
 
-    await store.release_refresh(slow)
+    await store.release_refresh(first)
     assert not await store.claim_refresh(await store.load(signed.cookie), lease=30)
-    assert await store.take_tokens(slow, Tokens("a2", "r2", 1.0))
+    assert await store.take_tokens(second, Tokens("a2", "r2", 1.0))
     assert not await store.claim_refresh(await store.load(signed.cookie), lease=30)
 
-    await store.release_refresh(later)  # its holder gives it back: free for the next
+    await store.release_refresh(holder)  # its holder gives it back: free for the next
     assert await store.claim_refresh(await store.load(signed.cookie), lease=30)
 
 
