@@ -139,13 +139,13 @@ class Relays:
     unconfirmed emails (there is no mailer). Each relay stands for an auth instance."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.broker = EmbeddedBroker(port=free_port()).start()
         self.engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
         self.sessions = make_sessionmaker(self.engine)
-        self.kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers)
         # The timer that republishes what stays unconfirmed must not be what saves them.
         self.settings = auth_settings_for(tmp_path, outbox_republish_seconds=3600)
         self.started: list[OutboxRelay] = []
+        self.broker = EmbeddedBroker(port=free_port()).start()  # last: close() stops it
+        self.kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers)
 
     async def emails(self) -> None:
         await migrate(self.engine, Base)
