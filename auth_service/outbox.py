@@ -222,6 +222,11 @@ class OutboxRelay:
                 if stale & ACKNOWLEDGED_TOPICS:
                     await self._published_lost()
                 await recreate_topics(self._kafka, *stale)
+                # This producer still sees the topics as they were: it would send to
+                # partitions the new ones lack, which Tansu acknowledges and drops.
+                await producer.stop()
+                producer = make_producer(self._kafka)
+                await producer.start()
                 current = await topic_partitions(producer, *RELAY_TOPICS)
             elif not self._known and current.get(EMAIL_CODES_TOPIC, ours) != ours:
                 # Nothing to compare with (a first term, say taking over from an instance

@@ -61,9 +61,16 @@ async def topic_partitions(producer: AIOKafkaProducer, *names: str) -> dict[str,
 async def changed_topics(producer: AIOKafkaProducer, known: dict[str, int]) -> set[str]:
     """The topics of `known` that are gone or have another partition count than when they
     were seen: the broker restarted (Tansu re-creates a topic with 4 partitions as soon as
-    any client names it in a metadata request, as a producer refreshing its topics does)."""
+    any client names it in a metadata request, as a producer refreshing its topics does).
+    Also those the producer itself sees with another count: it would send to partitions
+    the broker's topic does not have (Tansu acknowledges such records, and drops them)."""
     now = await topic_partitions(producer, *known)
-    return {name for name, count in known.items() if now.get(name) != count}
+    cached = producer.client.cluster
+    return {
+        name
+        for name, count in known.items()
+        if now.get(name) != count or len(cached.partitions_for_topic(name) or range(count)) != count
+    }
 
 
 @contextlib.asynccontextmanager
