@@ -81,6 +81,8 @@ class RelayLock:
             await raw.add_listener(CHANNEL, listener)
             self._listening = listener
         except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()  # it may hold the lock: end its session
             await conn.close()
             raise
         self._conn = conn
@@ -101,7 +103,11 @@ class RelayLock:
     async def release(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            with contextlib.suppress(Exception):  # closing ends the session, and the lock
+            # Ending the session ends the lock. Closing alone would hand the connection
+            # back to the pool, still holding it: no other instance could take over.
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
                 await conn.close()
         if self._fd is not None:
             fd, self._fd = self._fd, None

@@ -166,6 +166,14 @@ class OutboxRelay:
             failed = False
             try:
                 await self._supervised(self._lead())
+            except asyncio.CancelledError:
+                if self._stopping.is_set() or _being_cancelled():
+                    raise
+                # Not a stop: a CancelledError from inside, such as a client library's
+                # future cancelled under us. A failure like any other (below).
+                log.exception("the outbox relay was cancelled from inside; starting it again")
+                FAILED.inc()
+                failed = True
             except Exception:
                 # Whatever went wrong, the relay must not die with the lock held: that
                 # would stall every instance's email. Step down, log it, try again.
@@ -438,6 +446,13 @@ class OutboxRelay:
         UNDELIVERED.inc(len(closed))
         PENDING.labels("unpublished").set(unsent or 0)
         PENDING.labels("unconfirmed").set(unacked or 0)
+
+
+def _being_cancelled() -> bool:
+    """True if someone asked the current task to stop (not a CancelledError raised inside
+    something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

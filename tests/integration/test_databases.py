@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import refresh
 from auth_service.config import AuthSettings
+from auth_service.leader import RelayLock
 from auth_service.models import AddressThrottle, RefreshToken, User, UserSession
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import hash_refresh_token
@@ -390,6 +391,22 @@ async def test_ending_a_session_while_it_refreshes_does_not_deadlock(
     async with engine.connect() as conn:
         ended = select(UserSession.ended_at).where(UserSession.id == family["id"])
         assert (await conn.execute(ended)).scalar_one() is not None
+
+
+async def test_a_relay_lock_given_back_can_be_taken_by_another_instance(
+    engine: AsyncEngine, other: AsyncEngine
+) -> None:
+    """On PostgreSQL, giving the lock back closed its connection, which only returned it
+    to the pool with the session's advisory lock still held: once a relay had failed, no
+    instance could relay again."""
+    first, second = RelayLock(engine), RelayLock(other)
+    assert await first.acquire(lambda: None)
+    assert not await second.acquire(lambda: None)
+    await first.release()
+    assert await second.acquire(lambda: None)
+    await second.release()
+    assert await first.acquire(lambda: None)  # and back again
+    await first.release()
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:
