@@ -43,6 +43,7 @@ from common.kafka import (
     Backoff,
     BrokerReset,
     KafkaSettings,
+    being_cancelled,
     changed_topics,
     close_quietly,
     ensure_topics,
@@ -167,7 +168,7 @@ class OutboxRelay:
             try:
                 await self._supervised(self._lead())
             except asyncio.CancelledError:
-                if self._stopping.is_set() or _being_cancelled():
+                if self._stopping.is_set() or being_cancelled():
                     raise
                 # Not a stop: a CancelledError from inside, such as a client library's
                 # future cancelled under us. A failure like any other (below).
@@ -446,13 +447,6 @@ class OutboxRelay:
         UNDELIVERED.inc(len(closed))
         PENDING.labels("unpublished").set(unsent or 0)
         PENDING.labels("unconfirmed").set(unacked or 0)
-
-
-def _being_cancelled() -> bool:
-    """True if someone asked the current task to stop (not a CancelledError raised inside
-    something it awaited)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

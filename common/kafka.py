@@ -152,6 +152,13 @@ async def _create(
     return created
 
 
+def being_cancelled() -> bool:
+    """True if someone asked the current task to stop, as opposed to a CancelledError
+    raised inside something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def close_quietly(client: Any, what: str, within: float = 10.0) -> None:
     """Stop a Kafka client, giving up after `within` seconds: one whose broker went away
     can wait on it a long time, and a leaked client is better than a stuck process."""
@@ -161,6 +168,12 @@ async def close_quietly(client: Any, what: str, within: float = 10.0) -> None:
         log.warning("%s did not stop within %.0fs; abandoning it", what, within)
     except (KafkaError, OSError) as exc:
         log.warning("%s stopped with an error: %s", what, exc)
+    except asyncio.CancelledError:
+        # aiokafka's consumer, stopped while a fetch is backing off, awaits the fetch task
+        # it has just cancelled: its CancelledError is not ours to pass on.
+        if being_cancelled():
+            raise
+        log.warning("%s stopped with one of its own tasks cancelled", what)
 
 
 class Backoff:

@@ -19,7 +19,7 @@ from auth_service.models import Base, OutboxEvent
 from auth_service.outbox import OutboxRelay
 from common.db import make_engine, make_sessionmaker, migrate
 from common.events import EMAIL_CODES_TOPIC, DeliveryStatus, DeliveryStatusEvent
-from common.kafka import KafkaSettings
+from common.kafka import KafkaSettings, close_quietly
 from tests.conftest import auth_settings_for
 
 
@@ -123,3 +123,38 @@ async def test_a_delivery_reported_before_the_publish_is_counted_stays_acknowled
         assert row.acked_at is not None and row.payload is None
     finally:
         await engine.dispose()
+
+
+class StopsWithItsOwnTaskCancelled:
+    """A client whose stop() ends in a CancelledError of its own making, as aiokafka's
+    consumer does when stopped while a fetch backs off."""
+
+    async def stop(self) -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        inner.cancel()
+        await inner
+
+
+async def test_a_client_stopping_with_its_own_task_cancelled_is_closed_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """That CancelledError escaped close_quietly and ended the relay's task (or the
+    mailer's) without a word, the relay's lock still held."""
+    await close_quietly(StopsWithItsOwnTaskCancelled(), "the test client")
+    assert "the test client stopped with one of its own tasks cancelled" in caplog.text
+
+
+async def test_closing_quietly_still_gives_way_to_a_stop() -> None:
+    started = asyncio.Event()
+
+    class Slow:
+        async def stop(self) -> None:
+            started.set()
+            await asyncio.sleep(10)
+
+    closing = asyncio.create_task(close_quietly(Slow(), "the test client"))
+    await started.wait()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
