@@ -20,7 +20,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import ValidationError
 
 from common.events import USER_EVENTS_TOPIC, UserEvent
-from common.kafka import Backoff, KafkaSettings, until_connected
+from common.kafka import Backoff, KafkaSettings, being_cancelled, until_connected
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ class UserEventsConsumer:
         except TimeoutError:
             log.warning("user events consumer %s did not stop in time", self._group_id)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if being_cancelled():
                 raise
         self._task = None
 

@@ -34,6 +34,7 @@ from common.kafka import (
     Backoff,
     BrokerReset,
     KafkaSettings,
+    being_cancelled,
     changed_topics,
     close_quietly,
     ensure_topics,
@@ -135,8 +136,7 @@ class Mailer:
             except TimeoutError:
                 log.warning("in-flight sends did not finish in time; they will be redelivered")
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
+                if being_cancelled():
                     raise
                 # aiokafka's stop() re-raises its fetch task's cancellation when the broker
                 # is already gone; uncommitted records are redelivered, so nothing is lost.
