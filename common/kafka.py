@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 T = TypeVar("T")
+
+CONSUMER_FAILURES = Counter(
+    "kafka_consumer_failures_total",
+    "Kafka consumers started again after an unexpected error",
+    ["consumer"],
+)
 
 
 class KafkaSettings(BaseSettings):
@@ -215,3 +223,35 @@ async def until_connected(
             log.warning("%s: broker unreachable (%s); retrying in %.1fs", what, exc, backoff.delay)
             await backoff.wait(stopping)
     return None
+
+
+# How long a consumer must have run for its next failure to start the backoff afresh.
+STEADY_SECONDS = 60.0
+
+
+async def keep_running(
+    run: Callable[[], Awaitable[None]], consumer: str, stopping: asyncio.Event
+) -> None:
+    """`run()` (a consumer's whole life: connect, consume until `stopping`, disconnect),
+    started again whenever it fails, until it returns. A consumer's task that ended on an
+    error nobody expected would stop consuming for good with only /readyz to show for it.
+    A CancelledError that is not a stop counts as such an error: aiokafka raises the
+    cancellation of futures of its own."""
+    backoff = Backoff()
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            if stopping.is_set() or being_cancelled():
+                raise
+            log.exception("consumer %s was cancelled from inside; starting it again", consumer)
+        except Exception:
+            log.exception("consumer %s failed; starting it again", consumer)
+        CONSUMER_FAILURES.labels(consumer).inc()
+        if time.monotonic() - started > STEADY_SECONDS:
+            backoff.reset()
+        await backoff.wait(stopping)
+        if stopping.is_set():
+            return

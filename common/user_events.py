@@ -20,7 +20,14 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import ValidationError
 
 from common.events import USER_EVENTS_TOPIC, UserEvent
-from common.kafka import Backoff, KafkaSettings, being_cancelled, until_connected
+from common.kafka import (
+    Backoff,
+    KafkaSettings,
+    being_cancelled,
+    close_quietly,
+    keep_running,
+    until_connected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,12 @@ class UserEventsConsumer:
         return consumer
 
     async def _run(self) -> None:
+        await keep_running(self._serve, f"user-events:{self._group_id}", self._stopping)
+
+    async def _serve(self) -> None:
+        """Connect, consume until stopping, leave; an unexpected error (a commit that the
+        broker's absence fails, say) ends it after leaving, and keep_running starts it
+        again: the uncommitted events are replayed."""
         what = f"user events ({self._group_id})"
         consumer = await until_connected(self._connect, what, self._stopping)
         if consumer is None:
@@ -106,7 +119,7 @@ class UserEventsConsumer:
                     log.warning("commit refused after a rebalance: %s", exc)
         finally:
             self.running = False
-            await consumer.stop()
+            await close_quietly(consumer, what)
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for records in batch.values():

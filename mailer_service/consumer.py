@@ -38,6 +38,7 @@ from common.kafka import (
     changed_topics,
     close_quietly,
     ensure_topics,
+    keep_running,
     make_producer,
     recreate_topics,
     topic_partitions,
@@ -182,6 +183,12 @@ class Mailer:
         return producer
 
     async def _run(self) -> None:
+        await keep_running(self._serve, "mailer", self._stopping)
+
+    async def _serve(self) -> None:
+        """Connect, consume until stopping, disconnect; an unexpected error ends it after
+        the disconnect (and keep_running starts it again): what was not committed is
+        redelivered, and the delivery table skips what was already sent."""
         clients = await until_connected(self._connect, "mailer", self._stopping)
         if clients is None:
             return

@@ -5,6 +5,7 @@ permanent ones dead-lettered, duplicates suppressed, every step announced and re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from sqlalchemy import select
 
 from common.db import make_engine, make_sessionmaker, migrate
@@ -135,6 +137,22 @@ async def harness(
         await smtp.close()
         await engine.dispose()
         controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_mailer(settings: MailerSettings, kafka: KafkaSettings) -> AsyncIterator[Any]:
+    """A mailer of its own (its own database), started; yields its database engine."""
+    engine = make_engine(settings.database_url)
+    await migrate(engine, Base)
+    smtp = SmtpPool(settings)
+    mailer = Mailer(settings, kafka, History(engine), smtp)
+    mailer.start()
+    try:
+        yield engine
+    finally:
+        await mailer.stop()
+        await smtp.close()
+        await engine.dispose()
 
 
 def event(email: str, **kwargs: Any) -> EmailCodeEvent:
@@ -288,17 +306,49 @@ async def test_a_retry_tier_no_longer_configured_is_still_drained(
             group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
             retry_delays_seconds=[0.05],
         )
-        engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
-        smtp = SmtpPool(settings)
-        mailer = Mailer(settings, kafka, History(engine), smtp)
-        mailer.start()
-        try:
+        async with running_mailer(settings, kafka) as engine:
             await harness.smtp.await_for(to)
             async with make_sessionmaker(engine)() as session:
                 row = await session.get(Delivery, ev.event_id)
             assert row is not None and (row.status, row.attempts) == ("sent", 3)
-        finally:
-            await mailer.stop()
-            await smtp.close()
-            await engine.dispose()
+
+
+async def test_a_consumer_that_fails_unexpectedly_joins_again_and_delivers(
+    harness: Harness,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error outside a batch's processing (here, from the poll itself) used to end the
+    consumer's task: the process went on answering HTTP and sent nothing more. (A
+    CancelledError from inside is handled alike: tests/unit/test_keep_running.py.)"""
+    group = f"mailer-test-{uuid.uuid4().hex[:8]}"
+    poll = AIOKafkaConsumer.getmany
+    failures = [KafkaError("a fetch failed in a way nobody expected")]
+
+    async def fails_once(self: AIOKafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if self._group_id == group and failures:
+            raise failures.pop()
+        return await poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", fails_once)
+    to = unique_email("after-a-failure")
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        await ensure_topics(kafka, EMAIL_CODES_TOPIC)
+        settings = MailerSettings(
+            smtp_port=harness.smtp_port,
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
+            group_id=group,
+        )
+        async with running_mailer(settings, kafka):
+            producer = make_producer(kafka)
+            await producer.start()
+            try:
+                ev = event(to)
+                await producer.send_and_wait(EMAIL_CODES_TOPIC, ev.to_bytes(), key=ev.key)
+            finally:
+                await producer.stop()
+            await harness.smtp.await_for(to, timeout=60)
+    assert not failures
+    assert "consumer mailer" in caplog.text and "starting it again" in caplog.text
