@@ -11,9 +11,10 @@ spent by one request at a time (the store's lease); a refused refresh ends the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # Refresh when the access token has less than this left, so it cannot expire in flight.
 EXPIRY_MARGIN = 30.0
-# How long a request may hold the right to spend the refresh token (above the API timeout).
+# How long the right to spend the refresh token lasts unless renewed: its holder renews
+# it while its call is in flight, so only a holder that went away lets it run out.
 REFRESH_LEASE = 15.0
 
 
@@ -200,9 +202,10 @@ class UserApi:
         """Under the lease: the call, then its answer stored as the session's pair."""
         stored = False
         try:
-            pair = await self.backend.call(
-                service, method, path, self.browser, token=self._tokens().access_token, **kwargs
-            )
+            async with self._lease_kept():
+                pair = await self.backend.call(
+                    service, method, path, self.browser, token=self._tokens().access_token, **kwargs
+                )
             stored = await self.store.take_tokens(self.session, tokens_from(pair))
             if not stored:  # the web session ended meanwhile: no one will hold the pair
                 await self._abandon(pair)
@@ -212,6 +215,33 @@ class UserApi:
         if not stored:
             raise SessionEnded
         return pair
+
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self) -> AsyncIterator[None]:
+        """The refresh lease renewed every third of its length while a call that spends
+        the refresh token is in flight. Were it to run out under a slow answer, another
+        request would spend the same token, which auth takes for a stolen one: it ends
+        the login."""
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), REFRESH_LEASE / 3)
+                if done.is_set():
+                    return
+                try:
+                    if not await self.store.renew_refresh(self.session, REFRESH_LEASE):
+                        return  # no longer ours: the session ended, or we were too late
+                except Exception:  # the database: tried again at the next third
+                    log.warning("could not renew a refresh lease", exc_info=True)
+
+        renewing = asyncio.create_task(renew(), name="refresh-lease")
+        try:
+            yield
+        finally:
+            done.set()
+            await renewing  # a renewal in flight lands before the lease is given back
 
     async def _abandon(self, pair: dict[str, Any]) -> None:
         """End at auth the login a pair nobody holds belongs to, rather than leave it
@@ -281,13 +311,14 @@ class UserApi:
     async def _spend_refresh_token(self) -> None:
         spent = False
         try:
-            pair = await self.backend.call(
-                "auth",
-                "POST",
-                "/v1/auth/token/refresh",
-                self.browser,
-                json={"refresh_token": self._tokens().refresh_token},
-            )
+            async with self._lease_kept():
+                pair = await self.backend.call(
+                    "auth",
+                    "POST",
+                    "/v1/auth/token/refresh",
+                    self.browser,
+                    json={"refresh_token": self._tokens().refresh_token},
+                )
             spent = True
         except ApiProblem as problem:
             if problem.status in (400, 401, 403):  # invalid_grant: the family has ended

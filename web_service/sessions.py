@@ -207,15 +207,33 @@ class SessionStore:
         """True if this request may spend the refresh token: no one else holds the lease
         and the tokens are still the version this request read."""
         now = utcnow()
-        until = now + timedelta(seconds=lease)
+        return await self._set_lease(
+            session,
+            now + timedelta(seconds=lease),
+            WebSession.version == session.version,
+            or_(WebSession.refreshing_until.is_(None), WebSession.refreshing_until < now),
+        )
+
+    async def renew_refresh(self, session: Session, lease: float) -> bool:
+        """This request's lease extended to `lease` seconds from now; False if it is no
+        longer this request's (it ran out and another took it, or the session ended)."""
+        if session.lease is None:
+            return False
+        until = utcnow() + timedelta(seconds=lease)
+        return await self._set_lease(session, until, WebSession.refreshing_until == session.lease)
+
+    async def release_refresh(self, session: Session) -> None:
+        if session.lease is not None:
+            await self._set_lease(session, None, WebSession.refreshing_until == session.lease)
+        session.lease = None
+
+    async def _set_lease(self, session: Session, until: datetime | None, *where: Any) -> bool:
+        """`refreshing_until` set to `until` if the session's row meets `where`; then the
+        request's lease is `until`."""
         async with self._db.begin() as db:
             result = await db.execute(
                 update(WebSession)
-                .where(
-                    WebSession.id_hash == session.key,
-                    WebSession.version == session.version,
-                    or_(WebSession.refreshing_until.is_(None), WebSession.refreshing_until < now),
-                )
+                .where(WebSession.id_hash == session.key, *where)
                 .values(refreshing_until=until)
                 .execution_options(synchronize_session=False)
             )
@@ -230,21 +248,6 @@ class SessionStore:
         return case(
             (WebSession.refreshing_until == session.lease, None), else_=WebSession.refreshing_until
         )
-
-    async def release_refresh(self, session: Session) -> None:
-        if session.lease is None:
-            return
-        async with self._db.begin() as db:
-            await db.execute(
-                update(WebSession)
-                .where(
-                    WebSession.id_hash == session.key,
-                    WebSession.refreshing_until == session.lease,
-                )
-                .values(refreshing_until=None)
-                .execution_options(synchronize_session=False)
-            )
-        session.lease = None
 
     async def store_tokens(self, session: Session, tokens: Tokens) -> None:
         """The next pair, over the version this request claimed; releases the lease."""

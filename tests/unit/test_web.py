@@ -353,6 +353,24 @@ async def test_a_lease_that_ran_out_is_left_to_its_next_holder(store: SessionSto
     assert await store.claim_refresh(await store.load(signed.cookie), lease=30)
 
 
+async def test_a_lease_is_renewed_only_by_its_holder(store: SessionStore) -> None:
+    signed = await store.sign_in(store.anonymous(), Tokens("a", "r", 0.0), "u", {})
+    holder, late = await store.load(signed.cookie), await store.load(signed.cookie)
+    assert not await store.renew_refresh(holder, lease=30)  # nothing to renew yet
+    assert await store.claim_refresh(holder, lease=0.05)
+    assert await store.renew_refresh(holder, lease=30)
+    await asyncio.sleep(0.1)  # longer than the first lease: only the renewal holds it
+    assert not await store.claim_refresh(late, lease=30)
+
+    await store.release_refresh(holder)
+    assert await store.claim_refresh(late, lease=0.05)
+    await asyncio.sleep(0.1)
+    other = await store.load(signed.cookie)
+    assert await store.claim_refresh(other, lease=30)  # `late` ran out; `other` holds it
+    assert not await store.renew_refresh(late, lease=30)
+    assert not await store.claim_refresh(await store.load(signed.cookie), lease=30)
+
+
 def test_settings_read_trusted_proxies_as_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")
     assert WebSettings().trusted_proxies == ["10.0.0.1", "192.168.0.0/16"]

@@ -18,6 +18,7 @@ import pytest
 
 from common.db import make_engine, make_sessionmaker, migrate
 from tests.web.conftest import PASSWORD, Web, run_async
+from web_service import api
 from web_service.api import ApiProblem, Backend, Browser, SessionEnded, UserApi, tokens_from
 from web_service.config import WebSettings
 from web_service.models import Base
@@ -82,13 +83,60 @@ def test_parallel_requests_spend_the_refresh_token_once(web: Web, tmp_path: Path
         final = await store.load(cookie)
         assert final.version == 1 and final.tokens is not None
         assert final.tokens.refresh_token != first.refresh_token
-        # The family lives on: its newest token refreshes (the spent one would end it).
-        async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.post(
-                f"{web.stack.auth.url}/v1/auth/token/refresh",
-                json={"refresh_token": final.tokens.refresh_token},
+        await assert_family_lives(web, final.tokens)
+
+    run(web, tmp_path, test)
+
+
+async def assert_family_lives(web: Web, tokens: Tokens) -> None:
+    """The login lives on: its newest refresh token refreshes (a token spent twice would
+    have ended it)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(
+            f"{web.stack.auth.url}/v1/auth/token/refresh",
+            json={"refresh_token": tokens.refresh_token},
+        )
+    assert r.status_code == 200, r.text
+
+
+def test_a_slow_refresh_keeps_its_lease(
+    web: Web, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auth answers a refresh after longer than the lease. The lease used to run out
+    under it: another request of the session took it, spent the same refresh token, and
+    auth ended the login for reuse. The holder now renews it while its call is in flight;
+    the other request waits and takes the new pair."""
+    monkeypatch.setattr(api, "REFRESH_LEASE", 0.5)
+    email = web.account("slow-refresh")
+
+    async def test(store: SessionStore, backend: Backend) -> None:
+        cookie, first = await signed_in(web, store, email)
+        call = backend.call
+        spent: list[str] = []
+        at_auth = asyncio.Event()
+
+        async def slow_auth(service: str, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if path == "/v1/auth/token/refresh":
+                spent.append(kw["json"]["refresh_token"])
+                at_auth.set()
+                await asyncio.sleep(2.0)  # four leases
+            return await call(service, method, path, *args, **kw)
+
+        monkeypatch.setattr(backend, "call", slow_auth)
+
+        async def me(session: Session) -> Any:
+            return await UserApi(backend, store, session, Browser()).call(
+                "auth", "GET", "/v1/auth/me"
             )
-        assert r.status_code == 200, r.text
+
+        slow = asyncio.create_task(me(await store.load(cookie)))
+        await asyncio.wait_for(at_auth.wait(), 30)
+        answers = [await me(await store.load(cookie)), await slow]
+        assert [a["email"] for a in answers] == [email] * 2
+        assert spent == [first.refresh_token]
+        final = await store.load(cookie)
+        assert final.version == 1 and final.tokens is not None
+        await assert_family_lives(web, final.tokens)
 
     run(web, tmp_path, test)
 
