@@ -248,6 +248,9 @@ async def keep_running(
                 raise
             log.exception("consumer %s was cancelled from inside; starting it again", consumer)
         except Exception:
+            if stopping.is_set():
+                log.exception("consumer %s failed while stopping", consumer)
+                return
             log.exception("consumer %s failed; starting it again", consumer)
         CONSUMER_FAILURES.labels(consumer).inc()
         if time.monotonic() - started > STEADY_SECONDS:

@@ -15,7 +15,6 @@ topic anew and rereads what it had not committed, without a restart of the proce
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -174,7 +173,10 @@ class Mailer:
     async def _new_producer(self) -> AIOKafkaProducer:
         producer = make_producer(self._kafka)
         try:
-            await ensure_topics(self._kafka, *self._own_topics)
+            if await ensure_topics(self._kafka, *self._own_topics) and self._known:
+                # Topics we had made were gone: the broker restarted empty, perhaps seen
+                # first as the error that made us connect again. Its offsets are new.
+                self._reread = True
             await producer.start()
             self._known = await topic_partitions(producer, *self._own_topics)
         except BaseException:
@@ -210,9 +212,10 @@ class Mailer:
                     self._consumer, self._producer = clients
         finally:
             watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
-            await self._disconnect()
+            try:
+                await asyncio.wait({watchdog})  # a cancel of this task still comes through
+            finally:
+                await self._disconnect()
 
     async def _consume(self) -> None:
         """The poll loop, until stopping (returns) or a broker reset (raises)."""
@@ -253,7 +256,7 @@ class Mailer:
                 # already sent is in the delivery table and will be skipped.
                 log.exception("processing a batch failed; retrying in %.1fs", backoff.delay)
                 MAILS.labels("batch_error").inc()
-                await backoff.wait()
+                await backoff.wait(self._stopping)
                 await self._rewind()
 
     async def _watch_topics(self) -> None:
@@ -333,10 +336,12 @@ class Mailer:
         self.forget(set(self._timers))
         consumer, producer = self._consumer, self._producer
         self._consumer = self._producer = None
-        if consumer is not None:  # commits nothing more; leaves the group
-            await close_quietly(consumer, "the mailer's consumer")
-        if producer is not None:
-            await close_quietly(producer, "the mailer's producer")
+        try:
+            if consumer is not None:  # commits nothing more; leaves the group
+                await close_quietly(consumer, "the mailer's consumer")
+        finally:
+            if producer is not None:
+                await close_quietly(producer, "the mailer's producer")
 
     async def _process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 # Refresh when the access token has less than this left, so it cannot expire in flight.
 EXPIRY_MARGIN = 30.0
 # How long the right to spend the refresh token lasts unless renewed: its holder renews
-# it while its call is in flight, so only a holder that went away lets it run out.
+# it while its call is in flight, so only a holder that went away lets it run out, or one
+# whose call has been in flight for longer than anyone waits for an answer.
 REFRESH_LEASE = 15.0
+LONGEST_RENEWAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,10 @@ class UserApi:
         request would spend the same token, which auth takes for a stolen one: it ends
         the login."""
         done = asyncio.Event()
+        until = time.monotonic() + LONGEST_RENEWAL
 
         async def renew() -> None:
-            while not done.is_set():
+            while time.monotonic() < until:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), REFRESH_LEASE / 3)
                 if done.is_set():
@@ -241,7 +244,17 @@ class UserApi:
             yield
         finally:
             done.set()
-            await renewing  # a renewal in flight lands before the lease is given back
+            # Waited for even if this request is cancelled meanwhile: a renewal cut between
+            # its write and noting the new lease would leave the lease held until it ran
+            # out, as giving it back would not recognise it.
+            cancelled = False
+            while not renewing.done():
+                try:
+                    await asyncio.shield(renewing)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _abandon(self, pair: dict[str, Any]) -> None:
         """End at auth the login a pair nobody holds belongs to, rather than leave it

@@ -349,6 +349,33 @@ async def test_a_consumer_that_fails_unexpectedly_joins_again_and_delivers(
                 await producer.send_and_wait(EMAIL_CODES_TOPIC, ev.to_bytes(), key=ev.key)
             finally:
                 await producer.stop()
-            await harness.smtp.await_for(to, timeout=60)
+            await harness.smtp.await_for(to, timeout=90)
     assert not failures
     assert "consumer mailer" in caplog.text and "starting it again" in caplog.text
+
+
+async def test_a_mailer_connecting_to_a_broker_that_lost_its_topics_rereads(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A mailer that connects again (after an unexpected error, or a stalled join) to a
+    broker that restarted empty meanwhile must read from the partitions' start, not from
+    commits that name offsets of the lost log. It finds the topics it had made missing."""
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        settings = MailerSettings(
+            smtp_port=harness.smtp_port,
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
+            group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
+        )
+        engine = make_engine(settings.database_url)
+        mailer = Mailer(settings, kafka, History(engine), SmtpPool(settings))
+        try:
+            for lost in (False, False, True):  # first connection, again, again after a restart
+                if lost:
+                    broker.kill()
+                    broker.start()
+                producer = await mailer._new_producer()
+                await producer.stop()
+                assert mailer._reread is lost
+        finally:
+            await engine.dispose()

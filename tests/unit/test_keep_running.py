@@ -52,7 +52,7 @@ async def test_a_stop_is_not_taken_for_a_failure() -> None:
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, 5)
     assert runs == 1
 
 

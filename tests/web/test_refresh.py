@@ -106,7 +106,7 @@ def test_a_slow_refresh_keeps_its_lease(
     under it: another request of the session took it, spent the same refresh token, and
     auth ended the login for reuse. The holder now renews it while its call is in flight;
     the other request waits and takes the new pair."""
-    monkeypatch.setattr(api, "REFRESH_LEASE", 0.5)
+    monkeypatch.setattr(api, "REFRESH_LEASE", 1.5)
     email = web.account("slow-refresh")
 
     async def test(store: SessionStore, backend: Backend) -> None:
@@ -119,7 +119,7 @@ def test_a_slow_refresh_keeps_its_lease(
             if path == "/v1/auth/token/refresh":
                 spent.append(kw["json"]["refresh_token"])
                 at_auth.set()
-                await asyncio.sleep(2.0)  # four leases
+                await asyncio.sleep(4.5)  # three leases
             return await call(service, method, path, *args, **kw)
 
         monkeypatch.setattr(backend, "call", slow_auth)
@@ -130,8 +130,11 @@ def test_a_slow_refresh_keeps_its_lease(
             )
 
         slow = asyncio.create_task(me(await store.load(cookie)))
-        await asyncio.wait_for(at_auth.wait(), 30)
-        answers = [await me(await store.load(cookie)), await slow]
+        try:
+            await asyncio.wait_for(at_auth.wait(), 30)
+            answers = [await me(await store.load(cookie)), await slow]
+        finally:
+            slow.cancel()
         assert [a["email"] for a in answers] == [email] * 2
         assert spent == [first.refresh_token]
         final = await store.load(cookie)
