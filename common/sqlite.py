@@ -16,6 +16,11 @@ or several instances): two failed logins could both read 7 failures and both wri
 Other reads stay outside any transaction, as before (in WAL they never wait), and a
 write still begins one itself. `lock_for_update(engine)` arranges it; make_engine calls it.
 
+SQLAlchemy's pool rolls a connection back whenever it returns, even right after a commit
+or a read that opened no transaction: one more hop per checkout, for an sqlite3
+`rollback()` that does nothing then. Each hop here also records whether the connection
+was left inside a transaction, and the adapter's rollback skips the hop when it was not.
+
 `install()` puts the cursor in SQLAlchemy's aiosqlite connection class; make_engine
 calls it. It relies on SQLAlchemy 2.1's shared asyncio cursor (`AsyncAdapt_dbapi_cursor` and its
 `_execute_async`) and on aiosqlite's `Connection._execute` and `_conn` (which
@@ -26,35 +31,45 @@ start-up, not at the first query.
 from __future__ import annotations
 
 import collections
+import functools
 import sqlite3
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, Dialect, event, select
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import EMPTY_DICT
 
 # Connections whose next statement is a SELECT … FOR UPDATE (set just before it runs).
 _FOR_UPDATE: weakref.WeakSet[object] = weakref.WeakSet()
+# aiosqlite connections known to be outside a transaction: their last call, made through
+# this module, left none open. Unknown (a new connection, a call that failed) counts as in.
+_IDLE: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 class _Outcome:
     """What a statement left on its cursor, captured on aiosqlite's thread."""
 
-    __slots__ = ("arraysize", "description", "lastrowid", "rowcount")
+    __slots__ = ("arraysize", "description", "idle", "lastrowid", "rowcount")
 
-    def __init__(self, cursor: sqlite3.Cursor | None = None) -> None:
+    def __init__(
+        self, cursor: sqlite3.Cursor | None = None, conn: sqlite3.Connection | None = None
+    ) -> None:
         self.arraysize = 1
         self.description = cursor.description if cursor else None
         self.rowcount = cursor.rowcount if cursor else -1
         self.lastrowid = cursor.lastrowid if cursor else None
+        self.idle = conn is not None and not conn.in_transaction
 
     def close(self) -> None:
         """The sqlite3 cursor was closed on its thread already."""
@@ -76,7 +91,7 @@ def _execute(
         else:
             cursor.execute(sql, parameters)
         rows = cursor.fetchall() if cursor.description else []
-        return _Outcome(cursor), rows
+        return _Outcome(cursor, conn), rows
     finally:
         cursor.close()
 
@@ -88,7 +103,7 @@ def _executemany(
     cursor = conn.cursor()
     try:
         cursor.executemany(sql, seq)
-        return _Outcome(cursor)
+        return _Outcome(cursor, conn)
     finally:
         cursor.close()
 
@@ -113,6 +128,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
+            _IDLE.discard(self._connection)
             outcome, rows = await self._connection._execute(
                 _execute,
                 self._connection._conn,
@@ -120,20 +136,104 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 parameters,
                 self._for_update(),
             )
+            _note(self._connection, outcome)
             self._cursor = outcome
             self._rows = collections.deque(rows)
         return None
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
-            self._cursor = await self._connection._execute(
+            _IDLE.discard(self._connection)
+            outcome = await self._connection._execute(
                 _executemany,
                 self._connection._conn,
                 operation,
                 seq_of_parameters,
                 self._for_update(),
             )
+            _note(self._connection, outcome)
+            self._cursor = outcome
         return None
+
+
+def _note(connection: object, outcome: _Outcome) -> None:
+    if outcome.idle:
+        _IDLE.add(connection)
+
+
+_adapter_commit = AsyncAdapt_aiosqlite_connection.commit
+_adapter_rollback = AsyncAdapt_aiosqlite_connection.rollback
+
+
+def _commit(self: AsyncAdapt_aiosqlite_connection) -> None:
+    _IDLE.discard(self._connection)
+    _adapter_commit(self)
+    _IDLE.add(self._connection)
+
+
+def _rollback(self: AsyncAdapt_aiosqlite_connection) -> None:
+    """No hop where sqlite3's rollback would do nothing: no transaction is open."""
+    if self._connection in _IDLE:
+        return
+    _adapter_rollback(self)
+    _IDLE.add(self._connection)
+
+
+def _write(conn: sqlite3.Connection, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    try:
+        for sql, rows in steps:
+            conn.executemany(sql, rows)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    statement: ClauseElement, keys: tuple[str, ...], dialect: Dialect
+) -> tuple[str, tuple[str, ...], dict[str, Callable[[Any], Any]]]:
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
+    if missing := set(compiled.positiontup) - set(keys):  # defaults are not applied here
+        raise ValueError(f"write_in_one_hop needs a value for {sorted(missing)}")
+    processors = cast(dict[str, Callable[[Any], Any]], dict(compiled._bind_processors))
+    return compiled.string, tuple(compiled.positiontup), processors
+
+
+async def write_in_one_hop(
+    engine: AsyncEngine, steps: Sequence[tuple[ClauseElement, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """Each statement run for each of its rows, then COMMIT, as one transaction in one
+    hand-off to aiosqlite's thread instead of one per statement and one for the commit:
+    for a group of writes that needs nothing back (no rows, no rowcount). Each statement is
+    compiled as SQLAlchemy's executemany would compile it (the first row's columns) and its
+    values go through the same type processing; column defaults are not applied, so every
+    row names every column that has one. An error is sqlite3's own, after the rollback."""
+    batch: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for statement, rows in steps:
+        if not rows:
+            continue
+        sql, names, processors = _compiled(statement, tuple(rows[0]), engine.dialect)
+        batch.append(
+            (
+                sql,
+                [
+                    tuple(
+                        processors[name](row[name]) if name in processors else row[name]
+                        for name in names
+                    )
+                    for row in rows
+                ],
+            )
+        )
+    async with engine.connect() as conn:
+        adapter: Any = (await conn.get_raw_connection()).dbapi_connection
+        connection = adapter._connection
+        async with adapter._execute_mutex:
+            _IDLE.discard(connection)
+            await connection._execute(_write, connection._conn, batch)
+            _IDLE.add(connection)  # committed, or rolled back before the error came out
 
 
 def lock_for_update(engine: Engine) -> None:
@@ -162,3 +262,5 @@ def install() -> None:
     if select().with_for_update()._for_update_arg is None:
         raise RuntimeError("SQLAlchemy changed how FOR UPDATE is kept: review common/sqlite.py")
     AsyncAdapt_aiosqlite_connection._cursor_cls = OneHopCursor
+    AsyncAdapt_aiosqlite_connection.commit = _commit  # type: ignore[method-assign]
+    AsyncAdapt_aiosqlite_connection.rollback = _rollback  # type: ignore[method-assign]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utcnow
 from common.events import DeliveryStatus
+from common.sqlite import write_in_one_hop
 from mailer_service.models import Delivery, DeliveryAttempt
 
 TERMINAL = {DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value}
@@ -121,21 +122,23 @@ class History:
                 "queued_at": o.queued_at,
                 "updated_at": o.at,
             }
+        attempts = [
+            {
+                "event_id": o.event_id,
+                "attempt": o.attempt,
+                "outcome": o.status.value,
+                "error": o.error,
+                "at": o.at,
+            }
+            for o in outcomes
+        ]
+        steps = [(self._upsert, list(latest.values())), (self._add_attempts, attempts)]
+        if self._engine.dialect.name == "sqlite":
+            await write_in_one_hop(self._engine, steps)
+            return
         async with self._engine.begin() as conn:
-            await conn.execute(self._upsert, list(latest.values()))
-            await conn.execute(
-                self._add_attempts,
-                [
-                    {
-                        "event_id": o.event_id,
-                        "attempt": o.attempt,
-                        "outcome": o.status.value,
-                        "error": o.error,
-                        "at": o.at,
-                    }
-                    for o in outcomes
-                ],
-            )
+            for statement, rows in steps:
+                await conn.execute(statement, rows)
 
     async def for_recipient(self, email: str, limit: int) -> list[dict[str, Any]]:
         async with self._engine.connect() as conn:

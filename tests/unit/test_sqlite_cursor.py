@@ -5,8 +5,10 @@ transactions isolate their reads from another process's writes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -15,11 +17,19 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import make_engine
+from common.db import UTCDateTime, make_engine
+from common.sqlite import write_in_one_hop
 
 META = MetaData()
 THINGS = Table(
     "things", META, Column("id", Integer, primary_key=True), Column("name", String, unique=True)
+)
+STAMPS = Table(
+    "stamps",
+    META,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, unique=True),
+    Column("at", UTCDateTime, default=lambda: datetime.now(UTC)),
 )
 
 
@@ -139,3 +149,67 @@ async def test_a_plain_read_waits_for_no_one(processes: tuple[AsyncEngine, Async
         async with other.connect() as reader:
             read = reader.execute(name)
             assert (await asyncio.wait_for(read, timeout=20)).scalar_one() == "before"
+
+
+async def test_a_connection_goes_back_without_a_hop_unless_a_transaction_is_open(
+    processes: tuple[AsyncEngine, AsyncEngine], hops: Hops
+) -> None:
+    """The pool rolls back every connection it takes back; where no transaction is open
+    that costs no hop. Where one is (a write never committed, a statement that failed),
+    the rollback still runs: the write is gone and the other process can write."""
+    one, other = processes
+    names = select(THINGS.c.name).order_by(THINGS.c.id)
+    hops.n = 0
+    async with one.connect() as conn:
+        await conn.execute(names)
+    assert hops.n == 1  # the read alone
+    hops.n = 0
+    async with one.begin() as conn:
+        await conn.execute(insert(THINGS).values(name="kept"))
+    assert hops.n == 2  # the insert and the commit
+    async with one.connect() as conn:
+        await conn.execute(insert(THINGS).values(name="never committed"))
+    with pytest.raises(IntegrityError):
+        async with one.connect() as conn:
+            await conn.execute(insert(THINGS).values(name="first of two"))
+            await conn.execute(insert(THINGS).values(name="kept"))
+
+    async def write_elsewhere() -> None:
+        async with other.begin() as conn:
+            await conn.execute(insert(THINGS).values(name="other"))
+
+    await asyncio.wait_for(write_elsewhere(), 10)  # a lock left held would time this out
+    async with one.connect() as conn:
+        assert (await conn.execute(names)).scalars().all() == ["kept", "other"]
+
+
+async def test_a_group_of_writes_in_one_hop(tmp_path: Path, hops: Hops) -> None:
+    """write_in_one_hop stores what SQLAlchemy would (types processed, the same values
+    read back), commits in the same hop, and on an error writes nothing at all."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    at = datetime(2026, 11, 24, 17, 30, 1, 123456, tzinfo=UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(META.create_all)
+        hops.n = 0
+        await write_in_one_hop(
+            engine,
+            [
+                (insert(THINGS), [{"name": "a"}, {"name": "b"}]),
+                (insert(STAMPS), [{"name": "a", "at": at}]),
+            ],
+        )
+        assert hops.n == 1
+        with pytest.raises(sqlite3.IntegrityError):
+            await write_in_one_hop(
+                engine,
+                [(insert(THINGS), [{"name": "c"}]), (insert(STAMPS), [{"name": "a", "at": at}])],
+            )
+        with pytest.raises(ValueError, match="at"):  # a column left to its default
+            await write_in_one_hop(engine, [(insert(STAMPS), [{"name": "d"}])])
+        async with engine.connect() as conn:
+            names = (await conn.execute(select(THINGS.c.name).order_by(THINGS.c.id))).scalars()
+            assert names.all() == ["a", "b"]  # not "c": its transaction was rolled back
+            assert (await conn.execute(select(STAMPS.c.at))).scalar_one() == at
+    finally:
+        await engine.dispose()
