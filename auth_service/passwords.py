@@ -28,6 +28,9 @@ from common.memory import trim_function
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 IDLE_TRIM_SECONDS = 2.0
+# passlib refuses a longer secret. A password within its 1,024 code points can exceed it
+# once normalised and encoded (one U+FDFA is 33 bytes in NFKC), so the schemas check it.
+MAX_PASSWORD_BYTES = 4096
 
 
 def _usable_cpus() -> int:
@@ -36,7 +39,7 @@ def _usable_cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _normalize(password: str) -> bytes:
+def normalize(password: str) -> bytes:
     # NIST SP 800-63B: normalize Unicode so the same password typed on two keyboards matches.
     return unicodedata.normalize("NFKC", password).encode()
 
@@ -87,15 +90,21 @@ class PasswordHasher:
         return bool(ok), upgraded
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._hash, _normalize(password))
+        return await self._run(self._hash, normalize(password))
 
     async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
-        """(matches, new hash if the stored one uses outdated parameters)."""
-        return await self._run(self._verify, _normalize(password), password_hash)
+        """(matches, new hash if the stored one uses outdated parameters). A password too
+        long to have been stored matches nothing, in the time of a real verify."""
+        secret = normalize(password)
+        if len(secret) > MAX_PASSWORD_BYTES:
+            await self._run(self._verify, secret[:MAX_PASSWORD_BYTES], self._dummy_hash)
+            return False, None
+        return await self._run(self._verify, secret, password_hash)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of a real verify, so an unknown email answers no faster."""
-        await self._run(self._verify, _normalize(password), self._dummy_hash)
+        secret = normalize(password)[:MAX_PASSWORD_BYTES]
+        await self._run(self._verify, secret, self._dummy_hash)
 
     def close(self) -> None:
         if self._idle is not None:

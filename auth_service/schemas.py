@@ -4,14 +4,26 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from auth_service.passwords import MAX_PASSWORD_BYTES, normalize
 from common.schemas import Email, NoNul, StrictModel
 
-# Length counts code points (NIST SP 800-63B): 8..1024.
-Password = Annotated[str, StringConstraints(min_length=8, max_length=1024), NoNul]
+
+def _fits(password: str) -> str:
+    if len(normalize(password)) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"the password is over {MAX_PASSWORD_BYTES} bytes once normalised")
+    return password
+
+
+# Length counts code points (NIST SP 800-63B): 8..1024, and what hashing takes.
+Password = Annotated[
+    str, StringConstraints(min_length=8, max_length=1024), NoNul, AfterValidator(_fits)
+]
 # Any length may be tried at login, but not more than we would ever have accepted.
-AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
+AnyPassword = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), NoNul, AfterValidator(_fits)
+]
 Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Locale = Literal["en", "ru"]
 

@@ -41,6 +41,10 @@ BODIES: dict[str, bytes] = {
     "nul in password": b'{"email": "a@example.com", "password": "long\\u0000enough pw"}',
     "short password": b'{"email": "a@example.com", "password": "short"}',
     "password too long": b'{"email": "a@example.com", "password": "' + b"x" * 1025 + b'"}',
+    # 130 code points, 4,290 bytes once NFKC-normalised: over what hashing takes.
+    "password long once normalised": b'{"email": "a@example.com", "password": "'
+    + b"\\ufdfa" * 130
+    + b'"}',
     "bad code": b'{"email": "a@example.com", "code": "12ab56"}',
     "deep nesting": b"[" * 5000 + b"]" * 5000,
     "invalid utf-8": b'{"email": "\xff\xfe@example.com", "password": "long enough pw"}',
@@ -86,6 +90,20 @@ def test_auth_rejects_bad_bodies_behind_a_token(
         timeout=30,
     )
     assert_json_4xx(r)
+
+
+def test_a_password_long_once_normalised_is_a_wrong_password_at_the_token_endpoint(
+    stack: Stack,
+) -> None:
+    """The form's password is not a schema's: the hasher answers "no match", not a 500."""
+    for username in ("nobody@example.com", "a@example.com"):
+        r = httpx.post(
+            f"{stack.auth.url}/v1/auth/token",
+            data={"grant_type": "password", "username": username, "password": "\ufdfa" * 130},
+            timeout=30,
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_grant"
 
 
 def test_huge_body_is_413(stack: Stack) -> None:

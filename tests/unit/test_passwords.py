@@ -129,3 +129,11 @@ def test_argon2_buffers_leave_the_process_once_idle() -> None:
     )
     busy, idle = map(float, done.stdout.split())
     assert idle < busy - 10, (busy, idle)
+
+
+async def test_a_password_too_long_once_normalised_matches_nothing(hasher: PasswordHasher) -> None:
+    """1,024 code points fit the schemas' length but not passlib's 4,096 bytes once
+    normalised; at login such a password is simply wrong (it was never storable)."""
+    stored = await hasher.hash("correct horse battery")
+    assert await hasher.verify("\ufdfa" * 130, stored) == (False, None)
+    await hasher.verify_dummy("\ufdfa" * 130)  # no PasswordSizeError either
