@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from web_service.api import ApiProblem
-from web_service.forms import Form
+from web_service.forms import Form, whole_number
 from web_service.pages import Page, SignedInDep
 from web_service.security import safe_next
 
@@ -54,10 +54,10 @@ def filters(page: Page, raw: dict[str, str]) -> tuple[Form, dict[str, Any]]:
             form.errors["genre"] = page.t("error.too_long")
         params["genre"] = genre
     if year := form.value("year"):
-        if not year.isdigit() or not 1870 <= int(year) <= 2100:
+        if (number := whole_number(year, 1870, 2100)) is None:
             form.errors["year"] = page.t("error.year")
         else:
-            params["year"] = int(year)
+            params["year"] = number
     sort = form.value("sort")
     params["sort"] = sort if sort in SORTS else "title"
     form.values["sort"] = params["sort"]
@@ -79,7 +79,7 @@ async def films(
     p: str = "1",
 ) -> Response:
     form, params = filters(page, {"q": q, "genre": genre, "year": year, "sort": sort})
-    number = int(p) if p.isdigit() and 0 < int(p) <= 10_000 else 1
+    number = whole_number(p, 1, 10_000) or 1
     result: dict[str, Any] = {"items": [], "total": 0}
     if not form.errors:
         params |= {"limit": PAGE_SIZE, "offset": (number - 1) * PAGE_SIZE}

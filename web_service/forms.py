@@ -34,6 +34,15 @@ async def read_form(request: Request) -> dict[str, str]:
     return fields
 
 
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """`text` as an int in [low, high], or None: ASCII digits only (`isdigit` also takes
+    "²" and "①", which int() refuses) and few of them (int() refuses over 4,300)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
 @dataclass
 class Form:
     """What a template needs to show a form again: the values typed (never passwords) and

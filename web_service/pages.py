@@ -186,7 +186,10 @@ def return_path(request: Request) -> str:
     if request.method == "GET":
         url = request.url
         return safe_next(url.path + (f"?{url.query}" if url.query else ""), "/")
-    referer = urlsplit(request.headers.get("referer", ""))
+    try:
+        referer = urlsplit(request.headers.get("referer", ""))
+    except ValueError:  # e.g. "http://[::1/": an unclosed IPv6 host
+        return "/"
     if referer.netloc and referer.netloc != request.headers.get("host"):
         return "/"
     return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""), "/")

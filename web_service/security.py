@@ -83,7 +83,10 @@ def safe_next(value: str | None, default: str = "/films") -> str:
     for _ in range(4):
         decoded = unquote(decoded)
     for candidate in (value, decoded):
-        parts = urlsplit(candidate)
+        try:
+            parts = urlsplit(candidate)
+        except ValueError:  # e.g. "//[x": an unclosed IPv6 host
+            return default
         if parts.scheme or parts.netloc or _unsafe_path(parts.path or "/x"):
             return default
         if _unsafe_path(candidate.split("?")[0].split("#")[0]):

@@ -18,7 +18,7 @@ from common.db import make_engine, make_sessionmaker, migrate
 from web_service.api import ApiProblem
 from web_service.config import WebSettings
 from web_service.csrf import CsrfRejected, check, from_this_site
-from web_service.forms import FORM_LEVEL, explain
+from web_service.forms import FORM_LEVEL, explain, whole_number
 from web_service.i18n import LOCALES, Translator, catalogue, choose
 from web_service.models import Base
 from web_service.security import safe_next
@@ -62,10 +62,32 @@ def test_next_keeps_paths_of_this_site(path: str) -> None:
         " //evil.example",
         "http:evil.example",
         "/" + "a" * 3000,
+        "http://[",  # urlsplit raises on these
+        "//[x",
+        "/%2F%2F%5Bx",
     ],
 )
 def test_next_refuses_anything_that_could_leave_the_site(target: str | None) -> None:
     assert safe_next(target) == "/films"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1", 1),
+        ("2100", None),
+        ("0", None),
+        ("007", 7),
+        ("\u00b2", None),  # isdigit() says yes, int() says no
+        ("\u2460", None),
+        ("-3", None),
+        (" 3", None),
+        ("3.0", None),
+        ("1" + "0" * 5000, None),  # int() refuses over 4,300 digits
+    ],
+)
+def test_whole_numbers_from_query_strings(text: str, expected: int | None) -> None:
+    assert whole_number(text, 1, 2000) == expected
 
 
 @pytest.mark.parametrize(

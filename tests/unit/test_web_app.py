@@ -88,3 +88,17 @@ async def test_errors_are_pages_not_json(http: httpx.AsyncClient) -> None:
     assert (await http.get("/films")).headers["location"] == "/login?next=%2Ffilms"
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).json()["checks"] == {"database": "ok", "auth": "down"}
+
+
+async def test_unparsable_urls_in_next_and_referer_are_refused_not_a_500(
+    http: httpx.AsyncClient,
+) -> None:
+    """urlsplit raises on an unclosed IPv6 host ("//[x"): such a next, or Referer, is one
+    that could leave the site, so it is replaced, as any other would be."""
+    for target in ("http://[", "//[x", "http%3A%2F%2F%5B", "%2F%2F%5B"):
+        login = await http.get("/login", params={"next": target})
+        assert login.status_code == 200, (target, login.status_code)
+        assert "%5B" not in login.text and "[" + "x" not in login.text
+    signed_out = await http.post("/account/password", headers={"Referer": "http://[::1/"})
+    assert signed_out.status_code == 303, signed_out.status_code
+    assert signed_out.headers["location"] == "/login?next=%2F"

@@ -57,3 +57,12 @@ def test_find_disable_enable_and_set_roles(
     page.get_by_role("link", name=admin).click()
     page.get_by_role("button", name="Disable this account").click()
     expect(page.get_by_role("alert")).to_contain_text("You cannot disable your own account")
+
+    # Query strings no form would send: a page, never a 500 or a 503.
+    for path, status in [
+        ("/admin/users?q=%00&p=%C2%B2", 200),  # NUL, which auth refuses; a "²" page
+        ("/admin/users?p=1" + "0" * 5000, 200),
+        ("/films?year=%E2%91%A0&p=%C2%B2", 400),  # "①": the year is refused in words
+    ]:
+        response = page.goto(path)
+        assert response is not None and response.status == status, (path, response)
