@@ -29,6 +29,9 @@ def ensure_sqlite_dir(database_url: str) -> None:
 
 
 def make_engine(url: str) -> AsyncEngine:
+    """An engine whose errors never show their statements' values: those may be a code
+    (the outbox's payload), a password hash or a refresh token's hash, and an error's
+    text goes to the log."""
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
         from common.sqlite import install, lock_for_update
@@ -37,7 +40,12 @@ def make_engine(url: str) -> AsyncEngine:
         # One connection: SQLite has one writer anyway, and queueing in asyncio beats
         # several connections sleeping in SQLite's busy handler (up to 100 ms per retry).
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+            url,
+            connect_args={"timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -51,7 +59,9 @@ def make_engine(url: str) -> AsyncEngine:
 
         lock_for_update(engine.sync_engine)  # FOR UPDATE holds across processes too
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -213,3 +213,20 @@ async def test_a_group_of_writes_in_one_hop(tmp_path: Path, hops: Hops) -> None:
             assert (await conn.execute(select(STAMPS.c.at))).scalar_one() == at
     finally:
         await engine.dispose()
+
+
+async def test_errors_do_not_show_the_values(tmp_path: Path) -> None:
+    """A failed statement's error, which goes to the log, names no value: they may be a
+    one-time code in the outbox's payload or a password hash."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(META.create_all)
+            await conn.execute(insert(THINGS).values(name="code 123456"))
+        with pytest.raises(IntegrityError) as error:
+            async with engine.begin() as conn:
+                await conn.execute(insert(THINGS).values(name="code 123456"))
+        assert "123456" not in str(error.value)
+        assert "hidden" in str(error.value)  # SQLAlchemy's words for hidden parameters
+    finally:
+        await engine.dispose()
