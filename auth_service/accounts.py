@@ -63,6 +63,9 @@ VERIFY = EmailEventType.EMAIL_VERIFICATION.value
 RESET = EmailEventType.PASSWORD_RESET.value
 LOGIN_CODE = EmailEventType.LOGIN_CODE.value
 EMAIL_CHANGE = EmailEventType.EMAIL_CHANGE.value
+# How often a repeat sign-up checks its password against the pending one before it
+# treats a moving target (sign-ups racing for the address) as a different password.
+SIGNUP_CHECKS = 3
 # What a wrong try at each purpose's code is audited as.
 FAILED = {
     VERIFY: "verify_failed",
@@ -85,14 +88,48 @@ class Accounts:
     async def signup(self, email: str, password: str, locale: str, ip: str | None = None) -> None:
         # Hash before looking anything up, so every branch costs the same.
         password_hash = await self.passwords.hash(password)
-        try:
-            await self._signup(email, password_hash, locale, ip)
-        except IntegrityError:
-            # A parallel sign-up for the same address won the insert; it sends the code.
-            return
+        for attempt in range(1, SIGNUP_CHECKS + 1):
+            # An unverified address signed up again: is it the same password as the one
+            # verification would make active? (One more verify on that branch only; the
+            # enumeration floor is above it.) Checked outside the transaction, so no lock
+            # is held through a hash; if the answer is stale inside (a sign-up in
+            # between), it is checked again, and after that counts as another password.
+            checked, same = None, True
+            async with self.sessions() as session:
+                user = await self.user_by_email(session, email)
+                if user is not None and not user.email_verified:
+                    checked = await self._pending_password(session, user)
+            if checked is not None:
+                same, _ = await self.passwords.verify(password, checked)
+            last = attempt == SIGNUP_CHECKS
+            try:
+                if await self._signup(email, password_hash, locale, ip, checked, same, last):
+                    break
+            except IntegrityError:
+                # A parallel sign-up for the same address won the insert; it sends the code.
+                return
         self.relay.notify()
 
-    async def _signup(self, email: str, password_hash: str, locale: str, ip: str | None) -> None:
+    async def _pending_password(self, session: AsyncSession, user: User) -> str:
+        """The hash verification would make the account's password: the live code's, or
+        (a resent code carries the one it replaced, maybe none) the account's own."""
+        latest = await self.codes.latest(session, user.id, VERIFY)
+        if latest is not None and latest.password_hash is not None:
+            return latest.password_hash
+        return user.password_hash
+
+    async def _signup(
+        self,
+        email: str,
+        password_hash: str,
+        locale: str,
+        ip: str | None,
+        checked: str | None,
+        same: bool,
+        last: bool,
+    ) -> bool:
+        """False, having changed nothing, if the pending password is no longer the one
+        checked (and this is not the `last` try)."""
         async with self.sessions.begin() as session:
             user = await self.user_by_email(session, email, for_update=True)
             now = utcnow()
@@ -103,16 +140,43 @@ class Accounts:
                 self.send_code(session, user, VERIFY, locale, now, password_hash)
                 audit.record(session, "signup", user_id=user.id, email=email, ip=ip)
                 events.user_event(session, UserEventType.SIGNED_UP, user.id)
-            elif not self.cooled_down(user, now):
-                return
-            elif user.email_verified:
+                return True
+            disputed = False
+            if not user.email_verified:
+                stale = await self._pending_password(session, user) != checked
+                if stale and not last:
+                    return False
+                disputed = stale or not same
+                if disputed:
+                    await self._dispute_password(session, user)
+            if not self.cooled_down(user, now):
+                return True
+            if user.email_verified:
                 user.last_mail_at = now
                 events.email_notice(session, EmailEventType.ACCOUNT_EXISTS, user.email, locale)
                 audit.record(session, "signup", user_id=user.id, email=email, ip=ip, exists=True)
-            else:
-                await self.codes.retire(session, user.id, VERIFY, now)
-                self.send_code(session, user, VERIFY, locale, now, password_hash)
-                audit.record(session, "signup", user_id=user.id, email=email, ip=ip, again=True)
+                return True
+            await self.codes.retire(session, user.id, VERIFY, now)
+            self.send_code(session, user, VERIFY, locale, now, None if disputed else password_hash)
+            audit.record(
+                session,
+                "signup",
+                user_id=user.id,
+                email=email,
+                ip=ip,
+                again=True,
+                disputed=disputed,
+            )
+        return True
+
+    async def _dispute_password(self, session: AsyncSession, user: User) -> None:
+        """Two sign-ups for one unverified address with different passwords: neither
+        caller has shown they read its mail, so neither password may become the account's
+        (else a stranger's code, the newest in your inbox, would make their password
+        yours). Verification then proves the mailbox and signs in without a password;
+        its owner sets one with "forgot password"."""
+        await self.codes.drop_passwords(session, user.id, VERIFY)
+        user.password_hash = self.passwords.unusable_hash
 
     async def resend_verification(self, email: str, locale: str) -> None:
         async with self.sessions.begin() as session:

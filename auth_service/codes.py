@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.models import OneTimeCode
@@ -78,33 +78,35 @@ class Codes:
         return IssuedCode(code, expires_at)
 
     @staticmethod
-    async def latest(session: AsyncSession, user_id: uuid.UUID, purpose: str) -> OneTimeCode | None:
+    def _unused(user_id: uuid.UUID, purpose: str) -> tuple[ColumnElement[bool], ...]:
+        return (
+            OneTimeCode.user_id == user_id,
+            OneTimeCode.purpose == purpose,
+            OneTimeCode.consumed_at.is_(None),
+        )
+
+    async def latest(
+        self, session: AsyncSession, user_id: uuid.UUID, purpose: str
+    ) -> OneTimeCode | None:
         """The newest unused code for this purpose, expired or not."""
         query = (
             select(OneTimeCode)
-            .where(
-                OneTimeCode.user_id == user_id,
-                OneTimeCode.purpose == purpose,
-                OneTimeCode.consumed_at.is_(None),
-            )
+            .where(*self._unused(user_id, purpose))
             .order_by(OneTimeCode.id.desc())
             .limit(1)
         )
         return (await session.execute(query)).scalar_one_or_none()
 
-    @staticmethod
+    async def drop_passwords(self, session: AsyncSession, user_id: uuid.UUID, purpose: str) -> None:
+        """The unused codes of this purpose no longer carry a password to set."""
+        unused = self._unused(user_id, purpose)
+        await session.execute(update(OneTimeCode).where(*unused).values(password_hash=None))
+
     async def retire(
-        session: AsyncSession, user_id: uuid.UUID, purpose: str, now: datetime
+        self, session: AsyncSession, user_id: uuid.UUID, purpose: str, now: datetime
     ) -> None:
-        await session.execute(
-            update(OneTimeCode)
-            .where(
-                OneTimeCode.user_id == user_id,
-                OneTimeCode.purpose == purpose,
-                OneTimeCode.consumed_at.is_(None),
-            )
-            .values(consumed_at=now)
-        )
+        unused = self._unused(user_id, purpose)
+        await session.execute(update(OneTimeCode).where(*unused).values(consumed_at=now))
 
     async def consume(
         self, session: AsyncSession, user_id: uuid.UUID, purpose: str, code: str

@@ -58,7 +58,7 @@ class PasswordHasher:
         # thrash the caches with 19 MiB buffers and hold more memory.
         workers = settings.hash_workers or _usable_cpus()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
-        self._dummy_hash = self._context.hash(secrets.token_hex(16))
+        self._dummy_hash: str = self._context.hash(secrets.token_hex(16))
         self._trim = trim_function()
         self._running = 0
         self._idle: asyncio.TimerHandle | None = None
@@ -80,6 +80,11 @@ class PasswordHasher:
         self._idle = None
         if self._trim is not None and not self._running:
             self._pool.submit(self._trim)  # off the event loop: it walks every arena
+
+    @property
+    def unusable_hash(self) -> str:
+        """A well-formed hash that no password matches: its secret was random and is gone."""
+        return self._dummy_hash
 
     def _hash(self, secret: bytes) -> str:
         stored: str = self._context.hash(secret)

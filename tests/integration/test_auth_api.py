@@ -142,30 +142,60 @@ def test_access_token_claims_and_jwks(stack: Stack, http: httpx.Client) -> None:
     assert "d" not in key  # never the private exponent
 
 
-def test_second_signup_of_unverified_account_cannot_take_it_over(
-    stack: Stack, http: httpx.Client
+def logs_in(stack: Stack, http: httpx.Client, email: str, password: str) -> bool:
+    r = http.post(f"{stack.auth.url}/v1/auth/login", json={"email": email, "password": password})
+    assert r.status_code in (200, 401), r.text
+    return r.status_code == 200
+
+
+@pytest.mark.parametrize("stranger_first", [False, True])
+def test_a_second_signup_with_another_password_cannot_set_it(
+    stack: Stack, http: httpx.Client, stranger_first: bool
 ) -> None:
-    """The password that becomes active is the one sent with the code's own sign-up."""
+    """Two sign-ups for one unverified address with different passwords, whichever came
+    first: neither password becomes the account's. Verification signs in whoever reads
+    the mail (the owner), who then sets a password with "forgot password". Before, the
+    newest sign-up's password rode on the only live code, the one in the owner's inbox."""
     email = unique_email()
     url = f"{stack.auth.url}/v1/auth/signup"
-    r = http.post(url, json={"email": email, "password": "victim's own passphrase"})
-    assert r.status_code == 202, r.text
-    # Within the cooldown, a stranger's sign-up changes nothing and sends nothing. Asked
-    # before waiting for the victim's email: its delivery may take longer than the
-    # test's 2 s cooldown on a busy machine.
-    r = http.post(url, json={"email": email, "password": "attacker passphrase"})
-    assert r.status_code == 202
+    owner, stranger = "the owner's passphrase", "a stranger's passphrase"
+    first, second = (stranger, owner) if stranger_first else (owner, stranger)
+    assert http.post(url, json={"email": email, "password": first}).status_code == 202
+    # Within the cooldown: no second email. Asked before waiting for the first email: its
+    # delivery may take longer than the test's 2 s cooldown on a busy machine.
+    assert http.post(url, json={"email": email, "password": second}).status_code == 202
     [received] = stack.smtp.wait_for(email)
-    assert received.code is not None
     time.sleep(0.5)  # a second email, had one been sent, would likely be here by now
     assert len(stack.smtp.to(email)) == 1
-    assert verify(stack, http, email, received.code).status_code == 200
-    login = f"{stack.auth.url}/v1/auth/login"
-    assert (
-        http.post(login, json={"email": email, "password": "attacker passphrase"}).status_code
-        == 401
-    )
-    assert (
-        http.post(login, json={"email": email, "password": "victim's own passphrase"}).status_code
-        == 200
-    )
+    assert received.code is not None
+    assert verify(stack, http, email, received.code).status_code == 200  # signed in
+    assert not logs_in(stack, http, email, owner)
+    assert not logs_in(stack, http, email, stranger)
+
+
+def test_after_the_cooldown_the_newest_code_carries_no_strangers_password(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """The same again after the cooldown, when the stranger's sign-up sends a new code
+    and retires the owner's: the owner, entering the newest code, gets no stranger's
+    password. A sign-up repeated with the same password keeps it."""
+    email = unique_email()
+    owner, stranger = "the owner's passphrase", "a stranger's passphrase"
+    signup(stack, http, email, owner)
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    signup(stack, http, email, owner)  # didn't see the email, signed up again
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    url = f"{stack.auth.url}/v1/auth/signup"
+    assert http.post(url, json={"email": email, "password": stranger}).status_code == 202
+    newest = stack.smtp.wait_for(email, 3)[-1].code
+    assert newest is not None
+    assert verify(stack, http, email, newest).status_code == 200
+    assert not logs_in(stack, http, email, stranger)
+    assert not logs_in(stack, http, email, owner)
+
+    other = unique_email()
+    signup(stack, http, other, owner)
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    code = signup(stack, http, other, owner)
+    assert verify(stack, http, other, code).status_code == 200
+    assert logs_in(stack, http, other, owner)
