@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from common.clock import utcnow
 
@@ -56,19 +56,29 @@ NOTICES = frozenset(
 )
 
 
+# A side of an address as auth sends it: nothing that a mail library would read as a
+# comment, a quote, a second address or the end of a command ("a<b@x" went to b@x).
+_MAILBOX = r"[^\s@<>()\[\]\\,;:\"\x00-\x1f\x7f]+"
+
+
 class EmailCodeEvent(BaseModel):
     """One email to send. Keyed on Kafka by `email` so one person's codes stay in order."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    # Shapes, bounds and time zones are checked here, on arrival, so that an event the
+    # mailer could not send, render safely or store is dead-lettered, not retried for ever
+    # (a foreign producer's): no CR/LF reaches a header, no naive time a database.
+    event_id: str = Field(
+        default_factory=lambda: str(uuid.uuid4()), pattern=r"^[A-Za-z0-9_.:-]{1,64}$"
+    )
     type: EmailEventType
-    email: str
+    email: str = Field(min_length=3, max_length=320, pattern=rf"^{_MAILBOX}@{_MAILBOX}$")
     # None only for the notices (account_exists, …), which carry no code.
-    code: str | None = None
-    expires_at: datetime | None = None
+    code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,32}$")
+    expires_at: AwareDatetime | None = None
     locale: str = "en"
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
 
     @property
     def key(self) -> bytes:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from common.clock import utcnow
 from common.events import REPUBLISH_HEADER, REQUEST_ID_HEADER, DeliveryStatus, EmailCodeEvent
+from common.kafka import Backoff
 from common.logs import request_id
 from mailer_service.config import MailerSettings
 from mailer_service.history import History, Outcome, Seen
@@ -149,16 +150,31 @@ class Dispatcher:
     async def _finish(
         self, event: EmailCodeEvent, status: DeliveryStatus, attempt: int, error: str | None
     ) -> None:
-        """Record an attempt's outcome (before the offset commit), then announce it."""
-        await self._history.record(
-            Outcome(
-                event_id=event.event_id,
-                recipient=event.email,
-                type=event.type.value,
-                status=status,
-                attempt=attempt,
-                queued_at=event.occurred_at,
-                error=error,
-            )
+        """Record an attempt's outcome (before the offset commit), then announce it. A
+        database that cannot take it is tried again until it does: the email went out, and
+        failing the batch would send it again, and again."""
+        outcome = Outcome(
+            event_id=event.event_id,
+            recipient=event.email,
+            type=event.type.value,
+            status=status,
+            attempt=attempt,
+            queued_at=event.occurred_at,
+            error=error,
         )
+        backoff = Backoff(first=0.5, most=30.0)
+        while True:
+            try:
+                await self._history.record(outcome)
+                break
+            except Exception as exc:
+                MAILS.labels("record_error").inc()
+                log.warning(
+                    "recording %s (%s) failed: %r; again in %.1fs",
+                    event,
+                    status.value,
+                    exc,
+                    backoff.delay,
+                )
+                await backoff.wait()
         self._announcer.add(event, status, attempt, error)

@@ -94,6 +94,8 @@ class SmtpPool:
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise classify(exc) from exc
+        except ValueError as exc:  # aiosmtplib refuses the address, e.g. with a space in it
+            raise SendError(f"cannot be sent: {exc}", permanent=True) from exc
 
     async def close(self) -> None:
         for client in list(self._all):

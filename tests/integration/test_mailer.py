@@ -283,6 +283,54 @@ async def test_malformed_event_is_dead_lettered_not_fatal(harness: Harness) -> N
     assert any(r.value == junk for r in await dead_letters(harness.kafka))
 
 
+async def test_events_it_could_not_send_or_store_are_dead_lettered_not_retried(
+    harness: Harness,
+) -> None:
+    """Well-formed JSON that the mailer could not send, render safely or store (a foreign
+    producer's): each used to fail its batch again and again, after the send for some,
+    wedging its partition. Now they are refused on arrival, like malformed ones."""
+    base = event(unique_email("poison")).model_dump(mode="json")
+    poisons = [
+        {**base, "event_id": uuid.uuid4().hex, "occurred_at": "2026-11-24T10:00:00"},  # naive
+        {**base, "event_id": uuid.uuid4().hex, "email": "a b@example.com"},
+        {**base, "event_id": uuid.uuid4().hex, "email": "a<b@example.com"},  # went to b@
+        {**base, "event_id": uuid.uuid4().hex, "email": "a@example.com\r\nBcc: c@example.com"},
+        {**base, "event_id": "x" * 65},  # over the column's 64 (PostgreSQL refused it)
+        {**base, "event_id": "id\r\nX-Injected: 1"},  # into a MIME boundary
+    ]
+    raws = [json.dumps(poison).encode() for poison in poisons]
+    await harness.publish(*raws, partition=0)
+    marker = unique_email("after-poison")
+    await harness.publish(event(marker), partition=0)  # behind them all
+    await harness.smtp.await_for(marker)
+    assert set(raws) <= {record.value for record in await dead_letters(harness.kafka)}
+    assert not harness.smtp.to("b@example.com") and not harness.smtp.to("c@example.com")
+
+
+async def test_an_outcome_the_database_refuses_is_stored_later_not_sent_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The email went out but its outcome could not be written (a full disk, a read-only
+    database): the batch used to fail, rewind and send it again every few seconds for as
+    long as that lasted. Now the write is tried again while the email holds its slot."""
+    write = History._write
+    refusals = [RuntimeError("database or disk is full")] * 3
+
+    async def refusing(self: History, outcomes: Any) -> None:
+        if refusals:
+            raise refusals.pop()
+        await write(self, outcomes)
+
+    monkeypatch.setattr(History, "_write", refusing)
+    to = unique_email("unrecorded")
+    ev = event(to)
+    await harness.publish(ev)
+    row = await harness.record(ev.event_id)
+    assert row is not None and row.status == "sent"
+    assert not refusals
+    assert len(harness.smtp.to(to)) == 1
+
+
 async def test_a_retry_tier_no_longer_configured_is_still_drained(
     harness: Harness, tmp_path: Path
 ) -> None:
