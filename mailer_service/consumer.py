@@ -60,6 +60,10 @@ METADATA_MAX_AGE_MS = 5_000
 # A group join normally takes a few seconds; one not finished after this long is given
 # up and the consumer replaced (seen after a broker restarted in the middle of a commit).
 JOIN_STALL_SECONDS = 30.0
+# How long a revocation waits for the batch in flight to be sent and committed. Longer
+# would risk the group's rebalance timeout (max.poll.interval.ms, 300 s) and our
+# membership; a batch still going after this may be repeated by the next owner.
+SETTLE_SECONDS = 60.0
 
 
 class JoinStalled(Exception):
@@ -70,9 +74,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
     def __init__(self, mailer: Mailer) -> None:
         self._mailer = mailer
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Offsets are committed after every batch, and a rebalance happens between
-        # batches, so nothing is left to commit here; only our pause timers go.
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # A rebalance can come while a batch is being sent (a member joins or leaves).
+        # The batch is finished and committed first: otherwise the partitions' next
+        # owner would read it again from the last commit and send it too.
+        await self._mailer.settle()
         self._mailer.forget(revoked)
         self._mailer.left_group()
 
@@ -114,6 +120,15 @@ class Mailer:
         # True once the group has handed us an assignment (maybe empty): ready to consume.
         self.joined = False
         self._unjoined_since = time.monotonic()
+        self._settled = asyncio.Event()  # no batch is being worked on
+        self._settled.set()
+
+    async def settle(self) -> None:
+        """Return once no batch is in flight (sent and committed), or after SETTLE_SECONDS."""
+        try:
+            await asyncio.wait_for(self._settled.wait(), SETTLE_SECONDS)
+        except TimeoutError:
+            log.warning("a batch still in flight after %.0fs of a rebalance", SETTLE_SECONDS)
 
     def left_group(self) -> None:
         """The assignment was revoked: a (re)join is under way."""
@@ -346,6 +361,15 @@ class Mailer:
     async def _process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher
     ) -> None:
+        self._settled.clear()
+        try:
+            await self._send_and_commit(batch, dispatcher)
+        finally:
+            self._settled.set()
+
+    async def _send_and_commit(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher
+    ) -> None:
         assert self._consumer is not None
         now = time.time()
         offsets: dict[TopicPartition, int] = {}
@@ -364,8 +388,9 @@ class Mailer:
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance moved a partition: its new owner gets these records again and
-            # skips them (same table). Not an error worth stopping for.
+            # A rebalance moved a partition without waiting for this batch (it ran over
+            # SETTLE_SECONDS, or our membership had lapsed): its new owner gets these
+            # records again, and skips those recorded here. Not worth stopping for.
             log.warning("commit refused after a rebalance: %s", exc)
 
     def _due(

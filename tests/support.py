@@ -128,6 +128,16 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) ->
     raise AssertionError(f"condition not met in {timeout}s")
 
 
+async def wait_until_async(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """wait_until for a test whose event loop runs what it waits for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
 TEST_ISSUER = "http://localhost:8000"
 TEST_AUDIENCE = "api"
 

@@ -33,7 +33,7 @@ from mailer_service.consumer import Mailer
 from mailer_service.history import History
 from mailer_service.models import Base, Delivery, DeliveryAttempt
 from mailer_service.smtp import SmtpPool
-from tests.support import RecordingHandler, start_smtp, unique_email
+from tests.support import RecordingHandler, start_smtp, unique_email, wait_until_async
 
 
 class FlakyHandler(RecordingHandler):
@@ -329,6 +329,63 @@ async def test_an_outcome_the_database_refuses_is_stored_later_not_sent_again(
     assert row is not None and row.status == "sent"
     assert not refusals
     assert len(harness.smtp.to(to)) == 1
+
+
+class SlowSink(RecordingHandler):
+    """Takes 0.1 s to accept each message: a batch of 200 is in flight for seconds."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(0.1)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_member_joining_mid_batch_repeats_nothing(tmp_path: Path) -> None:
+    """A second mailer joins while the first is sending a batch of 200 (a deploy, a
+    scale-out). The partitions it takes used to be read again from their last commit and
+    sent by both: 23 to 137 duplicates in a review's runs. The revocation now waits for
+    the batch to be sent and committed."""
+    sink = SlowSink()
+    controller = start_smtp(sink)
+    emails = [unique_email(f"joined-{i}") for i in range(200)]
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        await ensure_topics(kafka, EMAIL_CODES_TOPIC)
+        settings = MailerSettings(
+            smtp_port=controller.port,
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",  # shared, as on PG
+            group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
+        )
+        engine = make_engine(settings.database_url)
+        await migrate(engine, Base)
+        mailers = [Mailer(settings, kafka, History(engine), SmtpPool(settings)) for _ in "ab"]
+        first, second = mailers
+        try:
+            first.start()
+            await wait_until_async(lambda: first.joined and first.running)
+            producer = make_producer(kafka)
+            await producer.start()
+            try:
+                sent = [event(email) for email in emails]
+                await asyncio.gather(
+                    *[await producer.send(EMAIL_CODES_TOPIC, e.to_bytes(), key=e.key) for e in sent]
+                )
+            finally:
+                await producer.stop()
+            await wait_until_async(lambda: len(sink.messages) >= 20)
+            assert len(sink.messages) < 150  # the batch is still going
+            second.start()
+            await wait_until_async(
+                lambda: all(len(sink.to(email)) for email in emails), timeout=120
+            )
+            await asyncio.sleep(1.0)  # a repeat, had there been one, would be here by now
+            assert second.joined  # the group did rebalance
+        finally:
+            for mailer in mailers:
+                await mailer.stop()
+            await engine.dispose()
+            controller.stop()
+    repeated = [email for email in emails if len(sink.to(email)) > 1]
+    assert not repeated, f"{len(repeated)} sent twice"
 
 
 async def test_a_retry_tier_no_longer_configured_is_still_drained(
