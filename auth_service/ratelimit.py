@@ -137,6 +137,8 @@ PER_IP = {
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
+    # Each sign-up may email the address (a code, or "account exists"): as resend.
+    "signup": Limit(5, 3600),
     "verify": Limit(10, 600),
     "reset": Limit(10, 600),
     "resend": Limit(5, 3600),

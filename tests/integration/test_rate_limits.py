@@ -59,6 +59,17 @@ def test_forgot_is_limited_per_account(limited_auth: str) -> None:
     assert codes == [202] * allowed + [429]
 
 
+def test_signup_is_limited_per_account(limited_auth: str) -> None:
+    """Each sign-up may email the address, so it has resend's budget per address: it
+    had none, and 60 sign-ups an hour from one address mailed anyone that often."""
+    email = unique_email("bombed")
+    allowed = PER_ACCOUNT["signup"].requests
+    body = {"email": email, "password": "a perfectly fine passphrase"}
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        codes = [http.post("/v1/auth/signup", json=body).status_code for _ in range(allowed + 1)]
+    assert codes == [202] * allowed + [429]
+
+
 def test_the_token_endpoint_shares_the_logins_limit(limited_auth: str) -> None:
     email = unique_email("oauth-target")
     allowed = PER_ACCOUNT["login"].requests
