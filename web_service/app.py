@@ -31,7 +31,7 @@ from web_service.csrf import CsrfRejected
 from web_service.i18n import Translator
 from web_service.models import Base
 from web_service.pages import NotAdmin, Page, SignInRequired, Web, get_page, return_path
-from web_service.security import SecurityHeadersMiddleware
+from web_service.security import PublicSchemeMiddleware, SecurityHeadersMiddleware
 from web_service.session_keys import load_sealer
 from web_service.sessions import SessionStore
 
@@ -126,6 +126,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     setup_app(app, max_body_bytes=settings.max_body_bytes)
     install_error_pages(app)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(PublicSchemeMiddleware, public_origin=settings.public_origin)
     # Outermost: the browser's address (forwarded to auth) and scheme (Secure cookies), from
     # the gateway's X-Forwarded-For/-Proto only.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

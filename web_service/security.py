@@ -63,6 +63,22 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, add_headers)
 
 
+class PublicSchemeMiddleware:
+    """Plain ASGI: with an https WEB_PUBLIC_ORIGIN every request counts as https, whatever
+    the hop before us said (a TLS load balancer in front of a plain-HTTP gateway sends
+    X-Forwarded-Proto: http): the session cookie is then always Secure and `__Host-`, and
+    HSTS always sent."""
+
+    def __init__(self, app: ASGIApp, public_origin: str | None) -> None:
+        self.app = app
+        self.https = (public_origin or "").lower().startswith("https://")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.https and scope["type"] == "http":
+            scope = {**scope, "scheme": "https"}
+        await self.app(scope, receive, send)
+
+
 def _unsafe_path(path: str) -> bool:
     return (
         not path.startswith("/")

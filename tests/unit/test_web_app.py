@@ -56,6 +56,16 @@ async def test_over_https_the_cookie_is_secure_with_the_host_prefix(tmp_path: Pa
     assert answer.headers["strict-transport-security"].startswith("max-age=")
 
 
+async def test_an_https_public_origin_makes_every_cookie_secure(tmp_path: Path) -> None:
+    """Behind a TLS load balancer and a plain-HTTP gateway, the scheme reaching us says
+    http; WEB_PUBLIC_ORIGIN says what the browser uses."""
+    async with client(tmp_path, public_origin="https://films.example") as http:
+        answer = await http.get("/signup", headers={"X-Forwarded-Proto": "http"})
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("__Host-session=") and "Secure" in cookie
+    assert answer.headers["strict-transport-security"].startswith("max-age=")
+
+
 @pytest.mark.parametrize(
     ("trusted", "secure"), [(["10.0.0.0/24"], True), (["10.0.1.7"], False), ([], False)]
 )
