@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit, events
-from auth_service.accounts import EMAIL_CHANGE, Accounts
+from auth_service.accounts import EMAIL_CHANGE, LOGIN_CODE, RESET, Accounts
 from auth_service.errors import (
     AccountLocked,
     EmailTaken,
@@ -56,6 +56,8 @@ class SelfService:
             if changed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
                 raise InvalidPassword  # leaving the block rolls back
             await end_others(session, caller)
+            # A reset code in flight would undo the change: it was asked for before it.
+            await a.codes.retire(session, user.id, RESET, utcnow())
             audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
             events.email_notice(session, EmailEventType.PASSWORD_CHANGED_NOTICE, user.email, locale)
             events.user_event(session, UserEventType.PASSWORD_CHANGED, user.id)
@@ -113,6 +115,11 @@ class SelfService:
                 await session.flush()
             except IntegrityError as exc:  # another account took the address meanwhile
                 raise EmailTaken from exc
+            # Codes mailed to the old address no longer open the account: whoever reads
+            # that mailbox now (maybe the reason for the move) could use them until expiry.
+            now = utcnow()
+            for purpose in (RESET, LOGIN_CODE):
+                await a.codes.retire(session, user.id, purpose, now)
             audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
             events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, locale)
             events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)

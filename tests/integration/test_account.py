@@ -129,6 +129,29 @@ def test_email_change_moves_the_account_once_confirmed(stack: Stack, http: httpx
     assert confirm(http, moved, mail.code).json()["error"] == "invalid_code"  # single use
 
 
+def test_a_reset_code_mailed_to_the_old_address_dies_with_the_move(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """Whoever reads the old mailbox (maybe why the address moved) cannot use a reset code
+    sent there before the move, with the new address, until it expires."""
+    account = cooled_down_account(stack, http, "leaving")
+    assert http.post("/v1/auth/password/forgot", json={"email": account.email}).status_code == 202
+    reset_code = stack.smtp.wait_for(account.email)[-1].code
+    assert reset_code is not None
+    time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+    new_email = unique_email("left")
+    assert ask_email_change(http, account, new_email).status_code == 202
+    change_code = stack.smtp.wait_for(new_email)[0].code
+    assert change_code is not None
+    assert confirm(http, account, change_code).status_code == 200
+    reset = http.post(
+        "/v1/auth/password/reset",
+        json={"email": new_email, "code": reset_code, "new_password": "taken over at last"},
+    )
+    assert reset.status_code == 400 and reset.json()["error"] == "invalid_code", reset.text
+    login(stack, http, new_email)  # the password is still the owner's
+
+
 def test_the_pair_an_address_change_replaced_is_refused_without_ending_the_session(
     stack: Stack, http: httpx.Client
 ) -> None:
