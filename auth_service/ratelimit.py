@@ -134,6 +134,9 @@ PER_IP = {
     "login_code": Limit(10, 60),
     "login_code_verify": Limit(30, 60),
     "email_change": Limit(10, 60),
+    # Behind a token, but each checks a password or a code (and hashes).
+    "reauth": Limit(10, 60),
+    "email_change_confirm": Limit(30, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
@@ -147,6 +150,8 @@ PER_ACCOUNT = {
     "login_code": Limit(5, 3600),
     "login_code_verify": Limit(10, 600),
     "email_change": Limit(5, 3600),
+    "reauth": Limit(10, 600),
+    "email_change_confirm": Limit(10, 600),
 }
 
 

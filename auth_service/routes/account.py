@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/auth", tags=["account"])
 EMAIL_CHANGE_ACCEPTED = Accepted(
     message="If the new address can be used, a code is on its way to it."
 )
-REAUTH = (InvalidPassword, AccountLocked, 400, 401, 422)
+REAUTH = (InvalidPassword, AccountLocked, RateLimited, 400, 401, 422)
 
 
 @router.post("/password/change", status_code=204, responses=responses(*REAUTH))
@@ -41,6 +41,7 @@ async def change_password(
     body: PasswordChangeIn, caller: CallerDep, self_service: SelfServiceDep, request: Request
 ) -> Response:
     """Needs the current password; ends every other session; a notice goes to the address."""
+    await limit(request, "reauth", caller.user.email)
     await self_service.change_password(
         caller, body.current_password, body.new_password, body.locale, client_ip(request)
     )
@@ -68,13 +69,14 @@ async def change_email(
 @router.post(
     "/email/change/confirm",
     response_model=TokenPairOut,
-    responses=responses(InvalidCode, TooManyCodeAttempts, EmailTaken, 400, 401, 422),
+    responses=responses(InvalidCode, TooManyCodeAttempts, EmailTaken, RateLimited, 400, 401, 422),
 )
 async def confirm_email_change(
     body: EmailChangeConfirmIn, caller: CallerDep, self_service: SelfServiceDep, request: Request
 ) -> TokenPairOut:
     """The account moves to the new address; its old one gets a notice. The pair replaces
     the caller's tokens (their session goes on)."""
+    await limit(request, "email_change_confirm", caller.user.email)
     client = request_client(request)
     pair = await self_service.confirm_email_change(caller, body.code, body.locale, client)
     return TokenPairOut(**dataclasses.asdict(pair))
@@ -85,5 +87,6 @@ async def delete_account(
     body: DeleteAccountIn, caller: CallerDep, self_service: SelfServiceDep, request: Request
 ) -> Response:
     """Removes the account and its data, and announces `user.deleted`."""
+    await limit(request, "reauth", caller.user.email)
     await self_service.delete(caller, body.password, client_ip(request))
     return Response(status_code=204)

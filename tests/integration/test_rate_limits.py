@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
+from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
 from tests.support import unique_email
 
@@ -68,6 +69,32 @@ def test_signup_is_limited_per_account(limited_auth: str) -> None:
     with httpx.Client(base_url=limited_auth, timeout=30) as http:
         codes = [http.post("/v1/auth/signup", json=body).status_code for _ in range(allowed + 1)]
     assert codes == [202] * allowed + [429]
+
+
+def test_the_bearer_routes_that_check_a_secret_are_limited(stack: Stack, limited_auth: str) -> None:
+    """Changing the password or deleting the account checks a password (and hashes):
+    behind a token, but limited all the same (they had no limit). Confirming an address
+    change, which checks a code, has a limit of its own too."""
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:  # its own database
+        email = unique_email("guessing")
+        body = {"email": email, "password": PASSWORD}
+        assert http.post("/v1/auth/signup", json=body).status_code == 202
+        verified = http.post(
+            "/v1/auth/verify", json={"email": email, "code": code_for(stack, email)}
+        )
+        assert verified.status_code == 200, verified.text
+        bearer = {"Authorization": f"Bearer {verified.json()['access_token']}"}
+    allowed = PER_IP["reauth"].requests
+    passwords = [PASSWORD, "another fine passphrase"]
+    with httpx.Client(base_url=limited_auth, timeout=30, headers=bearer) as http:
+        codes = []
+        for i in range(allowed):  # right each time: no lockout, only the limit
+            change = {"current_password": passwords[i % 2], "new_password": passwords[1 - i % 2]}
+            codes.append(http.post("/v1/auth/password/change", json=change).status_code)
+        assert codes == [204] * allowed
+        delete = http.request("DELETE", "/v1/auth/me", json={"password": passwords[allowed % 2]})
+        assert delete.status_code == 429  # the same budget
+        assert delete.json()["error"] == "rate_limited"
 
 
 def test_the_token_endpoint_shares_the_logins_limit(limited_auth: str) -> None:
