@@ -19,11 +19,19 @@ def _no_nul(value: str) -> str:
 NoNul = AfterValidator(_no_nul)
 
 
-# Lower-cased: one account per mailbox. RFC 5321 caps an address at 254 octets.
+def _local_part_fits(value: str) -> str:
+    if len(value.rpartition("@")[0].encode()) > 64:
+        raise ValueError("the part before @ is over 64 octets")
+    return value
+
+
+# Lower-cased: one account per mailbox. RFC 5321 caps an address at 254 octets, the part
+# before the @ at 64 (a server may refuse more: an account we could never email).
 Email = Annotated[
     EmailStr,
     StringConstraints(max_length=254),
     NoNul,
+    AfterValidator(_local_part_fits),
     AfterValidator(str.lower),
 ]
 

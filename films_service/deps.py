@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bearer import ClaimsDep
@@ -23,4 +24,13 @@ async def subject(claims: ClaimsDep) -> str:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SubjectDep = Annotated[str, Depends(subject)]
-FilmId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _digits_only(value: object) -> object:
+    """Lax int parsing read "1.0" as 1 and "1_0" as 10: one film under many URLs."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is written in digits only")
+    return value
+
+
+FilmId = Annotated[int, BeforeValidator(_digits_only), Path(ge=1, le=2**31 - 1)]

@@ -36,6 +36,9 @@ BODIES: dict[str, bytes] = {
     "json null": b"null",
     "missing fields": b"{}",
     "wrong types": b'{"email": 42, "password": ["x"], "code": 123456}',
+    "local part over 64": b'{"email": "'
+    + b"a" * 65
+    + b'@example.com", "password": "long enough pw"}',
     "invalid email": b'{"email": "not-an-email", "password": "long enough pw", "code": "123456"}',
     "nul in email": b'{"email": "a\\u0000b@example.com", "password": "long enough pw"}',
     "nul in password": b'{"email": "a@example.com", "password": "long\\u0000enough pw"}',
@@ -172,7 +175,9 @@ def test_films_rejects_bad_queries(stack: Stack, films_token: str, query: str) -
     assert_json_4xx(r)
 
 
-@pytest.mark.parametrize("film_id", ["abc", "0", "-1", "99999999999999999999", "1.5", "%00"])
+@pytest.mark.parametrize(
+    "film_id", ["abc", "0", "-1", "99999999999999999999", "1.5", "%00", "1.0", "1_0", "+1", " 1"]
+)
 def test_films_rejects_bad_ids(stack: Stack, films_token: str, film_id: str) -> None:
     r = httpx.get(
         f"{stack.films.url}/v1/films/{film_id}",
