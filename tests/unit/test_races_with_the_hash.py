@@ -104,7 +104,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         settings=settings,
         sessions=sessions,
         passwords=hasher,
-        codes=cast(Any, None),  # not used by a password login
+        codes=Codes(CodeHasher(b"a code secret for the test"), timedelta(minutes=10), 5),
         tokens=RefreshTokens(settings, sessions, AccessTokenIssuer(KeyRing(settings), settings)),
         relay=cast(Any, SimpleNamespace(notify=lambda: None)),  # no broker here
         guard=AddressGuard(settings),
