@@ -5,6 +5,7 @@ Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs about 1 ms a 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 
@@ -19,7 +20,8 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413 before the app reads them."""
+    """Refuses request bodies over `max_bytes` with 413: at once where Content-Length says
+    so, else (a chunked body) as soon as the app has read more than that."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = 64 * 1024) -> None:
         self.app = app
@@ -33,20 +35,30 @@ class BodyLimitMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._too_large(scope, receive, send)
             return
-        received = 0
+        received, exceeded, answered = 0, False, False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
+        async def guarded_send(message: Message) -> None:
+            # A framework may catch the error and answer it (FastAPI's JSON body parsing
+            # made it a 400 "error parsing the body"): that answer gives way to the 413.
+            nonlocal answered
+            if exceeded and not answered:
+                return
+            answered = True
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if exceeded and not answered:
             await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:

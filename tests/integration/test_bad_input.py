@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -117,6 +119,21 @@ def test_huge_body_is_413(stack: Stack) -> None:
     )
     assert r.status_code == 413
     assert r.json()["error"] == "payload_too_large"
+
+
+def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
+    """No Content-Length to refuse it by: it is counted as it is read. FastAPI's body
+    parsing used to catch that and answer 400 "error parsing the body"."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"email": "a@example.com", "password": "'
+        for _ in range(20):
+            yield b"x" * 8192
+
+    for url in (f"{stack.auth.url}/v1/auth/login", f"{stack.films.url}/v1/films"):
+        r = httpx.post(url, content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, (url, r.status_code, r.text[:200])
+        assert r.json()["error"] == "payload_too_large"
 
 
 def test_malformed_json_is_400(stack: Stack) -> None:
