@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from common.clock import utcnow
 
@@ -56,6 +57,15 @@ NOTICES = frozenset(
 )
 
 
+def _in_utc(value: datetime) -> datetime:
+    """ "9999-12-31T23:30:00-01:00" has no UTC: the database write would overflow."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("not a time that exists in UTC") from None
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 # A side of an address as auth sends it: nothing that a mail library would read as a
 # comment, a quote, a second address or the end of a command ("a<b@x" went to b@x).
 _MAILBOX = r"[^\s@<>()\[\]\\,;:\"\x00-\x1f\x7f]+"
@@ -76,9 +86,9 @@ class EmailCodeEvent(BaseModel):
     email: str = Field(min_length=3, max_length=320, pattern=rf"^{_MAILBOX}@{_MAILBOX}$")
     # None only for the notices (account_exists, …), which carry no code.
     code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,32}$")
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcTime | None = None
     locale: str = "en"
-    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    occurred_at: UtcTime = Field(default_factory=utcnow)
 
     @property
     def key(self) -> bytes:

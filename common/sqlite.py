@@ -180,6 +180,8 @@ def _rollback(self: AsyncAdapt_aiosqlite_connection) -> None:
 
 
 def _write(conn: sqlite3.Connection, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    if not conn.in_transaction:  # sqlite3 begins one itself only before some statements
+        conn.execute("BEGIN")
     try:
         for sql, rows in steps:
             conn.executemany(sql, rows)

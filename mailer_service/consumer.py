@@ -250,29 +250,45 @@ class Mailer:
         backoff = Backoff()
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=self._settings.batch_size)
-            await self._measure_lag()
-            if self._reset.is_set():
-                raise BrokerReset(", ".join(self._own_topics))
-            if not self.joined and time.monotonic() - self._unjoined_since > JOIN_STALL_SECONDS:
-                raise JoinStalled
-            if self._reread and consumer.assignment():
-                # Fetched from positions that predate the restart: drop, re-read.
-                await self._reread_from_start()
-                continue
-            if not batch:
-                continue
+            if batch:  # in flight from here, before any await: a revocation now waits
+                self._settled.clear()
             try:
-                await self._process(batch, dispatcher)
-                backoff.reset()
-            except BrokerReset:
-                raise
-            except Exception:
-                # Nothing is lost: rewind to the committed offsets and go again; what was
-                # already sent is in the delivery table and will be skipped.
-                log.exception("processing a batch failed; retrying in %.1fs", backoff.delay)
-                MAILS.labels("batch_error").inc()
-                await backoff.wait(self._stopping)
-                await self._rewind()
+                await self._round(batch, dispatcher, backoff)
+            finally:
+                self._settled.set()
+
+    async def _round(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        dispatcher: Dispatcher,
+        backoff: Backoff,
+    ) -> None:
+        """One poll's worth: checks, then the batch sent and committed."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        await self._measure_lag()
+        if self._reset.is_set():
+            raise BrokerReset(", ".join(self._own_topics))
+        if not self.joined and time.monotonic() - self._unjoined_since > JOIN_STALL_SECONDS:
+            raise JoinStalled
+        if self._reread and consumer.assignment():
+            # Fetched from positions that predate the restart: drop, re-read.
+            await self._reread_from_start()
+            return
+        if not batch:
+            return
+        try:
+            await self._process(batch, dispatcher)
+            backoff.reset()
+        except BrokerReset:
+            raise
+        except Exception:
+            # Nothing is lost: rewind to the committed offsets and go again; what was
+            # already sent is in the delivery table and will be skipped.
+            log.exception("processing a batch failed; retrying in %.1fs", backoff.delay)
+            MAILS.labels("batch_error").inc()
+            await backoff.wait(self._stopping)
+            await self._rewind()
 
     async def _watch_topics(self) -> None:
         """Every TOPIC_CHECK_SECONDS: if the topics the mailer writes are gone or were
@@ -359,15 +375,6 @@ class Mailer:
                 await close_quietly(producer, "the mailer's producer")
 
     async def _process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher
-    ) -> None:
-        self._settled.clear()
-        try:
-            await self._send_and_commit(batch, dispatcher)
-        finally:
-            self._settled.set()
-
-    async def _send_and_commit(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], dispatcher: Dispatcher
     ) -> None:
         assert self._consumer is not None

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
+from typing import cast
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from common.clock import utcnow
 from common.events import REPUBLISH_HEADER, REQUEST_ID_HEADER, DeliveryStatus, EmailCodeEvent
@@ -169,6 +172,12 @@ class Dispatcher:
                 break
             except Exception as exc:
                 MAILS.labels("record_error").inc()
+                if not _may_pass(exc):
+                    # Not the database's state but this outcome's: no try would store it.
+                    # The batch goes on (its offsets are committed, so it is not sent
+                    # again from Kafka); only auth republishing it could repeat it.
+                    log.error("the outcome of %s (%s) cannot be stored: %r", event, status, exc)
+                    break
                 log.warning(
                     "recording %s (%s) failed: %r; again in %.1fs",
                     event,
@@ -178,3 +187,13 @@ class Dispatcher:
                 )
                 await backoff.wait()
         self._announcer.add(event, status, attempt, error)
+
+
+def _may_pass(exc: Exception) -> bool:
+    """A failed outcome write that may succeed later (the database locked, full, read-only,
+    unreachable), as against one about this outcome's values, which never will."""
+    if isinstance(exc, IntegrityError | DataError | sqlite3.IntegrityError | sqlite3.DataError):
+        return False
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError) and exc.orig:
+        exc = cast(Exception, exc.orig)  # a value SQLAlchemy could not convert
+    return not isinstance(exc, ValueError | TypeError | OverflowError)

@@ -101,13 +101,19 @@ class History:
             try:
                 await self._write([outcome for outcome, _ in batch])
             except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                if len(batch) == 1:
+                    _settle(batch, exc)
+                    continue
+                # One bad outcome must not sink the others committed with it: each alone.
+                for one in batch:
+                    try:
+                        await self._write([one[0]])
+                    except Exception as alone:
+                        _settle([one], alone)
+                    else:
+                        _settle([one], None)
             else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                _settle(batch, None)
 
     async def _write(self, outcomes: list[Outcome]) -> None:
         latest: dict[str, dict[str, Any]] = {}
@@ -182,3 +188,13 @@ class History:
         async with self._engine.begin() as conn:
             await conn.execute(delete(DeliveryAttempt).where(DeliveryAttempt.event_id.in_(events)))
             await conn.execute(delete(Delivery).where(Delivery.recipient == email))
+
+
+def _settle(batch: list[tuple[Outcome, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -292,6 +293,7 @@ async def test_events_it_could_not_send_or_store_are_dead_lettered_not_retried(
     base = event(unique_email("poison")).model_dump(mode="json")
     poisons = [
         {**base, "event_id": uuid.uuid4().hex, "occurred_at": "2026-11-24T10:00:00"},  # naive
+        {**base, "event_id": uuid.uuid4().hex, "occurred_at": "9999-12-31T23:30:00-01:00"},
         {**base, "event_id": uuid.uuid4().hex, "email": "a b@example.com"},
         {**base, "event_id": uuid.uuid4().hex, "email": "a<b@example.com"},  # went to b@
         {**base, "event_id": uuid.uuid4().hex, "email": "a@example.com\r\nBcc: c@example.com"},
@@ -314,7 +316,7 @@ async def test_an_outcome_the_database_refuses_is_stored_later_not_sent_again(
     database): the batch used to fail, rewind and send it again every few seconds for as
     long as that lasted. Now the write is tried again while the email holds its slot."""
     write = History._write
-    refusals = [RuntimeError("database or disk is full")] * 3
+    refusals = [sqlite3.OperationalError("database or disk is full")] * 3
 
     async def refusing(self: History, outcomes: Any) -> None:
         if refusals:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import make_engine, migrate
 from common.events import DeliveryStatus
+from mailer_service.dispatch import _may_pass
 from mailer_service.history import History, Outcome
 from mailer_service.models import Base
 
@@ -49,3 +53,37 @@ async def test_a_failed_write_commits_nothing_and_the_next_one_works(engine: Asy
     assert await history.seen(["e1"]) == {}
     await history.record(Outcome("e1", "a@example.com", "login_code", DeliveryStatus.SENT, 1, now))
     assert (await history.seen(["e1"]))["e1"].status == "sent"
+
+
+async def test_one_bad_outcome_does_not_sink_the_group_committed_with_it(
+    engine: AsyncEngine,
+) -> None:
+    """Outcomes arriving together are committed together; where that fails, each is tried
+    alone, so only the bad one's sender hears of it."""
+    history = History(engine)
+    now = datetime.now(UTC)
+    bad = Outcome("bad", "a@example.com", "login_code", DeliveryStatus.SENT, 1, now)
+    object.__setattr__(bad, "recipient", None)  # NOT NULL
+    good = Outcome("good", "b@example.com", "login_code", DeliveryStatus.SENT, 1, now)
+    results = await asyncio.gather(
+        history.record(bad), history.record(good), return_exceptions=True
+    )
+    assert isinstance(results[0], Exception) and results[1] is None
+    assert set(await history.seen(["bad", "good"])) == {"good"}
+
+
+@pytest.mark.parametrize(
+    ("error", "passes"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (sqlite3.OperationalError("database is locked"), True),
+        (OSError("connection reset"), True),
+        (sqlite3.IntegrityError("NOT NULL constraint failed"), False),
+        (OverflowError("date value out of range"), False),
+        (ValueError("naive datetime"), False),
+        (StatementError("converting", "INSERT", {}, OverflowError("out of range")), False),
+        (IntegrityError("INSERT", {}, Exception("unique")), False),
+    ],
+)
+def test_which_failed_writes_are_tried_again(error: Exception, passes: bool) -> None:
+    assert _may_pass(error) is passes
