@@ -85,7 +85,11 @@ class Accounts:
     relay: OutboxRelay
     guard: AddressGuard
 
-    async def signup(self, email: str, password: str, locale: str, ip: str | None = None) -> None:
+    async def signup(
+        self, email: str, password: str, locale: str, ip: str | None = None, send: bool = True
+    ) -> None:
+        """With `send` false (the address is over its budget of sign-ups) nothing is created
+        or sent, but a different password still disputes the pending one."""
         # Hash before looking anything up, so every branch costs the same.
         password_hash = await self.passwords.hash(password)
         for attempt in range(1, SIGNUP_CHECKS + 1):
@@ -103,11 +107,13 @@ class Accounts:
                 same, _ = await self.passwords.verify(password, checked)
             last = attempt == SIGNUP_CHECKS
             try:
-                if await self._signup(email, password_hash, locale, ip, checked, same, last):
+                if await self._signup(email, password_hash, locale, ip, checked, same, last, send):
                     break
             except IntegrityError:
-                # A parallel sign-up for the same address won the insert; it sends the code.
-                return
+                # A parallel first sign-up for the address won the insert (PostgreSQL; on
+                # SQLite the lock orders them): check against its password, as a repeat.
+                if last:
+                    return
         self.relay.notify()
 
     async def _pending_password(self, session: AsyncSession, user: User) -> str:
@@ -127,12 +133,15 @@ class Accounts:
         checked: str | None,
         same: bool,
         last: bool,
+        send: bool,
     ) -> bool:
         """False, having changed nothing, if the pending password is no longer the one
         checked (and this is not the `last` try)."""
         async with self.sessions.begin() as session:
             user = await self.user_by_email(session, email, for_update=True)
             now = utcnow()
+            if user is None and not send:
+                return True
             if user is None:
                 user = User(email=email, password_hash=password_hash, roles=[])
                 session.add(user)
@@ -149,7 +158,7 @@ class Accounts:
                 disputed = stale or not same
                 if disputed:
                     await self._dispute_password(session, user)
-            if not self.cooled_down(user, now):
+            if not send or not self.cooled_down(user, now):
                 return True
             if user.email_verified:
                 user.last_mail_at = now

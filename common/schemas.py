@@ -31,8 +31,8 @@ Email = Annotated[
     EmailStr,
     StringConstraints(max_length=254),
     NoNul,
-    AfterValidator(_local_part_fits),
     AfterValidator(str.lower),
+    AfterValidator(_local_part_fits),  # after: lower-casing can lengthen UTF-8 ("İ")
 ]
 
 

@@ -61,7 +61,14 @@ async def limit(request: Request, action: str, account: str | None = None) -> No
     limiter: RateLimiter = request.app.state.limiter
     limits = request.app.state.limits
     await limiter.hit(f"ip:{action}", client_ip(request), limits["ip"][action])
-    if account is not None and action in limits["account"]:
+    if account is not None:
+        await limit_account(request, action, account)
+
+
+async def limit_account(request: Request, action: str, account: str) -> None:
+    limiter: RateLimiter = request.app.state.limiter
+    limits = request.app.state.limits
+    if action in limits["account"]:
         await limiter.hit(f"account:{action}", account, limits["account"][action])
 
 
@@ -80,9 +87,19 @@ async def answer_no_sooner(request: Request) -> AsyncIterator[None]:
     "/signup", status_code=202, response_model=Accepted, responses=responses(RateLimited, 400, 422)
 )
 async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
-    await limit(request, "signup", body.email)
+    await limit(request, "signup")  # per IP
+    ip = client_ip(request)
+    try:
+        await limit_account(request, "signup", body.email)
+    except RateLimited:
+        # Nothing more is sent to the address, but a different password still disputes
+        # the pending one: else a stranger could spend its budget with theirs, and the
+        # owner's sign-up would never be compared.
+        async with answer_no_sooner(request):
+            await accounts.signup(body.email, body.password, body.locale, ip, send=False)
+        raise
     async with answer_no_sooner(request):
-        await accounts.signup(body.email, body.password, body.locale, client_ip(request))
+        await accounts.signup(body.email, body.password, body.locale, ip)
     return SIGNUP_ACCEPTED
 
 

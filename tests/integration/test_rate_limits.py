@@ -71,6 +71,23 @@ def test_signup_is_limited_per_account(limited_auth: str) -> None:
     assert codes == [202] * allowed + [429]
 
 
+def test_over_the_sign_up_budget_a_different_password_still_disputes(
+    stack: Stack, limited_auth: str
+) -> None:
+    """A stranger spends the address's budget of sign-ups with their password: the
+    owner's sign-up is refused, but still takes the stranger's password off the code."""
+    email = unique_email("squatted")
+    stranger = {"email": email, "password": "a stranger's passphrase"}
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        for _ in range(PER_ACCOUNT["signup"].requests):
+            assert http.post("/v1/auth/signup", json=stranger).status_code == 202
+        owner = {"email": email, "password": "the owner's passphrase"}
+        assert http.post("/v1/auth/signup", json=owner).status_code == 429
+        code = code_for(stack, email)
+        assert http.post("/v1/auth/verify", json={"email": email, "code": code}).status_code == 200
+        assert http.post("/v1/auth/login", json=stranger).status_code == 401
+
+
 def test_the_bearer_routes_that_check_a_secret_are_limited(stack: Stack, limited_auth: str) -> None:
     """Changing the password or deleting the account checks a password (and hashes):
     behind a token, but limited all the same (they had no limit). Confirming an address
