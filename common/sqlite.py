@@ -163,12 +163,19 @@ def _note(connection: object, outcome: _Outcome) -> None:
 
 _adapter_commit = AsyncAdapt_aiosqlite_connection.commit
 _adapter_rollback = AsyncAdapt_aiosqlite_connection.rollback
+_adapter_cursor = AsyncAdapt_aiosqlite_connection.cursor
 
 
 def _commit(self: AsyncAdapt_aiosqlite_connection) -> None:
     _IDLE.discard(self._connection)
     _adapter_commit(self)
     _IDLE.add(self._connection)
+
+
+def _cursor(self: AsyncAdapt_aiosqlite_connection, server_side: bool = False) -> Any:
+    if server_side:  # SQLAlchemy's own streaming cursor, which records nothing: unknown
+        _IDLE.discard(self._connection)
+    return _adapter_cursor(self, server_side)
 
 
 def _rollback(self: AsyncAdapt_aiosqlite_connection) -> None:
@@ -266,3 +273,4 @@ def install() -> None:
     AsyncAdapt_aiosqlite_connection._cursor_cls = OneHopCursor
     AsyncAdapt_aiosqlite_connection.commit = _commit  # type: ignore[method-assign]
     AsyncAdapt_aiosqlite_connection.rollback = _rollback  # type: ignore[method-assign]
+    AsyncAdapt_aiosqlite_connection.cursor = _cursor  # type: ignore[method-assign,assignment]

@@ -230,3 +230,23 @@ async def test_errors_do_not_show_the_values(tmp_path: Path) -> None:
         assert "hidden" in str(error.value)  # SQLAlchemy's words for hidden parameters
     finally:
         await engine.dispose()
+
+
+async def test_a_streamed_write_left_open_is_still_rolled_back(
+    processes: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """SQLAlchemy's streaming cursor is not ours and records nothing: after it, the
+    connection's state is unknown, so its return is a real rollback."""
+    one, other = processes
+    async with one.connect() as conn:
+        await conn.execute(select(THINGS.c.id))  # known idle from here...
+        streamed = await conn.stream(insert(THINGS).values(name="streamed").returning(THINGS.c.id))
+        assert len([row async for row in streamed]) == 1  # ...but no longer: never committed
+
+    async def write_elsewhere() -> None:
+        async with other.begin() as conn:
+            await conn.execute(insert(THINGS).values(name="other"))
+
+    await asyncio.wait_for(write_elsewhere(), 10)  # a lock left held would time this out
+    async with one.connect() as conn:
+        assert (await conn.execute(select(THINGS.c.name))).scalars().all() == ["other"]
