@@ -13,6 +13,7 @@ once it answers: a Redis outage never becomes a 5xx. Lockout and the code budget
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import time
@@ -120,6 +121,21 @@ def disconnect(storage: RedisStorage) -> None:
     client: Any = getattr(storage.bridge, "storage", None)
     if client is not None:
         client.connection_pool.disconnect()
+
+
+def ip_key(address: str) -> str:
+    """What a per-IP limit counts by: the address, or for IPv6 its /64. One host is
+    handed a whole /64 (SLAAC, privacy addresses), so counting single IPv6 addresses
+    would let one client use 2^64 budgets."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown", or a test client's name
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 # Per client IP: generous for people behind one NAT, tight for a script.

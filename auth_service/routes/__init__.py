@@ -25,7 +25,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.ratelimit import RateLimiter
+from auth_service.ratelimit import RateLimiter, ip_key
 from auth_service.schemas import (
     Accepted,
     ForgotIn,
@@ -60,7 +60,7 @@ def request_client(request: Request) -> Client:
 async def limit(request: Request, action: str, account: str | None = None) -> None:
     limiter: RateLimiter = request.app.state.limiter
     limits = request.app.state.limits
-    await limiter.hit(f"ip:{action}", client_ip(request), limits["ip"][action])
+    await limiter.hit(f"ip:{action}", ip_key(client_ip(request)), limits["ip"][action])
     if account is not None:
         await limit_account(request, action, account)
 

@@ -18,6 +18,7 @@ from auth_service.ratelimit import (
     RateLimiter,
     configured,
     disconnect,
+    ip_key,
 )
 from infra.ports import free_port
 from tests.support import service_missing
@@ -97,3 +98,18 @@ def test_limits_are_configurable_and_misspellings_refused() -> None:
     assert limits["ip"]["verify"] == PER_IP["verify"]
     with pytest.raises(ValueError):
         configured({"ip:logn": (3, 10)})
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # the same client
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),  # another
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4 in IPv6 clothing
+        ("unknown", "unknown"),
+    ],
+)
+def test_ipv6_clients_are_counted_by_their_64(address: str, key: str) -> None:
+    assert ip_key(address) == key
