@@ -102,7 +102,7 @@ class PasswordHasher:
         long to have been stored matches nothing, in the time of a real verify."""
         secret = normalize(password)
         if len(secret) > MAX_PASSWORD_BYTES:
-            await self._run(self._verify, secret[:MAX_PASSWORD_BYTES], self._dummy_hash)
+            await self.verify_dummy(password)
             return False, None
         return await self._run(self._verify, secret, password_hash)
 

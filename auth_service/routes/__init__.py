@@ -88,18 +88,19 @@ async def answer_no_sooner(request: Request) -> AsyncIterator[None]:
 )
 async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Accepted:
     await limit(request, "signup")  # per IP
-    ip = client_ip(request)
+    over: RateLimited | None = None
     try:
         await limit_account(request, "signup", body.email)
-    except RateLimited:
+    except RateLimited as exc:
         # Nothing more is sent to the address, but a different password still disputes
         # the pending one: else a stranger could spend its budget with theirs, and the
         # owner's sign-up would never be compared.
-        async with answer_no_sooner(request):
-            await accounts.signup(body.email, body.password, body.locale, ip, send=False)
-        raise
+        over = exc
     async with answer_no_sooner(request):
-        await accounts.signup(body.email, body.password, body.locale, ip)
+        ip = client_ip(request)
+        await accounts.signup(body.email, body.password, body.locale, ip, send=over is None)
+    if over is not None:
+        raise over
     return SIGNUP_ACCEPTED
 
 
