@@ -48,7 +48,7 @@ class AckReader:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap_servers,
+            **self._kafka.client_options(),
             group_id=None,  # every partition, and nothing committed anywhere
             enable_auto_commit=False,
             auto_offset_reset="latest",

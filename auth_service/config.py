@@ -11,7 +11,7 @@ from common.settings import comma_separated
 
 
 class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTH_")
+    model_config = SettingsConfigDict(env_prefix="AUTH_", hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ CONSUMER_FAILURES = Counter(
 
 
 class KafkaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KAFKA_")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", hide_input_in_errors=True)
 
     bootstrap_servers: str = "localhost:9092"
     # Tansu (the embedded broker) cannot do InitProducerId; real Kafka can.
@@ -38,11 +40,88 @@ class KafkaSettings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # How the clients reach the broker: TLS (SSL), SASL, both, or neither (a broker on a
+    # network nobody else can reach; the codes travel in its records).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None  # None: the system's trusted authorities
+    ssl_certfile: Path | None = None  # a client certificate, for brokers that ask for one
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        """Refuse, at start-up, settings that would be ignored or would leak: a service
+        that silently talks to the broker in the clear is worse than one that stops."""
+        protocol = f"KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+        if not self.sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError(f"KAFKA_SASL_* settings are ignored with {protocol}")
+        if self.sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            needed = "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            raise ValueError(f"{protocol} needs {needed}")
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM=PLAIN would send the password in the clear: "
+                "use KAFKA_SECURITY_PROTOCOL=SASL_SSL, or a SCRAM mechanism"
+            )
+        given = [self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, self.ssl_key_password]
+        if not self.tls and any(value is not None for value in given):
+            raise ValueError(f"KAFKA_SSL_* settings are ignored with {protocol}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if self.tls:
+            try:
+                self.ssl_context()  # unreadable files or a wrong key password: say so now
+            except OSError as exc:  # ssl.SSLError is one
+                raise ValueError(f"KAFKA_SSL_* files cannot be used: {exc}") from exc
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the broker's certificate and name (TLS 1.2 at least) and presents ours
+        if we have one. Made afresh for each connection attempt, so renewed files are read
+        at the next reconnect."""
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ssl_certfile is not None:
+            password = self.ssl_key_password
+            context.load_cert_chain(
+                self.ssl_certfile,
+                self.ssl_keyfile,
+                password=None if password is None else password.get_secret_value(),
+            )
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """Where the broker is and how to reach it, for any aiokafka client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.sasl:
+            assert self.sasl_password is not None  # _coherent
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        return options
 
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_options(),
         acks="all",
         enable_idempotence=settings.enable_idempotence,
         request_timeout_ms=settings.request_timeout_ms,
@@ -84,7 +163,7 @@ async def changed_topics(producer: AIOKafkaProducer, known: dict[str, int]) -> s
 @contextlib.asynccontextmanager
 async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_options(),
         request_timeout_ms=settings.request_timeout_ms,
     )
     await admin.start()

@@ -8,7 +8,7 @@ from common.verification import TokenCheckSettings
 
 
 class FilmsSettings(TokenCheckSettings):
-    model_config = SettingsConfigDict(env_prefix="FILMS_")
+    model_config = SettingsConfigDict(env_prefix="FILMS_", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     # Processes serving HTTP in this instance (uvicorn workers).

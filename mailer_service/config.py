@@ -13,7 +13,7 @@ class MailerSettings(TokenCheckSettings):
     """The mailer's settings; the token-checking ones (for GET /v1/deliveries, checked
     offline as films does) come from TokenCheckSettings."""
 
-    model_config = SettingsConfigDict(env_prefix="MAILER_")
+    model_config = SettingsConfigDict(env_prefix="MAILER_", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     # Processes serving HTTP in this instance (uvicorn workers).

@@ -160,7 +160,7 @@ class Mailer:
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap_servers,
+            **self._kafka.client_options(),
             group_id=self._settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -10,7 +10,7 @@ from common.settings import comma_separated
 
 
 class WebSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WEB_")
+    model_config = SettingsConfigDict(env_prefix="WEB_", hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"

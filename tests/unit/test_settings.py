@@ -1,0 +1,128 @@
+"""Settings that would be ignored, or would leak, stop the service at start-up with a clear
+message; and no message about a setting ever shows a secret."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from auth_service.config import AuthSettings
+from common.kafka import KafkaSettings
+from mailer_service.config import MailerSettings
+from tests.support import self_signed_cert
+
+SECRET = "s3cret-value-nobody-may-see"
+
+
+def test_plaintext_is_the_default_and_passes_nothing_else() -> None:
+    assert KafkaSettings(bootstrap_servers="b:9092").client_options() == {
+        "bootstrap_servers": "b:9092",
+        "security_protocol": "PLAINTEXT",
+    }
+
+
+def test_sasl_over_tls_reaches_every_client_option(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    options = KafkaSettings(
+        security_protocol="SASL_SSL",
+        ssl_cafile=cert,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password=SECRET,
+    ).client_options()
+    context = options.pop("ssl_context")
+    assert options == {
+        "bootstrap_servers": "localhost:9092",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": SECRET,
+    }
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_an_encrypted_client_key_is_opened_with_its_password(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(SECRET.encode()),
+        )
+    )
+    tls: dict[str, Any] = {"security_protocol": "SSL", "ssl_certfile": cert, "ssl_keyfile": key}
+    assert KafkaSettings(**tls, ssl_key_password=SECRET).tls
+    with pytest.raises(ValidationError, match="KAFKA_SSL_\\* files cannot be used"):
+        KafkaSettings(**tls, ssl_key_password="wrong")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sasl_username": "svc"}, "KAFKA_SASL_\\* settings are ignored"),
+        ({"ssl_cafile": "ca.pem"}, "KAFKA_SSL_\\* settings are ignored"),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "svc"},
+            "needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "svc",
+                "sasl_password": SECRET,
+            },
+            "would send the password in the clear",
+        ),
+        ({"security_protocol": "SSL", "ssl_certfile": "c.pem"}, "go together"),
+        ({"security_protocol": "SSL", "ssl_cafile": "/nonexistent.pem"}, "cannot be used"),
+        ({"security_protocol": "TLS"}, "security_protocol"),
+    ],
+)
+def test_settings_that_would_be_ignored_or_leak_are_refused(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        KafkaSettings(**settings)
+    assert SECRET not in str(caught.value)
+
+
+def test_scram_over_plaintext_is_allowed() -> None:
+    """SCRAM never sends the password itself (the records still travel in the clear)."""
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="svc",
+        sasl_password=SECRET,
+    )
+    assert "ssl_context" not in settings.client_options()
+
+
+@pytest.mark.parametrize(
+    ("settings", "values"),
+    [
+        (KafkaSettings, {"sasl_password": SECRET, "security_protocol": "SSL"}),
+        (AuthSettings, {"code_secret": SECRET, "workers": 2, "redis_url": ""}),
+        (AuthSettings, {"database_url": f"postgresql+asyncpg://u:{SECRET}@h/db", "workers": 0}),
+        (MailerSettings, {"smtp_password": SECRET, "smtp_port": "not a port"}),
+    ],
+)
+def test_no_settings_error_shows_a_secret(
+    settings: type[BaseSettings], values: dict[str, Any]
+) -> None:
+    """A model-wide check's message once held every input, secrets included (cut short in
+    the middle when long, so maybe only part of one)."""
+    with pytest.raises(ValidationError) as caught:
+        settings(**values)
+    assert SECRET not in str(caught.value)
+    assert "input_value" not in str(caught.value)
