@@ -73,13 +73,18 @@ async def limit_account(request: Request, action: str, account: str) -> None:
 
 
 @asynccontextmanager
-async def answer_no_sooner(request: Request) -> AsyncIterator[None]:
-    """Pad the response to a fixed floor, so no branch is measurably faster than another."""
+async def answer_no_sooner(request: Request, *, failures_only: bool = False) -> AsyncIterator[None]:
+    """Pad the response to a fixed floor, so no branch is measurably faster than another.
+    With `failures_only`, an answer that succeeds is not held back: a right code says
+    nothing its sender did not know."""
     floor = request.app.state.settings.enumeration_floor_ms / 1000
     started = time.perf_counter()
     try:
         yield
-    finally:
+    except Exception:
+        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+        raise
+    if not failures_only:
         await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
 
 
@@ -112,7 +117,8 @@ async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Acc
 async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
     await limit(request, "verify", body.email)
     client = request_client(request)
-    pair = await accounts.verify_email(body.email, body.code, client)
+    async with answer_no_sooner(request, failures_only=True):  # a known address is slower
+        pair = await accounts.verify_email(body.email, body.code, client)
     return TokenPairOut(**dataclasses.asdict(pair))
 
 
@@ -181,7 +187,8 @@ async def forgot(body: ForgotIn, accounts: AccountsDep, request: Request) -> Acc
 )
 async def reset(body: ResetIn, accounts: AccountsDep, request: Request) -> Response:
     await limit(request, "reset", body.email)
-    await accounts.reset_password(body.email, body.code, body.new_password, client_ip(request))
+    async with answer_no_sooner(request, failures_only=True):
+        await accounts.reset_password(body.email, body.code, body.new_password, client_ip(request))
     return Response(status_code=204)
 
 

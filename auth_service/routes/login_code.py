@@ -41,5 +41,6 @@ async def verify_code(
 ) -> TokenPairOut:
     await limit(request, "login_code_verify", body.email)
     client = request_client(request)
-    pair = await code_login.verify(body.email, body.code, client)
+    async with answer_no_sooner(request, failures_only=True):
+        pair = await code_login.verify(body.email, body.code, client)
     return TokenPairOut(**dataclasses.asdict(pair))

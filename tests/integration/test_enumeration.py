@@ -54,3 +54,34 @@ def test_known_and_unknown_addresses_look_alike(stack: Stack, path: str) -> None
     assert len(bodies) == 1, bodies  # one status and body for all
     medians = [median for median, _ in results.values()]
     assert max(medians) <= 1.2 * min(medians), results
+
+
+FLOOR_SECONDS = 0.120  # AUTH_ENUMERATION_FLOOR_MS's default, which the stack keeps
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/v1/auth/verify", {}),
+        ("/v1/auth/password/reset", {"new_password": "another password 2"}),
+        ("/v1/auth/login/code/verify", {}),
+    ],
+)
+def test_a_wrong_code_answers_no_sooner_than_the_floor(
+    stack: Stack, path: str, extra: dict[str, str]
+) -> None:
+    """Redeeming a code looks an address up before it can fail: without the floor, a wrong
+    code for an address with an account answered measurably later than one for an address
+    without. (A lower bound: the answer may come later on a busy machine, never sooner.)"""
+    with httpx.Client(base_url=stack.auth.url, timeout=30) as http:
+        verified = unique_email("verified")
+        verify(stack, http, verified, signup(stack, http, verified))
+        unverified = unique_email("unverified")
+        signup(stack, http, unverified)
+        answers = set()
+        for email in (unique_email("unknown"), verified, unverified):
+            started = time.perf_counter()
+            r = http.post(path, json={"email": email, "code": "000000", **extra})
+            assert time.perf_counter() - started >= FLOOR_SECONDS, (email, r.text)
+            answers.add((r.status_code, r.json()["error"]))
+    assert len(answers) == 1 and answers.pop()[0] == 400, answers
