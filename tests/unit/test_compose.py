@@ -125,11 +125,32 @@ def test_auth_shares_limits_through_redis() -> None:
 
 
 @pytest.mark.parametrize("name", list(OURS))
-def test_every_database_is_created(name: str) -> None:
+def test_every_service_has_a_database_and_a_role_of_its_own(name: str) -> None:
+    """Made by infra/postgres-init.sql (run for real by test_postgres_roles.py)."""
     url = SERVICES[name]["environment"][f"{name.upper()}_DATABASE_URL"]
-    database = url.rsplit("/", 1)[1]
+    password = f"POSTGRES_{name.upper()}_PASSWORD"
+    assert url == f"postgresql+asyncpg://{name}:${{{password}}}@postgres:5432/{name}"
+    assert SERVICES["postgres"]["environment"][password] == f"${{{password}:?set {password}}}"
     init = (ROOT / "infra/postgres-init.sql").read_text()
-    assert f"CREATE DATABASE {database};" in init
+    assert f"CREATE DATABASE {name} OWNER {name};" in init
+    assert f"\\getenv password {password}\n" in init
+
+
+def test_only_auth_holds_the_signing_keys_and_only_the_web_its_session_key() -> None:
+    """Films and the mailer check tokens against auth's JWKS: a compromised one has no key
+    to forge a token, or a web session, with."""
+    mounts = {
+        name: {volume.split(":")[0] for volume in service.get("volumes", [])}
+        for name, service in SERVICES.items()
+    }
+    assert {name for name, used in mounts.items() if "auth-keys" in used} == {"auth", "keys"}
+    assert {name for name, used in mounts.items() if "web-keys" in used} == {"web", "keys"}
+    assert SERVICES["web"]["volumes"] == ["web-keys:/app/web-keys:ro"]
+    assert set(COMPOSE["volumes"]) == {"auth-keys", "web-keys", "kafka-data", "pg-data"}
+    for name in ("films", "mailer"):
+        environment = SERVICES[name]["environment"]
+        assert environment[f"{name.upper()}_JWKS_URL"] == "http://auth:8000/.well-known/jwks.json"
+        assert "keys" not in SERVICES[name]["depends_on"]
 
 
 def test_the_web_runs_in_production_with_the_shared_session_key() -> None:
@@ -137,7 +158,10 @@ def test_the_web_runs_in_production_with_the_shared_session_key() -> None:
     assert web["WEB_ENV"] == "production"
     assert web["WEB_DATABASE_URL"].startswith("postgresql+asyncpg://")
     key = web["WEB_SESSION_KEY_PATH"]
-    assert key.startswith("/app/keys/") and "keys:/app/keys" in SERVICES["web"]["volumes"]
+    assert (
+        key.startswith("/app/web-keys/")
+        and "web-keys:/app/web-keys:ro" in SERVICES["web"]["volumes"]
+    )
     keys = SERVICES["keys"]
     assert keys["environment"]["WEB_SESSION_KEY_PATH"] == key
     assert "web_service keys generate" in " ".join(keys["command"])
