@@ -319,7 +319,12 @@ class Mailer:
         self.running = False
         # No _await_join() here: a re-subscription that changes nothing rebalances
         # nothing; if it does, the listener's revocation starts the join clock.
-        self.forget(set(self._timers))
+        # Partitions waiting for a retry to fall due are resumed, not just forgotten:
+        # without a rebalance they would stay paused. Read again, they wait afresh.
+        held = set(self._timers)
+        self.forget(held)
+        for tp in held & self._consumer.assignment():
+            self._consumer.resume(tp)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await close_quietly(producer, "the mailer's producer")

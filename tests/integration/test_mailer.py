@@ -490,3 +490,37 @@ async def test_a_mailer_connecting_to_a_broker_that_lost_its_topics_rereads(
                 assert mailer._reread is lost
         finally:
             await engine.dispose()
+
+
+async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A retry partition waits paused until its first record is due. Recovering from a
+    broker reset dropped that wait's timer; where the reset brings no rebalance (Apache
+    Kafka after a topic was deleted and made again), the partition stayed paused and its
+    mail unsent. Here the reset is only announced, so no rebalance comes either."""
+    to = unique_email("held")
+    harness.smtp.failures[to] = 1
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        await ensure_topics(kafka, EMAIL_CODES_TOPIC)
+        settings = MailerSettings(
+            smtp_port=harness.smtp_port,
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
+            group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
+            retry_delays_seconds=[2.0],
+        )
+        engine = make_engine(settings.database_url)
+        await migrate(engine, Base)
+        smtp = SmtpPool(settings)
+        mailer = Mailer(settings, kafka, History(engine), smtp)
+        mailer.start()
+        try:
+            await Harness(kafka, mailer, harness.smtp, None, harness.smtp_port).publish(event(to))
+            await wait_until_async(lambda: mailer._timers, timeout=60)  # the retry waits
+            mailer._reset.set()
+            await harness.smtp.await_for(to, timeout=60)
+        finally:
+            await mailer.stop()
+            await smtp.close()
+            await engine.dispose()
