@@ -58,6 +58,15 @@ class Gateway:
     source_address: str | None = None  # proxy_bind: the address the services trust
 
 
+# Requests nginx refuses before routing: (its codes, our error, status, message).
+REFUSED = [
+    ("400 494", "bad_request", 400, "malformed HTTP request"),
+    ("414", "uri_too_long", 414, "request line too long"),
+    ("505", "http_version_not_supported", 505, "HTTP/1.x only"),
+    ("404", "not_found", 404, "no such route"),  # e.g. these pages, asked for directly
+]
+
+
 def _json(status: int, field: str, code: str, message: str) -> str:
     body = f'{{"{field}":"{code}","message":"{message}"}}'
     return f"default_type application/json; return {status} '{body}';"
@@ -109,6 +118,10 @@ def render(gateway: Gateway) -> str:
         "error_page 502 503 = @unavailable;",
         "error_page 504 = @timeout;",
         "error_page 413 = @too_large;",
+        # What nginx refuses itself, before any service sees it, is JSON too, not its HTML.
+        # Through URIs, not named locations: a request line nginx could not read has no
+        # URI, and a redirect to a named location then fails (a 500).
+        *(f"error_page {codes} /.gateway/{name};" for codes, name, *_ in REFUSED),
         "location @unavailable { "
         + _json(503, "error", "service_unavailable", "no instance could answer; try again")
         + " }",
@@ -118,6 +131,10 @@ def render(gateway: Gateway) -> str:
         "location @too_large { "
         + _json(413, "error", "payload_too_large", f"body over {MAX_BODY}")
         + " }",
+        *(
+            f"location = /.gateway/{name} {{ internal; {_json(status, 'error', name, message)} }}"
+            for _, name, status, message in REFUSED
+        ),
     ]
     http += ["server {", *(f"    {line}" for line in server), "}"]
     return "\n".join([*top, "http {", *(f"    {line}" for line in http), "}", ""])

@@ -7,13 +7,16 @@ fault test asserts that nothing accepted is lost and that duplicates stay in the
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import text
@@ -137,6 +140,40 @@ def test_the_whole_flow_through_the_gateway(deployed: Deployed) -> None:
             answer = http.get(path)
             assert answer.status_code == 404 and answer.json()["error"] == "not_found", path
         assert http.get("/healthz").json()["status"] == "ok"
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, bytes, bytes]:
+    """Bytes no HTTP client would send: (status, headers, body) of the answer."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head, body
+
+
+def test_what_nginx_refuses_itself_is_json_too(deployed: Deployed) -> None:
+    """Requests the gateway turns away before any service sees them used to get nginx's
+    HTML pages."""
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    cases = [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GET /%zz HTTP/1.1\r\n" + close, 400, "bad_request"),
+        (
+            b"GET /v1/auth/me HTTP/1.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n" + close,
+            400,
+            "bad_request",
+        ),
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n" + close, 414, "uri_too_long"),
+        (b"GET / HTTP/9.1\r\n" + close, 505, "http_version_not_supported"),
+        (b"GET /.gateway/bad_request HTTP/1.1\r\n" + close, 404, "not_found"),
+    ]
+    for request, status, error in cases:
+        got, head, body = raw_request(deployed.url, request)
+        assert (got, json.loads(body)["error"]) == (status, error), (request[:40], head, body)
+        assert b"content-type: application/json" in head.lower()
 
 
 def form_token(page: httpx.Response) -> str:
