@@ -1,7 +1,8 @@
 """A secured front door for the embedded broker, which has neither TLS nor usable SASL
 (Tansu 0.6.0 does not wrap its listener in TLS, and with memory storage it keeps no SCRAM
 users): the gate presents the broker as a managed Kafka would, with TLS that asks for a
-client certificate, then SASL/PLAIN, then the client's requests passed through untouched.
+client certificate, then SASL (PLAIN or SCRAM), then the client's requests passed
+through untouched.
 
 It answers SaslHandshake and SaslAuthenticate itself, relays ApiVersions (clients ask
 before they authenticate) and closes a connection that sends anything else first, as
@@ -12,7 +13,11 @@ through it for every partition leader. What happened is kept in `events`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
+import os
 import ssl
 import struct
 import threading
@@ -27,7 +32,9 @@ from aiokafka.protocol.admin import (
 from infra.ports import free_port
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
-SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM = 58, 33
+SASL_FAILED, UNSUPPORTED_SASL_MECHANISM = 58, 33
+MECHANISMS = {"PLAIN": "", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+SCRAM_ITERATIONS = 4096
 
 
 class KafkaGate:
@@ -94,7 +101,7 @@ class KafkaGate:
         broker_reader: asyncio.StreamReader,
         broker_writer: asyncio.StreamWriter,
     ) -> bool:
-        mechanism = b""
+        mechanism, scram = "", None
         while True:
             frame = await _frame(reader)
             api_key, version, correlation = struct.unpack(">hhi", frame[4:12])
@@ -103,21 +110,33 @@ class KafkaGate:
                 broker_writer.write(frame)
                 writer.write(await _frame(broker_reader))
             elif api_key == SASL_HANDSHAKE and version == 1:  # v0 sends bare tokens next
-                mechanism = body[2:]
-                error = 0 if mechanism == b"PLAIN" else UNSUPPORTED_SASL_MECHANISM
-                handshake = SaslHandShakeResponse_v1(error, ["PLAIN"])
+                mechanism = body[2:].decode()
+                error = 0 if mechanism in MECHANISMS else UNSUPPORTED_SASL_MECHANISM
+                handshake = SaslHandShakeResponse_v1(error, list(MECHANISMS))
                 writer.write(_response(correlation, handshake.encode()))
-            elif api_key == SASL_AUTHENTICATE and version <= 1 and mechanism == b"PLAIN":
-                ok = self._plain(body[4:])
-                self.events.append("authenticated" if ok else "refused: wrong credentials")
-                answer = (0, None, b"") if ok else (SASL_AUTHENTICATION_FAILED, "no", b"")
+            elif api_key == SASL_AUTHENTICATE and version <= 1 and mechanism in MECHANISMS:
+                token = body[4:]
+                reply: bytes | None
+                if mechanism == "PLAIN":
+                    reply, done = (b"" if self._plain(token) else None), True
+                elif scram is None:
+                    scram = _Scram(MECHANISMS[mechanism], self._username, self._password)
+                    reply, done = scram.first(token), False
+                else:
+                    reply, done = scram.final(token), True
+                answer = (0, None, reply) if reply is not None else (SASL_FAILED, "no", b"")
                 if version == 0:
                     response = SaslAuthenticateResponse_v0(*answer)
                 else:
                     response = SaslAuthenticateResponse_v1(*answer, 0)
                 writer.write(_response(correlation, response.encode()))
                 await writer.drain()
-                return ok
+                if reply is None:
+                    self.events.append("refused: wrong credentials")
+                    return False
+                if done:
+                    self.events.append(f"authenticated with {mechanism}")
+                    return True
             else:
                 self.events.append(f"refused: request {api_key} before authentication")
                 return False
@@ -131,6 +150,48 @@ class KafkaGate:
             and parts[0] in (b"", parts[1])
             and (parts[1], parts[2]) == (self._username, self._password)
         )
+
+
+class _Scram:
+    """The server's side of SCRAM (RFC 5802, RFC 7677) for the gate's one user."""
+
+    def __init__(self, hash_name: str, username: bytes, password: bytes) -> None:
+        self._hash = hash_name
+        self._salt = os.urandom(16)
+        salted = hashlib.pbkdf2_hmac(hash_name, password, self._salt, SCRAM_ITERATIONS)
+        self._stored_key = hashlib.new(hash_name, self._hmac(salted, b"Client Key")).digest()
+        self._server_key = self._hmac(salted, b"Server Key")
+        self._username = username.replace(b"=", b"=3D").replace(b",", b"=2C")
+        self._nonce = self._said = b""
+
+    def _hmac(self, key: bytes, message: bytes) -> bytes:
+        return hmac.new(key, message, self._hash).digest()
+
+    def first(self, client_first: bytes) -> bytes | None:
+        """`n,,n=user,r=nonce` → `r=nonce+ours,s=salt,i=iterations`, or None."""
+        if not client_first.startswith(b"n,,"):
+            return None  # channel binding or an authorization id: not offered
+        bare = client_first[3:]
+        fields = dict(pair.split(b"=", 1) for pair in bare.split(b",") if b"=" in pair)
+        if fields.get(b"n") != self._username or not fields.get(b"r"):
+            return None
+        self._nonce = fields[b"r"] + base64.b64encode(os.urandom(18))
+        salt = base64.b64encode(self._salt)
+        server_first = b"r=" + self._nonce + b",s=" + salt + b",i=%d" % SCRAM_ITERATIONS
+        self._said = bare + b"," + server_first
+        return server_first
+
+    def final(self, client_final: bytes) -> bytes | None:
+        """`c=biws,r=nonce,p=proof` → `v=signature` if the proof is right, or None."""
+        without_proof, _, proof = client_final.rpartition(b",p=")
+        if without_proof != b"c=biws,r=" + self._nonce:
+            return None
+        message = self._said + b"," + without_proof
+        signature = self._hmac(self._stored_key, message)
+        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=False))
+        if not hmac.compare_digest(hashlib.new(self._hash, client_key).digest(), self._stored_key):
+            return None
+        return b"v=" + base64.b64encode(self._hmac(self._server_key, message))
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes:
