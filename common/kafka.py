@@ -79,6 +79,8 @@ class KafkaSettings(BaseSettings):
             raise ValueError(f"KAFKA_SSL_* settings are ignored with {protocol}")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise ValueError("KAFKA_SSL_KEY_PASSWORD is ignored without KAFKA_SSL_KEYFILE")
         if self.tls:
             try:
                 self.ssl_context()  # unreadable files or a wrong key password: say so now
@@ -88,8 +90,9 @@ class KafkaSettings(BaseSettings):
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the broker's certificate and name (TLS 1.2 at least) and presents ours
-        if we have one. Made afresh for each connection attempt, so renewed files are read
-        at the next reconnect."""
+        if we have one. Made afresh for each client: the files are read again whenever a
+        service makes its Kafka clients anew (at start, and after losing the broker), not
+        when aiokafka reopens a connection of a client it keeps."""
         context = ssl.create_default_context(cafile=self.ssl_cafile)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.ssl_certfile is not None:

@@ -498,7 +498,8 @@ async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
     """A retry partition waits paused until its first record is due. Recovering from a
     broker reset dropped that wait's timer; where the reset brings no rebalance (Apache
     Kafka after a topic was deleted and made again), the partition stayed paused and its
-    mail unsent. Here the reset is only announced, so no rebalance comes either."""
+    mail unsent. Here the reset is only announced, so no rebalance comes either. The delay
+    is long enough that the first timer cannot fire before the recovery drops it."""
     to = unique_email("held")
     harness.smtp.failures[to] = 1
     with EmbeddedBroker() as broker:
@@ -508,7 +509,7 @@ async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
             smtp_port=harness.smtp_port,
             database_url=f"sqlite+aiosqlite:///{tmp_path}/mailer.db",
             group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
-            retry_delays_seconds=[2.0],
+            retry_delays_seconds=[8.0],
         )
         engine = make_engine(settings.database_url)
         await migrate(engine, Base)
@@ -518,7 +519,15 @@ async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
         try:
             await Harness(kafka, mailer, harness.smtp, None, harness.smtp_port).publish(event(to))
             await wait_until_async(lambda: mailer._timers, timeout=60)  # the retry waits
+            first = dict(mailer._timers)
             mailer._reset.set()
+            # Read again after the recovery, it waits on a timer of its own: not paused
+            # with none.
+            await wait_until_async(
+                lambda: not mailer._reset.is_set() and mailer._timers and mailer._timers != first,
+                timeout=60,
+            )
+            assert not harness.smtp.to(to)  # still waiting: the first timer did not do it
             await harness.smtp.await_for(to, timeout=60)
         finally:
             await mailer.stop()

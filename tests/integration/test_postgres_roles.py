@@ -38,11 +38,11 @@ def run_script(prefix: str, passwords: dict[str, str]) -> subprocess.CompletedPr
 def prefix() -> Iterator[str]:
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     yield prefix
-    drop = "".join(
-        f"DROP DATABASE IF EXISTS {prefix}{name}; DROP ROLE IF EXISTS {prefix}{name};"
-        for name in SERVICES
-    )
-    subprocess.run(["psql", "--no-psqlrc", "-q", ADMIN_DSN, "-c", drop], check=False)
+    # One -c each: statements in one -c run as one transaction, where DROP DATABASE cannot.
+    drops = [f"DROP DATABASE IF EXISTS {prefix}{name}" for name in SERVICES]
+    drops += [f"DROP ROLE IF EXISTS {prefix}{name}" for name in SERVICES]
+    commands = [arg for drop in drops for arg in ("-c", drop)]
+    subprocess.run(["psql", "--no-psqlrc", "-q", ADMIN_DSN, *commands], check=True)
 
 
 async def test_each_service_owns_its_database_and_reaches_no_other(prefix: str) -> None:

@@ -153,6 +153,22 @@ def test_only_auth_holds_the_signing_keys_and_only_the_web_its_session_key() -> 
         assert "keys" not in SERVICES[name]["depends_on"]
 
 
+def test_every_volume_our_image_mounts_is_a_directory_it_owns() -> None:
+    """Docker fills an empty named volume with the image's directory there, owner and all;
+    where the image has none, the volume is root's, and the `app` user cannot write to it
+    (`keys generate` failed, and auth and web waited for it for ever)."""
+    dockerfile = (ROOT / "infra/Dockerfile").read_text()
+    made = re.search(r"mkdir -p ([^&]+)&&", dockerfile)
+    owned = re.search(r"chown app ([^\n]+)", dockerfile)
+    assert made and owned
+    for name, service in SERVICES.items():
+        if service.get("build") is None:
+            continue
+        for volume in service.get("volumes", []):
+            target = volume.split(":")[1]
+            assert target in made.group(1).split() and target in owned.group(1).split(), name
+
+
 def test_the_web_runs_in_production_with_the_shared_session_key() -> None:
     web = SERVICES["web"]["environment"]
     assert web["WEB_ENV"] == "production"

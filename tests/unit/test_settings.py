@@ -85,6 +85,7 @@ def test_an_encrypted_client_key_is_opened_with_its_password(tmp_path: Path) -> 
             "would send the password in the clear",
         ),
         ({"security_protocol": "SSL", "ssl_certfile": "c.pem"}, "go together"),
+        ({"security_protocol": "SSL", "ssl_key_password": SECRET}, "is ignored without"),
         ({"security_protocol": "SSL", "ssl_cafile": "/nonexistent.pem"}, "cannot be used"),
         ({"security_protocol": "TLS"}, "security_protocol"),
     ],
