@@ -4,8 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from auth_service.common_passwords import is_address, is_common
 from auth_service.passwords import MAX_PASSWORD_BYTES, normalize
 from common.schemas import Email, NoNul, StrictModel
 
@@ -16,9 +25,28 @@ def _fits(password: str) -> str:
     return password
 
 
-# Length counts code points (NIST SP 800-63B): 8..1024, and what hashing takes.
+def _uncommon(password: str) -> str:
+    if is_common(password):
+        raise PydanticCustomError(
+            "password_too_common", "this password is among the most common ones; choose another"
+        )
+    return password
+
+
+def not_the_address(password: str, email: str | None) -> str:
+    if email is not None and is_address(password, email):
+        raise PydanticCustomError("password_is_email", "the password may not be the address")
+    return password
+
+
+# Length counts code points (NIST SP 800-63B): 8..1024, and what hashing takes. A new
+# password is also none of the most common ones (auth_service/common_passwords.py).
 Password = Annotated[
-    str, StringConstraints(min_length=8, max_length=1024), NoNul, AfterValidator(_fits)
+    str,
+    StringConstraints(min_length=8, max_length=1024),
+    NoNul,
+    AfterValidator(_fits),
+    AfterValidator(_uncommon),
 ]
 # Any length may be tried at login, but not more than we would ever have accepted.
 AnyPassword = Annotated[
@@ -32,6 +60,11 @@ class SignupIn(StrictModel):
     email: Email
     password: Password
     locale: Locale = "en"
+
+    @field_validator("password")
+    @classmethod
+    def _not_the_address(cls, password: str, info: ValidationInfo) -> str:
+        return not_the_address(password, info.data.get("email"))
 
 
 class VerifyIn(StrictModel):
@@ -62,6 +95,11 @@ class ResetIn(StrictModel):
     email: Email
     code: Code
     new_password: Password
+
+    @field_validator("new_password")
+    @classmethod
+    def _not_the_address(cls, password: str, info: ValidationInfo) -> str:
+        return not_the_address(password, info.data.get("email"))
 
 
 class LoginCodeIn(StrictModel):

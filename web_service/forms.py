@@ -106,6 +106,8 @@ TYPES = {
     "string_too_short": "error.too_short",
     "string_too_long": "error.too_long",
     "string_pattern_mismatch": "error.invalid_value",
+    "password_too_common": "error.password_too_common",
+    "password_is_email": "error.password_is_email",
 }
 
 

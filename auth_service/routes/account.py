@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 
+from auth_service.common_passwords import is_address
 from auth_service.deps import CallerDep, SelfServiceDep
 from auth_service.errors import (
     AccountLocked,
@@ -41,6 +43,9 @@ async def change_password(
     body: PasswordChangeIn, caller: CallerDep, self_service: SelfServiceDep, request: Request
 ) -> Response:
     """Needs the current password; ends every other session; a notice goes to the address."""
+    if is_address(body.new_password, caller.user.email):  # as sign-up and reset refuse it
+        error = {"loc": ("body", "new_password"), "type": "password_is_email", "msg": ""}
+        raise RequestValidationError([error])
     await limit(request, "reauth", caller.user.email)
     await self_service.change_password(
         caller, body.current_password, body.new_password, body.locale, client_ip(request)

@@ -201,3 +201,35 @@ def test_after_the_cooldown_the_newest_code_carries_no_strangers_password(
     assert code is not None
     assert verify(stack, http, other, code).status_code == 200
     assert logs_in(stack, http, other, owner)
+
+
+def test_a_new_password_is_neither_a_common_one_nor_the_address(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """Refused as sign-up, reset and change passwords, with nothing sent; a 422 whose
+    details name the field and the reason (the web says it in words)."""
+    from tests.accounts import new_account
+
+    def refused(r: httpx.Response, field: str, kind: str) -> None:
+        assert r.status_code == 422, r.text
+        assert r.json()["details"] == [{"loc": ["body", field], "type": kind}]
+
+    email = unique_email("picky")
+    url = stack.auth.url
+    for password, kind in (("Password123", "password_too_common"), (email, "password_is_email")):
+        refused(
+            http.post(f"{url}/v1/auth/signup", json={"email": email, "password": password}),
+            "password",
+            kind,
+        )
+        body = {"email": email, "code": "123456", "new_password": password}
+        refused(http.post(f"{url}/v1/auth/password/reset", json=body), "new_password", kind)
+    account = new_account(stack, http, "picky")
+    for password, kind in (
+        ("iloveyou1", "password_too_common"),
+        (account.email.upper(), "password_is_email"),
+    ):
+        body = {"current_password": account.password, "new_password": password}
+        r = http.post(f"{url}/v1/auth/password/change", json=body, headers=account.bearer)
+        refused(r, "new_password", kind)
+    assert stack.smtp.to(email) == []

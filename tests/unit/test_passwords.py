@@ -8,8 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from auth_service.common_passwords import is_address, is_common
 from auth_service.config import AuthSettings
 from auth_service.passwords import PasswordHasher
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,7 @@ async def test_memory_goes_back_once_idle(monkeypatch: pytest.MonkeyPatch) -> No
 
 MEMORY_SCRIPT = """
 import asyncio
+from auth_service.common_passwords import is_address, is_common
 from auth_service.config import AuthSettings
 from auth_service import passwords
 from common import memory
@@ -137,3 +140,20 @@ async def test_a_password_too_long_once_normalised_matches_nothing(hasher: Passw
     stored = await hasher.hash("correct horse battery")
     assert await hasher.verify("\ufdfa" * 130, stored) == (False, None)
     await hasher.verify_dummy("\ufdfa" * 130)  # no PasswordSizeError either
+
+
+def test_the_most_common_passwords_are_known_in_any_case_or_width() -> None:
+    listed = (ROOT / "auth_service/data/common_passwords.txt").read_text().splitlines()
+    words = [line for line in listed if line and not line.startswith("#")]
+    assert len(words) == 11_611 and min(map(len, words)) == 8
+    assert all(is_common(word) for word in (words[0], words[len(words) // 2], words[-1]))
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "Password123")  # NFKC: Password123
+    assert is_common("PASSWORD123") and is_common(fullwidth)
+    for fine in ("correct horse battery staple", "password1234567", "a perfectly fine passphrase"):
+        assert not is_common(fine)
+
+
+def test_the_address_or_its_local_part_is_no_password() -> None:
+    assert is_address("Ann.Lee@Example.com", "ann.lee@example.com")
+    assert is_address("ANN.LEE", "ann.lee@example.com")
+    assert not is_address("ann.lee.2024", "ann.lee@example.com")

@@ -170,6 +170,7 @@ def test_validation_details_land_on_their_fields() -> None:
             {"loc": ["body", "email"], "type": "value_error"},
             {"loc": ["body", "password"], "type": "string_too_short"},
             {"loc": ["body", "code"], "type": "string_pattern_mismatch"},
+            {"loc": ["body", "new_password"], "type": "password_too_common"},
         ],
     )
     errors = explain(problem, Translator("en"))
@@ -177,6 +178,15 @@ def test_validation_details_land_on_their_fields() -> None:
         "email": "Enter an email address like name@example.com.",
         "password": "Use at least 8 characters.",
         "code": "Enter the 6 digits from the email.",
+        "new_password": (
+            "This password is one of the most common ones, which are guessed first. Choose another."
+        ),
+    }
+    mine = ApiProblem(
+        422, "invalid_request", details=[{"loc": ["body", "password"], "type": "password_is_email"}]
+    )
+    assert explain(mine, Translator("en")) == {
+        "password": "The password may not be your email address."
     }
 
 

@@ -40,6 +40,9 @@ def sign_up(page: Page, web: Web, email: str) -> None:
     expect(page.locator("#password-error")).to_contain_text("Use at least 8 characters.")
     expect(page.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Email address")).to_have_value(email)
+    page.get_by_label("Password").fill("password123")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.locator("#password-error")).to_contain_text("one of the most common ones")
     page.get_by_label("Password").fill(PASSWORD)
     shot(page, "signup", readme=True)
     with page.expect_response(re.compile(r"/verify$")) as verify_page:
