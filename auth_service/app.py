@@ -43,6 +43,12 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     settings = settings or AuthSettings()
     kafka = kafka or KafkaSettings()
     keys = KeyRing(settings)  # fails fast on missing or mismatched key files
+    if settings.production and not kafka.tls:
+        log.warning(
+            "KAFKA_SECURITY_PROTOCOL=%s: the codes cross the network to the broker in the "
+            "clear; use SSL or SASL_SSL unless nobody else can reach the broker's network",
+            kafka.security_protocol,
+        )
     limits = configured(settings.rate_limits)  # fails fast on a misspelt override
 
     @asynccontextmanager

@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from auth_service.app import create_app
 from auth_service.config import AuthSettings
 from common.kafka import KafkaSettings
 from mailer_service.config import MailerSettings
+from tests.conftest import auth_settings_for
 from tests.support import self_signed_cert
 
 SECRET = "s3cret-value-nobody-may-see"
@@ -127,3 +129,16 @@ def test_no_settings_error_shows_a_secret(
         settings(**values)
     assert SECRET not in str(caught.value)
     assert "input_value" not in str(caught.value)
+
+
+def test_auth_in_production_warns_of_a_broker_in_the_clear(
+    key_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    production = auth_settings_for(key_dir, env="production")
+    create_app(production, KafkaSettings())
+    assert "codes cross the network to the broker in the clear" in caplog.text
+    caplog.clear()
+    cert, _ = self_signed_cert(tmp_path)
+    create_app(production, KafkaSettings(security_protocol="SSL", ssl_cafile=cert))
+    create_app(auth_settings_for(key_dir), KafkaSettings())  # development: no warning
+    assert "in the clear" not in caplog.text
