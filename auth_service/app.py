@@ -29,9 +29,9 @@ from auth_service.user_sessions import UserSessions
 from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
-from common.health import database_check, health_router, tcp_check
+from common.health import database_check, health_router
 from common.http import setup_app
-from common.kafka import KafkaSettings
+from common.kafka import KafkaSettings, broker_check
 from common.logs import setup_logging
 from common.memory import give_back_free_memory, one_malloc_arena
 
@@ -87,7 +87,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.limits = limits
         app.state.checks = {
             "database": database_check(engine),
-            "broker": tcp_check(kafka.bootstrap_servers),
+            "broker": broker_check(kafka),
         }
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok

@@ -26,23 +26,6 @@ def database_check(engine: AsyncEngine) -> Check:
     return check
 
 
-def tcp_check(bootstrap_servers: str) -> Check:
-    """True when any of the brokers in a Kafka bootstrap list accepts a connection."""
-
-    async def check() -> bool:
-        for server in bootstrap_servers.split(","):
-            host, _, port = server.strip().rpartition(":")
-            try:
-                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            except (OSError, ValueError):
-                continue
-            writer.close()
-            return True
-        return False
-
-    return check
-
-
 async def _run(check: Check) -> bool:
     try:
         return await asyncio.wait_for(check(), CHECK_TIMEOUT)

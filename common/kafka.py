@@ -14,6 +14,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pydantic import Field, SecretStr, model_validator
@@ -130,6 +131,29 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
         request_timeout_ms=settings.request_timeout_ms,
         linger_ms=2,
     )
+
+
+def broker_check(settings: KafkaSettings) -> Callable[[], Awaitable[bool]]:
+    """For /readyz: True when a broker of the bootstrap list answers as Kafka does (an
+    ApiVersions exchange), through TLS and SASL where they are set. A wrong password or
+    certificate then shows as the broker being down, not only in the logs; a bare TCP
+    connection would have said it was up."""
+
+    async def check() -> bool:
+        options = settings.client_options()
+        for server in options.pop("bootstrap_servers").split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                conn = await create_conn(
+                    host.strip("[]"), int(port), request_timeout_ms=2_000, **options
+                )
+            except (KafkaError, OSError, ValueError):
+                continue
+            conn.close()
+            return True
+        return False
+
+    return check
 
 
 class BrokerReset(Exception):

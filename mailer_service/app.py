@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from common.bearer import use_verifier
 from common.db import make_engine, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
-from common.health import database_check, health_router, tcp_check
+from common.health import database_check, health_router
 from common.http import setup_app
-from common.kafka import KafkaSettings
+from common.kafka import KafkaSettings, broker_check
 from common.logs import setup_logging
 from common.memory import give_back_free_memory
 from common.user_events import UserEventsConsumer
@@ -53,7 +53,7 @@ def create_app(
 
         app.state.checks = {
             "database": database_check(engine),
-            "broker": tcp_check(kafka.bootstrap_servers),
+            "broker": broker_check(kafka),
             "consumer": consuming,
             **verification.checks(),
         }

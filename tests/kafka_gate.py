@@ -7,7 +7,9 @@ through untouched.
 It answers SaslHandshake and SaslAuthenticate itself, relays ApiVersions (clients ask
 before they authenticate) and closes a connection that sends anything else first, as
 Kafka does. The broker must advertise the gate's address, so that clients come back
-through it for every partition leader. What happened is kept in `events`.
+through it for every partition leader. What happened is kept in `events`, one line per
+connection that got that far, each starting with the user it named (tests give each case
+a user of its own: a connection of an earlier case may finish late).
 """
 
 from __future__ import annotations
@@ -46,13 +48,12 @@ class KafkaGate:
         certificate: Path,
         key: Path,
         client_ca: Path,
-        username: str,
-        password: str,
+        users: dict[str, str],
     ) -> None:
         self.port = port or free_port()
         self.events: list[str] = []
         self._broker_port = broker_port
-        self._username, self._password = username.encode(), password.encode()
+        self._users = {name.encode(): password.encode() for name, password in users.items()}
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
         self._tls.load_cert_chain(certificate, key)
         self._tls.verify_mode = ssl.CERT_REQUIRED
@@ -101,7 +102,7 @@ class KafkaGate:
         broker_reader: asyncio.StreamReader,
         broker_writer: asyncio.StreamWriter,
     ) -> bool:
-        mechanism, scram = "", None
+        mechanism, scram, user = "", None, b"?"
         while True:
             frame = await _frame(reader)
             api_key, version, correlation = struct.unpack(">hhi", frame[4:12])
@@ -118,10 +119,12 @@ class KafkaGate:
                 token = body[4:]
                 reply: bytes | None
                 if mechanism == "PLAIN":
-                    reply, done = (b"" if self._plain(token) else None), True
+                    user, reply = self._plain(token)
+                    done = True
                 elif scram is None:
-                    scram = _Scram(MECHANISMS[mechanism], self._username, self._password)
+                    scram = _Scram(MECHANISMS[mechanism], self._users)
                     reply, done = scram.first(token), False
+                    user = scram.user
                 else:
                     reply, done = scram.final(token), True
                 answer = (0, None, reply) if reply is not None else (SASL_FAILED, "no", b"")
@@ -129,40 +132,40 @@ class KafkaGate:
                     response = SaslAuthenticateResponse_v0(*answer)
                 else:
                     response = SaslAuthenticateResponse_v1(*answer, 0)
+                # Noted before the answer goes out: the client acts on it at once.
+                if reply is None:
+                    self.events.append(f"{user.decode()}: refused, wrong credentials")
+                elif done:
+                    self.events.append(f"{user.decode()}: authenticated with {mechanism}")
                 writer.write(_response(correlation, response.encode()))
                 await writer.drain()
-                if reply is None:
-                    self.events.append("refused: wrong credentials")
-                    return False
-                if done:
-                    self.events.append(f"authenticated with {mechanism}")
-                    return True
+                if reply is None or done:
+                    return reply is not None
             else:
-                self.events.append(f"refused: request {api_key} before authentication")
+                self.events.append(f"?: refused, request {api_key} before authentication")
                 return False
             await writer.drain()
 
-    def _plain(self, token: bytes) -> bool:
-        """RFC 4616: authorization id (none, or the user's own), user, password."""
+    def _plain(self, token: bytes) -> tuple[bytes, bytes | None]:
+        """RFC 4616: authorization id (none, or the user's own), user, password. The user
+        named, and an empty reply if the password is theirs (else None)."""
         parts = token.split(b"\0")
-        return (
-            len(parts) == 3
-            and parts[0] in (b"", parts[1])
-            and (parts[1], parts[2]) == (self._username, self._password)
-        )
+        if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+            return b"?", None
+        known = self._users.get(parts[1])
+        ok = known is not None and hmac.compare_digest(known, parts[2])
+        return parts[1], b"" if ok else None
 
 
 class _Scram:
     """The server's side of SCRAM (RFC 5802, RFC 7677) for the gate's one user."""
 
-    def __init__(self, hash_name: str, username: bytes, password: bytes) -> None:
+    def __init__(self, hash_name: str, users: dict[bytes, bytes]) -> None:
         self._hash = hash_name
+        self._users = users
         self._salt = os.urandom(16)
-        salted = hashlib.pbkdf2_hmac(hash_name, password, self._salt, SCRAM_ITERATIONS)
-        self._stored_key = hashlib.new(hash_name, self._hmac(salted, b"Client Key")).digest()
-        self._server_key = self._hmac(salted, b"Server Key")
-        self._username = username.replace(b"=", b"=3D").replace(b",", b"=2C")
-        self._nonce = self._said = b""
+        self._stored_key = self._server_key = self._nonce = self._said = b""
+        self.user = b"?"
 
     def _hmac(self, key: bytes, message: bytes) -> bytes:
         return hmac.new(key, message, self._hash).digest()
@@ -173,8 +176,13 @@ class _Scram:
             return None  # channel binding or an authorization id: not offered
         bare = client_first[3:]
         fields = dict(pair.split(b"=", 1) for pair in bare.split(b",") if b"=" in pair)
-        if fields.get(b"n") != self._username or not fields.get(b"r"):
+        self.user = fields.get(b"n", b"?").replace(b"=2C", b",").replace(b"=3D", b"=")
+        password = self._users.get(self.user)
+        if password is None or not fields.get(b"r"):
             return None
+        salted = hashlib.pbkdf2_hmac(self._hash, password, self._salt, SCRAM_ITERATIONS)
+        self._stored_key = hashlib.new(self._hash, self._hmac(salted, b"Client Key")).digest()
+        self._server_key = self._hmac(salted, b"Server Key")
         self._nonce = fields[b"r"] + base64.b64encode(os.urandom(18))
         salt = base64.b64encode(self._salt)
         server_first = b"r=" + self._nonce + b",s=" + salt + b",i=%d" % SCRAM_ITERATIONS

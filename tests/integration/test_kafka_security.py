@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaError
 
-from common.kafka import KafkaSettings, missing_topics
+from common.kafka import KafkaSettings, broker_check, missing_topics
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
 from tests.accounts import PASSWORD
@@ -20,7 +20,10 @@ from tests.conftest import Stack
 from tests.kafka_gate import KafkaGate
 from tests.support import self_signed_cert, unique_email
 
-USERNAME, SECRET = "auth-and-mailer", "a sasl password for the tests"
+SECRET = "a sasl password for the tests"
+# A user per case: the gate's events name it, and a connection of an earlier case may
+# finish after the next case began.
+USERS = ("services", "scram-sha-256", "scram-sha-512", "turned-away", "readiness", "strange-ca")
 
 
 @dataclass
@@ -30,8 +33,8 @@ class SecuredBroker:
     client_cert: Path
     client_key: Path
 
-    def settings(self, **changes: object) -> dict[str, str]:
-        """The environment of a service that may connect."""
+    def settings(self, user: str, **changes: object) -> dict[str, str]:
+        """The environment of a service that may connect, as `user`."""
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.gate.port}",
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -39,19 +42,22 @@ class SecuredBroker:
             "KAFKA_SSL_CERTFILE": str(self.client_cert),
             "KAFKA_SSL_KEYFILE": str(self.client_key),
             "KAFKA_SASL_MECHANISM": "PLAIN",
-            "KAFKA_SASL_USERNAME": USERNAME,
+            "KAFKA_SASL_USERNAME": user,
             "KAFKA_SASL_PASSWORD": SECRET,
         }
         env.update({f"KAFKA_{name.upper()}": str(value) for name, value in changes.items()})
         return {name: value for name, value in env.items() if value != "None"}
 
-    def kafka(self, **changes: object) -> KafkaSettings:
+    def kafka(self, user: str, **changes: object) -> KafkaSettings:
         return KafkaSettings.model_validate(
             {
                 name.removeprefix("KAFKA_").lower(): value
-                for name, value in self.settings(**changes).items()
+                for name, value in self.settings(user, **changes).items()
             }
         )
+
+    def events(self, user: str) -> list[str]:
+        return [event for event in self.gate.events if event.startswith(f"{user}: ")]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]
             certificate=broker_cert,
             key=broker_key,
             client_ca=client_cert,
-            username=USERNAME,
-            password=SECRET,
+            users=dict.fromkeys(USERS, SECRET),
         )
         with gate:
             yield SecuredBroker(gate, broker_cert, client_cert, client_key)
@@ -79,7 +84,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]
 def test_sign_up_mail_flows_through_a_broker_with_tls_and_sasl(
     stack: Stack, secured: SecuredBroker
 ) -> None:
-    env = secured.settings()
+    env = secured.settings("services")
     auth = stack.spawn("auth_service", "auth-kafka-tls", **env)
     mailer = stack.spawn("mailer_service", "mailer-kafka-tls", **env)
     try:
@@ -90,11 +95,15 @@ def test_sign_up_mail_flows_through_a_broker_with_tls_and_sasl(
         assert r.status_code == 202, r.text
         # Relay (producer and admin) and mailer (consumer) all went through the gate.
         assert stack.smtp.wait_for(email, timeout=60)[0].code
+        for service in (auth, mailer):
+            ready = httpx.get(f"{service.url}/readyz", timeout=30).json()
+            assert ready["checks"]["broker"] == "ok", ready
     finally:
         mailer.stop()
         auth.stop()
-    assert "authenticated with PLAIN" in secured.gate.events
-    assert not [event for event in secured.gate.events if event.startswith("refused")]
+    events = secured.events("services")
+    assert "services: authenticated with PLAIN" in events
+    assert not [event for event in events if "refused" in event]
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -103,20 +112,21 @@ async def test_scram_signs_in_and_a_wrong_password_does_not(
 ) -> None:
     """The mechanisms managed Kafkas use (MSK: SCRAM-SHA-512). Topic administration stands
     for every client: they all take the same options."""
-    before = len(secured.gate.events)
-    assert await missing_topics(secured.kafka(sasl_mechanism=mechanism), "x") == {"x"}
-    wrong = secured.kafka(sasl_mechanism=mechanism, sasl_password="no", request_timeout_ms=3000)
+    user = mechanism.lower()
+    assert await missing_topics(secured.kafka(user, sasl_mechanism=mechanism), "x") == {"x"}
+    assert f"{user}: authenticated with {mechanism}" in secured.events(user)
+    wrong = secured.kafka(
+        user, sasl_mechanism=mechanism, sasl_password="no", request_timeout_ms=3000
+    )
     with pytest.raises(KafkaError):
         await missing_topics(wrong, "x")
-    events = secured.gate.events[before:]
-    assert f"authenticated with {mechanism}" in events
-    assert events[-1] == "refused: wrong credentials"
+    assert f"{user}: refused, wrong credentials" in secured.events(user)
 
 
 @pytest.mark.parametrize(
     ("changes", "refusal"),
     [
-        ({"sasl_password": "not the password"}, "refused: wrong credentials"),
+        ({"sasl_password": "not the password"}, "turned-away: refused, wrong credentials"),
         (
             {
                 "security_protocol": "SSL",
@@ -124,7 +134,7 @@ async def test_scram_signs_in_and_a_wrong_password_does_not(
                 "sasl_username": None,
                 "sasl_password": None,
             },
-            "refused: request 3 before authentication",
+            "?: refused, request 3 before authentication",
         ),
         ({"ssl_certfile": None, "ssl_keyfile": None}, None),  # no client certificate
     ],
@@ -133,21 +143,30 @@ async def test_scram_signs_in_and_a_wrong_password_does_not(
 async def test_a_client_without_the_credentials_is_turned_away(
     secured: SecuredBroker, changes: dict[str, object], refusal: str | None
 ) -> None:
-    before = list(secured.gate.events)
+    before = len(secured.gate.events)
     with pytest.raises(KafkaError):
-        await missing_topics(secured.kafka(**changes, request_timeout_ms=3000), "x")
-    events = secured.gate.events[len(before) :]
+        await missing_topics(secured.kafka("turned-away", **changes, request_timeout_ms=3000), "x")
     if refusal is not None:
-        assert refusal in events
-    assert not [event for event in events if event.startswith("authenticated")]
+        assert refusal in secured.gate.events[before:]
+    # Never, in any of these cases: the user only ever comes without what it needs.
+    assert not [e for e in secured.events("turned-away") if "authenticated" in e]
 
 
 async def test_the_broker_certificate_is_checked(secured: SecuredBroker, tmp_path: Path) -> None:
     """A client trusting another authority does not talk to this broker: not even its
     password leaves it."""
     stranger, _ = self_signed_cert(tmp_path)
-    before = list(secured.gate.events)
+    strange = secured.kafka("strange-ca", ssl_cafile=stranger, request_timeout_ms=3000)
     with pytest.raises(KafkaError):
-        await missing_topics(secured.kafka(ssl_cafile=stranger, request_timeout_ms=3000), "x")
-    assert secured.gate.events[len(before) :] == []
-    assert await missing_topics(secured.kafka(), "x") == {"x"}  # while the right one does
+        await missing_topics(strange, "x")
+    assert secured.events("strange-ca") == []
+    assert await missing_topics(secured.kafka("strange-ca"), "x") == {"x"}  # the right one
+
+
+async def test_readiness_sees_a_broker_that_refuses_us(secured: SecuredBroker) -> None:
+    """The gate accepts TCP connections from anyone: only a Kafka exchange with our
+    credentials tells a broker we can use from one that turns us away."""
+    assert await broker_check(secured.kafka("readiness"))()
+    wrong = secured.kafka("readiness", sasl_password="not the password")
+    assert not await broker_check(wrong)()
+    assert not await broker_check(secured.kafka("readiness", ssl_certfile=None, ssl_keyfile=None))()
