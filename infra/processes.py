@@ -91,7 +91,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}{self._holder()}")
             try:
                 if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
@@ -99,6 +99,18 @@ class ServiceProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} did not answer {path}:\n{self.logs()[-3000:]}")
+
+    def _holder(self) -> str:
+        """Who holds our port, when it was taken before we could bind it: `ss` says."""
+        if "address already in use" not in self.logs()[-3000:]:
+            return ""
+        try:
+            found = subprocess.run(
+                ["ss", "-Htanp", f"sport = :{self.port}"], capture_output=True, text=True
+            )
+        except OSError as exc:
+            return f"\n(ss: {exc})"
+        return f"\nsockets on port {self.port}:\n{found.stdout or found.stderr or '(none now)'}"
 
     @property
     def alive(self) -> bool:
