@@ -79,13 +79,17 @@ async def answer_no_sooner(request: Request, *, failures_only: bool = False) -> 
     nothing its sender did not know."""
     floor = request.app.state.settings.enumeration_floor_ms / 1000
     started = time.perf_counter()
+
+    async def pad() -> None:
+        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+
     try:
         yield
     except Exception:
-        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+        await pad()
         raise
     if not failures_only:
-        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+        await pad()
 
 
 @router.post(

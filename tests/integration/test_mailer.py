@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import make_engine, make_sessionmaker, migrate
 from common.events import (
@@ -70,17 +71,7 @@ class Harness:
         self.sessions = sessions
 
     async def publish(self, *values: bytes | EmailCodeEvent, partition: int | None = None) -> None:
-        producer = make_producer(self.kafka)
-        await producer.start()
-        try:
-            for value in values:
-                if isinstance(value, EmailCodeEvent):
-                    raw, key = value.to_bytes(), value.key
-                else:
-                    raw, key = value, b"junk"
-                await producer.send_and_wait(EMAIL_CODES_TOPIC, raw, key=key, partition=partition)
-        finally:
-            await producer.stop()
+        await publish(self.kafka, *values, partition=partition)
 
     async def record(self, event_id: str, *, final: bool = True) -> Delivery | None:
         """The event's row once it is finished (or, with final=False, once it exists)."""
@@ -140,16 +131,35 @@ async def harness(
         controller.stop()
 
 
+async def publish(
+    kafka: KafkaSettings, *values: bytes | EmailCodeEvent, partition: int | None = None
+) -> None:
+    """Onto the main topic, keyed as auth keys them (junk bytes under a key of their own)."""
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for value in values:
+            if isinstance(value, EmailCodeEvent):
+                raw, key = value.to_bytes(), value.key
+            else:
+                raw, key = value, b"junk"
+            await producer.send_and_wait(EMAIL_CODES_TOPIC, raw, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
 @contextlib.asynccontextmanager
-async def running_mailer(settings: MailerSettings, kafka: KafkaSettings) -> AsyncIterator[Any]:
-    """A mailer of its own (its own database), started; yields its database engine."""
+async def running_mailer(
+    settings: MailerSettings, kafka: KafkaSettings
+) -> AsyncIterator[tuple[AsyncEngine, Mailer]]:
+    """A mailer of its own (its own database), started; yields its database engine and it."""
     engine = make_engine(settings.database_url)
     await migrate(engine, Base)
     smtp = SmtpPool(settings)
     mailer = Mailer(settings, kafka, History(engine), smtp)
     mailer.start()
     try:
-        yield engine
+        yield engine, mailer
     finally:
         await mailer.stop()
         await smtp.close()
@@ -417,7 +427,7 @@ async def test_a_retry_tier_no_longer_configured_is_still_drained(
             group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
             retry_delays_seconds=[0.05],
         )
-        async with running_mailer(settings, kafka) as engine:
+        async with running_mailer(settings, kafka) as (engine, _):
             await harness.smtp.await_for(to)
             async with make_sessionmaker(engine)() as session:
                 row = await session.get(Delivery, ev.event_id)
@@ -453,13 +463,7 @@ async def test_a_consumer_that_fails_unexpectedly_joins_again_and_delivers(
             group_id=group,
         )
         async with running_mailer(settings, kafka):
-            producer = make_producer(kafka)
-            await producer.start()
-            try:
-                ev = event(to)
-                await producer.send_and_wait(EMAIL_CODES_TOPIC, ev.to_bytes(), key=ev.key)
-            finally:
-                await producer.stop()
+            await publish(kafka, event(to))
             await harness.smtp.await_for(to, timeout=90)
     assert not failures
     assert "consumer mailer" in caplog.text and "starting it again" in caplog.text
@@ -511,13 +515,8 @@ async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
             group_id=f"mailer-test-{uuid.uuid4().hex[:8]}",
             retry_delays_seconds=[8.0],
         )
-        engine = make_engine(settings.database_url)
-        await migrate(engine, Base)
-        smtp = SmtpPool(settings)
-        mailer = Mailer(settings, kafka, History(engine), smtp)
-        mailer.start()
-        try:
-            await Harness(kafka, mailer, harness.smtp, None, harness.smtp_port).publish(event(to))
+        async with running_mailer(settings, kafka) as (_, mailer):
+            await publish(kafka, event(to))
             await wait_until_async(lambda: mailer._timers, timeout=60)  # the retry waits
             first = dict(mailer._timers)
             mailer._reset.set()
@@ -529,7 +528,3 @@ async def test_a_retry_waiting_when_the_broker_resets_is_still_sent(
             )
             assert not harness.smtp.to(to)  # still waiting: the first timer did not do it
             await harness.smtp.await_for(to, timeout=60)
-        finally:
-            await mailer.stop()
-            await smtp.close()
-            await engine.dispose()
