@@ -280,10 +280,22 @@ class Accounts:
     async def reset_password(
         self, email: str, code: str, new_password: str, ip: str | None = None
     ) -> None:
-        # Hash first: a wrong code costs the same time as a right one.
-        new_hash = await self.passwords.hash(new_password)
+        # The code is looked at before the hash and redeemed after it. A wrong code is
+        # answered without a hash, so its time (padded to the floor) owes nothing to the
+        # hash queue; the redemption, in the transaction that sets the password, checks
+        # the code again and spends its try.
+        async with self.sessions() as session:
+            user = await self.user_by_email(session, email)
+            right = (
+                user is not None
+                and user.email_verified
+                and await self.codes.would_match(session, user.id, RESET, code)
+            )
+        new_hash = await self.passwords.hash(new_password) if right else None
         async with self.sessions() as session:
             user, _ = await self.redeem(session, email, RESET, code, ip)
+            if new_hash is None:  # became right between the look and now: take it as wrong
+                raise InvalidCode  # leaving the block rolls the redemption back
             user.password_hash = new_hash
             # Whoever held a session (maybe the reason for the reset) is logged out.
             await RefreshTokens.revoke_all(session, user.id)

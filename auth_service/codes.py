@@ -108,6 +108,19 @@ class Codes:
         unused = self._unused(user_id, purpose)
         await session.execute(update(OneTimeCode).where(*unused).values(consumed_at=now))
 
+    async def would_match(
+        self, session: AsyncSession, user_id: uuid.UUID, purpose: str, code: str
+    ) -> bool:
+        """Whether `consume` would take this code now. Spends no try: only for a caller
+        that goes on to `consume` either way, so each request still costs one."""
+        row = await self.latest(session, user_id, purpose)
+        return (
+            row is not None
+            and row.expires_at > utcnow()
+            and row.attempts < self.max_attempts
+            and self.hasher.matches(row.code_hmac, user_id, purpose, code)
+        )
+
     async def consume(
         self, session: AsyncSession, user_id: uuid.UUID, purpose: str, code: str
     ) -> OneTimeCode | None:

@@ -32,13 +32,21 @@ from auth_service.errors import (
     AccountLocked,
     EmailTaken,
     Forbidden,
+    InvalidCode,
     InvalidCredentials,
     InvalidGrant,
     InvalidPassword,
     TooManyCodeAttempts,
 )
 from auth_service.keys import KeyRing, generate_missing
-from auth_service.models import AddressThrottle, Base, RefreshToken, User, UserSession
+from auth_service.models import (
+    AddressThrottle,
+    Base,
+    OneTimeCode,
+    RefreshToken,
+    User,
+    UserSession,
+)
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
 from auth_service.throttle import AddressGuard
@@ -61,13 +69,23 @@ class MeddlingHasher(PasswordHasher):
         super().__init__(settings)
         self.sessions = sessions
         self.meddle: Meddle | None = None
+        self.hashed = 0
 
-    async def verify(self, password: str, stored: str) -> tuple[bool, str | None]:
-        result = await super().verify(password, stored)
+    async def _meddle(self) -> None:
         if self.meddle is not None:
             async with self.sessions.begin() as session:
                 await self.meddle(session)
+
+    async def verify(self, password: str, stored: str) -> tuple[bool, str | None]:
+        result = await super().verify(password, stored)
+        await self._meddle()
         return result
+
+    async def hash(self, password: str) -> str:
+        self.hashed += 1
+        stored = await super().hash(password)
+        await self._meddle()
+        return stored
 
 
 @dataclass
@@ -235,6 +253,52 @@ async def test_an_address_taken_after_the_check_answers_email_taken(
     async with setup.sessions() as session:
         kept = await session.scalar(select(User.email).where(User.id == caller.user.id))
     assert kept == EMAIL  # the change was rolled back
+
+
+async def _reset_code(setup: Setup) -> str:
+    async with setup.sessions.begin() as session:
+        user = await session.scalar(select(User).where(User.email == EMAIL))
+        assert user is not None
+        return setup.accounts.codes.issue(session, user.id, RESET, utcnow()).code
+
+
+async def _use_the_codes(session: AsyncSession) -> None:
+    """What a reset with the same code, in flight beside this one, commits."""
+    await session.execute(update(OneTimeCode).values(consumed_at=utcnow()))
+
+
+@pytest.mark.parametrize("email", [EMAIL, "nobody@example.com"], ids=["known", "unknown"])
+async def test_a_wrong_reset_code_is_answered_without_a_hash(setup: Setup, email: str) -> None:
+    """A reset hashed the new password before it looked at the code. When the hash queue
+    pushed the answer past the floor, the few milliseconds a known address takes longer
+    showed again; a wrong code now waits for no hash."""
+    code = await _reset_code(setup)
+    wrong = code[:-1] + str((int(code[-1]) + 1) % 10)
+    hashed = setup.hasher.hashed
+    with pytest.raises(InvalidCode):
+        await setup.accounts.reset_password(email, wrong, "a brand new passphrase")
+    assert setup.hasher.hashed == hashed
+    async with setup.sessions() as session:  # the try was spent all the same
+        attempts = await session.scalar(select(OneTimeCode.attempts))
+    assert attempts == (1 if email == EMAIL else 0)
+
+
+@pytest.mark.parametrize("during_the_hash", [None, _use_the_codes], ids=["undisturbed", "used"])
+async def test_a_reset_code_is_redeemed_after_the_hash(
+    setup: Setup, during_the_hash: Meddle | None
+) -> None:
+    """The code is looked at before the hash and redeemed after it: a code another request
+    used up meanwhile sets no password."""
+    code, before = await _reset_code(setup), await _stored_hash(setup.sessions)
+    setup.hasher.meddle = during_the_hash
+    reset = setup.accounts.reset_password(EMAIL, code, "a brand new passphrase")
+    if during_the_hash is None:
+        await reset
+        assert await _stored_hash(setup.sessions) != before
+    else:
+        with pytest.raises(InvalidCode):
+            await reset
+        assert await _stored_hash(setup.sessions) == before
 
 
 async def test_a_token_that_outlived_its_session_refreshes_nothing(setup: Setup) -> None:
