@@ -4,16 +4,18 @@ python -m auth_service keys generate        create missing key material in keys/
 python -m auth_service keys rotate          new signing key; the old one stays published
 python -m auth_service roles grant EMAIL admin
 python -m auth_service roles revoke EMAIL admin
+python -m auth_service housekeep            one housekeeping pass now; prints what went
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 
-from auth_service.admin import UnknownAccount, record_rotation, set_role
+from auth_service.admin import UnknownAccount, housekeep, record_rotation, set_role
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing, rotate
 from common.logs import setup_logging
@@ -31,6 +33,7 @@ def main() -> None:
     roles.add_argument("action", choices=["grant", "revoke"])
     roles.add_argument("email")
     roles.add_argument("role")
+    sub.add_parser("housekeep", help="delete spent rows now (see AUTH_HOUSEKEEPING_SECONDS)")
     args = parser.parse_args()
 
     setup_logging("auth")
@@ -53,6 +56,8 @@ def main() -> None:
         except UnknownAccount:
             sys.exit(f"no account for {args.email}")
         print(f"{args.email}: roles {now} (in tokens from the next login or refresh)")
+    elif args.command == "housekeep":
+        print(json.dumps(asyncio.run(housekeep(settings))))
     else:
         from auth_service.app import create_app
 

@@ -1,4 +1,4 @@
-"""Operator commands that touch the database: roles, and auditing a key rotation."""
+"""Operator commands that touch the database: roles, auditing a key rotation, housekeeping."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from auth_service import audit
 from auth_service.config import AuthSettings
+from auth_service.housekeeping import sweep
 from auth_service.models import Base, User
 from common.db import make_engine, make_sessionmaker, migrate
 
@@ -46,5 +47,15 @@ async def record_rotation(settings: AuthSettings, old_kid: str, new_kid: str) ->
         await migrate(engine, Base)
         async with make_sessionmaker(engine).begin() as session:
             audit.record(session, "key_rotation", old_kid=old_kid, new_kid=new_kid)
+    finally:
+        await engine.dispose()
+
+
+async def housekeep(settings: AuthSettings) -> dict[str, int]:
+    """One housekeeping pass now, whichever process relays the outbox."""
+    engine = make_engine(settings.database_url)
+    try:
+        await migrate(engine, Base)
+        return await sweep(engine, settings)
     finally:
         await engine.dispose()

@@ -14,6 +14,7 @@ from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
+from auth_service.housekeeping import Housekeeper
 from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
@@ -91,11 +92,14 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         }
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok
+        housekeeper = Housekeeper(engine, settings, lambda: relay.leader)
         relay.start()
+        housekeeper.start()
         give_back_free_memory()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await relay.stop()
             limiter.close()
             passwords.close()

@@ -79,6 +79,15 @@ class AuthSettings(BaseSettings):
     # closed as undelivered (logged, counted).
     outbox_republish_seconds: float = Field(default=300.0, gt=0)
     outbox_give_up_seconds: float = Field(default=3600.0, gt=0)
+    # Housekeeping (housekeeping.py): a pass every this many seconds (0: none; `python -m
+    # auth_service housekeep` runs one). Spent rows (ended sessions, expired tokens, used
+    # codes, settled outbox rows, stale counters) go this long after they stopped counting;
+    # never-verified accounts after this many quiet days; audit events after this many days
+    # (0 keeps either for good).
+    housekeeping_seconds: float = Field(default=3600.0, ge=0)
+    retain_spent_hours: int = Field(default=24, ge=1)
+    unverified_account_days: int = Field(default=7, ge=0)
+    audit_retention_days: int = Field(default=365, ge=0)
     # Processes serving HTTP in this instance (uvicorn workers); more than one needs
     # AUTH_REDIS_URL for shared rate limits. The outbox relay runs in one of them.
     workers: int = Field(default=1, ge=1, le=64)

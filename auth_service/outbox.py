@@ -54,6 +54,7 @@ from common.kafka import (
     until_connected,
 )
 from common.logs import request_id
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         standing_by = False
@@ -207,11 +205,11 @@ class OutboxRelay:
                     )
                     STUCK.inc()
                     dump_tasks()
-                    await _cancelled(task)
+                    await cancel_and_wait(task)
                     return
             task.result()
         finally:
-            await _cancelled(task)
+            await cancel_and_wait(task)
 
     async def _connect(self) -> AIOKafkaProducer:
         # A sign that the broker lost what was published is acted on before what would
@@ -291,7 +289,7 @@ class OutboxRelay:
                     backoff.reset()
                 except BrokerReset as exc:
                     log.warning("the broker lost %s (restarted?); publishing again", exc)
-                    await _cancelled(acks)
+                    await cancel_and_wait(acks)
                     await self._disconnect()
                     # Before reconnecting makes the topics again (see _connect).
                     await self._published_lost()
@@ -314,7 +312,7 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
                 self._wake.clear()
         finally:
-            await _cancelled(acks)
+            await cancel_and_wait(acks)
 
     async def drain_once(self) -> int:
         """Publish up to one batch of pending rows in order; returns how many were sent."""
@@ -447,10 +445,3 @@ class OutboxRelay:
         UNDELIVERED.inc(len(closed))
         PENDING.labels("unpublished").set(unsent or 0)
         PENDING.labels("unconfirmed").set(unacked or 0)
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    """Cancel a task and wait until it is done (before closing what it uses)."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

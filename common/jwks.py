@@ -9,7 +9,6 @@ periodic refresh drops retired keys. While auth is down, the cached keys keep wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from prometheus_client import Counter
 
 from common.jwt import ALGORITHM, TokenVerifier, UnknownKey
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,7 @@ class JwksVerifier:
         self._task = asyncio.create_task(self._keep_fresh(), name="jwks-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._client.aclose()
 
     async def fetch(self) -> bool:

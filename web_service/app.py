@@ -4,7 +4,6 @@ only a session cookie; the API tokens stay in the session store, sealed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from common.health import Check, database_check, health_router
 from common.http import setup_app
 from common.logs import setup_logging
 from common.memory import give_back_free_memory
+from common.tasks import cancel_and_wait
 from web_service import account_pages, admin_pages, auth_pages, films_pages
 from web_service.api import ApiProblem, Backend, SessionEnded
 from web_service.config import WebSettings
@@ -109,9 +109,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            purging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purging
+            await cancel_and_wait(purging)
             await backend.close()
             await engine.dispose()
 
