@@ -283,8 +283,10 @@ class Accounts:
         # The code is looked at before the hash and redeemed after it. A wrong code is
         # answered without a hash, so its time (padded to the floor) owes nothing to the
         # hash queue; the redemption, in the transaction that sets the password, checks
-        # the code again and spends its try.
+        # the code again and spends its try. Over the address's budget of wrong codes, no
+        # code is looked at, right or wrong: a hash for the right one only would tell it.
         async with self.sessions() as session:
+            await self.guard.check_codes(session, email, utcnow())
             user = await self.user_by_email(session, email)
             right = (
                 user is not None

@@ -14,7 +14,7 @@ from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
-from auth_service.housekeeping import Housekeeper
+from auth_service.housekeeping import sweep
 from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
@@ -31,6 +31,7 @@ from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router
+from common.housekeeping import Housekeeper
 from common.http import setup_app
 from common.kafka import KafkaSettings, broker_check
 from common.logs import setup_logging
@@ -92,7 +93,11 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         }
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok
-        housekeeper = Housekeeper(engine, settings, lambda: relay.leader)
+        housekeeper = Housekeeper(
+            settings.housekeeping_seconds,
+            lambda: sweep(engine, settings),
+            should_run=lambda: relay.leader,  # one pass per database, not per instance
+        )
         relay.start()
         housekeeper.start()
         give_back_free_memory()

@@ -43,6 +43,7 @@ EVENTS = {
     "email_change_failed",
     "email_changed",
     "account_deleted",
+    "account_purged",  # never verified; by housekeeping (detail: reason)
     "session_ended",
     "sessions_ended",
     "user_disabled",

@@ -4,12 +4,12 @@ Every refresh adds a token row, every login a session; codes, lockout counters, 
 rows and audit events pile up the same way. A pass deletes, once each has been dead for
 AUTH_RETAIN_SPENT_HOURS:
 
-- sessions ended, or unused for longer than a refresh token lives (their tokens go with
-  them, ON DELETE CASCADE);
-- refresh tokens past their expiry. A superseded token stays until then: presenting it
-  is what reveals a stolen one;
-- codes used, retired or expired; an unverified account's newest verification code stays
-  with the account, since it may carry the password that verification makes active;
+- refresh tokens past their expiry, or of a session that ended. A superseded token of a
+  live session stays until it expires: presenting it is what reveals a stolen one;
+- sessions ended, or unused for longer than a refresh token lives, once no token of
+  theirs is left (a token issued when tokens lived longer can still refresh its session);
+- codes used, retired or expired; an unverified account's verification code stays with
+  the account, since it may carry the password that verification makes active;
 - lockout and code-budget counters that no longer count (the lock is over, and the
   failures are older than the window that would still add to them);
 - outbox rows settled: an email the mailer confirmed or that was closed as undelivered,
@@ -17,32 +17,31 @@ AUTH_RETAIN_SPENT_HOURS:
 
 and, on their own clocks,
 
-- accounts never verified, with no code sent for AUTH_UNVERIFIED_ACCOUNT_DAYS (and none
-  still valid): the address is free again and a stranger's attempt is not kept for good;
+- accounts never verified (nor disabled by an admin), with no code sent for
+  AUTH_UNVERIFIED_ACCOUNT_DAYS and none still valid: the address is free again, and a
+  stranger's attempt is not kept for good. They are forgotten as a deleted account is:
+  the audit trail keeps their events without the address and records the purge, and
+  user.deleted goes out;
 - audit events older than AUTH_AUDIT_RETENTION_DAYS.
 
-Rows go in batches, each batch its own short transaction, so a pass never holds
-SQLite's one writer, or PostgreSQL's row locks, for long. Each DELETE states its condition
-on the rows it deletes as well as in the batch's subquery: on PostgreSQL, a row that a
-concurrent request changed (a sign-up again for an unverified address) is judged again in
-its new state before it goes. Only the process that relays the outbox runs the periodic
-pass, so several instances do not repeat it; `python -m auth_service housekeep` runs one now.
+Tokens go before sessions, as `end_sessions` locks them, and a session goes only once it
+has no token left, so its delete locks nothing else. Rows go in batches of short
+transactions, skipping rows a request holds on PostgreSQL (`common/housekeeping.py`).
+Only the process that relays the outbox runs the periodic pass, so several instances do
+not repeat it; `python -m auth_service housekeep` runs one now.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import ColumnElement, and_, delete, false, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy import Row, and_, false, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from auth_service import audit, events
 from auth_service.config import AuthSettings
 from auth_service.models import (
     AddressThrottle,
@@ -55,22 +54,11 @@ from auth_service.models import (
 )
 from auth_service.outbox import ACKNOWLEDGED_TOPICS
 from common.clock import utcnow
-from common.events import EmailEventType
-from common.tasks import cancel_and_wait
+from common.events import EmailEventType, UserEventType
+from common.housekeeping import Rule, delete_spent
 
-log = logging.getLogger(__name__)
-
-BATCH = 500
-FIRST_PASS_SECONDS = 60.0
 DELETED = Counter("auth_housekeeping_deleted_total", "Rows housekeeping deleted", ["table"])
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    key: QueryableAttribute[Any]  # the primary key of the rows to delete
-    dead: ColumnElement[bool]
 
 
 def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
@@ -79,18 +67,32 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
     lockout_reset = timedelta(seconds=settings.lockout_reset_seconds)
     code_window = timedelta(seconds=settings.code_failure_window_seconds)
     verified = select(User.id).where(User.email_verified).scalar_subquery()
+    ended = select(UserSession.id).where(UserSession.ended_at < spent)
+    tokens_left = select(RefreshToken.id).where(RefreshToken.family_id == UserSession.id)
     found = [
+        # Tokens before their sessions, as end_sessions orders its locks; an ended session's
+        # tokens refresh nothing, whatever their expiry, and go with it.
+        Rule(
+            "refresh_tokens",
+            RefreshToken.id,
+            or_(RefreshToken.expires_at < spent, RefreshToken.family_id.in_(ended)),
+        ),
+        # A session goes once it holds no token (so its delete locks nothing else): one
+        # still holding an unexpired token can still be refreshed, whatever last_used_at.
         Rule(
             "sessions",
             UserSession.id,
-            or_(
-                UserSession.ended_at < spent,
-                and_(
-                    UserSession.ended_at.is_(None), UserSession.last_used_at < spent - refresh_ttl
+            and_(
+                or_(
+                    UserSession.ended_at < spent,
+                    and_(
+                        UserSession.ended_at.is_(None),
+                        UserSession.last_used_at < spent - refresh_ttl,
+                    ),
                 ),
+                ~tokens_left.exists(),
             ),
         ),
-        Rule("refresh_tokens", RefreshToken.id, RefreshToken.expires_at < spent),
         Rule(
             "one_time_codes",
             OneTimeCode.id,
@@ -132,71 +134,44 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         idle_since = now - max(quiet, timedelta(seconds=settings.code_ttl_seconds))
         unverified = and_(
             User.email_verified == false(),
+            User.disabled_at.is_(None),  # an admin's decision stays
             User.created_at < idle_since,
             or_(User.last_mail_at.is_(None), User.last_mail_at < idle_since),
         )
-        found.insert(0, Rule("unverified_accounts", User.id, unverified))
+        purge = Rule(
+            "unverified_accounts",
+            User.id,
+            unverified,
+            returning=(User.id, User.email),
+            then=_forget,
+        )
+        found.insert(0, purge)
     if settings.audit_retention_days:
         kept = now - timedelta(days=settings.audit_retention_days)
         found.append(Rule("audit_events", AuditEvent.id, AuditEvent.at < kept))
     return found
 
 
-async def _delete(engine: AsyncEngine, rule: Rule) -> int:
-    deleted = 0
-    while True:
-        batch = select(rule.key).where(rule.dead).limit(BATCH)
-        statement = delete(rule.key.class_).where(rule.dead, rule.key.in_(batch))
-        async with engine.begin() as conn:
-            count = int((await conn.execute(statement)).rowcount or 0)
-        deleted += count
-        if count < BATCH:
-            return deleted
-        await asyncio.sleep(0)  # let requests in between batches
+async def _forget(session: AsyncSession, gone: Sequence[Row[Any]]) -> None:
+    """As an account deletion does: the audit trail keeps its events without the address,
+    records the purge, and user.deleted tells the other services (the mailer forgets its
+    history of the address)."""
+    if not gone:
+        return
+    ids, emails = [row.id for row in gone], [row.email for row in gone]
+    await session.execute(
+        update(AuditEvent)
+        .where(or_(AuditEvent.user_id.in_(ids), AuditEvent.email.in_(emails)))
+        .values(email=None)
+        .execution_options(synchronize_session=False)
+    )
+    for row in gone:
+        audit.record(session, "account_purged", user_id=row.id, reason="never verified")
+        events.user_event(session, UserEventType.DELETED, row.id, email=row.email)
 
 
 async def sweep(
     engine: AsyncEngine, settings: AuthSettings, now: datetime | None = None
 ) -> dict[str, int]:
-    """One pass; the rows deleted, by table (children deleted by cascade not counted)."""
-    counts: dict[str, int] = {}
-    for rule in rules(settings, now or utcnow()):
-        counts[rule.name] = count = await _delete(engine, rule)
-        DELETED.labels(rule.name).inc(count)
-    if any(counts.values()):
-        log.info(
-            "housekeeping deleted %s",
-            ", ".join(f"{n} {table}" for table, n in counts.items() if n),
-        )
-    return counts
-
-
-class Housekeeper:
-    """The periodic pass, in the process that holds the outbox relay (`is_leader()`)."""
-
-    def __init__(
-        self, engine: AsyncEngine, settings: AuthSettings, is_leader: Callable[[], bool]
-    ) -> None:
-        self._engine = engine
-        self._settings = settings
-        self._is_leader = is_leader
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._settings.housekeeping_seconds > 0:
-            self._task = asyncio.create_task(self._run(), name="housekeeping")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        interval = self._settings.housekeeping_seconds
-        await asyncio.sleep(min(FIRST_PASS_SECONDS, interval))
-        while True:
-            if self._is_leader():
-                try:
-                    await sweep(self._engine, self._settings)
-                except Exception:  # the database is away, say: the next pass will do
-                    log.exception("housekeeping failed; next pass in %.0f s", interval)
-            await asyncio.sleep(interval)
+    """One pass; the rows deleted, by table."""
+    return await delete_spent(engine, rules(settings, now or utcnow()), DELETED)

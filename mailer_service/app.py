@@ -12,6 +12,7 @@ from common.bearer import use_verifier
 from common.db import make_engine, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
 from common.health import database_check, health_router
+from common.housekeeping import Housekeeper
 from common.http import setup_app
 from common.kafka import KafkaSettings, broker_check
 from common.logs import setup_logging
@@ -21,6 +22,7 @@ from common.verification import OfflineVerification
 from mailer_service.config import MailerSettings
 from mailer_service.consumer import Mailer
 from mailer_service.history import History
+from mailer_service.housekeeping import sweep
 from mailer_service.models import Base
 from mailer_service.routes import router
 from mailer_service.smtp import SmtpPool
@@ -57,13 +59,16 @@ def create_app(
             "consumer": consuming,
             **verification.checks(),
         }
+        housekeeper = Housekeeper(settings.housekeeping_seconds, lambda: sweep(engine, settings))
         await verification.start()
         mailer.start()
         user_events.start()
+        housekeeper.start()
         give_back_free_memory()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await user_events.stop()
             await mailer.stop()
             await smtp.close()

@@ -3,10 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.verification import TokenCheckSettings
+
+MIN_HISTORY_DAYS = 14
 
 
 class MailerSettings(TokenCheckSettings):
@@ -45,3 +47,20 @@ class MailerSettings(TokenCheckSettings):
     # Defaults: 1 + 5 + 25 s before the fourth attempt, then every 60 s; 8 attempts ≈ 4.5 min.
     max_attempts: int = Field(default=8, ge=1)
     retry_delays_seconds: list[float] = Field(default=[1.0, 5.0, 25.0, 60.0], min_length=1)
+    # Housekeeping (housekeeping.py): a pass every this many seconds (0: none); finished
+    # deliveries, with their attempts, go after this many days unchanged (0: kept). They are
+    # also the record of emails already sent, so the history must outlast the topics'
+    # retention (Kafka's default: 7 days): MIN_HISTORY_DAYS at least.
+    housekeeping_seconds: float = Field(default=3600.0, ge=0)
+    history_days: int = Field(default=90, ge=0)
+
+    @field_validator("history_days")
+    @classmethod
+    def _outlasts_the_topics(cls, days: int) -> int:
+        if 0 < days < MIN_HISTORY_DAYS:
+            raise ValueError(
+                f"MAILER_HISTORY_DAYS must be 0 (kept for good) or at least {MIN_HISTORY_DAYS}: "
+                "the history is also the record of the emails already sent, and must outlast "
+                "the topics' retention, or a re-read topic would send them again"
+            )
+        return days

@@ -1,5 +1,6 @@
 """Housekeeping deletes what can no longer decide anything, and nothing that still can:
-each kind of row on both sides of its line, on SQLite and PostgreSQL."""
+each kind of row on both sides of its line, on SQLite and PostgreSQL; auth's tables and
+the mailer's history."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase
 
+from auth_service import app as app_module
 from auth_service import housekeeping
+from auth_service.app import create_app
 from auth_service.config import AuthSettings
-from auth_service.housekeeping import Housekeeper, sweep
+from auth_service.housekeeping import sweep
+from auth_service.keys import generate_missing
 from auth_service.models import (
     AddressThrottle,
     AuditEvent,
@@ -30,10 +36,18 @@ from auth_service.models import (
     User,
     UserSession,
 )
+from common import housekeeping as common_housekeeping
 from common.clock import utcnow
 from common.db import make_engine, make_sessionmaker, migrate
-from common.events import EMAIL_CODES_TOPIC, USER_EVENTS_TOPIC
+from common.events import EMAIL_CODES_TOPIC, USER_EVENTS_TOPIC, UserEvent, UserEventType
+from common.kafka import KafkaSettings
+from infra.ports import free_port
 from infra.processes import ROOT
+from mailer_service.config import MailerSettings
+from mailer_service.housekeeping import sweep as mailer_sweep
+from mailer_service.models import Base as MailerBase
+from mailer_service.models import Delivery, DeliveryAttempt
+from tests.conftest import auth_settings_for
 from tests.postgres import create_databases, database_url, drop_databases
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -49,21 +63,38 @@ SETTINGS = AuthSettings(
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/auth.db"
-    else:
-        name = f"housekeeping_{uuid.uuid4().hex[:8]}"
-        await create_databases(name)
-        url = database_url(name)
+        yield f"sqlite+aiosqlite:///{tmp_path}/housekeeping.db"
+        return
+    name = f"housekeeping_{uuid.uuid4().hex[:8]}"
+    await create_databases(name)
+    try:
+        yield database_url(name)
+    finally:
+        await drop_databases(name)
+
+
+async def migrated(url: str, base: type[DeclarativeBase]) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(url)
-    await migrate(engine, Base)
+    await migrate(engine, base)
     try:
         yield engine
     finally:
         await engine.dispose()
-        if request.param == "postgresql":
-            await drop_databases(name)
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """Auth's database."""
+    async for engine in migrated(url, Base):
+        yield engine
+
+
+@pytest.fixture
+async def mailer_engine(url: str) -> AsyncIterator[AsyncEngine]:
+    async for engine in migrated(url, MailerBase):
+        yield engine
 
 
 def _user(email: str, *, verified: bool, created: datetime, mailed: datetime | None) -> User:
@@ -89,8 +120,9 @@ def _code(user: User, purpose: str, *, expires: datetime, consumed: datetime | N
     )
 
 
-async def _seed(session: AsyncSession, now: datetime) -> None:
-    """Rows named by what should become of them: `gone-…` or `kept-…`."""
+async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
+    """Rows named by what should become of them: `gone-…` or `kept-…`. Returns the id of
+    the account to be purged."""
     kept_user = _user(
         "kept-verified@example.com", verified=True, created=now - 400 * DAY, mailed=None
     )
@@ -106,7 +138,14 @@ async def _seed(session: AsyncSession, now: datetime) -> None:
         created=now - 6 * DAY,
         mailed=now - 6 * DAY,
     )
-    session.add_all([kept_user, quiet, again, young])
+    disabled = _user(
+        "kept-disabled-unverified@example.com",
+        verified=False,
+        created=now - 30 * DAY,
+        mailed=now - 30 * DAY,
+    )
+    disabled.disabled_at = now - 29 * DAY  # an admin's decision: the address stays taken
+    session.add_all([kept_user, quiet, again, young, disabled])
     await session.flush()
     session.add_all(
         [
@@ -132,6 +171,7 @@ async def _seed(session: AsyncSession, now: datetime) -> None:
             ("kept-ended", now - 2 * DAY, now - 23 * HOUR),
             ("gone-unused", now - ttl - 25 * HOUR, None),
             ("kept-unused", now - ttl - 23 * HOUR, None),
+            ("kept-token-left", now - ttl - 25 * HOUR, None),  # its token can still refresh
         ]
     ]
     live = sessions[0]
@@ -142,7 +182,8 @@ async def _seed(session: AsyncSession, now: datetime) -> None:
         (live, now - 23 * HOUR, True),  # kept
         (live, now + 13 * DAY, True),  # kept: presenting it would reveal a stolen token
         (live, now + 14 * DAY, False),  # kept: the session's current token
-        (sessions[1], now + DAY, False),  # gone with its ended session
+        (sessions[1], now + DAY, False),  # gone: its session ended, it refreshes nothing
+        (sessions[5], now + DAY, False),  # kept: issued when refresh tokens lived longer
     ]:
         session.add(
             RefreshToken(
@@ -188,18 +229,28 @@ async def _seed(session: AsyncSession, now: datetime) -> None:
         [
             AuditEvent(event="login_ok", at=now - 366 * DAY, ip="gone"),
             AuditEvent(event="login_ok", at=now - 364 * DAY, ip="kept"),
+            AuditEvent(
+                event="signup", at=now - 8 * DAY, user_id=quiet.id, email=quiet.email, ip="kept"
+            ),
         ]
     )
+    return quiet.id
 
 
 async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
+    """What is left, by name (the purge's own records aside)."""
+    not_purge = AuditEvent.event != "account_purged"
     async with make_sessionmaker(engine)() as session:
         return {
             "users": sorted(await session.scalars(select(User.email))),
             "sessions": sorted(s or "" for s in await session.scalars(select(UserSession.ip))),
             "throttle": sorted(await session.scalars(select(AddressThrottle.email))),
-            "outbox": sorted(await session.scalars(select(OutboxEvent.key))),
-            "audit": sorted(s or "" for s in await session.scalars(select(AuditEvent.ip))),
+            "outbox": sorted(
+                await session.scalars(select(OutboxEvent.key).where(OutboxEvent.payload.is_(None)))
+            ),
+            "audit": sorted(
+                s or "" for s in await session.scalars(select(AuditEvent.ip).where(not_purge))
+            ),
         }
 
 
@@ -215,8 +266,8 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
     counts = await sweep(engine, SETTINGS, now)
     assert counts == {
         "unverified_accounts": 1,
+        "refresh_tokens": 2,
         "sessions": 2,
-        "refresh_tokens": 1,  # and one more with its ended session
         "one_time_codes": 3,  # and one more with its account
         "address_throttle": 3,
         "outbox": 2,
@@ -225,11 +276,39 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
     left = await _left(engine)
     for kind, names in left.items():
         assert all(name.startswith("kept") for name in names), (kind, names)
-    assert len(left["users"]) == 3 and len(left["sessions"]) == 3
-    assert len(left["throttle"]) == 3 and len(left["outbox"]) == 5 and left["audit"] == ["kept"]
-    assert await _count(engine, RefreshToken) == 3
+    assert len(left["users"]) == 4 and len(left["sessions"]) == 4
+    assert len(left["throttle"]) == 3 and len(left["outbox"]) == 5
+    assert left["audit"] == ["kept", "kept"]
+    assert await _count(engine, RefreshToken) == 4
     assert await _count(engine, OneTimeCode) == 3
     assert await sweep(engine, SETTINGS, now) == dict.fromkeys(counts, 0)  # nothing left to do
+
+
+async def test_a_purged_account_is_forgotten_as_a_deleted_one(engine: AsyncEngine) -> None:
+    """As an account deletion: the audit trail loses the address and records the purge,
+    and user.deleted (with the address, for the mailer's history) goes out by the outbox."""
+    now = utcnow()
+    async with make_sessionmaker(engine).begin() as session:
+        purged = await _seed(session, now)
+    await sweep(engine, SETTINGS, now)
+    async with make_sessionmaker(engine)() as session:
+        trail = (
+            await session.execute(
+                select(AuditEvent.event, AuditEvent.email, AuditEvent.detail)
+                .where(AuditEvent.user_id == purged)
+                .order_by(AuditEvent.id)
+            )
+        ).all()
+        announced = (
+            await session.scalars(select(OutboxEvent).where(OutboxEvent.key == str(purged)))
+        ).one()
+    assert trail == [
+        ("signup", None, None),
+        ("account_purged", None, {"reason": "never verified"}),
+    ]
+    assert announced.topic == USER_EVENTS_TOPIC and announced.payload is not None
+    event = UserEvent.model_validate_json(announced.payload)
+    assert (event.type, event.email) == (UserEventType.DELETED, "gone-unverified@example.com")
 
 
 async def test_zero_keeps_unverified_accounts_and_audit_events(engine: AsyncEngine) -> None:
@@ -257,8 +336,9 @@ async def test_a_long_code_life_keeps_an_unverified_account_while_its_code_is_va
 
 
 async def test_a_sign_up_again_during_the_pass_keeps_the_account(engine: AsyncEngine) -> None:
-    """The pass picks the account, then waits for the lock of a sign-up again for the same
-    address (which sends a code); it judges the row as the sign-up left it, and keeps it."""
+    """A sign-up again for the address (which sends a code) holds the account's lock while
+    the pass runs: on PostgreSQL the pass skips the row, on SQLite it waits for the writer
+    and judges the row as the sign-up left it. Either way the account stays."""
     now = utcnow()
     async with make_sessionmaker(engine).begin() as session:
         session.add(
@@ -272,18 +352,56 @@ async def test_a_sign_up_again_during_the_pass_keeps_the_account(engine: AsyncEn
             user.last_mail_at = utcnow()
             await signup.flush()
             in_flight = asyncio.create_task(sweep(engine, SETTINGS, now))
-            done, _ = await asyncio.wait({in_flight}, timeout=1.0)
-            assert not done  # waiting for the sign-up's lock
+            await asyncio.wait({in_flight}, timeout=1.0)
         assert (await in_flight)["unverified_accounts"] == 0
     finally:
         await other.dispose()
     assert (await _left(engine))["users"] == ["again@example.com"]
 
 
+async def test_a_pass_and_a_request_ending_sessions_do_not_deadlock(engine: AsyncEngine) -> None:
+    """Ending sessions (a password change, a reset, an admin's disable) locks the tokens,
+    then the sessions. A pass that deleted a session first, and its tokens by cascade,
+    locked them the other way round: on PostgreSQL one of the two was aborted."""
+    now = utcnow()
+    ttl = timedelta(seconds=SETTINGS.refresh_token_ttl_seconds)
+    idle = now - ttl - 25 * HOUR
+    user = _user("ending@example.com", verified=True, created=now - 400 * DAY, mailed=None)
+    dead = UserSession(id=uuid.uuid4(), user_id=user.id, last_used_at=idle, created_at=idle)
+    async with make_sessionmaker(engine).begin() as session:
+        session.add(user)
+        await session.flush()
+        session.add(dead)
+        await session.flush()
+        session.add(
+            RefreshToken(user_id=user.id, family_id=dead.id, token_hash="t", expires_at=idle + ttl)
+        )
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        async with make_sessionmaker(other).begin() as request:
+            mine = UserSession.user_id == user.id
+            await request.execute(  # end_sessions' first statement: the tokens
+                update(RefreshToken)
+                .where(RefreshToken.family_id.in_(select(UserSession.id).where(mine)))
+                .values(revoked_at=now)
+            )
+            in_flight = asyncio.create_task(sweep(engine, SETTINGS, now))
+            await asyncio.wait({in_flight}, timeout=1.0)
+            await request.execute(  # and its second: the sessions
+                update(UserSession).where(mine, UserSession.ended_at.is_(None)).values(ended_at=now)
+            )
+        await in_flight  # no deadlock error here
+    finally:
+        await other.dispose()
+    async with make_sessionmaker(engine)() as session:  # nor in the request: it committed
+        ended = await session.scalar(select(UserSession.ended_at).where(UserSession.id == dead.id))
+    assert ended is not None
+
+
 async def test_batches_go_on_until_nothing_is_left(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(housekeeping, "BATCH", 2)
+    monkeypatch.setattr(common_housekeeping, "BATCH", 2)
     old = utcnow() - 400 * DAY
     async with make_sessionmaker(engine).begin() as session:
         session.add_all(AuditEvent(event="login_ok", at=old) for _ in range(5))
@@ -291,42 +409,42 @@ async def test_batches_go_on_until_nothing_is_left(
     assert await _count(engine, AuditEvent) == 0
 
 
-async def test_only_the_relaying_process_runs_the_periodic_pass(
+async def test_auth_runs_the_pass_in_the_process_that_relays_the_outbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/auth.db")
-    await migrate(engine, Base)
-    async with make_sessionmaker(engine).begin() as session:
-        session.add(AuditEvent(event="login_ok", at=utcnow() - 400 * DAY))
-    monkeypatch.setattr(housekeeping, "FIRST_PASS_SECONDS", 0.0)
-    leader, asked, thrice, swept = False, 0, asyncio.Event(), asyncio.Event()
+    """The app's own wiring: the relay takes its lock (no broker needed for that), and its
+    process runs the pass."""
+    settings = auth_settings_for(
+        tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/auth.db",
+        retired_keys_dir=tmp_path / "retired",
+        housekeeping_seconds=0.05,
+    )
+    generate_missing(settings)
+    monkeypatch.setattr(common_housekeeping, "FIRST_PASS_SECONDS", 0.0)
+    swept = asyncio.Event()
+    real_sweep = housekeeping.sweep
 
-    def is_leader() -> bool:
-        nonlocal asked
-        asked += 1
-        if asked == 3:
-            thrice.set()
-        return leader
-
-    async def sweep_and_say(*args: object) -> dict[str, int]:
-        counts = await sweep(*args)  # type: ignore[arg-type]
+    async def sweep_and_say(*args: Any) -> dict[str, int]:
+        counts = await real_sweep(*args)
         swept.set()
         return counts
 
-    monkeypatch.setattr(housekeeping, "sweep", sweep_and_say)
-    every = SETTINGS.model_copy(update={"housekeeping_seconds": 0.02})
-    keeper = Housekeeper(engine, every, is_leader)
-    keeper.start()
-    try:
-        async with asyncio.timeout(30):
-            await thrice.wait()
-            assert not swept.is_set() and await _count(engine, AuditEvent) == 1
-            leader = True
-            await swept.wait()
-        assert await _count(engine, AuditEvent) == 0
-    finally:
-        await keeper.stop()
-        await engine.dispose()
+    monkeypatch.setattr(app_module, "sweep", sweep_and_say)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nobody there
+    app = create_app(settings, kafka)
+    async with app.router.lifespan_context(app):
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                session.add(AuditEvent(event="login_ok", at=utcnow() - 400 * DAY))
+            swept.clear()
+            async with asyncio.timeout(30):
+                await swept.wait()  # a whole pass after the row was there
+                await swept.wait()
+            assert await _count(engine, AuditEvent) == 0
+        finally:
+            await engine.dispose()
 
 
 def test_the_operator_command_runs_a_pass_and_says_what_went(tmp_path: Path) -> None:
@@ -351,3 +469,42 @@ def test_the_operator_command_runs_a_pass_and_says_what_went(tmp_path: Path) -> 
         check=True,
     )
     assert json.loads(done.stdout.strip().splitlines()[-1])["audit_events"] == 1
+
+
+async def test_the_mailer_keeps_its_history_for_the_days_it_is_told(
+    mailer_engine: AsyncEngine,
+) -> None:
+    now = utcnow()
+    rows = [
+        ("gone-sent", "sent", now - 91 * DAY),
+        ("kept-sent", "sent", now - 89 * DAY),
+        ("gone-failed", "failed", now - 91 * DAY),
+        ("kept-retrying", "retrying", now - 91 * DAY),  # not finished: never deleted
+    ]
+    async with make_sessionmaker(mailer_engine).begin() as session:
+        for event_id, status, updated in rows:
+            session.add(
+                Delivery(
+                    event_id=event_id,
+                    recipient="someone@example.com",
+                    type="email_verification",
+                    status=status,
+                    attempts=1,
+                    queued_at=updated,
+                    updated_at=updated,
+                )
+            )
+        await session.flush()
+        session.add_all(
+            DeliveryAttempt(event_id=event_id, attempt=1, outcome=status, at=updated)
+            for event_id, status, updated in rows
+        )
+    settings = MailerSettings(history_days=90)
+    assert (
+        await mailer_sweep(mailer_engine, settings.model_copy(update={"history_days": 0}), now)
+        == {}
+    )
+    assert await mailer_sweep(mailer_engine, settings, now) == {"deliveries": 2}
+    async with make_sessionmaker(mailer_engine)() as session:
+        left = sorted(await session.scalars(select(DeliveryAttempt.event_id)))
+    assert left == ["kept-retrying", "kept-sent"]  # the attempts went with their deliveries

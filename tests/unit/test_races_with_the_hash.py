@@ -283,6 +283,44 @@ async def test_a_wrong_reset_code_is_answered_without_a_hash(setup: Setup, email
     assert attempts == (1 if email == EMAIL else 0)
 
 
+async def test_over_the_budget_a_right_reset_code_costs_no_hash_either(setup: Setup) -> None:
+    """Over the address's budget of wrong codes, a right code must not be told from a
+    wrong one: neither is looked at, neither hashes."""
+    code = await _reset_code(setup)
+    cap = setup.accounts.settings.code_max_failures_per_address
+    async with setup.sessions.begin() as session:
+        session.add(
+            AddressThrottle(
+                email=EMAIL, login_failures=0, code_failures=cap, code_window_started_at=utcnow()
+            )
+        )
+    hashed = setup.hasher.hashed
+    with pytest.raises(TooManyCodeAttempts):
+        await setup.accounts.reset_password(EMAIL, code, "a brand new passphrase")
+    assert setup.hasher.hashed == hashed
+
+
+async def test_a_code_that_became_right_after_the_look_is_refused_and_kept(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looked at as wrong, redeemed as right (a new code committed in between): no hash
+    was made, so nothing is set; the redemption is rolled back and the code still works."""
+    code, before = await _reset_code(setup), await _stored_hash(setup.sessions)
+
+    async def wrong(*_: object) -> bool:
+        return False
+
+    with monkeypatch.context() as patched:
+        patched.setattr(setup.accounts.codes, "would_match", wrong)
+        with pytest.raises(InvalidCode):
+            await setup.accounts.reset_password(EMAIL, code, "a brand new passphrase")
+    assert await _stored_hash(setup.sessions) == before
+    async with setup.sessions() as session:
+        assert await session.scalar(select(OneTimeCode.attempts)) == 0  # no try spent
+    await setup.accounts.reset_password(EMAIL, code, "a brand new passphrase")
+    assert await _stored_hash(setup.sessions) != before
+
+
 @pytest.mark.parametrize("during_the_hash", [None, _use_the_codes], ids=["undisturbed", "used"])
 async def test_a_reset_code_is_redeemed_after_the_hash(
     setup: Setup, during_the_hash: Meddle | None

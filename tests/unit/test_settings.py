@@ -142,3 +142,14 @@ def test_auth_in_production_warns_of_a_broker_in_the_clear(
     create_app(production, KafkaSettings(security_protocol="SSL", ssl_cafile=cert))
     create_app(auth_settings_for(key_dir), KafkaSettings())  # development: no warning
     assert "in the clear" not in caplog.text
+
+
+@pytest.mark.parametrize(("days", "accepted"), [(0, True), (7, False), (13, False), (14, True)])
+def test_the_mailer_history_outlasts_the_topics(days: int, accepted: bool) -> None:
+    """The history is also the record of the emails already sent: one shorter than a topic
+    keeps its events would let a re-read topic send them again."""
+    if accepted:
+        assert MailerSettings(history_days=days).history_days == days
+    else:
+        with pytest.raises(ValidationError, match="MAILER_HISTORY_DAYS"):
+            MailerSettings(history_days=days)
