@@ -74,8 +74,15 @@ PUBLISHED = Counter("auth_outbox_published_total", "Outbox events published", ["
 UNDELIVERED = Counter(
     "auth_outbox_undelivered_total", "Emails closed unconfirmed after AUTH_OUTBOX_GIVE_UP_SECONDS"
 )
-PENDING = Gauge("auth_outbox_pending", "Outbox events by state", ["state"])
-LEADER = Gauge("auth_outbox_relay_leader", "1 while this process relays the outbox")
+# With several workers (common/metrics.py): the relaying worker's counts; how many relay.
+PENDING = Gauge(
+    "auth_outbox_pending", "Outbox events by state", ["state"], multiprocess_mode="livemax"
+)
+LEADER = Gauge(
+    "auth_outbox_relay_leader",
+    "1 while this process relays the outbox",
+    multiprocess_mode="livesum",
+)
 STUCK = Counter("auth_outbox_relay_restarts_total", "Relay restarted after being stuck")
 FAILED = Counter("auth_outbox_relay_failures_total", "Relay restarted after an unexpected error")
 

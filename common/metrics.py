@@ -1,12 +1,27 @@
-"""Prometheus request metrics and the `/metrics` route every service serves."""
+"""Prometheus request metrics and the `/metrics` route every service serves.
+
+With several workers (`*_WORKERS` > 1) each worker is a process of its own, and a scrape
+reaches whichever one accepts it. So `serve` gives the workers a shared directory
+(PROMETHEUS_MULTIPROC_DIR) where prometheus_client keeps every process's values, and
+`/metrics` answers with all of them merged: counters and histograms summed, each gauge as
+its `multiprocess_mode` says. One process keeps them in memory, as before.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
 import time
 
 from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_SECONDS = Histogram(
@@ -44,9 +59,27 @@ class MetricsMiddleware:
             ).observe(time.perf_counter() - started)
 
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared() -> bool:
+    """Whether this process keeps its values in the workers' shared directory."""
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
+def exposition() -> bytes:
+    if not shared():
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
 def install_metrics(app: FastAPI) -> None:
     app.add_middleware(MetricsMiddleware)
+    if shared():  # a worker that ends takes its live gauges with it
+        atexit.register(multiprocess.mark_process_dead, os.getpid())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -8,12 +8,47 @@ factory (`module:function`) must set logging up itself.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import uvicorn
 from fastapi import FastAPI
+
+from common.metrics import MULTIPROCESS_DIR
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """A directory where the workers keep their metrics (common/metrics.py), empty at start:
+    values left by an earlier run would be merged in. The operator's own (set in the
+    environment) is emptied of them; else a fresh one is made and removed at the end."""
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="metrics-")
+    os.environ[MULTIPROCESS_DIR] = made  # the workers inherit it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def serve(app: FastAPI | str, *, host: str, port: int, workers: int = 1) -> None:
     """`app` is the app (one process) or an import string of a factory (any count)."""
+    several = isinstance(app, str) and workers > 1
+    with shared_metrics() if several else contextlib.nullcontext():
+        _run(app, host=host, port=port, workers=workers)
+
+
+def _run(app: FastAPI | str, *, host: str, port: int, workers: int) -> None:
     uvicorn.run(
         app,
         factory=isinstance(app, str),

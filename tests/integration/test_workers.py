@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -79,6 +80,33 @@ def test_every_email_is_published_once(stack: Stack, workers: ServiceProcess) ->
     with sqlite3.connect(stack.work / "auth-workers.db") as db:
         publishes = {row[0] for row in db.execute("SELECT publishes FROM outbox")}
     assert publishes == {1}  # one relay: nothing was published twice
+
+
+HEALTHZ_COUNT = re.compile(
+    r'^http_request_duration_seconds_count\{method="GET",route="/healthz",status="200"\} (\S+)$',
+    re.M,
+)
+LEADERS = re.compile(r"^auth_outbox_relay_leader (\S+)$", re.M)
+
+
+def _scrape(url: str) -> tuple[float, float]:
+    """/healthz answers counted, and relaying workers, as one scrape reports them."""
+    with httpx.Client(base_url=url) as http:  # a new connection: either worker
+        text = http.get("/metrics").text
+    count, leaders = HEALTHZ_COUNT.search(text), LEADERS.search(text)
+    assert count is not None and leaders is not None, text
+    return float(count.group(1)), float(leaders.group(1))
+
+
+def test_every_scrape_reports_both_workers(workers: ServiceProcess) -> None:
+    """A scrape reached one worker and reported its values only: counters jumped between
+    scrapes, and the worker that does not relay said no one did."""
+    start, _ = _scrape(workers.url)
+    for _ in range(40):
+        with httpx.Client(base_url=workers.url) as http:  # new connections: both workers
+            assert http.get("/healthz").status_code == 200
+    scrapes = {_scrape(workers.url) for _ in range(8)}
+    assert scrapes == {(start + 40, 1.0)}
 
 
 def test_both_workers_count_one_limit(workers: ServiceProcess) -> None:
