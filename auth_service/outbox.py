@@ -189,6 +189,8 @@ class OutboxRelay:
             finally:
                 self.leader = False
                 LEADER.set(0)
+                for state in ("unpublished", "unconfirmed"):  # the next leader's now
+                    PENDING.labels(state).set(0)
                 try:
                     await self._disconnect()
                 finally:

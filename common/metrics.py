@@ -4,14 +4,17 @@ With several workers (`*_WORKERS` > 1) each worker is a process of its own, and 
 reaches whichever one accepts it. So `serve` gives the workers a shared directory
 (PROMETHEUS_MULTIPROC_DIR) where prometheus_client keeps every process's values, and
 `/metrics` answers with all of them merged: counters and histograms summed, each gauge as
-its `multiprocess_mode` says. One process keeps them in memory, as before.
+its `multiprocess_mode` says; the live gauges of workers that ended are dropped at each
+scrape. Without several workers, values stay in memory, unless the operator sets
+PROMETHEUS_MULTIPROC_DIR (one directory per service).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
+import re
 import time
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -67,9 +70,26 @@ def shared() -> bool:
     return bool(os.environ.get(MULTIPROCESS_DIR))
 
 
+_LIVE_GAUGE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def drop_dead_workers(directory: Path) -> None:
+    """The live gauges of workers that ended: a worker stopped by a signal or killed runs
+    no exit handler, and its values would count as a live worker's."""
+    pids = {int(m.group(1)) for f in directory.iterdir() if (m := _LIVE_GAUGE.match(f.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def exposition() -> bytes:
     if not shared():
         return generate_latest()
+    drop_dead_workers(Path(os.environ[MULTIPROCESS_DIR]))
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
@@ -77,8 +97,6 @@ def exposition() -> bytes:
 
 def install_metrics(app: FastAPI) -> None:
     app.add_middleware(MetricsMiddleware)
-    if shared():  # a worker that ends takes its live gauges with it
-        atexit.register(multiprocess.mark_process_dead, os.getpid())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -22,14 +22,21 @@ from common.metrics import MULTIPROCESS_DIR
 
 
 @contextlib.contextmanager
-def shared_metrics() -> Iterator[None]:
-    """A directory where the workers keep their metrics (common/metrics.py), empty at start:
-    values left by an earlier run would be merged in. The operator's own (set in the
-    environment) is emptied of them; else a fresh one is made and removed at the end."""
+def shared_metrics(several: bool) -> Iterator[None]:
+    """A directory where the workers keep their metrics (common/metrics.py), holding no
+    values of an earlier run, which would be merged in. In the operator's own (set in the
+    environment, whatever the worker count: prometheus_client then uses it) the files of
+    other processes than this one are deleted; with several workers and none set, a fresh
+    directory is made and removed at the end. One process with none set keeps its values
+    in memory."""
     given = os.environ.get(MULTIPROCESS_DIR)
     if given:
         for stale in Path(given).glob("*.db"):
-            stale.unlink()
+            if not stale.stem.endswith(f"_{os.getpid()}"):
+                stale.unlink(missing_ok=True)
+        yield
+        return
+    if not several:
         yield
         return
     made = tempfile.mkdtemp(prefix="metrics-")
@@ -43,19 +50,14 @@ def shared_metrics() -> Iterator[None]:
 
 def serve(app: FastAPI | str, *, host: str, port: int, workers: int = 1) -> None:
     """`app` is the app (one process) or an import string of a factory (any count)."""
-    several = isinstance(app, str) and workers > 1
-    with shared_metrics() if several else contextlib.nullcontext():
-        _run(app, host=host, port=port, workers=workers)
-
-
-def _run(app: FastAPI | str, *, host: str, port: int, workers: int) -> None:
-    uvicorn.run(
-        app,
-        factory=isinstance(app, str),
-        host=host,
-        port=port,
-        workers=workers if isinstance(app, str) else None,
-        log_config=None,
-        proxy_headers=False,
-        ws="none",  # no service speaks WebSocket: an Upgrade is a plain request
-    )
+    with shared_metrics(isinstance(app, str) and workers > 1):
+        uvicorn.run(
+            app,
+            factory=isinstance(app, str),
+            host=host,
+            port=port,
+            workers=workers if isinstance(app, str) else None,
+            log_config=None,
+            proxy_headers=False,
+            ws="none",  # no service speaks WebSocket: an Upgrade is a plain request
+        )

@@ -43,6 +43,7 @@ from common.kafka import (
     topic_partitions,
     until_connected,
 )
+from common.metrics import shared as shared_metrics
 from mailer_service.config import MailerSettings
 from mailer_service.dispatch import Dispatcher
 from mailer_service.history import History
@@ -115,6 +116,7 @@ class Mailer:
         self._reread = False
         self._timers: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._next_lag_check = 0.0
+        self._lag_reported: set[tuple[str, str]] = set()
         self._known: dict[str, int] = {}  # partitions of our topics when we made them
         self.running = False
         # True once the group has handed us an assignment (maybe empty): ready to consume.
@@ -441,7 +443,7 @@ class Mailer:
         if time.monotonic() < self._next_lag_check:
             return
         self._next_lag_check = time.monotonic() + 1.0
-        LAG.clear()
+        reported: set[tuple[str, str]] = set()
         for tp in self._consumer.assignment():
             try:
                 end = self._consumer.highwater(tp)
@@ -450,4 +452,15 @@ class Mailer:
                 position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
             except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
                 continue  # mid-rebalance: the partition was just taken away
-            LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+            labels = (tp.topic, str(tp.partition))
+            LAG.labels(*labels).set(max(0, end - position))
+            reported.add(labels)
+        for labels in self._lag_reported - reported:  # partitions no longer measured here
+            if shared_metrics():
+                # Workers share the values (common/metrics.py), where a series cannot be
+                # removed, and a new one each time would pile up: zero, which the new
+                # owner's next, more recent, value replaces.
+                LAG.labels(*labels).set(0)
+            else:
+                LAG.remove(*labels)
+        self._lag_reported = reported
