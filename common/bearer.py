@@ -48,11 +48,18 @@ async def verify_bearer(token: str, verifier: Verifier) -> Claims:
 
 
 async def request_claims(request: Request, credentials: Credentials) -> Claims:
-    """FastAPI dependency: the claims, verified by the app's `state.verifier`."""
+    """FastAPI dependency: the claims, verified by the app's `state.verifier`, of a token
+    auth has not taken back (`state.revocations`, where the app keeps one)."""
     token = credentials.credentials.strip() if credentials else ""
     if not token:
         raise invalid_token("missing bearer token")
-    return await verify_bearer(token, request.app.state.verifier)
+    claims = await verify_bearer(token, request.app.state.verifier)
+    revocations = getattr(request.app.state, "revocations", None)
+    if revocations is not None and revocations.revoked(claims):
+        raise invalid_token(
+            "this token was taken back (account disabled, deleted or re-passworded)"
+        )
+    return claims
 
 
 ClaimsDep = Annotated[Claims, Depends(request_claims)]

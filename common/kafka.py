@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
@@ -271,6 +271,16 @@ def being_cancelled() -> bool:
     raised inside something it awaited."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def started(consumer: AIOKafkaConsumer) -> AIOKafkaConsumer:
+    """`consumer`, started; stopped again if starting fails (its connections not leaked)."""
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
 
 
 async def close_quietly(client: Any, what: str, within: float = 10.0) -> None:

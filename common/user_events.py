@@ -26,6 +26,7 @@ from common.kafka import (
     being_cancelled,
     close_quietly,
     keep_running,
+    started,
     until_connected,
 )
 
@@ -75,12 +76,7 @@ class UserEventsConsumer:
         # By pattern: naming the topic would have a broker that restarted empty create it
         # before its owner, auth's relay, does; until it exists we simply wait for it.
         consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
-        try:
-            await consumer.start()
-        except BaseException:
-            await consumer.stop()
-            raise
-        return consumer
+        return await started(consumer)
 
     async def _run(self) -> None:
         await keep_running(self._serve, f"user-events:{self._group_id}", self._stopping)

@@ -19,6 +19,7 @@ from common.http import setup_app
 from common.kafka import KafkaSettings
 from common.logs import setup_logging
 from common.memory import give_back_free_memory
+from common.revocations import RevocationFeed, Revocations
 from common.user_events import UserEventsConsumer
 from common.verification import OfflineVerification
 from films_service.cache import ResponseCache, VersionWatch
@@ -54,14 +55,18 @@ def create_app(
         # Not the broker: films serves its catalogue whether or not Kafka is up.
         app.state.checks = {"database": database_check(engine), **verification.checks()}
         user_events = UserEventsConsumer(kafka, settings.group_id, handler(app.state.sessions))
+        app.state.revocations = revocations = Revocations()
+        feed = RevocationFeed(kafka, revocations)
         await verification.start()
         user_events.start()
+        feed.start()
         watch.start()
         give_back_free_memory()
         try:
             yield
         finally:
             await watch.stop()
+            await feed.stop()
             await user_events.stop()
             await verification.stop()
             await engine.dispose()

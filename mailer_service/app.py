@@ -17,6 +17,7 @@ from common.http import setup_app
 from common.kafka import KafkaSettings, broker_check
 from common.logs import setup_logging
 from common.memory import give_back_free_memory
+from common.revocations import RevocationFeed, Revocations
 from common.user_events import UserEventsConsumer
 from common.verification import OfflineVerification
 from mailer_service.config import MailerSettings
@@ -60,15 +61,19 @@ def create_app(
             **verification.checks(),
         }
         housekeeper = Housekeeper(settings.housekeeping_seconds, lambda: sweep(engine, settings))
+        app.state.revocations = revocations = Revocations()  # admin tokens, for /v1/deliveries
+        feed = RevocationFeed(kafka, revocations)
         await verification.start()
         mailer.start()
         user_events.start()
+        feed.start()
         housekeeper.start()
         give_back_free_memory()
         try:
             yield
         finally:
             await housekeeper.stop()
+            await feed.stop()
             await user_events.stop()
             await mailer.stop()
             await smtp.close()

@@ -1,0 +1,48 @@
+"""Which tokens a disabled or deleted account loses, by `iat`, in films and the mailer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from common.events import UserEvent, UserEventType
+from common.revocations import REPLAY_SECONDS, Revocations
+
+AT = datetime(2026, 11, 24, 12, 0, 0, 700_000, tzinfo=UTC)  # .7 into its second
+SECOND = int(AT.timestamp())
+
+
+def _claims(user: str, iat: int) -> dict[str, object]:
+    return {"sub": user, "iat": iat}
+
+
+def test_a_disabled_accounts_tokens_up_to_its_second_are_taken_back() -> None:
+    revocations = Revocations()
+    revocations.note(UserEvent(type=UserEventType.DISABLED, user_id="u1", occurred_at=AT))
+    assert revocations.revoked(_claims("u1", SECOND - 600))
+    assert revocations.revoked(_claims("u1", SECOND))  # nobody signs in once disabled
+    assert not revocations.revoked(_claims("u1", SECOND + 1))  # after an enable
+    assert not revocations.revoked(_claims("u2", SECOND - 600))  # someone else
+
+
+def test_other_events_take_nothing_back_and_a_later_event_moves_the_line() -> None:
+    revocations = Revocations()
+    for kind in (UserEventType.PASSWORD_CHANGED, UserEventType.ENABLED, UserEventType.VERIFIED):
+        revocations.note(UserEvent(type=kind, user_id="u1", occurred_at=AT))
+    assert not revocations.revoked(_claims("u1", SECOND - 600))
+    revocations.note(UserEvent(type=UserEventType.DELETED, user_id="u1", occurred_at=AT))
+    earlier = AT.replace(hour=11)
+    revocations.note(UserEvent(type=UserEventType.DISABLED, user_id="u1", occurred_at=earlier))
+    assert revocations.revoked(_claims("u1", SECOND))  # the later line holds
+
+
+def test_entries_older_than_any_token_they_could_refuse_are_forgotten() -> None:
+    now = AT.timestamp() + REPLAY_SECONDS + 10
+    revocations = Revocations(clock=lambda: now)
+    revocations.note(UserEvent(type=UserEventType.DISABLED, user_id="old", occurred_at=AT))
+    recent = datetime.fromtimestamp(now - 60, UTC)
+    for i in range(2047):
+        revocations.note(
+            UserEvent(type=UserEventType.DISABLED, user_id=f"u{i}", occurred_at=recent)
+        )
+    assert not revocations.revoked(_claims("old", SECOND - 600))
+    assert revocations.revoked(_claims("u0", int(now) - 120))
