@@ -23,26 +23,27 @@ what happens meanwhile is learned when it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from pydantic import ValidationError
 
 from common.events import USER_EVENTS_TOPIC, UserEvent, UserEventType
 from common.kafka import KafkaSettings, close_quietly, keep_running, started, until_connected
 from common.tasks import cancel_and_wait
+from common.user_events import METADATA_MAX_AGE_MS
 
 log = logging.getLogger(__name__)
 
 REPLAY_SECONDS = 24 * 3600.0
 TAKING_BACK = {UserEventType.DISABLED, UserEventType.DELETED}
-TOPIC_WAIT_SECONDS = 1.0
+RESET_CHECK_SECONDS = 5.0
 
 
 class Revocations:
@@ -56,7 +57,9 @@ class Revocations:
         if event.type not in TAKING_BACK:
             return
         # Tokens carry `iat` in whole seconds: the event's own second is taken back too.
-        not_before = math.floor(event.occurred_at.timestamp()) + 1
+        # Never past now: an event from the future would refuse every later token.
+        at = min(event.occurred_at.timestamp(), self._clock())
+        not_before = math.floor(at) + 1
         if not_before > self._not_before.get(event.user_id, 0):
             self._not_before[event.user_id] = not_before
         self._forget_old()
@@ -75,7 +78,14 @@ class Revocations:
 
 
 class RevocationFeed:
-    """Reads every partition of `auth.user-events` into `revocations`, in the background."""
+    """Reads every partition of `auth.user-events` into `revocations`, in the background.
+
+    Subscribed by pattern, with no group: aiokafka then asks the broker for every topic
+    (naming this one would have a broker that restarted empty create it before its owner,
+    auth's relay, does), assigns all its partitions once it exists, and again when their
+    number changes. A partition newly assigned is read from REPLAY_SECONDS back. A
+    partition whose end falls behind our position was lost with a broker that restarted
+    empty (which reports no error for it): it is read again from its start."""
 
     def __init__(self, kafka: KafkaSettings, revocations: Revocations) -> None:
         self._kafka = kafka
@@ -98,56 +108,62 @@ class RevocationFeed:
             **self._kafka.client_options(),
             group_id=None,  # every event, in every process
             enable_auto_commit=False,
-            auto_offset_reset="earliest",  # a topic made again: read it from its start
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,  # the topic, once auth has made it
             request_timeout_ms=self._kafka.request_timeout_ms,
         )
+        consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
         return await started(consumer)
 
     async def _serve(self) -> None:
         consumer = await until_connected(self._connect, "revocations", self._stopping)
         if consumer is None:
             return
+        assigned: set[TopicPartition] = set()
+        next_check = 0.0
         try:
-            partitions = await self._partitions(consumer)
-            if partitions:
-                consumer.assign(partitions)
-                await self._seek_back(consumer, partitions)
-                log.info("reading %s for taken-back tokens", USER_EVENTS_TOPIC)
-            while partitions and not self._stopping.is_set():
+            while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
                     self._note(records)
+                now_assigned = set(consumer.assignment())
+                if fresh := now_assigned - assigned:
+                    await self._seek_back(consumer, sorted(fresh))
+                assigned = now_assigned
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + RESET_CHECK_SECONDS
+                    await self._reread_lost(consumer, assigned)
         finally:
             await close_quietly(consumer, "revocations")
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """The topic's partitions once it exists. Listing every topic first: asking for
-        this one by name would have a broker that restarted empty create it before its
-        owner, auth's relay, does."""
-        while not self._stopping.is_set():
-            if USER_EVENTS_TOPIC in await consumer.topics():
-                found = consumer.partitions_for_topic(USER_EVENTS_TOPIC) or set()
-                return [TopicPartition(USER_EVENTS_TOPIC, p) for p in sorted(found)]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), TOPIC_WAIT_SECONDS)
-        return []
 
     async def _seek_back(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
     ) -> None:
         since = int((time.time() - REPLAY_SECONDS) * 1000)
         try:
+            ends = await consumer.end_offsets(partitions)
             found = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
-        except KafkaError as exc:  # a broker that cannot look offsets up by time
-            log.info("no offsets by time (%s): reading %s from its start", exc, USER_EVENTS_TOPIC)
+        except KafkaError as exc:  # a broker that cannot look offsets up by time, say
+            log.info("reading %s from its start (%s)", USER_EVENTS_TOPIC, exc)
             await consumer.seek_to_beginning(*partitions)
             return
         for tp in partitions:
             at = found.get(tp)
-            if at is None:  # nothing that recent: from the end on
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, at.offset)
+            # Nothing that recent: from where the end was, not from a later end, which
+            # would skip what came in meanwhile.
+            consumer.seek(tp, at.offset if at is not None else ends[tp])
+        log.info("reading %s for taken-back tokens", USER_EVENTS_TOPIC)
+
+    async def _reread_lost(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            end = consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
+                continue  # mid-reassignment: looked at again next time
+            if end is not None and end < position:
+                log.warning("%s lost its events (a broker reset?): reading it again", tp)
+                await consumer.seek_to_beginning(tp)
 
     def _note(self, records: list[ConsumerRecord[Any, Any]]) -> None:
         for record in records:

@@ -99,7 +99,10 @@ def render(gateway: Gateway) -> str:
         http.append(f"proxy_bind {gateway.source_address};")
     for service, instances in gateway.upstreams.items():
         servers = " ".join(f"server {i} max_fails=1 fail_timeout=5s;" for i in instances)
-        http.append(f"upstream {service} {{ {servers} keepalive 32; }}")
+        # Idle connections closed before the services' own 5 s (uvicorn's keep-alive):
+        # a request sent on one the service is closing fails, and the POST is not retried.
+        keepalive = "keepalive 32; keepalive_timeout 4s;"
+        http.append(f"upstream {service} {{ {servers} {keepalive} }}")
     server = [f"listen {gateway.listen};"]
     server += [
         f"location {prefix} {{ proxy_pass http://{service}; }}"

@@ -238,8 +238,8 @@ def deliveries(stack: Stack, email: str) -> list[object]:
     return items
 
 
-def favourites(stack: Stack, account: Account) -> list[object]:
-    r = httpx.get(f"{stack.films.url}/v1/me/favourites", headers=account.bearer)
+def favourites(stack: Stack, headers: dict[str, str]) -> list[object]:
+    r = httpx.get(f"{stack.films.url}/v1/me/favourites", headers=headers)
     assert r.status_code == 200, r.text
     items: list[object] = r.json()
     return items
@@ -267,8 +267,12 @@ def test_deleting_the_account_removes_its_data_everywhere(stack: Stack, http: ht
     gone = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
     assert gone.json()["error"] == "invalid_credentials"
 
-    # Films and the mailer hear user.deleted and forget the user.
-    wait_until(lambda: favourites(stack, account) == [])
+    # Films and the mailer hear user.deleted and forget the user; films also refuses the
+    # account's tokens from then on (common/revocations.py), so look with a later one.
+    mine = f"{stack.films.url}/v1/me/favourites"
+    wait_until(lambda: httpx.get(mine, headers=account.bearer).status_code == 401)
+    later = Minter(stack.key_dir).token(sub=account.id, iat=int(time.time()) + 2)
+    wait_until(lambda: favourites(stack, bearer(later)) == [])
     wait_until(lambda: deliveries(stack, account.email) == [])
     # The audit trail stays, without the address.
     rows = audit_rows(stack, account.id)

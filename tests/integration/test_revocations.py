@@ -4,11 +4,19 @@ the token's last minute, as before. A films process started later refuses them t
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from common.events import USER_EVENTS_TOPIC, UserEvent, UserEventType
+from common.kafka import KafkaSettings, ensure_topics
+from common.revocations import RevocationFeed, Revocations
+from infra.broker import EmbeddedBroker
+from infra.ports import free_port
 from tests.accounts import PASSWORD, new_account, new_admin
 from tests.conftest import Stack
-from tests.support import wait_until
+from tests.support import wait_until, wait_until_async
 
 
 def _status(url: str, headers: dict[str, str]) -> int:
@@ -56,3 +64,44 @@ def test_a_deleted_accounts_token_is_refused_by_films(stack: Stack) -> None:
         )
         assert r.status_code == 204, r.text
         wait_until(lambda: _status(film, user.bearer) == 401)
+
+
+async def _publish(bootstrap: str, *events: UserEvent) -> None:
+    """As auth's relay does: the topic made first, with its partitions, then the events."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    await ensure_topics(kafka, USER_EVENTS_TOPIC)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(USER_EVENTS_TOPIC, event.to_json().encode(), event.key)
+    finally:
+        await producer.stop()
+
+
+def _disabled(user_id: str) -> UserEvent:
+    return UserEvent(type=UserEventType.DISABLED, user_id=user_id)
+
+
+async def test_the_feed_waits_for_the_topic_and_reads_it_again_after_a_broker_reset() -> None:
+    """Started before auth made the topic, the feed found no partitions and ended for good
+    (on Apache Kafka always: its metadata at start lists no topics). A broker that
+    restarted empty reports no error for the offsets it lost: the feed waited for the new
+    log to pass its old position."""
+    broker = EmbeddedBroker(port=free_port()).start()
+    revocations = Revocations()
+    feed = RevocationFeed(KafkaSettings(bootstrap_servers=broker.bootstrap_servers), revocations)
+    feed.start()
+    try:
+        await asyncio.sleep(1.0)  # the feed is up, the topic is not
+        await _publish(broker.bootstrap_servers, *(_disabled(f"before-{i}") for i in range(5)))
+        late = {"sub": "before-4", "iat": 0}
+        await wait_until_async(lambda: revocations.revoked(late), timeout=60)
+        broker.stop()
+        broker = EmbeddedBroker(port=broker.port).start()  # empty, same address
+        await _publish(broker.bootstrap_servers, _disabled("after-reset"))
+        after = {"sub": "after-reset", "iat": 0}
+        await wait_until_async(lambda: revocations.revoked(after), timeout=60)
+    finally:
+        await feed.stop()
+        broker.stop()

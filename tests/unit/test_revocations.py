@@ -46,3 +46,14 @@ def test_entries_older_than_any_token_they_could_refuse_are_forgotten() -> None:
         )
     assert not revocations.revoked(_claims("old", SECOND - 600))
     assert revocations.revoked(_claims("u0", int(now) - 120))
+
+
+def test_an_event_from_the_future_takes_back_no_later_token() -> None:
+    """An `occurred_at` ahead of the clock (a foreign producer's, a skewed host's) would
+    refuse every token the account got afterwards, for as long as that future lasted."""
+    now = AT.timestamp()
+    revocations = Revocations(clock=lambda: now)
+    ahead = datetime.fromtimestamp(now + 86400, UTC)
+    revocations.note(UserEvent(type=UserEventType.DISABLED, user_id="u1", occurred_at=ahead))
+    assert revocations.revoked(_claims("u1", SECOND))
+    assert not revocations.revoked(_claims("u1", SECOND + 1))
