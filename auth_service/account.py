@@ -60,7 +60,9 @@ class SelfService:
             await a.codes.retire(session, user.id, RESET, utcnow())
             audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
             events.email_notice(session, EmailEventType.PASSWORD_CHANGED_NOTICE, user.email, locale)
-            events.user_event(session, UserEventType.PASSWORD_CHANGED, user.id)
+            events.user_event(
+                session, UserEventType.PASSWORD_CHANGED, user.id, kept_session=caller.session_id
+            )
         a.relay.notify()
 
     async def request_email_change(

@@ -44,7 +44,12 @@ def _email(session: AsyncSession, event: EmailCodeEvent) -> None:
 
 
 def user_event(
-    session: AsyncSession, kind: UserEventType, user_id: uuid.UUID, email: str | None = None
+    session: AsyncSession,
+    kind: UserEventType,
+    user_id: uuid.UUID,
+    email: str | None = None,
+    kept_session: uuid.UUID | None = None,
 ) -> None:
-    event = UserEvent(type=kind, user_id=str(user_id), email=email)
+    kept = str(kept_session) if kept_session else None
+    event = UserEvent(type=kind, user_id=str(user_id), email=email, session_id=kept)
     add_event(session, USER_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())

@@ -56,7 +56,7 @@ async def request_claims(request: Request, credentials: Credentials) -> Claims:
     claims = await verify_bearer(token, request.app.state.verifier)
     revocations = getattr(request.app.state, "revocations", None)
     if revocations is not None and revocations.revoked(claims):
-        raise invalid_token("token taken back: its account was disabled or deleted")
+        raise invalid_token("token taken back: account disabled or deleted, or password changed")
     return claims
 
 

@@ -153,6 +153,9 @@ class UserEvent(BaseModel):
     type: UserEventType
     user_id: str
     email: str | None = None
+    # user.password_changed by the account's owner: the session that made the change,
+    # which stays signed in (every other one ended). Absent after a reset: none stays.
+    session_id: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -2,15 +2,20 @@
 
 Films and the mailer verify an access token with auth's public key only, so on its own a
 token would keep working there until it expired after its account was disabled or
-deleted. Every process of such a service therefore reads `auth.user-events` from end to
-end, with no consumer group (each process needs every event, not a share of them), and
-notes, per account disabled or deleted, the second up to which its tokens no longer
-count: every token issued up to that second (nobody signs in to a disabled or deleted
-account, so a token of that second came before the event).
+deleted, or after a password change or reset ended its session. Every process of such a
+service therefore reads `auth.user-events` from end to end, with no consumer group (each
+process needs every event, not a share of them), and notes, per account, the second
+before which its tokens no longer count:
 
-A password change is not taken back here: it ends the account's other sessions but keeps
-the one that made it, and the event does not say which that is; the other sessions'
-access tokens live out their minutes, as before.
+- user.disabled, user.deleted: every token issued up to that second (nobody signs in to a
+  disabled or deleted account, so a token of that second came before the event);
+- user.password_changed: every token issued before that second, except those of the
+  session that made the change (`session_id`), which stays signed in; after a reset no
+  session stays. A token of the change's own second may be a sign-in with the new
+  password, and stays valid.
+
+Ending one session (a logout, or "sign out everywhere else") sends no event, so those
+sessions' access tokens still live out their minutes here.
 
 A process starting reads the events of the last REPLAY_SECONDS (by timestamp, or the
 whole topic where the broker cannot look offsets up by time), so a token taken back before
@@ -42,38 +47,46 @@ from common.user_events import METADATA_MAX_AGE_MS
 log = logging.getLogger(__name__)
 
 REPLAY_SECONDS = 24 * 3600.0
-TAKING_BACK = {UserEventType.DISABLED, UserEventType.DELETED}
+TAKING_BACK = {UserEventType.DISABLED, UserEventType.DELETED, UserEventType.PASSWORD_CHANGED}
 RESET_CHECK_SECONDS = 5.0
 
 
 class Revocations:
-    """Per account, the `iat` below which its access tokens are refused."""
+    """Per account, the `iat` below which its access tokens are refused, but for those of
+    the one session a password change kept."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._not_before: dict[str, int] = {}
+        self._not_before: dict[str, tuple[int, str | None]] = {}
 
     def note(self, event: UserEvent) -> None:
         if event.type not in TAKING_BACK:
             return
-        # Tokens carry `iat` in whole seconds: the event's own second is taken back too.
         # Never past now: an event from the future would refuse every later token.
-        at = min(event.occurred_at.timestamp(), self._clock())
-        not_before = math.floor(at) + 1
-        if not_before > self._not_before.get(event.user_id, 0):
-            self._not_before[event.user_id] = not_before
+        at = math.floor(min(event.occurred_at.timestamp(), self._clock()))
+        if event.type == UserEventType.PASSWORD_CHANGED:
+            # Tokens carry `iat` in whole seconds. A sign-in with the new password may
+            # come in the change's own second: that second stays valid.
+            line, kept = at, event.session_id
+        else:  # nobody signs in to a disabled or deleted account: its second goes too
+            line, kept = at + 1, None
+        if line >= self._not_before.get(event.user_id, (0, None))[0]:
+            self._not_before[event.user_id] = (line, kept)
         self._forget_old()
 
     def revoked(self, claims: dict[str, Any]) -> bool:
-        not_before = self._not_before.get(str(claims.get("sub")))
-        return not_before is not None and int(claims.get("iat", 0)) < not_before
+        found = self._not_before.get(str(claims.get("sub")))
+        if found is None:
+            return False
+        line, kept = found
+        return int(claims.get("iat", 0)) < line and (kept is None or claims.get("sid") != kept)
 
     def _forget_old(self) -> None:
         """Entries older than any token they could refuse (bounded memory)."""
         if len(self._not_before) % 1024:
             return
         oldest = self._clock() - REPLAY_SECONDS
-        for user_id in [u for u, t in self._not_before.items() if t < oldest]:
+        for user_id in [u for u, (t, _) in self._not_before.items() if t < oldest]:
             del self._not_before[user_id]
 
 

@@ -1,10 +1,12 @@
-"""A disabled or deleted account's access tokens stop working in films and the mailer,
-which check tokens offline, within moments of the event on `auth.user-events`; not after
-the token's last minute, as before. A films process started later refuses them too."""
+"""A disabled or deleted account's access tokens, and after a password change those of
+its other sessions, stop working in films and the mailer, which check tokens offline,
+within moments of the event on `auth.user-events`; not after the token's last minute, as
+before. A films process started later refuses them too."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -14,7 +16,7 @@ from common.kafka import KafkaSettings, ensure_topics
 from common.revocations import RevocationFeed, Revocations
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
-from tests.accounts import PASSWORD, new_account, new_admin
+from tests.accounts import PASSWORD, login, new_account, new_admin
 from tests.conftest import Stack
 from tests.support import wait_until, wait_until_async
 
@@ -64,6 +66,24 @@ def test_a_deleted_accounts_token_is_refused_by_films(stack: Stack) -> None:
         )
         assert r.status_code == 204, r.text
         wait_until(lambda: _status(film, user.bearer) == 401)
+
+
+def test_a_password_change_takes_back_the_other_sessions_tokens_only(stack: Stack) -> None:
+    """The change ends every other session, and keeps the one that made it."""
+    with stack.http() as http:
+        changer = new_account(stack, http, "changer")
+        elsewhere = login(stack, http, changer.email)
+        time.sleep(1.1)  # a token of the change's own second stays valid: not this one
+        film = f"{stack.films.url}/v1/films/1"
+        assert _status(film, elsewhere.bearer) == 200
+        r = http.post(
+            f"{stack.auth.url}/v1/auth/password/change",
+            json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+            headers=changer.bearer,
+        )
+        assert r.status_code == 204, r.text
+        wait_until(lambda: _status(film, elsewhere.bearer) == 401)
+        assert _status(film, changer.bearer) == 200
 
 
 async def _publish(bootstrap: str, *events: UserEvent) -> None:

@@ -99,9 +99,13 @@ async def test_an_accounts_life_on_the_topic(stack: Stack) -> None:
     assert {r.partition for r in records} == {records[0].partition}  # keyed: one partition
     for event in events:
         assert event["user_id"] == account.id
-        assert set(event) - {"email"} == {"event_id", "type", "user_id", "occurred_at"}
+        extra = {"email", "session_id"}
+        assert set(event) - extra == {"event_id", "type", "user_id", "occurred_at"}
         assert ("email" in event) == (event["type"] == "user.deleted")
+        # The session the owner changed the password in, which stays signed in.
+        assert ("session_id" in event) == (event["type"] == "user.password_changed")
         for secret in json.loads(secrets):
             assert secret not in json.dumps(event)
     assert events[-1]["email"] == new_email  # so the mailer can forget that address
+    assert events[2]["session_id"] == account.sid
     assert len({e["event_id"] for e in events}) == len(events)

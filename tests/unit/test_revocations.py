@@ -1,4 +1,5 @@
-"""Which tokens a disabled or deleted account loses, by `iat`, in films and the mailer."""
+"""Which tokens an account loses in films and the mailer, by `iat` and `sid`, when it is
+disabled or deleted or its password changes."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_a_disabled_accounts_tokens_up_to_its_second_are_taken_back() -> None:
 
 def test_other_events_take_nothing_back_and_a_later_event_moves_the_line() -> None:
     revocations = Revocations()
-    for kind in (UserEventType.PASSWORD_CHANGED, UserEventType.ENABLED, UserEventType.VERIFIED):
+    for kind in (UserEventType.ENABLED, UserEventType.VERIFIED, UserEventType.EMAIL_CHANGED):
         revocations.note(UserEvent(type=kind, user_id="u1", occurred_at=AT))
     assert not revocations.revoked(_claims("u1", SECOND - 600))
     revocations.note(UserEvent(type=UserEventType.DELETED, user_id="u1", occurred_at=AT))
@@ -57,3 +58,16 @@ def test_an_event_from_the_future_takes_back_no_later_token() -> None:
     revocations.note(UserEvent(type=UserEventType.DISABLED, user_id="u1", occurred_at=ahead))
     assert revocations.revoked(_claims("u1", SECOND))
     assert not revocations.revoked(_claims("u1", SECOND + 1))
+
+
+def test_a_password_change_keeps_the_session_that_made_it() -> None:
+    revocations = Revocations(clock=lambda: AT.timestamp() + 60)
+    change = UserEventType.PASSWORD_CHANGED
+    revocations.note(UserEvent(type=change, user_id="u1", session_id="mine", occurred_at=AT))
+    older = SECOND - 600
+    assert revocations.revoked({"sub": "u1", "iat": older, "sid": "other"})
+    assert not revocations.revoked({"sub": "u1", "iat": older, "sid": "mine"})
+    assert not revocations.revoked({"sub": "u1", "iat": SECOND, "sid": "new"})  # its second
+    reset = UserEvent(type=change, user_id="u1", occurred_at=AT.replace(minute=1))
+    revocations.note(reset)  # a reset keeps no session
+    assert revocations.revoked({"sub": "u1", "iat": SECOND, "sid": "mine"})
