@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from auth_service.errors import (
     NotAuthenticated,
     RateLimited,
 )
-from auth_service.models import AuditEvent, User
+from auth_service.models import User
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Caller, Client, end_others
 from common.clock import utcnow
@@ -137,12 +137,7 @@ class SelfService:
         await self._check_password(user, password, ip, "delete")
         async with a.sessions.begin() as session:
             row = await self._checked_row(session, user)
-            await session.execute(
-                update(AuditEvent)
-                .where(or_(AuditEvent.user_id == row.id, AuditEvent.email == row.email))
-                .values(email=None)
-                .execution_options(synchronize_session=False)
-            )
+            await audit.forget_addresses(session, [row.id], [row.email])
             audit.record(session, "account_deleted", user_id=row.id, ip=ip)
             # The address, so the mailer can forget its history; nothing else about it.
             events.user_event(session, UserEventType.DELETED, row.id, email=row.email)

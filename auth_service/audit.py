@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import insert
+from sqlalchemy import insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.models import AuditEvent
@@ -87,3 +87,15 @@ def record(
     **detail: object,
 ) -> None:
     session.add(AuditEvent(**entry(event, user_id=user_id, email=email, ip=ip, **detail)))
+
+
+async def forget_addresses(
+    session: AsyncSession, user_ids: list[uuid.UUID], emails: list[str]
+) -> None:
+    """The trail of accounts that are going keeps their events, without their addresses."""
+    await session.execute(
+        update(AuditEvent)
+        .where(or_(AuditEvent.user_id.in_(user_ids), AuditEvent.email.in_(emails)))
+        .values(email=None)
+        .execution_options(synchronize_session=False)
+    )

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import Row, and_, false, or_, select, update
+from sqlalchemy import Row, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import audit, events
@@ -158,13 +158,7 @@ async def _forget(session: AsyncSession, gone: Sequence[Row[Any]]) -> None:
     history of the address)."""
     if not gone:
         return
-    ids, emails = [row.id for row in gone], [row.email for row in gone]
-    await session.execute(
-        update(AuditEvent)
-        .where(or_(AuditEvent.user_id.in_(ids), AuditEvent.email.in_(emails)))
-        .values(email=None)
-        .execution_options(synchronize_session=False)
-    )
+    await audit.forget_addresses(session, [row.id for row in gone], [row.email for row in gone])
     for row in gone:
         audit.record(session, "account_purged", user_id=row.id, reason="never verified")
         events.user_event(session, UserEventType.DELETED, row.id, email=row.email)

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import Counter
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -281,6 +281,21 @@ async def started(consumer: AIOKafkaConsumer) -> AIOKafkaConsumer:
         await consumer.stop()
         raise
     return consumer
+
+
+async def end_and_position(
+    consumer: AIOKafkaConsumer, tp: TopicPartition
+) -> tuple[int, int] | None:
+    """The partition's end as the last fetch saw it, and our position in it; None while
+    either is unknown, or the partition is being taken away (a rebalance)."""
+    end = consumer.highwater(tp)
+    if end is None:
+        return None
+    try:
+        position = await asyncio.wait_for(consumer.position(tp), 1.0)
+    except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
+        return None
+    return end, position
 
 
 async def close_quietly(client: Any, what: str, within: float = 10.0) -> None:

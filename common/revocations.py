@@ -30,19 +30,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from common.events import USER_EVENTS_TOPIC, UserEvent, UserEventType
-from common.kafka import KafkaSettings, close_quietly, keep_running, started, until_connected
+from common.kafka import (
+    KafkaSettings,
+    close_quietly,
+    end_and_position,
+    keep_running,
+    until_connected,
+)
 from common.tasks import cancel_and_wait
-from common.user_events import METADATA_MAX_AGE_MS
+from common.user_events import user_events_consumer
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +122,7 @@ class RevocationFeed:
         self._task = None
 
     async def _connect(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            **self._kafka.client_options(),
-            group_id=None,  # every event, in every process
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,  # the topic, once auth has made it
-            request_timeout_ms=self._kafka.request_timeout_ms,
-        )
-        consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
-        return await started(consumer)
+        return await user_events_consumer(self._kafka, None)  # every event, in every process
 
     async def _serve(self) -> None:
         consumer = await until_connected(self._connect, "revocations", self._stopping)
@@ -169,12 +165,8 @@ class RevocationFeed:
 
     async def _reread_lost(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
-            end = consumer.highwater(tp)
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), 1.0)
-            except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
-                continue  # mid-reassignment: looked at again next time
-            if end is not None and end < position:
+            found = await end_and_position(consumer, tp)
+            if found is not None and found[0] < found[1]:
                 log.warning("%s lost its events (a broker reset?): reading it again", tp)
                 await consumer.seek_to_beginning(tp)
 

@@ -38,6 +38,23 @@ Handler = Callable[[UserEvent], Awaitable[None]]
 METADATA_MAX_AGE_MS = 5_000
 
 
+async def user_events_consumer(kafka: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
+    """A started consumer of `auth.user-events`, from its start where it has no offsets; in
+    `group_id`, or with none for every partition in every process. By pattern: naming the
+    topic would have a broker that restarted empty create it before its owner, auth's
+    relay, does; until it exists the consumer simply waits for it."""
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
+    return await started(consumer)
+
+
 class UserEventsConsumer:
     def __init__(self, kafka: KafkaSettings, group_id: str, handler: Handler) -> None:
         self._kafka = kafka
@@ -65,18 +82,7 @@ class UserEventsConsumer:
         self._task = None
 
     async def _connect(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            **self._kafka.client_options(),
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
-            request_timeout_ms=self._kafka.request_timeout_ms,
-        )
-        # By pattern: naming the topic would have a broker that restarted empty create it
-        # before its owner, auth's relay, does; until it exists we simply wait for it.
-        consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
-        return await started(consumer)
+        return await user_events_consumer(self._kafka, self._group_id)
 
     async def _run(self) -> None:
         await keep_running(self._serve, f"user-events:{self._group_id}", self._stopping)

@@ -36,6 +36,7 @@ from common.kafka import (
     being_cancelled,
     changed_topics,
     close_quietly,
+    end_and_position,
     ensure_topics,
     keep_running,
     make_producer,
@@ -445,13 +446,10 @@ class Mailer:
         self._next_lag_check = time.monotonic() + 1.0
         reported: set[tuple[str, str]] = set()
         for tp in self._consumer.assignment():
-            try:
-                end = self._consumer.highwater(tp)
-                if end is None:
-                    continue
-                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
-            except (KafkaError, IllegalStateError, TimeoutError, AssertionError):
-                continue  # mid-rebalance: the partition was just taken away
+            found = await end_and_position(self._consumer, tp)
+            if found is None:
+                continue  # not fetched yet, or mid-rebalance
+            end, position = found
             labels = (tp.topic, str(tp.partition))
             LAG.labels(*labels).set(max(0, end - position))
             reported.add(labels)
