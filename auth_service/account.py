@@ -28,6 +28,7 @@ from auth_service.errors import (
 )
 from auth_service.models import User
 from auth_service.tokens import TokenPair
+from auth_service.totp import drop_challenges
 from auth_service.user_sessions import Caller, Client, end_others
 from common.clock import utcnow
 from common.events import EmailEventType, UserEventType
@@ -42,7 +43,7 @@ class SelfService:
     ) -> None:
         """Set a new password and end every other session; a notice goes to the address."""
         a, user = self.accounts, caller.user
-        await self._check_password(user, current, ip, "password_change")
+        await self.check_password(user, current, ip, "password_change")
         new_hash = await a.passwords.hash(new)
         async with a.sessions.begin() as session:
             # Only over the password just checked: a reset that committed during the
@@ -56,6 +57,7 @@ class SelfService:
             if changed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
                 raise InvalidPassword  # leaving the block rolls back
             await end_others(session, caller)
+            await drop_challenges(session, user.id)
             # A reset code in flight would undo the change: it was asked for before it.
             await a.codes.retire(session, user.id, RESET, utcnow())
             audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
@@ -76,9 +78,9 @@ class SelfService:
         a, user = self.accounts, caller.user
         if new_email == user.email:
             raise EmailUnchanged
-        await self._check_password(user, password, ip, "email_change")
+        await self.check_password(user, password, ip, "email_change")
         async with a.sessions.begin() as session:
-            row = await self._checked_row(session, user)
+            row = await self.checked_row(session, user)
             now = utcnow()
             if not a.cooled_down(row, now):
                 raise RateLimited(a.cooldown_left(row, now))
@@ -134,9 +136,9 @@ class SelfService:
         """Remove the account and everything hanging off it (codes, sessions, tokens); keep
         the audit trail without the address; announce user.deleted."""
         a, user = self.accounts, caller.user
-        await self._check_password(user, password, ip, "delete")
+        await self.check_password(user, password, ip, "delete")
         async with a.sessions.begin() as session:
-            row = await self._checked_row(session, user)
+            row = await self.checked_row(session, user)
             await audit.forget_addresses(session, [row.id], [row.email])
             audit.record(session, "account_deleted", user_id=row.id, ip=ip)
             # The address, so the mailer can forget its history; nothing else about it.
@@ -145,9 +147,9 @@ class SelfService:
         a.relay.notify()
 
     @staticmethod
-    async def _checked_row(session: AsyncSession, user: User) -> User:
+    async def checked_row(session: AsyncSession, user: User) -> User:
         """The account's row, locked (a row lock on PostgreSQL; on SQLite the transaction
-        began IMMEDIATE, see common/sqlite.py) after `_check_password`:
+        began IMMEDIATE, see common/sqlite.py) after `check_password`:
         NotAuthenticated if a parallel delete won, InvalidPassword if a reset or change
         replaced the password that was just checked (it ended this session too)."""
         row = await session.get(User, user.id, with_for_update=True)
@@ -157,7 +159,7 @@ class SelfService:
             raise InvalidPassword
         return row
 
-    async def _check_password(self, user: User, password: str, ip: str | None, action: str) -> None:
+    async def check_password(self, user: User, password: str, ip: str | None, action: str) -> None:
         """InvalidPassword unless `password` is the account's; a wrong one counts toward
         the address's lockout, and a locked address is refused before any hashing."""
         a = self.accounts

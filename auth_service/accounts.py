@@ -23,6 +23,7 @@ from auth_service.errors import (
     EmailNotVerified,
     InvalidCode,
     InvalidCredentials,
+    MfaRequired,
 )
 from auth_service.models import Base, OneTimeCode, User
 from auth_service.outbox import OutboxRelay
@@ -30,6 +31,7 @@ from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import TokenPair
+from auth_service.totp import drop_challenges, has_factor, open_challenge
 from auth_service.user_sessions import Client
 from common.clock import utcnow
 from common.db import engine_of
@@ -43,6 +45,7 @@ _CREDENTIALS = select(
     _USERS.c.email_verified,
     _USERS.c.disabled_at,
     _USERS.c.roles,
+    has_factor(_USERS.c.id).label("mfa"),
 ).where(_USERS.c.email == bindparam("email"))
 # The first write of a successful login: the account still has the hash just verified and
 # is not disabled, since a reset, a password change or an admin may have acted during the
@@ -258,11 +261,18 @@ class Accounts:
             has_failures = await self.guard.check_login(conn, email, utcnow(), lock=True)
             if has_failures:
                 await self.guard.login_succeeded(conn, email)
-            ok_entry = audit.entry(
-                "login_ok", user_id=user.id, email=email, ip=ip, rehashed=bool(upgraded_hash)
-            )
-            await conn.execute(audit.INSERT, ok_entry)
-            grant = await self.tokens.open(conn, user.id, user.roles, client)
+            rehashed = bool(upgraded_hash)
+            if user.mfa:  # a session only once the second step is passed too
+                ttl = timedelta(seconds=self.settings.mfa_challenge_seconds)
+                second = await open_challenge(conn, user.id, "password", utcnow(), ttl)
+                event = "mfa_challenged"
+            else:
+                grant = await self.tokens.open(conn, user.id, user.roles, client)
+                event = "login_ok"
+            entry = audit.entry(event, user_id=user.id, email=email, ip=ip, rehashed=rehashed)
+            await conn.execute(audit.INSERT, entry)
+        if user.mfa:
+            raise MfaRequired(second.token, second.expires_in)
         return grant.sign()
 
     async def forgot_password(self, email: str, locale: str, ip: str | None = None) -> None:
@@ -301,6 +311,7 @@ class Accounts:
             user.password_hash = new_hash
             # Whoever held a session (maybe the reason for the reset) is logged out.
             await RefreshTokens.revoke_all(session, user.id)
+            await drop_challenges(session, user.id)
             audit.record(session, "password_reset", user_id=user.id, email=email, ip=ip)
             events.user_event(session, UserEventType.PASSWORD_CHANGED, user.id)
             await session.commit()

@@ -22,10 +22,21 @@ from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
-from auth_service.routes import account, admin, discovery, login_code, router, sessions, token
+from auth_service.routes import (
+    account,
+    admin,
+    discovery,
+    login_code,
+    mfa,
+    router,
+    sessions,
+    token,
+)
 from auth_service.routes import wellknown as jwks
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
+from auth_service.totp import SecretBox
+from auth_service.two_step import TwoStep
 from auth_service.user_sessions import UserSessions
 from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate_apart
@@ -77,7 +88,8 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         )
         app.state.refresh_tokens = refresh_tokens
         app.state.code_login = CodeLogin(accounts)
-        app.state.self_service = SelfService(accounts)
+        app.state.self_service = self_service = SelfService(accounts)
+        app.state.two_step = TwoStep(self_service, SecretBox(keys.code_secret))
         app.state.user_sessions = UserSessions(settings, sessions)
         app.state.user_admin = UserAdmin(sessions, relay)
         use_verifier(app, keys)  # the current key and the retired ones still live
@@ -115,7 +127,14 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     http_errors.install(app)
     # Outermost: the client address the rest of the app (limits, audit) sees.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    for resource in (router, token.router, login_code.router, account.router, sessions.router):
+    for resource in (
+        router,
+        token.router,
+        login_code.router,
+        mfa.router,
+        account.router,
+        sessions.router,
+    ):
         app.include_router(resource)
     app.include_router(admin.router)
     app.include_router(jwks)

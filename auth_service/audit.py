@@ -50,6 +50,12 @@ EVENTS = {
     "user_enabled",
     "users_listed",  # an admin's search (detail: admin, q)
     "user_read",  # an admin read the account
+    "mfa_challenged",  # a right first step; the second is asked for (detail: method)
+    "mfa_failed",  # a wrong app or recovery code
+    "mfa_setup_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "recovery_codes_renewed",
 }
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +44,12 @@ class AuthSettings(BaseSettings):
     # Wrong codes per address across all its codes: a fresh code does not reset the budget.
     code_max_failures_per_address: int = Field(default=20, ge=1)
     code_failure_window_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # Two-step sign-in: how long the mfa_token a right password (or emailed code) hands
+    # back may be traded for a session, and the issuer name authenticator apps show
+    # (default: the host of AUTH_PUBLIC_URL, else of AUTH_TOKEN_ISSUER).
+    mfa_challenge_seconds: int = Field(default=300, ge=30, le=1800)
+    totp_issuer: str | None = Field(default=None, min_length=1, max_length=64)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.
@@ -109,3 +116,9 @@ class AuthSettings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def totp_issuer_name(self) -> str:
+        if self.totp_issuer:
+            return self.totp_issuer
+        return urlsplit(self.public_url or self.token_issuer).hostname or "auth"

@@ -18,6 +18,7 @@ from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin, require_admin
 from auth_service.login_codes import CodeLogin
 from auth_service.refresh import RefreshTokens
+from auth_service.two_step import TwoStep
 from auth_service.user_sessions import Caller, UserSessions
 from common.bearer import invalid_token, verify_bearer
 
@@ -63,12 +64,18 @@ async def get_user_admin(request: Request) -> UserAdmin:
     return user_admin
 
 
+async def get_two_step(request: Request) -> TwoStep:
+    two_step: TwoStep = request.app.state.two_step
+    return two_step
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 RefreshTokensDep = Annotated[RefreshTokens, Depends(get_refresh_tokens)]
 CodeLoginDep = Annotated[CodeLogin, Depends(get_code_login)]
 SelfServiceDep = Annotated[SelfService, Depends(get_self_service)]
 UserSessionsDep = Annotated[UserSessions, Depends(get_user_sessions)]
 UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
+TwoStepDep = Annotated[TwoStep, Depends(get_two_step)]
 
 
 async def current_caller(

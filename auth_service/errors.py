@@ -62,6 +62,32 @@ class AdminSelfLockout(AuthError):
     """An admin may not disable their own account or remove their own admin role."""
 
 
+class MfaRequired(AuthError):
+    """The first step was right, and the account has two-step sign-in: present `token`
+    with a code from the authenticator app (or a recovery code) within `expires_in`."""
+
+    def __init__(self, token: str, expires_in: int) -> None:
+        self.token = token
+        self.expires_in = expires_in
+        super().__init__("a second step is needed")
+
+
+class InvalidMfaToken(AuthError):
+    """The mfa_token is unknown, expired, used, or burned by wrong codes: sign in again."""
+
+
+class MfaAlreadyEnabled(AuthError):
+    """The account has an authenticator app already (turn it off first)."""
+
+
+class MfaSetupNotStarted(AuthError):
+    """No authenticator app is being set up: start with the password."""
+
+
+class MfaNotEnabled(AuthError):
+    """The account has no authenticator app."""
+
+
 class RetryLater(AuthError):
     """Refused for now; the caller may try again in `retry_after` seconds."""
 

@@ -10,6 +10,8 @@ AUTH_RETAIN_SPENT_HOURS:
   theirs is left (a token issued when tokens lived longer can still refresh its session);
 - codes used, retired or expired; an unverified account's verification code stays with
   the account, since it may carry the password that verification makes active;
+- two-step sign-in's leftovers: challenges used or expired, recovery codes used, an
+  authenticator app set up and never confirmed;
 - lockout and code-budget counters that no longer count (the lock is over, and the
   failures are older than the window that would still add to them);
 - outbox rows settled: an email the mailer confirmed or that was closed as undelivered,
@@ -46,9 +48,12 @@ from auth_service.config import AuthSettings
 from auth_service.models import (
     AddressThrottle,
     AuditEvent,
+    MfaChallenge,
     OneTimeCode,
     OutboxEvent,
+    RecoveryCode,
     RefreshToken,
+    TotpFactor,
     User,
     UserSession,
 )
@@ -103,6 +108,18 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
                     or_(OneTimeCode.purpose != VERIFY, OneTimeCode.user_id.in_(verified)),
                 ),
             ),
+        ),
+        Rule(
+            "mfa_challenges",
+            MfaChallenge.token_hash,
+            or_(MfaChallenge.used_at < spent, MfaChallenge.expires_at < spent),
+        ),
+        Rule("recovery_codes", RecoveryCode.id, RecoveryCode.used_at < spent),
+        # An authenticator app set up and never confirmed.
+        Rule(
+            "totp_factors",
+            TotpFactor.user_id,
+            and_(TotpFactor.confirmed_at.is_(None), TotpFactor.created_at < spent),
         ),
         Rule(
             "address_throttle",

@@ -21,7 +21,12 @@ from auth_service.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidGrant,
+    InvalidMfaToken,
     InvalidPassword,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    MfaRequired,
+    MfaSetupNotStarted,
     NotAuthenticated,
     RateLimited,
     RetryLater,
@@ -69,6 +74,21 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "admin_self_lockout",
         "you cannot disable your own account or remove your own admin role",
     ),
+    MfaRequired: Problem(
+        403,
+        "mfa_required",
+        "the account has two-step sign-in: send mfa_token and a code to /v1/auth/login/mfa",
+    ),
+    InvalidMfaToken: Problem(
+        401, "invalid_mfa_token", "the mfa_token is expired, used or unknown; sign in again"
+    ),
+    MfaAlreadyEnabled: Problem(
+        409, "mfa_already_enabled", "two-step sign-in is on already; turn it off first"
+    ),
+    MfaSetupNotStarted: Problem(
+        409, "mfa_setup_not_started", "start setting up the authenticator app first"
+    ),
+    MfaNotEnabled: Problem(409, "mfa_not_enabled", "two-step sign-in is not on"),
     RateLimited: Problem(429, "rate_limited", "too many requests, try again later"),
     AccountLocked: Problem(
         429, "account_locked", "too many failed logins for this address; try again later"
@@ -89,9 +109,13 @@ def problem_for(exc: AuthError) -> Problem:
 def answer(exc: AuthError) -> JSONResponse:
     problem = problem_for(exc)
     headers = dict(problem.headers)
+    extra: dict[str, object] = {}
     if isinstance(exc, RetryLater):
         headers["Retry-After"] = str(exc.retry_after)
-    return error_response(problem.status, problem.error, problem.message, headers or None)
+    if isinstance(exc, MfaRequired):
+        headers["Cache-Control"] = "no-store"
+        extra = {"mfa_token": exc.token, "expires_in": exc.expires_in}
+    return error_response(problem.status, problem.error, problem.message, headers or None, **extra)
 
 
 def install(app: FastAPI) -> None:

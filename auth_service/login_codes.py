@@ -10,11 +10,15 @@ for them. Unknown, unverified and disabled addresses get the same answer and no 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
 
 from auth_service import audit
 from auth_service.accounts import LOGIN_CODE, Accounts
-from auth_service.errors import AccountDisabled
+from auth_service.errors import AccountDisabled, MfaRequired
 from auth_service.tokens import TokenPair
+from auth_service.totp import has_factor, open_challenge
 from auth_service.user_sessions import Client
 from common.clock import utcnow
 
@@ -44,6 +48,19 @@ class CodeLogin:
             if user.disabled:  # disabled after the code was sent; the code is used up
                 await session.commit()
                 raise AccountDisabled
+            if await session.scalar(select(has_factor(user.id))):
+                ttl = timedelta(seconds=a.settings.mfa_challenge_seconds)
+                second = await open_challenge(session, user.id, "code", utcnow(), ttl)
+                audit.record(
+                    session,
+                    "mfa_challenged",
+                    user_id=user.id,
+                    email=email,
+                    ip=client.ip,
+                    method="code",
+                )
+                await session.commit()
+                raise MfaRequired(second.token, second.expires_in)
             audit.record(
                 session, "login_ok", user_id=user.id, email=email, ip=client.ip, method="code"
             )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid, false
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.clock import utcnow
@@ -144,3 +144,52 @@ class AuditEvent(Base):
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, object] | None] = mapped_column(JSON)
+
+
+class TotpFactor(Base):
+    """An account's authenticator app (RFC 6238): its secret, sealed under a key derived
+    from the code secret and bound to the account (`totp.py`). Pending until its first
+    code comes back (`confirmed_at`); `last_step` is the newest time step a code was
+    accepted for, so no code works twice."""
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for the authenticator app, stored only as an HMAC."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hmac: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaChallenge(Base):
+    """A first step passed (a password, or an emailed code) for an account with two-step
+    sign-in: the opaque `mfa_token` handed back, stored as its SHA-256, which the second
+    step trades for a session. Single use, short-lived, a few tries."""
+
+    __tablename__ = "mfa_challenges"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    method: Mapped[str] = mapped_column(String(16))  # the first step: "password" or "code"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -153,6 +153,8 @@ PER_IP = {
     # Behind a token, but each checks a password or a code (and hashes).
     "reauth": Limit(10, 60),
     "email_change_confirm": Limit(30, 60),
+    "mfa_login": Limit(30, 60),
+    "mfa_confirm": Limit(30, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
@@ -168,6 +170,7 @@ PER_ACCOUNT = {
     "email_change": Limit(5, 3600),
     "reauth": Limit(10, 600),
     "email_change_confirm": Limit(10, 600),
+    "mfa_confirm": Limit(10, 600),
 }
 
 

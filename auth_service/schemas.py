@@ -133,6 +133,57 @@ class DeleteAccountIn(StrictModel):
     password: AnyPassword
 
 
+# What the second step of a sign-in takes: the app's six digits, or a recovery code
+# (`xxxxx-xxxxx`; case, spaces and hyphens do not matter).
+SecondStepCode = Annotated[
+    str, StringConstraints(pattern=r"^(?:[0-9]{6}|[A-Za-z0-9][A-Za-z0-9 -]{9,20})$")
+]
+
+
+class MfaLoginIn(StrictModel):
+    mfa_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    code: SecondStepCode
+
+
+class TotpBeginIn(StrictModel):
+    password: AnyPassword
+
+
+class TotpConfirmIn(StrictModel):
+    code: Code
+
+
+class SecondStepIn(StrictModel):
+    """Turning two-step sign-in off, or new recovery codes: the password and a code."""
+
+    password: AnyPassword
+    code: SecondStepCode
+
+
+class MfaStatusOut(BaseModel):
+    totp: bool
+    recovery_codes_left: int
+
+
+class TotpSetupOut(BaseModel):
+    secret: str  # base32, to type into the app
+    otpauth_uri: str  # the same, as a QR code carries it
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str]  # shown once: only their HMACs are kept
+
+
+class MfaRequiredOut(BaseModel):
+    """403 from a sign-in whose first step was right, for an account with two-step
+    sign-in: send `mfa_token` and a code to `POST /v1/auth/login/mfa`."""
+
+    error: Literal["mfa_required"] = "mfa_required"
+    message: str
+    mfa_token: str
+    expires_in: int
+
+
 class Accepted(BaseModel):
     status: Literal["accepted"] = "accepted"
     message: str

@@ -21,6 +21,7 @@ from auth_service.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidGrant,
+    MfaRequired,
     RateLimited,
     TooManyCodeAttempts,
 )
@@ -143,7 +144,14 @@ async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Acc
     "/login",
     response_model=TokenPairOut,
     responses=responses(
-        InvalidCredentials, EmailNotVerified, AccountDisabled, AccountLocked, RateLimited, 400, 422
+        InvalidCredentials,
+        EmailNotVerified,
+        AccountDisabled,
+        AccountLocked,
+        MfaRequired,
+        RateLimited,
+        400,
+        422,
     ),
 )
 async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:

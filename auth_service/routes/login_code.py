@@ -9,7 +9,13 @@ import dataclasses
 from fastapi import APIRouter, Request
 
 from auth_service.deps import CodeLoginDep
-from auth_service.errors import AccountDisabled, InvalidCode, RateLimited, TooManyCodeAttempts
+from auth_service.errors import (
+    AccountDisabled,
+    InvalidCode,
+    MfaRequired,
+    RateLimited,
+    TooManyCodeAttempts,
+)
 from auth_service.http_errors import responses
 from auth_service.routes import answer_no_sooner, client_ip, limit, request_client
 from auth_service.schemas import Accepted, LoginCodeIn, LoginCodeVerifyIn, TokenPairOut
@@ -34,7 +40,9 @@ async def request_code(body: LoginCodeIn, code_login: CodeLoginDep, request: Req
 @router.post(
     "/verify",
     response_model=TokenPairOut,
-    responses=responses(InvalidCode, TooManyCodeAttempts, AccountDisabled, RateLimited, 400, 422),
+    responses=responses(
+        InvalidCode, TooManyCodeAttempts, AccountDisabled, MfaRequired, RateLimited, 400, 422
+    ),
 )
 async def verify_code(
     body: LoginCodeVerifyIn, code_login: CodeLoginDep, request: Request

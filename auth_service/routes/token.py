@@ -29,6 +29,7 @@ from auth_service.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidGrant,
+    MfaRequired,
     RetryLater,
 )
 from auth_service.routes import limit, request_client
@@ -112,6 +113,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": OAuthErrorOut,
         "description": "`error`: invalid_request, invalid_grant or unsupported_grant_type",
     },
+    403: {
+        "model": OAuthErrorOut,
+        "description": "`error`: mfa_required, with `mfa_token` and `expires_in`",
+    },
     429: {"model": OAuthErrorOut, "description": "`error`: rate_limited (with Retry-After)"},
 }
 
@@ -144,6 +149,15 @@ async def token(
             return oauth_error(
                 400, "unsupported_grant_type", "grant_type must be password or refresh_token"
             )
+    except MfaRequired as exc:  # as Auth0 answers it: the second step is /v1/auth/login/mfa
+        second = {
+            "error": "mfa_required",
+            "error_description": "the account has two-step sign-in: send mfa_token and a code "
+            "to /v1/auth/login/mfa",
+            "mfa_token": exc.token,
+            "expires_in": exc.expires_in,
+        }
+        return JSONResponse(second, 403, headers=NO_STORE)
     except AuthError as exc:
         return _refusal(exc)
     body = OAuthTokenOut(

@@ -30,9 +30,12 @@ from auth_service.models import (
     AddressThrottle,
     AuditEvent,
     Base,
+    MfaChallenge,
     OneTimeCode,
     OutboxEvent,
+    RecoveryCode,
     RefreshToken,
+    TotpFactor,
     User,
     UserSession,
 )
@@ -225,6 +228,43 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             (event, "kept-unpublished", None, None),
         ]
     )
+    # Two-step sign-in: a confirmed app stays; one set up and never confirmed goes.
+    session.add_all(
+        [
+            TotpFactor(
+                user_id=kept_user.id,
+                secret="s",
+                created_at=now - 300 * DAY,
+                confirmed_at=now - 300 * DAY,
+            ),
+            TotpFactor(user_id=again.id, secret="s", created_at=now - 25 * HOUR),  # gone
+            TotpFactor(user_id=young.id, secret="s", created_at=now - 23 * HOUR),  # kept
+        ]
+    )
+    session.add_all(
+        MfaChallenge(
+            token_hash=name,
+            user_id=kept_user.id,
+            method="password",
+            created_at=expires - 5 * timedelta(minutes=1),
+            expires_at=expires,
+            used_at=used,
+        )
+        for name, expires, used in [
+            ("gone-used", now - 24 * HOUR, now - 25 * HOUR),
+            ("gone-expired", now - 25 * HOUR, None),
+            ("kept-used", now - 22 * HOUR, now - 23 * HOUR),
+            ("kept-live", now + timedelta(minutes=4), None),
+        ]
+    )
+    session.add_all(
+        RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
+        for name, used in [
+            ("gone-used", now - 25 * HOUR),
+            ("kept-used", now - 23 * HOUR),
+            ("kept-unused", None),
+        ]
+    )
     session.add_all(
         [
             AuditEvent(event="login_ok", at=now - 366 * DAY, ip="gone"),
@@ -248,6 +288,13 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
             "outbox": sorted(
                 await session.scalars(select(OutboxEvent.key).where(OutboxEvent.payload.is_(None)))
             ),
+            "challenges": sorted(await session.scalars(select(MfaChallenge.token_hash))),
+            "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
+            "factors": sorted(
+                await session.scalars(
+                    select(User.email).join(TotpFactor, TotpFactor.user_id == User.id)
+                )
+            ),
             "audit": sorted(
                 s or "" for s in await session.scalars(select(AuditEvent.ip).where(not_purge))
             ),
@@ -269,6 +316,9 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "refresh_tokens": 2,
         "sessions": 2,
         "one_time_codes": 3,  # and one more with its account
+        "mfa_challenges": 2,
+        "recovery_codes": 1,
+        "totp_factors": 1,
         "address_throttle": 3,
         "outbox": 2,
         "audit_events": 1,
@@ -279,6 +329,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
     assert len(left["users"]) == 4 and len(left["sessions"]) == 4
     assert len(left["throttle"]) == 3 and len(left["outbox"]) == 5
     assert left["audit"] == ["kept", "kept"]
+    assert len(left["challenges"]) == len(left["recovery"]) == len(left["factors"]) == 2
     assert await _count(engine, RefreshToken) == 4
     assert await _count(engine, OneTimeCode) == 3
     assert await sweep(engine, SETTINGS, now) == dict.fromkeys(counts, 0)  # nothing left to do

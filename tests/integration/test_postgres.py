@@ -16,9 +16,11 @@ import pytest
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
+from tests.accounts import Account
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
 from tests.integration.test_keys_and_roles import run_cli
+from tests.integration.test_two_step import one_code_one_sign_in
 from tests.postgres import create_databases, database_url, drop_databases
 from tests.support import Minter, ServiceProcess, unique_email, wait_until
 
@@ -147,6 +149,27 @@ def test_identity_flows_on_postgres(
         gone = http.request("DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=user)
         assert gone.status_code == 204
         assert http.get(f"/v1/admin/users/{user_id}", headers=admin).status_code == 404
+
+
+def test_two_step_sign_in_on_postgres(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    """Racing second steps with one app code (row locks, not SQLite's one writer, keep
+    them apart), then the account's deletion takes its factor and codes along."""
+    auth, _ = pg_services
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        email = unique_email("pg-mfa")
+        http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+        code = stack.smtp.wait_for(email)[-1].code
+        pair = http.post("/v1/auth/verify", json={"email": email, "code": code}).json()
+        account = Account(email, PASSWORD, pair["access_token"], pair["refresh_token"])
+        one_code_one_sign_in(http, account)
+        gone = http.request(
+            "DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=account.bearer
+        )
+        assert gone.status_code == 204
+        again = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert again.json()["error"] == "invalid_credentials"
 
 
 def login(http: httpx.Client, email: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ PUBLIC = {
     ("post", "/v1/auth/password/reset"),
     ("post", "/v1/auth/login/code"),
     ("post", "/v1/auth/login/code/verify"),
+    ("post", "/v1/auth/login/mfa"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/healthz"),

@@ -1,0 +1,333 @@
+"""Two-step sign-in on the real stack: an authenticator app (TOTP, computed here as an app
+would, from the secret auth hands out) and recovery codes, through every way in."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+from tests.accounts import (
+    PASSWORD,
+    Account,
+    audit_rows,
+    auth_rows,
+    bearer,
+    code_for,
+    cooled_down_account,
+    new_account,
+)
+from tests.conftest import TEST_CODE_BUDGET, Stack
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
+        yield client
+
+
+class App:
+    """An authenticator app holding the secret. Each code it gives is for a step later than
+    the last it gave (auth takes one step either side of now, and never a step twice), so a
+    test may ask for two codes in a row; a third in the same 30 s waits for the clock."""
+
+    def __init__(self, secret: str) -> None:
+        padded = secret + "=" * (-len(secret) % 8)
+        self._totp = TOTP(base64.b32decode(padded), 6, SHA1(), 30)  # noqa: S303  # RFC 6238's
+        self._last = -1
+
+    def code(self) -> str:
+        while True:
+            now = int(time.time()) // 30
+            step = max(now, self._last + 1)
+            if step <= now + 1:
+                self._last = step
+                return self._totp.generate(step * 30).decode()
+            time.sleep(1)
+
+    def near(self) -> set[str]:
+        """The codes of the steps auth would take now."""
+        now = int(time.time()) // 30
+        return {self._totp.generate(step * 30).decode() for step in range(now - 1, now + 3)}
+
+    def code_now_used(self) -> str:
+        """The code of the last step given: already spent."""
+        return self._totp.generate(self._last * 30).decode()
+
+
+def turn_on(http: httpx.Client, account: Account) -> tuple[App, list[str]]:
+    setup = http.post(
+        "/v1/auth/mfa/totp", json={"password": account.password}, headers=account.bearer
+    )
+    assert setup.status_code == 200, setup.text
+    assert setup.headers["cache-control"] == "no-store"
+    app = App(setup.json()["secret"])
+    done = http.post("/v1/auth/mfa/totp/confirm", json={"code": app.code()}, headers=account.bearer)
+    assert done.status_code == 200, done.text
+    return app, done.json()["recovery_codes"]
+
+
+def password_login(http: httpx.Client, account: Account) -> httpx.Response:
+    return http.post("/v1/auth/login", json={"email": account.email, "password": account.password})
+
+
+def mfa_token(http: httpx.Client, account: Account) -> str:
+    first = password_login(http, account)
+    assert first.status_code == 403, first.text
+    body = first.json()
+    assert body["error"] == "mfa_required"
+    assert "access_token" not in body and "refresh_token" not in body
+    return str(body["mfa_token"])
+
+
+def second_step(http: httpx.Client, token: str, code: str) -> httpx.Response:
+    return http.post("/v1/auth/login/mfa", json={"mfa_token": token, "code": code})
+
+
+def error(response: httpx.Response) -> Any:
+    return response.json()["error"]
+
+
+def wrong_code(app: App) -> str:
+    """Not the code of any step near now."""
+    return "000000" if "000000" not in app.near() else "999999"
+
+
+def test_turning_it_on_then_signing_in_with_the_app(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "mfa-on")
+    status = http.get("/v1/auth/mfa", headers=account.bearer).json()
+    assert status == {"totp": False, "recovery_codes_left": 0}
+    # Without the password, nothing.
+    wrong = http.post(
+        "/v1/auth/mfa/totp", json={"password": "not it at all"}, headers=account.bearer
+    )
+    assert error(wrong) == "invalid_password"
+    # Confirming before any setup.
+    early = http.post("/v1/auth/mfa/totp/confirm", json={"code": "123456"}, headers=account.bearer)
+    assert (early.status_code, error(early)) == (409, "mfa_setup_not_started")
+
+    setup = http.post("/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=account.bearer)
+    secret, uri = setup.json()["secret"], setup.json()["otpauth_uri"]
+    assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri
+    assert "issuer=" in uri and account.email.split("@")[0] in uri
+    # Until confirmed, sign-in is as before.
+    assert password_login(http, account).status_code == 200
+    app = App(secret)
+    bad = http.post(
+        "/v1/auth/mfa/totp/confirm", json={"code": wrong_code(app)}, headers=account.bearer
+    )
+    assert error(bad) == "invalid_code"
+    done = http.post("/v1/auth/mfa/totp/confirm", json={"code": app.code()}, headers=account.bearer)
+    assert done.status_code == 200, done.text
+    assert done.headers["cache-control"] == "no-store"
+    codes = done.json()["recovery_codes"]
+    assert len(codes) == len(set(codes)) == 10
+    status = http.get("/v1/auth/mfa", headers=account.bearer).json()
+    assert status == {"totp": True, "recovery_codes_left": 10}
+    again = http.post("/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=account.bearer)
+    assert (again.status_code, error(again)) == (409, "mfa_already_enabled")
+
+    token = mfa_token(http, account)
+    # A wrong code leaves the token usable; a code already used is a wrong code.
+    assert error(second_step(http, token, app.code_now_used())) == "invalid_code"
+    pair = second_step(http, token, app.code())
+    assert pair.status_code == 200, pair.text
+    me = http.get("/v1/auth/me", headers=bearer(pair.json()["access_token"]))
+    assert me.json()["email"] == account.email
+    # The token is spent.
+    assert error(second_step(http, token, app.code_now_used())) == "invalid_mfa_token"
+    events = [row[0] for row in audit_rows(stack, account.id)]
+    assert events[-4:] == ["mfa_enabled", "mfa_challenged", "mfa_failed", "login_ok"]
+    login_ok = [row for row in audit_rows(stack, account.id) if row[0] == "login_ok"]
+    assert '"password+totp"' in login_ok[-1][2]
+    assert "mfa_setup_started" in events
+    # Nothing readable at rest: the secret is sealed, the recovery codes are HMACs.
+    sealed = auth_rows(
+        stack, "SELECT secret FROM totp_factors WHERE user_id = ?", account.id.replace("-", "")
+    )
+    assert len(sealed) == 1 and secret not in sealed[0][0]
+    raw = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    assert (
+        raw.hex() not in sealed[0][0] and base64.urlsafe_b64encode(raw).decode() not in sealed[0][0]
+    )
+    hmacs = {row[0] for row in auth_rows(stack, "SELECT code_hmac FROM recovery_codes")}
+    assert len(hmacs) >= 10 and not {c.replace("-", "") for c in codes} & hmacs
+
+
+def test_a_recovery_code_works_once(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "mfa-recovery")
+    _, codes = turn_on(http, account)
+    # Case, spaces and hyphens do not matter.
+    typed = f"  {codes[0].upper().replace('-', ' ')} "
+    pair = second_step(http, mfa_token(http, account), typed.strip())
+    assert pair.status_code == 200, pair.text
+    again = second_step(http, mfa_token(http, account), codes[0])
+    assert error(again) == "invalid_code"
+    assert http.get("/v1/auth/mfa", headers=account.bearer).json()["recovery_codes_left"] == 9
+    method = [row[2] for row in audit_rows(stack, account.id) if row[0] == "login_ok"][-1]
+    assert '"password+recovery"' in method
+
+
+def test_an_mfa_token_is_burned_by_wrong_codes_and_expires(
+    stack: Stack, http: httpx.Client
+) -> None:
+    account = new_account(stack, http, "mfa-burn")
+    app, codes = turn_on(http, account)
+    token = mfa_token(http, account)
+    for _ in range(5):  # AUTH_CODE_MAX_ATTEMPTS
+        assert error(second_step(http, token, wrong_code(app))) == "invalid_code"
+    burned = second_step(http, token, app.code())
+    assert (burned.status_code, error(burned)) == (401, "invalid_mfa_token")
+    assert error(second_step(http, "made-up", codes[0])) == "invalid_mfa_token"
+    # Past its lifetime (moved back in the database, as the clock would).
+    token = mfa_token(http, account)
+    auth_rows(stack, "UPDATE mfa_challenges SET expires_at = '2000-01-01 00:00:00.000000'")
+    assert error(second_step(http, token, codes[1])) == "invalid_mfa_token"
+
+
+def test_wrong_codes_spend_the_address_budget(stack: Stack, http: httpx.Client) -> None:
+    """Starting sign-ins again does not buy a thief with the password more guesses."""
+    account = new_account(stack, http, "mfa-budget")
+    app, codes = turn_on(http, account)
+    spent = 0
+    while spent < TEST_CODE_BUDGET:
+        token = mfa_token(http, account)
+        for _ in range(min(4, TEST_CODE_BUDGET - spent)):
+            assert error(second_step(http, token, wrong_code(app))) == "invalid_code"
+            spent += 1
+    over = second_step(http, mfa_token(http, account), codes[0])
+    assert (over.status_code, error(over)) == (429, "too_many_code_attempts")
+    assert int(over.headers["retry-after"]) > 0
+    # The right recovery code was not spent by the refusal.
+    auth_rows(stack, "DELETE FROM address_throttle WHERE email = ?", account.email)
+    assert second_step(http, mfa_token(http, account), codes[0]).status_code == 200
+
+
+def test_every_way_in_asks_for_the_second_step(stack: Stack, http: httpx.Client) -> None:
+    account = cooled_down_account(stack, http, "mfa-ways")
+    _, codes = turn_on(http, account)
+    # The emailed code.
+    assert http.post("/v1/auth/login/code", json={"email": account.email}).status_code == 202
+    by_code = http.post(
+        "/v1/auth/login/code/verify",
+        json={"email": account.email, "code": code_for(stack, account.email, count=2)},
+    )
+    assert (by_code.status_code, error(by_code)) == (403, "mfa_required")
+    pair = second_step(http, by_code.json()["mfa_token"], codes[0])
+    assert pair.status_code == 200, pair.text
+    method = [row[2] for row in audit_rows(stack, account.id) if row[0] == "login_ok"][-1]
+    assert '"code+recovery"' in method
+    # The OAuth 2.0 token endpoint, as Auth0 answers it.
+    form = {"grant_type": "password", "username": account.email, "password": account.password}
+    oauth = http.post("/v1/auth/token", data=form)
+    assert oauth.status_code == 403, oauth.text
+    assert oauth.json()["error"] == "mfa_required" and oauth.json()["mfa_token"]
+    assert oauth.headers["cache-control"] == "no-store"
+    assert second_step(http, oauth.json()["mfa_token"], codes[1]).status_code == 200
+    # A wrong password is still just that.
+    wrong = http.post("/v1/auth/login", json={"email": account.email, "password": "nope nope"})
+    assert error(wrong) == "invalid_credentials"
+
+
+def test_a_password_reset_sends_waiting_sign_ins_back(stack: Stack, http: httpx.Client) -> None:
+    account = cooled_down_account(stack, http, "mfa-reset")
+    _, codes = turn_on(http, account)
+    token = mfa_token(http, account)
+    http.post("/v1/auth/password/forgot", json={"email": account.email})
+    reset = http.post(
+        "/v1/auth/password/reset",
+        json={
+            "email": account.email,
+            "code": code_for(stack, account.email, count=2),
+            "new_password": "another fine passphrase",
+        },
+    )
+    assert reset.status_code == 204, reset.text
+    assert error(second_step(http, token, codes[0])) == "invalid_mfa_token"
+    # And the reset did not turn two-step sign-in off.
+    account.password = "another fine passphrase"
+    assert second_step(http, mfa_token(http, account), codes[0]).status_code == 200
+
+
+def test_turning_it_off_and_new_recovery_codes(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "mfa-off")
+    app, codes = turn_on(http, account)
+    path = "/v1/auth/mfa/recovery-codes"
+    wrong_password = http.post(
+        path, json={"password": "not the one", "code": codes[0]}, headers=account.bearer
+    )
+    assert error(wrong_password) == "invalid_password"
+    wrong = http.post(
+        path, json={"password": PASSWORD, "code": wrong_code(app)}, headers=account.bearer
+    )
+    assert error(wrong) == "invalid_code"
+    renewed = http.post(path, json={"password": PASSWORD, "code": codes[0]}, headers=account.bearer)
+    assert renewed.status_code == 200, renewed.text
+    fresh = renewed.json()["recovery_codes"]
+    assert not set(fresh) & set(codes)
+    assert error(second_step(http, mfa_token(http, account), codes[1])) == "invalid_code"
+    assert http.get("/v1/auth/mfa", headers=account.bearer).json()["recovery_codes_left"] == 10
+
+    off = http.request(
+        "DELETE",
+        "/v1/auth/mfa/totp",
+        json={"password": PASSWORD, "code": app.code()},
+        headers=account.bearer,
+    )
+    assert off.status_code == 204, off.text
+    assert http.get("/v1/auth/mfa", headers=account.bearer).json() == {
+        "totp": False,
+        "recovery_codes_left": 0,
+    }
+    assert password_login(http, account).status_code == 200
+    again = http.request(
+        "DELETE",
+        "/v1/auth/mfa/totp",
+        json={"password": PASSWORD, "code": fresh[0]},
+        headers=account.bearer,
+    )
+    assert (again.status_code, error(again)) == (409, "mfa_not_enabled")
+    assert auth_rows(
+        stack, "SELECT count(*) FROM recovery_codes WHERE user_id = ?", account.id.replace("-", "")
+    ) == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"mfa_token": "x"},
+        {"mfa_token": "x", "code": "12345"},
+        {"mfa_token": "x", "code": "1234567"},
+        {"mfa_token": "x", "code": "abc"},
+        {"mfa_token": "x", "code": "a" * 40},
+        {"mfa_token": "x" * 300, "code": "123456"},
+        {"mfa_token": "x", "code": "123456", "extra": 1},
+        {"mfa_token": 5, "code": 123456},
+    ],
+)
+def test_malformed_second_steps_are_refused(http: httpx.Client, body: dict[str, Any]) -> None:
+    answer = http.post("/v1/auth/login/mfa", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "invalid_request"
+
+
+def one_code_one_sign_in(http: httpx.Client, account: Account) -> None:
+    """Sign-ins racing with the same app code (one seen over a shoulder): one gets in."""
+    app, _ = turn_on(http, account)
+    tokens = [mfa_token(http, account) for _ in range(6)]
+    code = app.code()
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        answers = list(pool.map(lambda token: second_step(http, token, code), tokens))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * (len(tokens) - 1)
+
+
+def test_one_code_opens_one_sign_in(stack: Stack, http: httpx.Client) -> None:
+    one_code_one_sign_in(http, new_account(stack, http, "mfa-race"))
