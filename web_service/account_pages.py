@@ -1,6 +1,7 @@
-"""The signed-in visitor's account: profile, sessions (with "end" buttons), change password,
-change email address (with the code sent to the new one) and delete the account. Each
-sensitive change asks for the current password again (auth checks it)."""
+"""The signed-in visitor's account: profile (with whether two-step sign-in is on, which
+`two_step_pages` turns on and off), sessions (with "end" buttons), change password, change
+email address (with the code sent to the new one) and delete the account. Each sensitive
+change asks for the current password again (auth checks it)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ router = APIRouter(prefix="/account")
 async def profile(page: SignedInDep) -> Response:
     me = await page.api.call("auth", "GET", "/v1/auth/me")
     page.session.set("email", me["email"])
-    return await page.render("account.html", me=me)
+    two_step = await page.api.call("auth", "GET", "/v1/auth/mfa")
+    return await page.render("account.html", me=me, two_step=two_step)
 
 
 # --- sessions ------------------------------------------------------------------------------

@@ -45,7 +45,9 @@ class Browser:
 
 
 class ApiProblem(Exception):
-    """An API said no (4xx/5xx), or could not be reached (status 503, error `unavailable`)."""
+    """An API said no (4xx/5xx), or could not be reached (status 503, error `unavailable`).
+    `body` is the whole JSON answer, for a refusal that carries more than its error (auth's
+    `mfa_required` carries the token for the second step)."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class ApiProblem(Exception):
         message: str = "",
         details: list[dict[str, Any]] | None = None,
         retry_after: int | None = None,
+        body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {error}: {message}")
         self.status = status
@@ -61,6 +64,7 @@ class ApiProblem(Exception):
         self.message = message
         self.details = details or []
         self.retry_after = retry_after
+        self.body = body or {}
 
 
 class SessionEnded(Exception):
@@ -89,6 +93,7 @@ def problem_from(response: httpx.Response) -> ApiProblem:
         str(body.get("message", "")),
         details if isinstance(details, list) else None,
         _retry_after(response),
+        body if status < 500 else None,
     )
 
 

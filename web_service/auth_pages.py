@@ -1,6 +1,7 @@
 """Signing up and in: sign up, confirm the address with the emailed code (and send it
-again, after a cooldown), log in with a password or with an emailed code, forgotten
-password, log out, and the language switch."""
+again, after a cooldown), log in with a password or with an emailed code (then, for an
+account with two-step sign-in, `two_step_pages`), forgotten password, log out, and the
+language switch."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from web_service.forms import FORM_LEVEL, Form, explain
 from web_service.i18n import LANG_COOKIE, LANGUAGES
 from web_service.pages import Page, PageDep
 from web_service.security import safe_next
+from web_service.two_step_pages import start_sign_in
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ async def login(page: PageDep) -> Response:
         try:
             pair = await page.call("auth", "POST", "/v1/auth/login", json=form.values)
         except ApiProblem as refused:
+            if second_step := await start_sign_in(page, refused, form.value("email"), next_page):
+                return second_step
             problem = refused
             form.errors = explain(problem, page.t)
         else:
@@ -219,6 +223,8 @@ async def login_code_verify(page: PageDep) -> Response:
         try:
             pair = await page.call("auth", "POST", "/v1/auth/login/code/verify", json=form.values)
         except ApiProblem as problem:
+            if second_step := await start_sign_in(page, problem, form.value("email"), next_page):
+                return second_step
             form.errors = explain(problem, page.t)
         else:
             await page.sign_in(pair, form.value("email"))

@@ -83,6 +83,8 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "session_not_found": (FORM_LEVEL, "error.session_not_found"),
     "film_not_found": (FORM_LEVEL, "error.film_not_found"),
     "too_many_favourites": (FORM_LEVEL, "error.too_many_favourites"),
+    "mfa_already_enabled": (FORM_LEVEL, "error.mfa_already_enabled"),
+    "mfa_not_enabled": (FORM_LEVEL, "error.mfa_not_enabled"),
     "forbidden": (FORM_LEVEL, "error.forbidden"),
     "unavailable": (FORM_LEVEL, "error.unavailable"),
 }

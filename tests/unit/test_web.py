@@ -1,5 +1,6 @@
 """The web front end's rules that need no browser: `next=` paths, language choice and the
-catalogues, API refusals in words, the CSRF origin check, the session key and store."""
+catalogues, API refusals in words, the CSRF origin check, the session key and store, and
+how two-step sign-in shows its secret."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from starlette.requests import Request
 
 from common.db import make_engine, make_sessionmaker, migrate
-from web_service.api import ApiProblem
+from web_service.api import ApiProblem, problem_from
 from web_service.config import WebSettings
 from web_service.csrf import CsrfRejected, check, from_this_site
 from web_service.forms import FORM_LEVEL, explain, whole_number
@@ -24,6 +26,7 @@ from web_service.models import Base
 from web_service.security import safe_next
 from web_service.session_keys import load_sealer
 from web_service.sessions import SessionStore, Tokens, id_hash
+from web_service.two_step_pages import explain_code, grouped, qr_code
 
 WEB = Path(__file__).resolve().parents[2] / "web_service"
 
@@ -205,6 +208,46 @@ def test_known_refusals_in_words_on_the_right_field() -> None:
     assert explain(ApiProblem(503, "unavailable"), t) == {
         FORM_LEVEL: "The service is not answering right now. Try again in a minute."
     }
+
+
+def test_a_refusal_keeps_its_whole_answer() -> None:
+    """auth's `mfa_required` carries the token for the second step beside its error."""
+    answer = {"error": "mfa_required", "message": "m", "mfa_token": "opaque", "expires_in": 300}
+    problem = problem_from(httpx.Response(403, json=answer))
+    assert (problem.status, problem.error) == (403, "mfa_required")
+    assert problem.body["mfa_token"] == "opaque" and problem.body["expires_in"] == 300
+    assert "opaque" not in str(problem)  # what logs would show
+    assert problem_from(httpx.Response(502, json={"error": "x", "secret": "s"})).body == {}
+    assert problem_from(httpx.Response(400, text="not json")).body == {}
+
+
+def test_a_wrong_code_is_told_as_the_apps_not_the_emails() -> None:
+    t = Translator("en")
+    app = "The code is wrong or already used."
+    wrong = explain_code(ApiProblem(400, "invalid_code"), t, "error.two_step_code")
+    assert wrong["code"].startswith(app)
+    malformed = ApiProblem(422, "invalid_request", details=[{"loc": ["body", "code"], "type": "x"}])
+    assert explain_code(malformed, t, "error.two_step_code")["code"].startswith(app)
+    password = explain_code(ApiProblem(400, "invalid_password"), t, "error.two_step_code")
+    assert password == {"password": "Your current password is wrong."}
+    assert explain(ApiProblem(409, "mfa_not_enabled"), t) == {
+        FORM_LEVEL: "Two-step sign-in is off already."
+    }
+    waited = explain_code(ApiProblem(429, "too_many_code_attempts", retry_after=30), t, "x")
+    assert waited[FORM_LEVEL].endswith("Try again in 30 seconds.")
+
+
+def test_the_secret_in_groups_and_a_qr_code_the_csp_allows() -> None:
+    assert grouped("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP") == "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP"
+    assert grouped("ABCDEF") == "ABCD EF"
+    uri = "otpauth://totp/Films:a%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=Films"
+    svg = str(qr_code(uri, 'QR code for <b>"you"</b>'))
+    assert svg.startswith('<svg role="img" viewBox=') and svg.endswith("</svg>")
+    assert "<title>QR code for &lt;b&gt;" in svg
+    # Inline style and script are refused by the Content-Security-Policy; nor is the
+    # secret written out beside the code.
+    for refused in ("style", "<script", "href", "JBSWY3DP"):
+        assert refused not in svg
 
 
 def test_rate_limits_say_when_to_try_again() -> None:

@@ -1,9 +1,10 @@
 """The web app in this process (no APIs behind it): the session cookie's flags over HTTP
 and HTTPS, the gateway's forwarded scheme believed only from WEB_TRUSTED_PROXIES, the
-security headers, and the HTML error pages."""
+security headers, the HTML error pages, and the second step of a login never begun."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -112,3 +113,21 @@ async def test_unparsable_urls_in_next_and_referer_are_refused_not_a_500(
     signed_out = await http.post("/account/password", headers={"Referer": "http://[::1/"})
     assert signed_out.status_code == 303, signed_out.status_code
     assert signed_out.headers["location"] == "/login?next=%2F"
+
+
+async def test_the_second_step_of_a_login_never_begun_goes_back_to_the_login(
+    http: httpx.AsyncClient,
+) -> None:
+    """Without a password or emailed code accepted first, the session holds no token for
+    the second step: its page sends the visitor to log in, keeping only a safe `next`."""
+    asked = await http.get("/login/two-step", params={"next": "/favourites"})
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/login?next=%2Ffavourites"
+    token = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/login")).text)
+    assert token is not None
+    form = {"csrf": token[1], "code": "123456", "next": "//evil.example"}
+    posted = await http.post("/login/two-step", data=form)
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/login?next=%2Ffilms"
+    for path in ("/account/two-step/on", "/account/two-step/setup", "/account/two-step/off"):
+        assert (await http.get(path)).headers["location"].startswith("/login?next=%2Faccount")

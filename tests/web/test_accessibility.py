@@ -40,6 +40,9 @@ SIGNED_IN = [
     "/account/email",
     "/account/email/confirm",
     "/account/delete",
+    "/account/two-step/on",
+    "/account/two-step/off",
+    "/account/two-step/recovery-codes",
     "/admin/deliveries",
 ]
 IDENTITY = ["/account/sessions", "/admin/users"]
@@ -114,6 +117,8 @@ def test_signed_in_pages(browser: Browser, web: Web) -> None:
         ("/account/password", "Change password"),
         ("/account/email", "Send code to the new address"),
         ("/account/delete", "Delete my account"),
+        ("/account/two-step/on", "Continue"),
+        ("/account/two-step/off", "Turn off"),
     ]:
         submit_empty(page, path, button)
         assert serious_violations(page) == [], f"{path} with errors"
