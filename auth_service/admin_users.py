@@ -1,4 +1,5 @@
-"""The admin API's rules: find users, read one, disable or enable them, grant or revoke roles.
+"""The admin API's rules: find users, read one, disable or enable them, grant or revoke roles,
+turn off two-step sign-in for someone who lost both their app and their recovery codes.
 
 Every call is audited with the acting admin, reads too. The admin role is read from the
 database on every call, not from the token, whose claims can be up to one access-token
@@ -16,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit, events
 from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
-from auth_service.models import User
+from auth_service.models import TotpFactor, User
 from auth_service.outbox import OutboxRelay
 from auth_service.refresh import RefreshTokens
+from auth_service.two_step import turn_off
 from auth_service.user_sessions import Caller
 from common.clock import utcnow
 from common.events import UserEventType
@@ -35,6 +37,24 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+async def with_factor(session: AsyncSession, user_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of the accounts have two-step sign-in on."""
+    found = await session.scalars(
+        select(TotpFactor.user_id).where(
+            TotpFactor.user_id.in_(user_ids), TotpFactor.confirmed_at.is_not(None)
+        )
+    )
+    return set(found)
+
+
+@dataclass(frozen=True)
+class Found:
+    """An account as the admin API shows it."""
+
+    user: User
+    mfa: bool
+
+
 @dataclass
 class UserAdmin:
     sessions: async_sessionmaker[AsyncSession]
@@ -42,7 +62,7 @@ class UserAdmin:
 
     async def search(
         self, caller: Caller, q: str | None, limit: int, offset: int, ip: str | None = None
-    ) -> tuple[list[User], int]:
+    ) -> tuple[list[Found], int]:
         """Users whose address contains `q` (all users without one), oldest first."""
         query = select(User)
         if q:
@@ -54,9 +74,11 @@ class UserAdmin:
                 query.order_by(User.created_at, User.id).limit(limit).offset(offset)
             )
             audit.record(session, "users_listed", ip=ip, admin=str(caller.user.id), q=q)
-            return list(rows), total or 0
+            users = list(rows)
+            on = await with_factor(session, [user.id for user in users])
+            return [Found(user, user.id in on) for user in users], total or 0
 
-    async def get(self, caller: Caller, user_id: uuid.UUID, ip: str | None = None) -> User:
+    async def get(self, caller: Caller, user_id: uuid.UUID, ip: str | None = None) -> Found:
         async with self.sessions.begin() as session:
             user = await session.get(User, user_id)
             if user is None:
@@ -65,7 +87,7 @@ class UserAdmin:
             audit.record(
                 session, "user_read", user_id=user.id, email=user.email, ip=ip, admin=admin
             )
-        return user
+            return Found(user, bool(await with_factor(session, [user.id])))
 
     async def update(
         self,
@@ -74,8 +96,9 @@ class UserAdmin:
         *,
         disabled: bool | None = None,
         roles: list[str] | None = None,
+        mfa: bool | None = None,
         ip: str | None = None,
-    ) -> User:
+    ) -> Found:
         """Apply what was given; disabling ends every session of the account at once."""
         admin = str(caller.user.id)
         async with self.sessions.begin() as session:
@@ -104,8 +127,12 @@ class UserAdmin:
                 self._set_roles(session, user, roles, admin, ip)
             if disabled is not None and disabled != user.disabled:
                 await self._set_disabled(session, user, disabled, admin, ip)
+            on = bool(await with_factor(session, [user.id]))
+            if mfa is False and on:
+                await turn_off(session, user, "en", ip, admin=admin)
+                on = False
         self.relay.notify()
-        return user
+        return Found(user, on)
 
     @staticmethod
     def _set_roles(

@@ -151,6 +151,7 @@ class TotpBeginIn(StrictModel):
 
 class TotpConfirmIn(StrictModel):
     code: Code
+    locale: Locale = "en"  # of the notice email
 
 
 class SecondStepIn(StrictModel):
@@ -158,6 +159,7 @@ class SecondStepIn(StrictModel):
 
     password: AnyPassword
     code: SecondStepCode
+    locale: Locale = "en"  # of the notice email when it is turned off
 
 
 class MfaStatusOut(BaseModel):
@@ -230,6 +232,7 @@ class UserOut(BaseModel):
     created_at: datetime
     disabled: bool
     disabled_at: datetime | None
+    mfa: bool  # two-step sign-in is on
 
 
 class UserPage(BaseModel):
@@ -245,3 +248,6 @@ class UserPatch(StrictModel):
 
     disabled: bool | None = None
     roles: Annotated[list[Role], Field(max_length=20)] | None = None
+    # Only off: the account's owner lost both the app and the recovery codes. Turning it
+    # on takes the owner's app.
+    mfa: Literal[False] | None = None

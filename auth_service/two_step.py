@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth_service import audit
+from auth_service import audit, events
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.errors import (
@@ -50,6 +50,7 @@ from auth_service.totp import (
 )
 from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
+from common.events import EmailEventType
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ class MfaStatus:
 class TotpSetup:
     secret: str  # base32, for typing into the app
     otpauth_uri: str  # for a QR code
+
+
+async def turn_off(
+    session: AsyncSession, user: User, locale: str, ip: str | None, **detail: object
+) -> None:
+    """The account's app, recovery codes and waiting sign-ins go; a notice goes to the
+    address. In the caller's transaction, the account's row locked."""
+    await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    await session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
+    await drop_challenges(session, user.id)
+    audit.record(session, "mfa_disabled", user_id=user.id, email=user.email, ip=ip, **detail)
+    events.email_notice(session, EmailEventType.MFA_DISABLED_NOTICE, user.email, locale)
 
 
 @dataclass
@@ -103,8 +116,11 @@ class TwoStep:
         issuer = self.accounts.settings.totp_issuer_name
         return TotpSetup(base32(secret), otpauth_uri(secret, user.email, issuer))
 
-    async def confirm(self, caller: Caller, code: str, ip: str | None = None) -> list[str]:
-        """Turn it on with the app's first code; the recovery codes, to show once."""
+    async def confirm(
+        self, caller: Caller, code: str, locale: str = "en", ip: str | None = None
+    ) -> list[str]:
+        """Turn it on with the app's first code; the recovery codes, to show once. A notice
+        goes to the address."""
         user = caller.user
         async with self.accounts.sessions() as session:
             row = await self._locked_user(session, user.id)
@@ -120,21 +136,22 @@ class TwoStep:
             factor.confirmed_at = now
             codes = await self._new_recovery_codes(session, user.id, now)
             audit.record(session, "mfa_enabled", user_id=user.id, email=row.email, ip=ip)
+            events.email_notice(session, EmailEventType.MFA_ENABLED_NOTICE, row.email, locale)
             await session.commit()
+        self.accounts.relay.notify()
         return codes
 
     async def disable(
-        self, caller: Caller, password: str, code: str, ip: str | None = None
+        self, caller: Caller, password: str, code: str, locale: str = "en", ip: str | None = None
     ) -> None:
+        """Turn it off; a notice goes to the address."""
         user = caller.user
         await self.self_service.check_password(user, password, ip, "mfa_disable")
         async with self.accounts.sessions() as session:
             row = await self._second_step(session, user, code, ip, "disable")
-            await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == row.id))
-            await session.execute(delete(TotpFactor).where(TotpFactor.user_id == row.id))
-            await drop_challenges(session, row.id)
-            audit.record(session, "mfa_disabled", user_id=row.id, email=row.email, ip=ip)
+            await turn_off(session, row, locale, ip)
             await session.commit()
+        self.accounts.relay.notify()
 
     async def renew_recovery_codes(
         self, caller: Caller, password: str, code: str, ip: str | None = None

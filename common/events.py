@@ -45,6 +45,8 @@ class EmailEventType(StrEnum):
     EMAIL_CHANGE = "email_change"  # the code, sent to the new address
     EMAIL_CHANGED_NOTICE = "email_changed_notice"  # to the old address, after the change
     PASSWORD_CHANGED_NOTICE = "password_changed_notice"
+    MFA_ENABLED_NOTICE = "mfa_enabled_notice"  # two-step sign-in turned on
+    MFA_DISABLED_NOTICE = "mfa_disabled_notice"  # turned off, by the owner or an admin
 
 
 # The email types that carry no code: notices.
@@ -53,6 +55,8 @@ NOTICES = frozenset(
         EmailEventType.ACCOUNT_EXISTS,
         EmailEventType.EMAIL_CHANGED_NOTICE,
         EmailEventType.PASSWORD_CHANGED_NOTICE,
+        EmailEventType.MFA_ENABLED_NOTICE,
+        EmailEventType.MFA_DISABLED_NOTICE,
     }
 )
 

@@ -93,6 +93,31 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
         "Пароль вашего аккаунта {product} только что изменили, все остальные сеансы завершены.",
         "Если это были не вы, сразу сбросьте пароль и обратитесь в поддержку.",
     ),
+    (EmailEventType.MFA_ENABLED_NOTICE, "en"): Template(
+        "Two-step sign-in is on for your {product} account",
+        "Signing in to your {product} account now also takes a code from your "
+        "authenticator app, or one of your recovery codes.",
+        "If you did not do this, reset your password now and contact support.",
+    ),
+    (EmailEventType.MFA_ENABLED_NOTICE, "ru"): Template(
+        "Двухэтапный вход в аккаунт {product} включён",
+        "Для входа в аккаунт {product} теперь нужен и код из приложения-аутентификатора "
+        "или один из резервных кодов.",
+        "Если это были не вы, сразу сбросьте пароль и обратитесь в поддержку.",
+    ),
+    (EmailEventType.MFA_DISABLED_NOTICE, "en"): Template(
+        "Two-step sign-in is off for your {product} account",
+        "Two-step sign-in was just turned off for your {product} account: "
+        "the password alone signs in now.",
+        "If you did not do this, reset your password now, turn it on again and contact support.",
+    ),
+    (EmailEventType.MFA_DISABLED_NOTICE, "ru"): Template(
+        "Двухэтапный вход в аккаунт {product} выключен",
+        "Двухэтапный вход в аккаунт {product} только что выключили: "
+        "теперь для входа достаточно пароля.",
+        "Если это были не вы, сразу сбросьте пароль, снова включите двухэтапный вход "
+        "и обратитесь в поддержку.",
+    ),
 }
 
 

@@ -174,9 +174,8 @@ async def confirm_setup(page: SignedInDep) -> Response:
     form = Form({"code": fields.get("code", "").strip()})
     if SETUP in page.session.data and form.require(page.t, "code"):
         try:
-            answer = await page.api.call(
-                "auth", "POST", "/v1/auth/mfa/totp/confirm", json=form.values
-            )
+            body = {**form.values, "locale": page.t.lang}  # of the notice email
+            answer = await page.api.call("auth", "POST", "/v1/auth/mfa/totp/confirm", json=body)
         except ApiProblem as problem:
             if problem.error == "mfa_setup_not_started":  # replaced elsewhere, or run out
                 page.session.pop(SETUP)
@@ -201,7 +200,8 @@ async def with_password_and_code(page: Page, method: str, path: str) -> tuple[Fo
     answer = None
     if form.require(page.t, "password", "code"):
         try:
-            answer = await page.api.call("auth", method, path, json=form.values)
+            body = {**form.values, "locale": page.t.lang}  # of a notice email
+            answer = await page.api.call("auth", method, path, json=body)
         except ApiProblem as problem:
             form.errors = explain_code(problem, page.t, "error.two_step_code")
     return form, answer

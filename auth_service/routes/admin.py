@@ -1,5 +1,6 @@
 """The admin API (Bearer, role `admin` as the database has it): find users, read one,
-disable or enable them, grant or revoke roles. See `admin_users.py` for the rules."""
+disable or enable them, grant or revoke roles, turn two-step sign-in off. See
+`admin_users.py` for the rules."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from auth_service.admin_users import Found
 from auth_service.deps import AdminCallerDep, UserAdminDep
 from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
 from auth_service.http_errors import responses
-from auth_service.models import User
 from auth_service.routes import client_ip
 from auth_service.schemas import UserOut, UserPage, UserPatch
 from common.errors import ApiError
@@ -19,7 +20,8 @@ from common.errors import ApiError
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"])
 
 
-def user_out(user: User) -> UserOut:
+def user_out(found: Found) -> UserOut:
+    user = found.user
     return UserOut(
         id=user.id,
         email=user.email,
@@ -28,6 +30,7 @@ def user_out(user: User) -> UserOut:
         created_at=user.created_at,
         disabled=user.disabled,
         disabled_at=user.disabled_at,
+        mfa=found.mfa,
     )
 
 
@@ -66,11 +69,17 @@ async def update_user(
     user_admin: UserAdminDep,
     request: Request,
 ) -> UserOut:
-    """Disable (every session ends at once) or enable; `roles` replaces the role list."""
+    """Disable (every session ends at once) or enable; `roles` replaces the role list;
+    `mfa: false` turns two-step sign-in off (the owner gets a notice)."""
     changes = body.model_dump(exclude_unset=True)
     if not changes or any(value is None for value in changes.values()):
-        raise ApiError(422, "invalid_request", "give disabled or roles, neither of them null")
+        raise ApiError(422, "invalid_request", "give disabled, roles or mfa, none of them null")
     updated = await user_admin.update(
-        caller, user_id, disabled=body.disabled, roles=body.roles, ip=client_ip(request)
+        caller,
+        user_id,
+        disabled=body.disabled,
+        roles=body.roles,
+        mfa=body.mfa,
+        ip=client_ip(request),
     )
     return user_out(updated)

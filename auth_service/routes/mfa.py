@@ -77,9 +77,10 @@ async def begin_totp(
 async def confirm_totp(
     body: TotpConfirmIn, caller: CallerDep, two_step: TwoStepDep, request: Request
 ) -> Response:
-    """Turns two-step sign-in on; answers the recovery codes, shown this once."""
+    """Turns two-step sign-in on; answers the recovery codes, shown this once. A notice
+    goes to the address."""
     await limit(request, "mfa_confirm", caller.user.email)
-    codes = await two_step.confirm(caller, body.code, client_ip(request))
+    codes = await two_step.confirm(caller, body.code, body.locale, client_ip(request))
     return no_store(RecoveryCodesOut(recovery_codes=codes))
 
 
@@ -89,9 +90,10 @@ async def confirm_totp(
 async def disable_totp(
     body: SecondStepIn, caller: CallerDep, two_step: TwoStepDep, request: Request
 ) -> Response:
-    """Turns two-step sign-in off: the password and a code (from the app, or a recovery one)."""
+    """Turns two-step sign-in off: the password and a code (from the app, or a recovery one).
+    A notice goes to the address."""
     await limit(request, "reauth", caller.user.email)
-    await two_step.disable(caller, body.password, body.code, client_ip(request))
+    await two_step.disable(caller, body.password, body.code, body.locale, client_ip(request))
     return Response(status_code=204)
 
 

@@ -80,7 +80,7 @@ def test_search_and_pagination(stack: Stack, http: httpx.Client, admin: Account)
     assert sorted(u["email"] for u in page["items"] + rest["items"]) == emails
     item = page["items"][0]
     assert set(item) == {
-        "id", "email", "email_verified", "roles", "created_at", "disabled", "disabled_at"
+        "id", "email", "email_verified", "roles", "created_at", "disabled", "disabled_at", "mfa"
     }  # fmt: skip
     assert item["email_verified"] is False and item["disabled"] is False
     one = http.get(f"/v1/admin/users/{item['id']}", headers=admin.bearer)

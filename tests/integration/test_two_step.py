@@ -23,6 +23,7 @@ from tests.accounts import (
     code_for,
     cooled_down_account,
     new_account,
+    new_admin,
 )
 from tests.conftest import TEST_CODE_BUDGET, Stack
 
@@ -217,7 +218,7 @@ def test_every_way_in_asks_for_the_second_step(stack: Stack, http: httpx.Client)
     assert http.post("/v1/auth/login/code", json={"email": account.email}).status_code == 202
     by_code = http.post(
         "/v1/auth/login/code/verify",
-        json={"email": account.email, "code": code_for(stack, account.email, count=2)},
+        json={"email": account.email, "code": code_for(stack, account.email, count=3)},
     )
     assert (by_code.status_code, error(by_code)) == (403, "mfa_required")
     pair = second_step(http, by_code.json()["mfa_token"], codes[0])
@@ -245,7 +246,7 @@ def test_a_password_reset_sends_waiting_sign_ins_back(stack: Stack, http: httpx.
         "/v1/auth/password/reset",
         json={
             "email": account.email,
-            "code": code_for(stack, account.email, count=2),
+            "code": code_for(stack, account.email, count=3),
             "new_password": "another fine passphrase",
         },
     )
@@ -287,6 +288,11 @@ def test_turning_it_off_and_new_recovery_codes(stack: Stack, http: httpx.Client)
         "recovery_codes_left": 0,
     }
     assert password_login(http, account).status_code == 200
+    subjects = [mail.message["Subject"] for mail in stack.smtp.wait_for(account.email, count=3)]
+    assert subjects[1:] == [
+        "Two-step sign-in is on for your Films account",
+        "Two-step sign-in is off for your Films account",
+    ]
     again = http.request(
         "DELETE",
         "/v1/auth/mfa/totp",
@@ -331,3 +337,29 @@ def one_code_one_sign_in(http: httpx.Client, account: Account) -> None:
 
 def test_one_code_opens_one_sign_in(stack: Stack, http: httpx.Client) -> None:
     one_code_one_sign_in(http, new_account(stack, http, "mfa-race"))
+
+
+def test_an_admin_turns_it_off_for_someone_locked_out(stack: Stack, http: httpx.Client) -> None:
+    """The owner lost the app and the recovery codes: an admin turns it off, the owner is
+    told, and the password alone signs in again."""
+    account = new_account(stack, http, "mfa-lost")
+    turn_on(http, account)
+    admin = new_admin(stack, http)
+    path = f"/v1/admin/users/{account.id}"
+    assert http.get(path, headers=admin.bearer).json()["mfa"] is True
+    listed = http.get("/v1/admin/users", params={"q": "mfa-lost"}, headers=admin.bearer).json()
+    assert [u["mfa"] for u in listed["items"] if u["email"] == account.email] == [True]
+    token = mfa_token(http, account)
+    on = http.patch(path, json={"mfa": True}, headers=admin.bearer)
+    assert on.status_code == 422  # only the owner's app can turn it on
+    off = http.patch(path, json={"mfa": False}, headers=admin.bearer)
+    assert off.status_code == 200, off.text
+    assert off.json()["mfa"] is False
+    assert password_login(http, account).status_code == 200
+    assert error(second_step(http, token, "abcde-fghjk")) == "invalid_mfa_token"
+    notice = stack.smtp.wait_for(account.email, count=3)[-1]
+    assert notice.message["Subject"] == "Two-step sign-in is off for your Films account"
+    disabled = [row for row in audit_rows(stack, account.id) if row[0] == "mfa_disabled"]
+    assert len(disabled) == 1 and admin.id in disabled[0][2]
+    # Again: nothing to turn off, nothing sent.
+    assert http.patch(path, json={"mfa": False}, headers=admin.bearer).json()["mfa"] is False
