@@ -45,7 +45,6 @@ _CREDENTIALS = select(
     _USERS.c.email_verified,
     _USERS.c.disabled_at,
     _USERS.c.roles,
-    has_factor(_USERS.c.id).label("mfa"),
 ).where(_USERS.c.email == bindparam("email"))
 # The first write of a successful login: the account still has the hash just verified and
 # is not disabled, since a reset, a password change or an admin may have acted during the
@@ -60,6 +59,9 @@ _CLAIM = (
         _USERS.c.disabled_at.is_(None),
     )
     .values(password_hash=bindparam("hash"))
+    # Whether it has two-step sign-in, read under that lock: an app confirmed during the
+    # hash (which takes the same lock) is seen.
+    .returning(has_factor(_USERS.c.id).label("mfa"))
 )
 
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
@@ -253,8 +255,8 @@ class Accounts:
         async with engine.begin() as conn:
             verified = user.password_hash
             claim = {"user": user.id, "verified": verified, "hash": upgraded_hash or verified}
-            claimed = await conn.execute(_CLAIM, claim)
-            if claimed.rowcount != 1:  # no longer its password, or disabled: no session
+            claimed = (await conn.execute(_CLAIM, claim)).one_or_none()
+            if claimed is None:  # no longer its password, or disabled: no session
                 raise InvalidCredentials  # leaving the block rolls back
             # Again, now: guesses in flight when the address was locked (all of them read
             # "not locked" before their hash) must not get in past the lock.
@@ -262,7 +264,7 @@ class Accounts:
             if has_failures:
                 await self.guard.login_succeeded(conn, email)
             rehashed = bool(upgraded_hash)
-            if user.mfa:  # a session only once the second step is passed too
+            if claimed.mfa:  # a session only once the second step is passed too
                 ttl = timedelta(seconds=self.settings.mfa_challenge_seconds)
                 second = await open_challenge(conn, user.id, "password", utcnow(), ttl)
                 event = "mfa_challenged"
@@ -271,7 +273,7 @@ class Accounts:
                 event = "login_ok"
             entry = audit.entry(event, user_id=user.id, email=email, ip=ip, rehashed=rehashed)
             await conn.execute(audit.INSERT, entry)
-        if user.mfa:
+        if claimed.mfa:
             raise MfaRequired(second.token, second.expires_in)
         return grant.sign()
 

@@ -88,6 +88,11 @@ class MfaNotEnabled(AuthError):
     """The account has no authenticator app."""
 
 
+class MfaUnavailable(AuthError):
+    """The account's authenticator app cannot be checked (its secret was sealed under a
+    code secret since replaced): an admin has to turn two-step sign-in off."""
+
+
 class RetryLater(AuthError):
     """Refused for now; the caller may try again in `retry_after` seconds."""
 

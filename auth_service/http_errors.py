@@ -27,6 +27,7 @@ from auth_service.errors import (
     MfaNotEnabled,
     MfaRequired,
     MfaSetupNotStarted,
+    MfaUnavailable,
     NotAuthenticated,
     RateLimited,
     RetryLater,
@@ -89,6 +90,12 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         409, "mfa_setup_not_started", "start setting up the authenticator app first"
     ),
     MfaNotEnabled: Problem(409, "mfa_not_enabled", "two-step sign-in is not on"),
+    MfaUnavailable: Problem(
+        503,
+        "mfa_unavailable",
+        "the authenticator app cannot be checked now; ask an administrator to turn two-step "
+        "sign-in off, then set it up again",
+    ),
     RateLimited: Problem(429, "rate_limited", "too many requests, try again later"),
     AccountLocked: Problem(
         429, "account_locked", "too many failed logins for this address; try again later"

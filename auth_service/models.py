@@ -161,6 +161,12 @@ class TotpFactor(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Wrong codes for this app, in the window that began at `failures_since`: a budget of
+    # its own, which only someone past the first step (or signed in) can spend. The
+    # address's budget of wrong emailed codes is anyone's to spend, so sharing it let a
+    # stranger lock the owner out of the second step.
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    failures_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RecoveryCode(Base):

@@ -133,10 +133,11 @@ class DeleteAccountIn(StrictModel):
     password: AnyPassword
 
 
-# What the second step of a sign-in takes: the app's six digits, or a recovery code
-# (`xxxxx-xxxxx`; case, spaces and hyphens do not matter).
+# What the second step of a sign-in takes: the app's six digits (as some apps show them,
+# `123 456`, too), or a recovery code (`xxxxx-xxxxx`; case, spaces and hyphens do not
+# matter).
 SecondStepCode = Annotated[
-    str, StringConstraints(pattern=r"^(?:[0-9]{6}|[A-Za-z0-9][A-Za-z0-9 -]{9,20})$")
+    str, StringConstraints(pattern=r"^(?:[0-9]{3} ?[0-9]{3}|[A-Za-z0-9][A-Za-z0-9 -]{9,20})$")
 ]
 
 

@@ -15,10 +15,13 @@ holding the password guesses no faster by starting sign-ins again.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import NoReturn
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +35,9 @@ from auth_service.errors import (
     MfaAlreadyEnabled,
     MfaNotEnabled,
     MfaSetupNotStarted,
+    MfaUnavailable,
     NotAuthenticated,
+    TooManyCodeAttempts,
 )
 from auth_service.models import MfaChallenge, RecoveryCode, TotpFactor, User
 from auth_service.tokens import TokenPair, hash_refresh_token
@@ -48,9 +53,11 @@ from auth_service.totp import (
     normalize_recovery_code,
     otpauth_uri,
 )
-from auth_service.user_sessions import Caller, Client
+from auth_service.user_sessions import Caller, Client, end_others
 from common.clock import utcnow
 from common.events import EmailEventType
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,10 +137,13 @@ class TwoStep:
             if factor.confirmed_at is not None:
                 raise MfaAlreadyEnabled
             now = utcnow()
-            await self.accounts.guard.check_codes(session, row.email, now)
+            self._check_budget(factor, now)
             if not await self._app_code(session, factor, code, now):
-                await self._failed(session, row, ip, "confirm")
+                await self._failed(session, row, factor, ip, "confirm")
             factor.confirmed_at = now
+            # A session opened with the password alone (maybe a thief's, maybe one that
+            # raced this confirmation) does not outlive the change, as with a new password.
+            await end_others(session, caller)
             codes = await self._new_recovery_codes(session, user.id, now)
             audit.record(session, "mfa_enabled", user_id=user.id, email=row.email, ip=ip)
             events.email_notice(session, EmailEventType.MFA_ENABLED_NOTICE, row.email, locale)
@@ -191,8 +201,11 @@ class TwoStep:
             )
             if user is None or tries is None:
                 raise InvalidMfaToken  # leaving the block rolls back
-            await a.guard.check_codes(session, user.email, now)
-            used = await self._either_code(session, user.id, code, now)
+            factor = await session.get(TotpFactor, user.id)
+            if factor is None or factor.confirmed_at is None:  # turned off since: sign in again
+                raise InvalidMfaToken
+            self._check_budget(factor, now)
+            used = await self._either_code(session, factor, code, now)
             # Used up by a right code, or burned by its last wrong one.
             if used is not None or tries >= a.settings.code_max_attempts:
                 await session.execute(
@@ -202,7 +215,7 @@ class TwoStep:
                     .execution_options(synchronize_session=False)
                 )
             if used is None:
-                await self._failed(session, user, client.ip, "sign_in")
+                await self._failed(session, user, factor, client.ip, "sign_in")
             if user.disabled:
                 await session.commit()
                 raise AccountDisabled
@@ -232,20 +245,20 @@ class TwoStep:
         if factor is None or factor.confirmed_at is None:
             raise MfaNotEnabled
         now = utcnow()
-        await self.accounts.guard.check_codes(session, row.email, now)
-        if await self._either_code(session, row.id, code, now) is None:
-            await self._failed(session, row, ip, action)
+        self._check_budget(factor, now)
+        if await self._either_code(session, factor, code, now) is None:
+            await self._failed(session, row, factor, ip, action)
         return row
 
     async def _either_code(
-        self, session: AsyncSession, user_id: uuid.UUID, code: str, now: datetime
+        self, session: AsyncSession, factor: TotpFactor, code: str, now: datetime
     ) -> str | None:
-        """Spend `code`: "totp" for the app's, "recovery" for a recovery code, else None."""
-        if is_app_code(code):
-            factor = await session.get(TotpFactor, user_id)
-            if factor is None or factor.confirmed_at is None:
-                return None
-            return "totp" if await self._app_code(session, factor, code, now) else None
+        """Spend `code` for the account's confirmed app: "totp" for the app's, "recovery"
+        for a recovery code, else None."""
+        digits = code.replace(" ", "")
+        if is_app_code(digits):
+            return "totp" if await self._app_code(session, factor, digits, now) else None
+        user_id = factor.user_id
         digest = self.accounts.codes.hasher.digest(
             user_id, RECOVERY_PURPOSE, normalize_recovery_code(code)
         )
@@ -266,7 +279,13 @@ class TwoStep:
     ) -> bool:
         """Whether `code` is the app's for a step not used before; if so that step is
         now the last used (conditionally, so two requests cannot both spend it)."""
-        secret = self.box.open(factor.secret, factor.user_id)
+        try:
+            secret = self.box.open(factor.secret, factor.user_id)
+        except (InvalidTag, ValueError) as exc:
+            # Sealed under another key: the code secret was replaced. Nothing the user
+            # types can help; an admin turns it off (`mfa: false`) and they set it up again.
+            log.error("the authenticator app of user %s cannot be unsealed", factor.user_id)
+            raise MfaUnavailable from exc
         step = matching_step(secret, code, now, factor.last_step)
         if step is None:
             return False
@@ -279,9 +298,24 @@ class TwoStep:
         )
         return bool(won.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _failed(self, session: AsyncSession, user: User, ip: str | None, action: str) -> None:
-        """A wrong code: counted against the address, audited, committed; InvalidCode."""
-        await self.accounts.guard.code_failed(session, user.email, utcnow())
+    def _check_budget(self, factor: TotpFactor, now: datetime) -> None:
+        """TooManyCodeAttempts while the app's budget of wrong codes is spent."""
+        settings = self.accounts.settings
+        if factor.failures_since is None:
+            return
+        ends = factor.failures_since + timedelta(seconds=settings.code_failure_window_seconds)
+        if ends > now and factor.failures >= settings.code_max_failures_per_address:
+            raise TooManyCodeAttempts((ends - now).total_seconds())
+
+    async def _failed(
+        self, session: AsyncSession, user: User, factor: TotpFactor, ip: str | None, action: str
+    ) -> NoReturn:
+        """A wrong code: counted against the app's budget, audited, committed; InvalidCode."""
+        now = utcnow()
+        window = timedelta(seconds=self.accounts.settings.code_failure_window_seconds)
+        if factor.failures_since is None or factor.failures_since + window <= now:
+            factor.failures_since, factor.failures = now, 0
+        factor.failures += 1
         audit.record(session, "mfa_failed", user_id=user.id, email=user.email, ip=ip, action=action)
         await session.commit()
         raise InvalidCode

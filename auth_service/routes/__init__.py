@@ -39,6 +39,7 @@ from auth_service.schemas import (
     TokenPairOut,
     VerifyIn,
 )
+from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -71,6 +72,15 @@ async def limit_account(request: Request, action: str, account: str) -> None:
     limits = request.app.state.limits
     if action in limits["account"]:
         await limiter.hit(f"account:{action}", account, limits["account"][action])
+
+
+# RFC 6749 §5.1: an answer holding tokens is not kept by any cache along the way.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_pair(pair: TokenPair) -> Response:
+    body = TokenPairOut(**dataclasses.asdict(pair)).model_dump_json()
+    return Response(body, media_type="application/json", headers=NO_STORE)
 
 
 @asynccontextmanager
@@ -119,12 +129,12 @@ async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Acc
     response_model=TokenPairOut,
     responses=responses(InvalidCode, TooManyCodeAttempts, AccountDisabled, RateLimited, 400, 422),
 )
-async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> Response:
     await limit(request, "verify", body.email)
     client = request_client(request)
     async with answer_no_sooner(request, failures_only=True):  # a known address is slower
         pair = await accounts.verify_email(body.email, body.code, client)
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)
 
 
 @router.post(
@@ -154,11 +164,11 @@ async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Acc
         422,
     ),
 )
-async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> TokenPairOut:
+async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Response:
     await limit(request, "login", body.email)
     client = request_client(request)
     pair = await accounts.login(body.email, body.password, client)
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)
 
 
 @router.post(
@@ -166,10 +176,10 @@ async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Token
     response_model=TokenPairOut,
     responses=responses(InvalidGrant, RateLimited, 400, 422),
 )
-async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> TokenPairOut:
+async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> Response:
     await limit(request, "refresh")
     pair = await tokens.rotate(body.refresh_token, request_client(request))
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)
 
 
 @router.post("/logout", status_code=204, responses=responses(400, 422))

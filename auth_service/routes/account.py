@@ -3,8 +3,6 @@ account. Each needs the current password; see `account.py` for the rules."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 
@@ -20,7 +18,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import answer_no_sooner, client_ip, limit, request_client
+from auth_service.routes import answer_no_sooner, client_ip, limit, request_client, token_pair
 from auth_service.schemas import (
     Accepted,
     DeleteAccountIn,
@@ -78,13 +76,13 @@ async def change_email(
 )
 async def confirm_email_change(
     body: EmailChangeConfirmIn, caller: CallerDep, self_service: SelfServiceDep, request: Request
-) -> TokenPairOut:
+) -> Response:
     """The account moves to the new address; its old one gets a notice. The pair replaces
     the caller's tokens (their session goes on)."""
     await limit(request, "email_change_confirm", caller.user.email)
     client = request_client(request)
     pair = await self_service.confirm_email_change(caller, body.code, body.locale, client)
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)
 
 
 @router.delete("/me", status_code=204, responses=responses(*REAUTH))

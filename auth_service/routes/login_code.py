@@ -4,9 +4,7 @@ every address."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from auth_service.deps import CodeLoginDep
 from auth_service.errors import (
@@ -17,7 +15,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import answer_no_sooner, client_ip, limit, request_client
+from auth_service.routes import answer_no_sooner, client_ip, limit, request_client, token_pair
 from auth_service.schemas import Accepted, LoginCodeIn, LoginCodeVerifyIn, TokenPairOut
 
 router = APIRouter(prefix="/v1/auth/login/code", tags=["auth"])
@@ -46,9 +44,9 @@ async def request_code(body: LoginCodeIn, code_login: CodeLoginDep, request: Req
 )
 async def verify_code(
     body: LoginCodeVerifyIn, code_login: CodeLoginDep, request: Request
-) -> TokenPairOut:
+) -> Response:
     await limit(request, "login_code_verify", body.email)
     client = request_client(request)
     async with answer_no_sooner(request, failures_only=True):
         pair = await code_login.verify(body.email, body.code, client)
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)

@@ -19,7 +19,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import client_ip, limit, request_client
+from auth_service.routes import NO_STORE, client_ip, limit, request_client, token_pair
 from auth_service.routes.account import REAUTH
 from auth_service.schemas import (
     MfaLoginIn,
@@ -42,12 +42,12 @@ CODE_FAILURES = (InvalidCode, TooManyCodeAttempts)
     response_model=TokenPairOut,
     responses=responses(InvalidMfaToken, AccountDisabled, RateLimited, *CODE_FAILURES, 400, 422),
 )
-async def login_mfa(body: MfaLoginIn, two_step: TwoStepDep, request: Request) -> TokenPairOut:
+async def login_mfa(body: MfaLoginIn, two_step: TwoStepDep, request: Request) -> Response:
     """The second step: the `mfa_token` a sign-in answered, and a code from the app (or a
     recovery code). A wrong code leaves the token usable for its other tries."""
     await limit(request, "mfa_login")
     pair = await two_step.complete(body.mfa_token, body.code, request_client(request))
-    return TokenPairOut(**dataclasses.asdict(pair))
+    return token_pair(pair)
 
 
 @router.get("/mfa", response_model=MfaStatusOut, responses=responses(401))
@@ -115,6 +115,4 @@ async def renew_recovery_codes(
 
 def no_store(body: TotpSetupOut | RecoveryCodesOut) -> Response:
     """Secrets: no cache along the way may keep them."""
-    return Response(
-        body.model_dump_json(), media_type="application/json", headers={"Cache-Control": "no-store"}
-    )
+    return Response(body.model_dump_json(), media_type="application/json", headers=NO_STORE)

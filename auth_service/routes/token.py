@@ -32,13 +32,12 @@ from auth_service.errors import (
     MfaRequired,
     RetryLater,
 )
-from auth_service.routes import limit, request_client
+from auth_service.routes import NO_STORE, limit, request_client
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 from common.schemas import Email
 
 FORM = "application/x-www-form-urlencoded"
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 # What each refusal of the account rules says, as RFC 6749's invalid_grant.
 GRANT_REFUSALS: dict[type[AuthError], str] = {

@@ -22,6 +22,7 @@ from tests.accounts import (
     bearer,
     code_for,
     cooled_down_account,
+    login,
     new_account,
     new_admin,
 )
@@ -193,22 +194,81 @@ def test_an_mfa_token_is_burned_by_wrong_codes_and_expires(
     assert error(second_step(http, token, codes[1])) == "invalid_mfa_token"
 
 
-def test_wrong_codes_spend_the_address_budget(stack: Stack, http: httpx.Client) -> None:
-    """Starting sign-ins again does not buy a thief with the password more guesses."""
+def test_the_second_step_has_a_budget_of_its_own(stack: Stack, http: httpx.Client) -> None:
+    """Strangers' wrong emailed codes (anyone may send them) do not lock the owner out of
+    the second step; a thief with the password gains nothing by starting sign-ins again."""
     account = new_account(stack, http, "mfa-budget")
     app, codes = turn_on(http, account)
+    for _ in range(TEST_CODE_BUDGET + 1):
+        wrong = {"email": account.email, "code": "000000"}
+        http.post("/v1/auth/login/code/verify", json=wrong)
+    owner = second_step(http, mfa_token(http, account), codes[0])
+    assert owner.status_code == 200, owner.text
+
     spent = 0
     while spent < TEST_CODE_BUDGET:
         token = mfa_token(http, account)
         for _ in range(min(4, TEST_CODE_BUDGET - spent)):
             assert error(second_step(http, token, wrong_code(app))) == "invalid_code"
             spent += 1
-    over = second_step(http, mfa_token(http, account), codes[0])
+    over = second_step(http, mfa_token(http, account), codes[1])
     assert (over.status_code, error(over)) == (429, "too_many_code_attempts")
     assert int(over.headers["retry-after"]) > 0
-    # The right recovery code was not spent by the refusal.
-    auth_rows(stack, "DELETE FROM address_throttle WHERE email = ?", account.email)
-    assert second_step(http, mfa_token(http, account), codes[0]).status_code == 200
+    # Turning it off is refused the same way, before any code is looked at.
+    off = http.request(
+        "DELETE",
+        "/v1/auth/mfa/totp",
+        json={"password": PASSWORD, "code": codes[1]},
+        headers=account.bearer,
+    )
+    assert error(off) == "too_many_code_attempts"
+    # The right recovery code was not spent by the refusals.
+    auth_rows(
+        stack,
+        "UPDATE totp_factors SET failures = 0 WHERE user_id = ?",
+        account.id.replace("-", ""),
+    )
+    assert second_step(http, mfa_token(http, account), codes[1]).status_code == 200
+
+
+def test_turning_it_on_ends_the_other_sessions(stack: Stack, http: httpx.Client) -> None:
+    """A session opened with the password alone (maybe a thief's) does not go on."""
+    account = new_account(stack, http, "mfa-sessions")
+    other = login(stack, http, account.email)
+    turn_on(http, account)
+    refused = http.post("/v1/auth/token/refresh", json={"refresh_token": other.refresh_token})
+    assert error(refused) == "invalid_grant"
+    mine = http.post("/v1/auth/token/refresh", json={"refresh_token": account.refresh_token})
+    assert mine.status_code == 200, mine.text
+
+
+def test_an_app_sealed_under_a_replaced_secret(stack: Stack, http: httpx.Client) -> None:
+    """The code secret was replaced: the app cannot be checked, which is said (503), not
+    taken for a wrong code; an admin turns it off and the owner signs in again."""
+    account = new_account(stack, http, "mfa-unsealable")
+    app, _ = turn_on(http, account)
+    user_id = account.id.replace("-", "")
+    elsewhere = base64.urlsafe_b64encode(bytes(60)).decode()  # not sealed under our key
+    auth_rows(stack, "UPDATE totp_factors SET secret = ? WHERE user_id = ?", elsewhere, user_id)
+    token = mfa_token(http, account)
+    answer = second_step(http, token, app.code())
+    assert (answer.status_code, error(answer)) == (503, "mfa_unavailable")
+    assert auth_rows(stack, "SELECT failures FROM totp_factors WHERE user_id = ?", user_id) == [
+        (0,)
+    ]
+    admin = new_admin(stack, http)
+    off = http.patch(f"/v1/admin/users/{account.id}", json={"mfa": False}, headers=admin.bearer)
+    assert off.json()["mfa"] is False
+    assert password_login(http, account).status_code == 200
+
+
+def test_an_app_code_may_be_typed_with_its_space(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "mfa-space")
+    app, _ = turn_on(http, account)
+    code = app.code()
+    answer = second_step(http, mfa_token(http, account), f"{code[:3]} {code[3:]}")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
 
 
 def test_every_way_in_asks_for_the_second_step(stack: Stack, http: httpx.Client) -> None:

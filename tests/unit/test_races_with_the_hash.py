@@ -36,14 +36,17 @@ from auth_service.errors import (
     InvalidCredentials,
     InvalidGrant,
     InvalidPassword,
+    MfaRequired,
     TooManyCodeAttempts,
 )
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import (
     AddressThrottle,
     Base,
+    MfaChallenge,
     OneTimeCode,
     RefreshToken,
+    TotpFactor,
     User,
     UserSession,
 )
@@ -408,3 +411,19 @@ async def test_an_admin_demoted_since_the_request_began_changes_no_one(
         await users.update(caller, target, disabled=True)
     async with setup.sessions() as session:
         assert await session.scalar(select(User.disabled_at).where(User.id == target)) is None
+
+
+async def test_two_step_turned_on_during_the_hash_is_asked_for(setup: Setup) -> None:
+    """An app confirmed while the password was being hashed: the login, claimed after it,
+    hands back an mfa_token, not a session."""
+
+    async def turn_on(session: AsyncSession) -> None:
+        user_id = await session.scalar(select(User.id).where(User.email == EMAIL))
+        session.add(TotpFactor(user_id=user_id, secret="sealed", confirmed_at=utcnow()))
+
+    setup.hasher.meddle = turn_on
+    with pytest.raises(MfaRequired):
+        await setup.accounts.login(EMAIL, PASSWORD, Client())
+    assert await _count(setup.sessions, UserSession) == 0
+    assert await _count(setup.sessions, RefreshToken) == 0
+    assert await _count(setup.sessions, MfaChallenge) == 1
