@@ -80,6 +80,20 @@ async def set_status(page: AdminDep, user_id: str) -> Response:
     return await page.redirect(f"/admin/users/{user_id}")
 
 
+@router.post("/users/{user_id}/two-step-off")
+async def turn_off_two_step(page: AdminDep, user_id: str) -> Response:
+    """For an owner who lost both the app and the recovery codes; auth emails them."""
+    await page.form()  # the CSRF check
+    try:
+        await page.api.call("auth", "PATCH", user_path(user_id), json={"mfa": False})
+    except ApiProblem as problem:
+        if problem.status in (401, 403, 503):
+            raise
+        return await user_page(page, user_id, Form(errors=explain(problem, page.t)), 400)
+    page.notice("notice.user_two_step_off")
+    return await page.redirect(f"/admin/users/{user_id}")
+
+
 @router.post("/users/{user_id}/roles")
 async def set_roles(page: AdminDep, user_id: str) -> Response:
     fields = await page.form()

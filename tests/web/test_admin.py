@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import Web, log_in, new_context, shot
+from tests.web.conftest import PASSWORD, Web, log_in, new_context, shot
+from tests.web.test_two_step import turned_on_through_the_api
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +68,31 @@ def test_find_disable_enable_and_set_roles(
     ]:
         response = page.goto(path)
         assert response is not None and response.status == status, (path, response)
+
+
+def test_turn_off_two_step_sign_in_for_someone_locked_out(
+    web: Web, page: Page, identity: None
+) -> None:
+    """The owner lost the app and the recovery codes: the admin turns it off, and the
+    password alone logs them in again."""
+    admin = web.account("admin")
+    web.grant(admin, "admin")
+    user = web.account("lost-phone")
+    turned_on_through_the_api(web, user)
+    log_in(page, admin)
+    page.goto("/admin/users")
+    page.get_by_label("Find by email address").fill(user)
+    page.get_by_role("button", name="Find users").click()
+    page.get_by_role("link", name=user).click()
+    facts = page.locator(".facts")
+    expect(facts).to_contain_text("Two-step sign-in")
+    expect(facts).to_contain_text("On")
+    page.get_by_role("button", name="Turn off two-step sign-in").click()
+    expect(page.get_by_role("status")).to_contain_text("Two-step sign-in is off for this account")
+    expect(page.get_by_role("button", name="Turn off two-step sign-in")).to_have_count(0)
+    expect(facts).to_contain_text("Off")
+    with httpx.Client(timeout=30) as http:
+        answer = http.post(
+            f"{web.stack.auth.url}/v1/auth/login", json={"email": user, "password": PASSWORD}
+        )
+    assert answer.status_code == 200, answer.text
