@@ -30,7 +30,7 @@ from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
 from auth_service.throttle import AddressGuard
-from auth_service.tokens import TokenPair
+from auth_service.tokens import EMAILED_CODE, PASSWORD, TokenPair
 from auth_service.totp import drop_challenges, has_factor, open_challenge
 from auth_service.user_sessions import Client
 from common.clock import utcnow
@@ -216,7 +216,7 @@ class Accounts:
             if user.disabled:  # the mailbox is proven all the same; no session, though
                 await session.commit()
                 raise AccountDisabled
-            grant = self.tokens.issue(session, user, client)
+            grant = self.tokens.issue(session, user, client, (EMAILED_CODE,))
             await session.commit()
         return grant.sign()
 
@@ -269,7 +269,7 @@ class Accounts:
                 second = await open_challenge(conn, user.id, "password", utcnow(), ttl)
                 event = "mfa_challenged"
             else:
-                grant = await self.tokens.open(conn, user.id, user.roles, client)
+                grant = await self.tokens.open(conn, user.id, user.roles, client, (PASSWORD,))
                 event = "login_ok"
             entry = audit.entry(event, user_id=user.id, email=email, ip=ip, rehashed=rehashed)
             await conn.execute(audit.INSERT, entry)

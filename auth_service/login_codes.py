@@ -17,7 +17,7 @@ from sqlalchemy import select
 from auth_service import audit
 from auth_service.accounts import LOGIN_CODE, Accounts
 from auth_service.errors import AccountDisabled, MfaRequired
-from auth_service.tokens import TokenPair
+from auth_service.tokens import EMAILED_CODE, TokenPair
 from auth_service.totp import has_factor, open_challenge
 from auth_service.user_sessions import Client
 from common.clock import utcnow
@@ -64,6 +64,6 @@ class CodeLogin:
             audit.record(
                 session, "login_ok", user_id=user.id, email=email, ip=client.ip, method="code"
             )
-            grant = a.tokens.issue(session, user, client)
+            grant = a.tokens.issue(session, user, client, (EMAILED_CODE,))
             await session.commit()
         return grant.sign()

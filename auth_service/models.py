@@ -71,6 +71,9 @@ class UserSession(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How it was signed in: RFC 8176 `amr` values, space-separated ("pwd", "pwd otp mfa"),
+    # carried by every access token of the session. NULL for sessions from before.
+    amr: Mapped[str | None] = mapped_column(String(64))
 
 
 class RefreshToken(Base):

@@ -58,9 +58,15 @@ _TOUCH = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
+    .returning(_SESSIONS.c.amr)
 )
 _INSERT = insert(_TOKENS)
 _OPEN = insert(_SESSIONS)
+
+
+def signed_in_as(stored: str | None) -> tuple[str, ...]:
+    """A session's `amr`, as its column holds it."""
+    return tuple(stored.split()) if stored else ()
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,14 @@ class Grant:
     roles: list[str]
     session_id: uuid.UUID
     refresh_token: str
+    amr: tuple[str, ...]  # how the session was signed in
 
     def sign(self) -> TokenPair:
         # Signing with a key already in memory does not fail in practice; if it ever did,
         # the client would hold a revoked token and log in again (a retry reads as reuse).
+        access_token = self.access_tokens.issue(self.user_id, self.roles, self.session_id, self.amr)
         return TokenPair(
-            access_token=self.access_tokens.issue(self.user_id, self.roles, self.session_id),
+            access_token=access_token,
             refresh_token=self.refresh_token,
             expires_in=int(self.access_tokens.ttl.total_seconds()),
         )
@@ -92,27 +100,36 @@ class RefreshTokens:
     access_tokens: AccessTokenIssuer
 
     def issue(
-        self, session: AsyncSession, user: User, client: Client, session_id: uuid.UUID | None = None
+        self, session: AsyncSession, user: User, client: Client, amr: tuple[str, ...]
     ) -> Grant:
-        """A new grant, in a new session unless one is given; the rows join the caller's
-        transaction, and the caller signs the grant once that commits."""
-        if session_id is None:
-            session_id = open_session(session, user.id, client)
+        """A new grant in a new session, signed in as `amr` says; the rows join the
+        caller's transaction, and the caller signs the grant once that commits."""
+        session_id = open_session(session, user.id, client, amr)
+        return self._next(session, user, session_id, amr)
+
+    def _next(
+        self, session: AsyncSession, user: User, session_id: uuid.UUID, amr: tuple[str, ...]
+    ) -> Grant:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
-        return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh)
+        return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh, amr)
 
     async def open(
-        self, conn: AsyncConnection, user_id: uuid.UUID, roles: list[str], client: Client
+        self,
+        conn: AsyncConnection,
+        user_id: uuid.UUID,
+        roles: list[str],
+        client: Client,
+        amr: tuple[str, ...],
     ) -> Grant:
         """`issue` on a plain connection (the login's Core path): a new session and its
         first refresh token, in the caller's transaction."""
         now = utcnow()
-        row = session_row(user_id, client, now)
+        row = session_row(user_id, client, now, amr)
         refresh = new_refresh_token()
         await conn.execute(_OPEN, row)
         await conn.execute(_INSERT, self._token_row(user_id, row["id"], refresh, now))
-        return Grant(self.access_tokens, user_id, list(roles), row["id"], refresh)
+        return Grant(self.access_tokens, user_id, list(roles), row["id"], refresh, amr)
 
     def _token_row(
         self, user_id: uuid.UUID, family_id: uuid.UUID, refresh: str, now: datetime
@@ -138,7 +155,8 @@ class RefreshTokens:
             .values(revoked_at=utcnow(), superseded=True)
             .execution_options(synchronize_session=False)
         )
-        return self.issue(session, user, Client(), session_id)
+        amr = await session.scalar(select(UserSession.amr).where(UserSession.id == session_id))
+        return self._next(session, user, session_id, signed_in_as(amr))
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
@@ -162,7 +180,8 @@ class RefreshTokens:
                     "ip": client.ip,
                     "ua": client.user_agent,
                 }
-                if (await conn.execute(_TOUCH, touch)).rowcount != 1:  # the session ended
+                touched = (await conn.execute(_TOUCH, touch)).one_or_none()
+                if touched is None:  # the session ended
                     raise InvalidGrant  # leaving the block rolls back
                 await conn.execute(
                     _INSERT, self._token_row(live.user_id, live.family_id, refresh, now)
@@ -170,7 +189,9 @@ class RefreshTokens:
         if live is None:
             async with self.sessions() as session:
                 await self._refuse(session, token_hash, now, client.ip)
-        return Grant(self.access_tokens, live.user_id, live.roles, live.family_id, refresh).sign()
+        amr = signed_in_as(touched.amr)
+        grant = Grant(self.access_tokens, live.user_id, live.roles, live.family_id, refresh, amr)
+        return grant.sign()
 
     @property
     def engine(self) -> AsyncEngine:

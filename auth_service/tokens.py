@@ -16,6 +16,14 @@ from auth_service.config import AuthSettings
 from common.clock import utcnow
 from common.jwt import ALGORITHM
 
+# How a session was signed in, as its access tokens' `amr` claim says (RFC 8176; the
+# registered values where one fits).
+PASSWORD = "pwd"
+EMAILED_CODE = "email"  # a code sent to the address (sign-up verification, code login)
+APP_CODE = "otp"  # a code from the authenticator app (TOTP)
+RECOVERY_CODE = "recovery"
+TWO_STEP = "mfa"
+
 
 @dataclass(frozen=True)
 class TokenPair:
@@ -48,7 +56,9 @@ class AccessTokenIssuer:
         self._audience = settings.token_audience
         self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
 
-    def issue(self, user_id: uuid.UUID, roles: list[str], session_id: uuid.UUID) -> str:
+    def issue(
+        self, user_id: uuid.UUID, roles: list[str], session_id: uuid.UUID, amr: tuple[str, ...]
+    ) -> str:
         now = utcnow()
         claims = {
             "iss": self._issuer,
@@ -61,6 +71,8 @@ class AccessTokenIssuer:
             # The login (refresh family) it belongs to: auth refuses it once that ends.
             "sid": str(session_id),
         }
+        if amr:  # how the session was signed in: a service may ask for "mfa"
+            claims["amr"] = list(amr)
         self._keys.refresh()
         return jwt.encode(
             claims, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}

@@ -40,7 +40,15 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.models import MfaChallenge, RecoveryCode, TotpFactor, User
-from auth_service.tokens import TokenPair, hash_refresh_token
+from auth_service.tokens import (
+    APP_CODE,
+    EMAILED_CODE,
+    PASSWORD,
+    RECOVERY_CODE,
+    TWO_STEP,
+    TokenPair,
+    hash_refresh_token,
+)
 from auth_service.totp import (
     RECOVERY_PURPOSE,
     SecretBox,
@@ -58,6 +66,10 @@ from common.clock import utcnow
 from common.events import EmailEventType
 
 log = logging.getLogger(__name__)
+
+# A session's `amr` after both steps: the first step's value, the second's, and "mfa".
+FIRST_STEPS = {"password": PASSWORD, "code": EMAILED_CODE}
+SECOND_STEPS = {"totp": APP_CODE, "recovery": RECOVERY_CODE}
 
 
 @dataclass(frozen=True)
@@ -223,7 +235,8 @@ class TwoStep:
             audit.record(
                 session, "login_ok", user_id=user.id, email=user.email, ip=client.ip, method=method
             )
-            grant = a.tokens.issue(session, user, client)
+            amr = (FIRST_STEPS[challenge.method], SECOND_STEPS[used], TWO_STEP)
+            grant = a.tokens.issue(session, user, client, amr)
             await session.commit()
         return grant.sign()
 

@@ -39,8 +39,10 @@ class Caller:
     session_id: uuid.UUID
 
 
-def session_row(user_id: uuid.UUID, client: Client, now: datetime) -> dict[str, Any]:
-    """A new session's row, for the ORM or Core alike."""
+def session_row(
+    user_id: uuid.UUID, client: Client, now: datetime, amr: tuple[str, ...]
+) -> dict[str, Any]:
+    """A new session's row, for the ORM or Core alike; `amr`: how it was signed in."""
     return {
         "id": uuid.uuid4(),
         "user_id": user_id,
@@ -48,11 +50,14 @@ def session_row(user_id: uuid.UUID, client: Client, now: datetime) -> dict[str, 
         "last_used_at": now,
         "ip": client.ip,
         "user_agent": client.user_agent,
+        "amr": " ".join(amr) or None,
     }
 
 
-def open_session(session: AsyncSession, user_id: uuid.UUID, client: Client) -> uuid.UUID:
-    row = UserSession(**session_row(user_id, client, utcnow()))
+def open_session(
+    session: AsyncSession, user_id: uuid.UUID, client: Client, amr: tuple[str, ...]
+) -> uuid.UUID:
+    row = UserSession(**session_row(user_id, client, utcnow(), amr))
     session.add(row)
     return row.id
 

@@ -363,7 +363,7 @@ async def test_ending_a_session_while_it_refreshes_does_not_deadlock(
     500). Ending now takes them in the refresh's order, and waits for it."""
     await upgrade(engine, "auth_service", metadata_of("auth_service"))
     now, user_id = utcnow(), uuid.uuid4()
-    family = session_row(user_id, Client(), now)
+    family = session_row(user_id, Client(), now, ("pwd",))
     async with make_sessionmaker(engine).begin() as session:
         session.add(User(id=user_id, email="ending@example.com", password_hash="x", roles=[]))
         await session.flush()

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
@@ -423,3 +424,24 @@ def test_an_admin_turns_it_off_for_someone_locked_out(stack: Stack, http: httpx.
     assert len(disabled) == 1 and admin.id in disabled[0][2]
     # Again: nothing to turn off, nothing sent.
     assert http.patch(path, json={"mfa": False}, headers=admin.bearer).json()["mfa"] is False
+
+
+def amr(pair: httpx.Response) -> Any:
+    return jwt.decode(pair.json()["access_token"], options={"verify_signature": False}).get("amr")
+
+
+def test_tokens_say_how_the_session_was_signed_in(stack: Stack, http: httpx.Client) -> None:
+    """RFC 8176 `amr`, kept by every refresh: a service can ask for "mfa"."""
+    account = new_account(stack, http, "mfa-amr")
+    assert account.claims["amr"] == ["email"]  # the verification's session
+    by_password = password_login(http, account)
+    assert amr(by_password) == ["pwd"]
+    app, codes = turn_on(http, account)
+    both = second_step(http, mfa_token(http, account), app.code())
+    assert amr(both) == ["pwd", "otp", "mfa"]
+    refreshed = http.post(
+        "/v1/auth/token/refresh", json={"refresh_token": both.json()["refresh_token"]}
+    )
+    assert amr(refreshed) == ["pwd", "otp", "mfa"]
+    recovered = second_step(http, mfa_token(http, account), codes[0])
+    assert amr(recovered) == ["pwd", "recovery", "mfa"]
