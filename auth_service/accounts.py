@@ -59,10 +59,12 @@ _CLAIM = (
         _USERS.c.disabled_at.is_(None),
     )
     .values(password_hash=bindparam("hash"))
-    # Whether it has two-step sign-in, read under that lock: an app confirmed during the
-    # hash (which takes the same lock) is seen.
-    .returning(has_factor(_USERS.c.id).label("mfa"))
 )
+# Whether it has two-step sign-in: read once the claim holds the account's lock, by a
+# statement of its own. An app confirmed during the hash takes the same lock, and on
+# PostgreSQL only a statement begun after that confirmation commits sees it (a subquery
+# of the claim's RETURNING still read the snapshot from before its wait).
+_TWO_STEP = select(has_factor(bindparam("user")))
 
 VERIFY = EmailEventType.EMAIL_VERIFICATION.value
 RESET = EmailEventType.PASSWORD_RESET.value
@@ -255,16 +257,17 @@ class Accounts:
         async with engine.begin() as conn:
             verified = user.password_hash
             claim = {"user": user.id, "verified": verified, "hash": upgraded_hash or verified}
-            claimed = (await conn.execute(_CLAIM, claim)).one_or_none()
-            if claimed is None:  # no longer its password, or disabled: no session
+            claimed = await conn.execute(_CLAIM, claim)
+            if claimed.rowcount != 1:  # no longer its password, or disabled: no session
                 raise InvalidCredentials  # leaving the block rolls back
+            two_step = bool(await conn.scalar(_TWO_STEP, {"user": user.id}))
             # Again, now: guesses in flight when the address was locked (all of them read
             # "not locked" before their hash) must not get in past the lock.
             has_failures = await self.guard.check_login(conn, email, utcnow(), lock=True)
             if has_failures:
                 await self.guard.login_succeeded(conn, email)
             rehashed = bool(upgraded_hash)
-            if claimed.mfa:  # a session only once the second step is passed too
+            if two_step:  # a session only once the second step is passed too
                 ttl = timedelta(seconds=self.settings.mfa_challenge_seconds)
                 second = await open_challenge(conn, user.id, "password", utcnow(), ttl)
                 event = "mfa_challenged"
@@ -273,7 +276,7 @@ class Accounts:
                 event = "login_ok"
             entry = audit.entry(event, user_id=user.id, email=email, ip=ip, rehashed=rehashed)
             await conn.execute(audit.INSERT, entry)
-        if claimed.mfa:
+        if two_step:
             raise MfaRequired(second.token, second.expires_in)
         return grant.sign()
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit, events
-from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
+from auth_service.errors import AdminSelfLockout, Forbidden, OwnTwoStep, UserNotFound
 from auth_service.models import TotpFactor, User
 from auth_service.outbox import OutboxRelay
 from auth_service.refresh import RefreshTokens
@@ -123,6 +123,8 @@ class UserAdmin:
                 disabled is True or (roles is not None and ADMIN not in roles)
             ):
                 raise AdminSelfLockout
+            if user.id == caller.user.id and mfa is False:
+                raise OwnTwoStep
             if roles is not None:
                 self._set_roles(session, user, roles, admin, ip)
             if disabled is not None and disabled != user.disabled:

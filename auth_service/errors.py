@@ -93,6 +93,11 @@ class MfaUnavailable(AuthError):
     code secret since replaced): an admin has to turn two-step sign-in off."""
 
 
+class OwnTwoStep(AuthError):
+    """An admin turns their own two-step sign-in off as anyone does: with the password
+    and a code, not through the admin API (a stolen admin token must not do it)."""
+
+
 class RetryLater(AuthError):
     """Refused for now; the caller may try again in `retry_after` seconds."""
 

@@ -29,6 +29,7 @@ from auth_service.errors import (
     MfaSetupNotStarted,
     MfaUnavailable,
     NotAuthenticated,
+    OwnTwoStep,
     RateLimited,
     RetryLater,
     SessionNotFound,
@@ -95,6 +96,11 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "mfa_unavailable",
         "the authenticator app cannot be checked now; ask an administrator to turn two-step "
         "sign-in off, then set it up again",
+    ),
+    OwnTwoStep: Problem(
+        409,
+        "own_two_step",
+        "turn your own two-step sign-in off in your account, with your password and a code",
     ),
     RateLimited: Problem(429, "rate_limited", "too many requests, try again later"),
     AccountLocked: Problem(

@@ -136,6 +136,7 @@ class DeleteAccountIn(StrictModel):
 # What the second step of a sign-in takes: the app's six digits (as some apps show them,
 # `123 456`, too), or a recovery code (`xxxxx-xxxxx`; case, spaces and hyphens do not
 # matter).
+AppCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{3} ?[0-9]{3}$")]
 SecondStepCode = Annotated[
     str, StringConstraints(pattern=r"^(?:[0-9]{3} ?[0-9]{3}|[A-Za-z0-9][A-Za-z0-9 -]{9,20})$")
 ]
@@ -151,7 +152,7 @@ class TotpBeginIn(StrictModel):
 
 
 class TotpConfirmIn(StrictModel):
-    code: Code
+    code: AppCode
     locale: Locale = "en"  # of the notice email
 
 

@@ -21,13 +21,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1, SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.twofactor.hotp import HOTP
-from sqlalchemy import ColumnElement, Exists, delete, exists, insert, select
+from sqlalchemy import BindParameter, ColumnElement, Exists, delete, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from auth_service.models import Base, MfaChallenge, TotpFactor
@@ -138,7 +139,7 @@ class Challenge:
     expires_in: int
 
 
-def has_factor(user_id: ColumnElement[uuid.UUID] | uuid.UUID) -> Exists:
+def has_factor(user_id: ColumnElement[uuid.UUID] | uuid.UUID | BindParameter[Any]) -> Exists:
     """Whether the account (a column or a value) has a confirmed authenticator: an EXISTS
     for a query's columns or conditions."""
     return exists(

@@ -9,8 +9,9 @@ A sign-in whose first step was right (a password, or an emailed code) for such a
 gets an `mfa_token` instead of a session (`MfaRequired`); `complete` trades it and a code
 for the session. An mfa_token lives AUTH_MFA_CHALLENGE_SECONDS, is used once, and allows
 AUTH_CODE_MAX_ATTEMPTS tries; every wrong code, here or while turning it on or off, also
-counts toward the address's budget of wrong codes (the same as emailed codes), so a thief
-holding the password guesses no faster by starting sign-ins again.
+counts toward the app's own budget of wrong codes (as many as an address has for emailed
+codes), so a thief holding the password guesses no faster by starting sign-ins again, and
+wrong emailed codes, which anyone can send, do not lock its owner out.
 """
 
 from __future__ import annotations
@@ -150,9 +151,10 @@ class TwoStep:
                 raise MfaAlreadyEnabled
             now = utcnow()
             self._check_budget(factor, now)
-            if not await self._app_code(session, factor, code, now):
+            if not await self._app_code(session, factor, code.replace(" ", ""), now):
                 await self._failed(session, row, factor, ip, "confirm")
             factor.confirmed_at = now
+            factor.failures, factor.failures_since = 0, None  # typos while setting it up
             # A session opened with the password alone (maybe a thief's, maybe one that
             # raced this confirmation) does not outlive the change, as with a new password.
             await end_others(session, caller)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from auth_service.admin_users import Found
 from auth_service.deps import AdminCallerDep, UserAdminDep
-from auth_service.errors import AdminSelfLockout, Forbidden, UserNotFound
+from auth_service.errors import AdminSelfLockout, Forbidden, OwnTwoStep, UserNotFound
 from auth_service.http_errors import responses
 from auth_service.routes import client_ip
 from auth_service.schemas import UserOut, UserPage, UserPatch
@@ -60,7 +60,7 @@ async def user(
 @router.patch(
     "/{user_id}",
     response_model=UserOut,
-    responses=responses(Forbidden, UserNotFound, AdminSelfLockout, 400, 401, 422),
+    responses=responses(Forbidden, UserNotFound, AdminSelfLockout, OwnTwoStep, 400, 401, 422),
 )
 async def update_user(
     user_id: uuid.UUID,

@@ -15,6 +15,7 @@ from auth_service.errors import (
     MfaAlreadyEnabled,
     MfaNotEnabled,
     MfaSetupNotStarted,
+    MfaUnavailable,
     RateLimited,
     TooManyCodeAttempts,
 )
@@ -34,7 +35,7 @@ from auth_service.schemas import (
 
 router = APIRouter(prefix="/v1/auth", tags=["two-step sign-in"])
 
-CODE_FAILURES = (InvalidCode, TooManyCodeAttempts)
+CODE_FAILURES = (InvalidCode, TooManyCodeAttempts, MfaUnavailable)
 
 
 @router.post(

@@ -134,6 +134,10 @@ def test_turning_it_on_then_signing_in_with_the_app(stack: Stack, http: httpx.Cl
     assert len(codes) == len(set(codes)) == 10
     status = http.get("/v1/auth/mfa", headers=account.bearer).json()
     assert status == {"totp": True, "recovery_codes_left": 10}
+    # A typo while setting it up does not count against signing in later.
+    user_id = account.id.replace("-", "")
+    spent = auth_rows(stack, "SELECT failures FROM totp_factors WHERE user_id = ?", user_id)
+    assert spent == [(0,)]
     again = http.post("/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=account.bearer)
     assert (again.status_code, error(again)) == (409, "mfa_already_enabled")
 
@@ -265,7 +269,12 @@ def test_an_app_sealed_under_a_replaced_secret(stack: Stack, http: httpx.Client)
 
 def test_an_app_code_may_be_typed_with_its_space(stack: Stack, http: httpx.Client) -> None:
     account = new_account(stack, http, "mfa-space")
-    app, _ = turn_on(http, account)
+    setup = http.post("/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=account.bearer)
+    app = App(setup.json()["secret"])
+    code = app.code()
+    spaced = {"code": f"{code[:3]} {code[3:]}"}
+    done = http.post("/v1/auth/mfa/totp/confirm", json=spaced, headers=account.bearer)
+    assert done.status_code == 200, done.text
     code = app.code()
     answer = second_step(http, mfa_token(http, account), f"{code[:3]} {code[3:]}")
     assert answer.status_code == 200, answer.text
@@ -424,6 +433,10 @@ def test_an_admin_turns_it_off_for_someone_locked_out(stack: Stack, http: httpx.
     assert len(disabled) == 1 and admin.id in disabled[0][2]
     # Again: nothing to turn off, nothing sent.
     assert http.patch(path, json={"mfa": False}, headers=admin.bearer).json()["mfa"] is False
+    # An admin's own goes off as anyone's does, with the password and a code: not with a
+    # (maybe stolen) admin token alone.
+    own = http.patch(f"/v1/admin/users/{admin.id}", json={"mfa": False}, headers=admin.bearer)
+    assert (own.status_code, error(own)) == (409, "own_two_step")
 
 
 def amr(pair: httpx.Response) -> Any:

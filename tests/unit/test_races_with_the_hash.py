@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.account import SelfService
@@ -56,7 +56,8 @@ from auth_service.throttle import AddressGuard
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
-from common.db import make_engine, make_sessionmaker, migrate
+from common.db import engine_of, make_engine, make_sessionmaker, migrate
+from tests.postgres import create_databases, database_url, drop_databases
 
 EMAIL, PASSWORD = "racer@example.com", "a perfectly fine passphrase"
 RESET_HASH = "$argon2id$set-by-a-reset"
@@ -100,8 +101,25 @@ class Setup:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    async for made in _setup(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/auth.db"):
+        yield made
+
+
+@pytest.fixture
+async def pg_setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    """The same on PostgreSQL: a fresh database, dropped afterwards."""
+    name = f"races_{uuid.uuid4().hex[:8]}"
+    await create_databases(name)
+    try:
+        async for made in _setup(tmp_path, database_url(name)):
+            yield made
+    finally:
+        await drop_databases(name)
+
+
+async def _setup(tmp_path: Path, url: str) -> AsyncIterator[Setup]:
     settings = AuthSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/auth.db",
+        database_url=url,
         private_key_path=tmp_path / "private.pem",
         public_key_path=tmp_path / "public.pem",
         code_secret_path=tmp_path / "code_secret",
@@ -427,3 +445,51 @@ async def test_two_step_turned_on_during_the_hash_is_asked_for(setup: Setup) -> 
     assert await _count(setup.sessions, UserSession) == 0
     assert await _count(setup.sessions, RefreshToken) == 0
     assert await _count(setup.sessions, MfaChallenge) == 1
+
+
+async def test_two_step_confirmed_while_the_claim_waits_is_asked_for(pg_setup: Setup) -> None:
+    """On PostgreSQL: the app's confirmation holds the account's lock when the login's
+    claim comes; the claim waits, then must see the app. (Read in the claim's own
+    statement, it did not: that statement's snapshot predates the confirmation.)"""
+    sessions = pg_setup.sessions
+    holding = asyncio.Event()
+
+    async def confirm() -> None:
+        async with sessions.begin() as session:
+            user = await session.scalar(select(User).where(User.email == EMAIL).with_for_update())
+            assert user is not None
+            session.add(TotpFactor(user_id=user.id, secret="sealed", confirmed_at=utcnow()))
+            await session.flush()
+            holding.set()
+            await _until_a_statement_waits_for_a_lock(sessions)
+
+    confirming: asyncio.Task[None] | None = None
+
+    async def meddle(_: AsyncSession) -> None:
+        nonlocal confirming
+        confirming = asyncio.create_task(confirm())
+        await holding.wait()
+
+    pg_setup.hasher.meddle = meddle
+    with pytest.raises(MfaRequired):
+        await pg_setup.accounts.login(EMAIL, PASSWORD, Client())
+    assert confirming is not None
+    await confirming
+    assert await _count(sessions, UserSession) == 0
+
+
+async def _until_a_statement_waits_for_a_lock(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with engine_of(sessions).connect() as conn:
+        for _ in range(300):
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the login's claim never waited for the confirmation's lock")
