@@ -1,6 +1,7 @@
 """What auth publishes, always through the outbox and inside the transaction that makes the
-change: emails (codes and notices, keyed by recipient) and user lifecycle events (keyed by
-user id). So an event is never lost and never announces a change that was rolled back."""
+change: emails (codes and notices, keyed by recipient), user lifecycle events and ended
+sessions (keyed by user id). So an event is never lost and never announces a change that
+was rolled back."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service.outbox import CODES_ISSUED, add_event
 from common.events import (
     EMAIL_CODES_TOPIC,
+    SESSION_EVENTS_TOPIC,
     USER_EVENTS_TOPIC,
     EmailCodeEvent,
     EmailEventType,
+    SessionsEnded,
     UserEvent,
     UserEventType,
 )
@@ -53,3 +56,8 @@ def user_event(
     kept = str(kept_session) if kept_session else None
     event = UserEvent(type=kind, user_id=str(user_id), email=email, session_id=kept)
     add_event(session, USER_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())
+
+
+def sessions_ended(session: AsyncSession, user_id: uuid.UUID, ended: list[uuid.UUID]) -> None:
+    event = SessionsEnded(user_id=str(user_id), session_ids=[str(sid) for sid in ended])
+    add_event(session, SESSION_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())

@@ -37,6 +37,7 @@ from common.events import (
     EMAIL_CODES_TOPIC,
     REPUBLISH_HEADER,
     REQUEST_ID_HEADER,
+    SESSION_EVENTS_TOPIC,
     USER_EVENTS_TOPIC,
 )
 from common.kafka import (
@@ -68,7 +69,7 @@ STUCK_SECONDS = 60.0
 # Topics whose events stay until the mailer acknowledges them end to end.
 ACKNOWLEDGED_TOPICS = {EMAIL_CODES_TOPIC}
 # Topics the relay writes, hence creates.
-RELAY_TOPICS = (EMAIL_CODES_TOPIC, USER_EVENTS_TOPIC)
+RELAY_TOPICS = (EMAIL_CODES_TOPIC, USER_EVENTS_TOPIC, SESSION_EVENTS_TOPIC)
 
 PUBLISHED = Counter("auth_outbox_published_total", "Outbox events published", ["kind"])
 UNDELIVERED = Counter(

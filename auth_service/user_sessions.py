@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from auth_service import audit
+from auth_service import audit, events
 from auth_service.config import AuthSettings
 from auth_service.errors import NotAuthenticated, SessionNotFound
 from auth_service.models import RefreshToken, User, UserSession
@@ -66,7 +66,9 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
     """End the sessions matching `where` and revoke their refresh tokens, in the caller's
     transaction. Tokens first, then sessions: the order a refresh locks them in (it
     rotates its token, then touches its session), so the two never deadlock on
-    PostgreSQL. A token a refresh adds meanwhile is refused by its ended session."""
+    PostgreSQL. A token a refresh adds meanwhile is refused by its ended session. The
+    ended sessions are announced on `auth.session-events` (one event per account), so
+    films and the mailer refuse their access tokens too."""
     now = utcnow()
     await session.execute(
         update(RefreshToken)
@@ -77,12 +79,18 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    await session.execute(
+    ended = await session.execute(
         update(UserSession)
         .where(*where, UserSession.ended_at.is_(None))
         .values(ended_at=now)
+        .returning(UserSession.user_id, UserSession.id)
         .execution_options(synchronize_session=False)
     )
+    by_account: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for user_id, session_id in ended:
+        by_account.setdefault(user_id, []).append(session_id)
+    for user_id, session_ids in by_account.items():
+        events.sessions_ended(session, user_id, session_ids)
 
 
 @dataclass

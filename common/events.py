@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -19,6 +19,10 @@ EMAIL_CODES_DLQ_TOPIC = "auth.email-codes.dlq"
 EMAIL_CODES_RETRY_PREFIX = "auth.email-codes.retry."
 DELIVERY_STATUS_TOPIC = "mail.delivery-status"
 USER_EVENTS_TOPIC = "auth.user-events"
+# Sessions auth ended (a logout, "sign out everywhere else", a reused refresh token…), for
+# the services that check tokens offline. Its own topic: a new type on auth.user-events
+# would reach consumers written against that topic's list of types.
+SESSION_EVENTS_TOPIC = "auth.session-events"
 # Kafka header carrying the HTTP request id from auth into the mailer's logs.
 REQUEST_ID_HEADER = "request-id"
 # Set by auth's relay on an email it publishes again because the mailer never reported
@@ -171,4 +175,24 @@ class UserEvent(BaseModel):
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> UserEvent:
+        return cls.model_validate_json(raw)
+
+
+class SessionsEnded(BaseModel):
+    """Sessions of one account that auth ended, on `auth.session-events` keyed by
+    `user_id`: their access tokens (claim `sid`) no longer count."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: Literal["sessions.ended"] = "sessions.ended"
+    user_id: str
+    session_ids: Annotated[list[str], Field(min_length=1, max_length=100_000)]
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionsEnded:
         return cls.model_validate_json(raw)

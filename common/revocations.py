@@ -14,8 +14,10 @@ before which its tokens no longer count:
   session stays. A token of the change's own second may be a sign-in with the new
   password, and stays valid.
 
-Ending one session (a logout, or "sign out everywhere else") sends no event, so those
-sessions' access tokens still live out their minutes here.
+It also reads `auth.session-events`: the sessions auth ended one by one (a logout, "sign
+out everywhere else", a reused refresh token, two-step sign-in turned on), whose tokens
+(claim `sid`) are refused from then on. An ended session is remembered for
+SESSION_MEMORY_SECONDS, longer than an access token lives by default.
 
 A process starting reads the events of the last REPLAY_SECONDS (by timestamp, or the
 whole topic where the broker cannot look offsets up by time), so a token taken back before
@@ -31,6 +33,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +41,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from common.events import USER_EVENTS_TOPIC, UserEvent, UserEventType
+from common.events import (
+    SESSION_EVENTS_TOPIC,
+    USER_EVENTS_TOPIC,
+    SessionsEnded,
+    UserEvent,
+    UserEventType,
+)
 from common.kafka import (
     KafkaSettings,
     close_quietly,
@@ -52,6 +61,11 @@ from common.user_events import user_events_consumer
 log = logging.getLogger(__name__)
 
 REPLAY_SECONDS = 24 * 3600.0
+# How long an ended session's tokens are refused: past any access token's life unless
+# AUTH_ACCESS_TOKEN_TTL_SECONDS was raised above it. Bounds the memory a day of logouts
+# would otherwise take.
+SESSION_MEMORY_SECONDS = 3600.0
+TOPICS = (USER_EVENTS_TOPIC, SESSION_EVENTS_TOPIC)
 TAKING_BACK = {UserEventType.DISABLED, UserEventType.DELETED, UserEventType.PASSWORD_CHANGED}
 RESET_CHECK_SECONDS = 5.0
 
@@ -63,6 +77,22 @@ class Revocations:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._not_before: dict[str, tuple[int, str | None]] = {}
+        # Ended sessions, oldest first, with when they ended.
+        self._ended: OrderedDict[str, float] = OrderedDict()
+
+    def note_ended(self, event: SessionsEnded) -> None:
+        now = self._clock()
+        at = min(event.occurred_at.timestamp(), now)
+        if at < now - SESSION_MEMORY_SECONDS:
+            return
+        for session_id in event.session_ids:
+            self._ended[session_id] = at
+            self._ended.move_to_end(session_id)
+        while self._ended:
+            session_id, ended_at = next(iter(self._ended.items()))
+            if ended_at >= now - SESSION_MEMORY_SECONDS:
+                break
+            del self._ended[session_id]
 
     def note(self, event: UserEvent) -> None:
         if event.type not in TAKING_BACK:
@@ -80,6 +110,8 @@ class Revocations:
         self._forget_old()
 
     def revoked(self, claims: dict[str, Any]) -> bool:
+        if self._ended and str(claims.get("sid")) in self._ended:
+            return True
         found = self._not_before.get(str(claims.get("sub")))
         if found is None:
             return False
@@ -96,7 +128,8 @@ class Revocations:
 
 
 class RevocationFeed:
-    """Reads every partition of `auth.user-events` into `revocations`, in the background.
+    """Reads every partition of `auth.user-events` and `auth.session-events` into
+    `revocations`, in the background.
 
     Subscribed by pattern, with no group: aiokafka then asks the broker for every topic
     (naming this one would have a broker that restarted empty create it before its owner,
@@ -122,7 +155,8 @@ class RevocationFeed:
         self._task = None
 
     async def _connect(self) -> AIOKafkaConsumer:
-        return await user_events_consumer(self._kafka, None)  # every event, in every process
+        # Every event, in every process.
+        return await user_events_consumer(self._kafka, None, TOPICS)
 
     async def _serve(self) -> None:
         consumer = await until_connected(self._connect, "revocations", self._stopping)
@@ -153,7 +187,7 @@ class RevocationFeed:
             ends = await consumer.end_offsets(partitions)
             found = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
         except KafkaError as exc:  # a broker that cannot look offsets up by time, say
-            log.info("reading %s from its start (%s)", USER_EVENTS_TOPIC, exc)
+            log.info("reading %s from their start (%s)", ", ".join(TOPICS), exc)
             await consumer.seek_to_beginning(*partitions)
             return
         for tp in partitions:
@@ -161,7 +195,7 @@ class RevocationFeed:
             # Nothing that recent: from where the end was, not from a later end, which
             # would skip what came in meanwhile.
             consumer.seek(tp, at.offset if at is not None else ends[tp])
-        log.info("reading %s for taken-back tokens", USER_EVENTS_TOPIC)
+        log.info("reading %s for taken-back tokens", ", ".join(TOPICS))
 
     async def _reread_lost(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
@@ -173,7 +207,9 @@ class RevocationFeed:
     def _note(self, records: list[ConsumerRecord[Any, Any]]) -> None:
         for record in records:
             try:
-                event = UserEvent.from_bytes(record.value)
+                if record.topic == SESSION_EVENTS_TOPIC:
+                    self._revocations.note_ended(SessionsEnded.from_bytes(record.value))
+                else:
+                    self._revocations.note(UserEvent.from_bytes(record.value))
             except ValidationError:
                 continue  # the user-events consumer logs these; nothing to take back here
-            self._revocations.note(event)

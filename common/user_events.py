@@ -38,11 +38,13 @@ Handler = Callable[[UserEvent], Awaitable[None]]
 METADATA_MAX_AGE_MS = 5_000
 
 
-async def user_events_consumer(kafka: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
-    """A started consumer of `auth.user-events`, from its start where it has no offsets; in
-    `group_id`, or with none for every partition in every process. By pattern: naming the
-    topic would have a broker that restarted empty create it before its owner, auth's
-    relay, does; until it exists the consumer simply waits for it."""
+async def user_events_consumer(
+    kafka: KafkaSettings, group_id: str | None, topics: tuple[str, ...] = (USER_EVENTS_TOPIC,)
+) -> AIOKafkaConsumer:
+    """A started consumer of `auth.user-events` (or of `topics`), from its start where it
+    has no offsets; in `group_id`, or with none for every partition in every process. By
+    pattern: naming a topic would have a broker that restarted empty create it before its
+    owner, auth's relay, does; until it exists the consumer simply waits for it."""
     consumer = AIOKafkaConsumer(
         **kafka.client_options(),
         group_id=group_id,
@@ -51,7 +53,7 @@ async def user_events_consumer(kafka: KafkaSettings, group_id: str | None) -> AI
         metadata_max_age_ms=METADATA_MAX_AGE_MS,
         request_timeout_ms=kafka.request_timeout_ms,
     )
-    consumer.subscribe(pattern=f"^{re.escape(USER_EVENTS_TOPIC)}$")
+    consumer.subscribe(pattern=f"^(?:{'|'.join(re.escape(topic) for topic in topics)})$")
     return await started(consumer)
 
 

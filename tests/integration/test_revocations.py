@@ -125,3 +125,30 @@ async def test_the_feed_waits_for_the_topic_and_reads_it_again_after_a_broker_re
     finally:
         await feed.stop()
         broker.stop()
+
+
+def test_a_logout_and_ended_sessions_are_refused_by_films_and_the_mailer(stack: Stack) -> None:
+    """Sessions ended one at a time (a logout, "sign out everywhere else") reach films and
+    the mailer on auth.session-events: their tokens are refused, the rest go on."""
+    with stack.http() as http:
+        admin = new_admin(stack, http)
+        leaving = login(stack, http, admin.email)
+        elsewhere = login(stack, http, admin.email)
+        staying = login(stack, http, admin.email)
+        film = f"{stack.films.url}/v1/films/1"
+        deliveries = f"{stack.mailer.url}/v1/deliveries?email={admin.email}"
+        for account in (leaving, elsewhere, staying):
+            assert _status(film, account.bearer) == 200
+        out = http.post(
+            f"{stack.auth.url}/v1/auth/logout", json={"refresh_token": leaving.refresh_token}
+        )
+        assert out.status_code == 204
+        wait_until(lambda: _status(film, leaving.bearer) == 401)
+        wait_until(lambda: _status(deliveries, leaving.bearer) == 401)
+        assert _status(film, elsewhere.bearer) == 200
+        ended = http.delete(f"{stack.auth.url}/v1/auth/sessions", headers=staying.bearer)
+        assert ended.status_code == 204
+        wait_until(lambda: _status(film, elsewhere.bearer) == 401)
+        wait_until(lambda: _status(film, admin.bearer) == 401)
+        assert _status(film, staying.bearer) == 200
+        assert _status(deliveries, staying.bearer) == 200

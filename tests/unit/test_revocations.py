@@ -1,12 +1,12 @@
 """Which tokens an account loses in films and the mailer, by `iat` and `sid`, when it is
-disabled or deleted or its password changes."""
+disabled or deleted or its password changes, or one of its sessions ends."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from common.events import UserEvent, UserEventType
-from common.revocations import REPLAY_SECONDS, Revocations
+from common.events import SessionsEnded, UserEvent, UserEventType
+from common.revocations import REPLAY_SECONDS, SESSION_MEMORY_SECONDS, Revocations
 
 AT = datetime(2026, 11, 24, 12, 0, 0, 700_000, tzinfo=UTC)  # .7 into its second
 SECOND = int(AT.timestamp())
@@ -71,3 +71,25 @@ def test_a_password_change_keeps_the_session_that_made_it() -> None:
     reset = UserEvent(type=change, user_id="u1", occurred_at=AT.replace(minute=1))
     revocations.note(reset)  # a reset keeps no session
     assert revocations.revoked({"sub": "u1", "iat": SECOND, "sid": "mine"})
+
+
+def test_an_ended_sessions_tokens_are_refused_for_an_hour() -> None:
+    """A logout or "sign out everywhere else": that session's tokens, whatever their
+    `iat`; the account's other sessions go on. Remembered past any default token's life,
+    then forgotten (bounded memory)."""
+    now = AT.timestamp()
+    revocations = Revocations(clock=lambda: now)
+    revocations.note_ended(SessionsEnded(user_id="u1", session_ids=["s1", "s2"], occurred_at=AT))
+    assert revocations.revoked({"sub": "u1", "sid": "s1", "iat": SECOND + 5})
+    assert revocations.revoked({"sub": "u1", "sid": "s2", "iat": SECOND - 600})
+    assert not revocations.revoked({"sub": "u1", "sid": "s3", "iat": SECOND - 600})
+    assert not revocations.revoked({"sub": "u1", "iat": SECOND - 600})  # no sid at all
+    # An hour on, the next event forgets them; an event older than that is not kept.
+    now += SESSION_MEMORY_SECONDS + 1
+    long_ago = SessionsEnded(user_id="u2", session_ids=["old"], occurred_at=AT)
+    revocations.note_ended(long_ago)
+    recent = datetime.fromtimestamp(now, UTC)
+    revocations.note_ended(SessionsEnded(user_id="u1", session_ids=["s4"], occurred_at=recent))
+    assert not revocations.revoked({"sub": "u1", "sid": "s1", "iat": SECOND})
+    assert not revocations.revoked({"sub": "u2", "sid": "old", "iat": SECOND})
+    assert revocations.revoked({"sub": "u1", "sid": "s4", "iat": SECOND})
