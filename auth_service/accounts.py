@@ -320,6 +320,7 @@ class Accounts:
             audit.record(session, "password_reset", user_id=user.id, email=email, ip=ip)
             events.user_event(session, UserEventType.PASSWORD_CHANGED, user.id)
             await session.commit()
+        self.relay.notify()
 
     async def redeem(
         self, session: AsyncSession, email: str, purpose: str, code: str, ip: str | None

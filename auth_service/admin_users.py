@@ -16,7 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit, events
-from auth_service.errors import AdminSelfLockout, Forbidden, OwnTwoStep, UserNotFound
+from auth_service.errors import (
+    AdminSelfLockout,
+    Forbidden,
+    MfaSessionRequired,
+    OwnTwoStep,
+    UserNotFound,
+)
 from auth_service.models import TotpFactor, User
 from auth_service.outbox import OutboxRelay
 from auth_service.refresh import RefreshTokens
@@ -28,9 +34,13 @@ from common.events import UserEventType
 ADMIN = "admin"
 
 
-def require_admin(caller: Caller) -> None:
+def require_admin(caller: Caller, two_step: bool = False) -> None:
+    """Forbidden without the admin role; with `two_step` (AUTH_ADMIN_REQUIRES_MFA),
+    MfaSessionRequired unless the caller's session passed two-step sign-in."""
     if ADMIN not in caller.user.roles:
         raise Forbidden
+    if two_step and not caller.two_step:
+        raise MfaSessionRequired
 
 
 def _escape_like(term: str) -> str:

@@ -72,7 +72,9 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, engine, kafka, settings)
         passwords = PasswordHasher(settings)
-        refresh_tokens = RefreshTokens(settings, sessions, AccessTokenIssuer(keys, settings))
+        refresh_tokens = RefreshTokens(
+            settings, sessions, AccessTokenIssuer(keys, settings), relay.notify
+        )
         app.state.accounts = accounts = Accounts(
             settings=settings,
             sessions=sessions,
@@ -90,7 +92,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.code_login = CodeLogin(accounts)
         app.state.self_service = self_service = SelfService(accounts)
         app.state.two_step = TwoStep(self_service, SecretBox(keys.code_secret))
-        app.state.user_sessions = UserSessions(settings, sessions)
+        app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         use_verifier(app, keys)  # the current key and the retired ones still live
         app.state.keys = keys

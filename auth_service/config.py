@@ -49,6 +49,8 @@ class AuthSettings(BaseSettings):
     # back may be traded for a session, and the issuer name authenticator apps show
     # (default: the host of AUTH_PUBLIC_URL, else of AUTH_TOKEN_ISSUER).
     mfa_challenge_seconds: int = Field(default=300, ge=30, le=1800)
+    # The admin API only for a session that passed two-step sign-in (`"mfa"` in `amr`).
+    admin_requires_mfa: bool = False
     totp_issuer: str | None = Field(default=None, min_length=1, max_length=64)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;

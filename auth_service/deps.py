@@ -94,9 +94,10 @@ async def current_caller(
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
-async def current_admin(caller: CallerDep) -> Caller:
-    """The caller, if the database says they hold the admin role; else 403."""
-    require_admin(caller)
+async def current_admin(request: Request, caller: CallerDep) -> Caller:
+    """The caller, if the database says they hold the admin role (and, with
+    AUTH_ADMIN_REQUIRES_MFA, their session passed two-step sign-in); else 403."""
+    require_admin(caller, request.app.state.settings.admin_requires_mfa)
     return caller
 
 

@@ -93,6 +93,11 @@ class MfaUnavailable(AuthError):
     code secret since replaced): an admin has to turn two-step sign-in off."""
 
 
+class MfaSessionRequired(AuthError):
+    """The admin API, with AUTH_ADMIN_REQUIRES_MFA, for a session that did not pass
+    two-step sign-in."""
+
+
 class OwnTwoStep(AuthError):
     """An admin turns their own two-step sign-in off as anyone does: with the password
     and a code, not through the admin API (a stolen admin token must not do it)."""

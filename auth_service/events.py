@@ -14,6 +14,7 @@ from auth_service.outbox import CODES_ISSUED, add_event
 from common.events import (
     EMAIL_CODES_TOPIC,
     SESSION_EVENTS_TOPIC,
+    SESSIONS_PER_EVENT,
     USER_EVENTS_TOPIC,
     EmailCodeEvent,
     EmailEventType,
@@ -59,5 +60,10 @@ def user_event(
 
 
 def sessions_ended(session: AsyncSession, user_id: uuid.UUID, ended: list[uuid.UUID]) -> None:
-    event = SessionsEnded(user_id=str(user_id), session_ids=[str(sid) for sid in ended])
-    add_event(session, SESSION_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())
+    """One event per SESSIONS_PER_EVENT sessions: an account with tens of thousands of
+    idle sessions (scripted logins) must not make one record over Kafka's 1 MB, which
+    no broker would take and which would hold up the whole outbox behind it."""
+    for start in range(0, len(ended), SESSIONS_PER_EVENT):
+        chunk = [str(sid) for sid in ended[start : start + SESSIONS_PER_EVENT]]
+        event = SessionsEnded(user_id=str(user_id), session_ids=chunk)
+        add_event(session, SESSION_EVENTS_TOPIC, event.user_id, event.event_id, event.to_json())

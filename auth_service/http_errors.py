@@ -26,6 +26,7 @@ from auth_service.errors import (
     MfaAlreadyEnabled,
     MfaNotEnabled,
     MfaRequired,
+    MfaSessionRequired,
     MfaSetupNotStarted,
     MfaUnavailable,
     NotAuthenticated,
@@ -36,7 +37,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
     UserNotFound,
 )
-from common.bearer import INVALID_TOKEN_HEADERS
+from common.bearer import INVALID_TOKEN_HEADERS, MFA_SESSION_REQUIRED
 from common.errors import documented, error_response
 
 
@@ -97,6 +98,7 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "the authenticator app cannot be checked now; ask an administrator to turn two-step "
         "sign-in off, then set it up again",
     ),
+    MfaSessionRequired: Problem(403, "mfa_session_required", MFA_SESSION_REQUIRED),
     OwnTwoStep: Problem(
         409,
         "own_two_step",

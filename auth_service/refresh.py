@@ -8,6 +8,7 @@ thief), so the whole family dies. A disabled account's tokens are refused.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -93,11 +94,18 @@ class Grant:
         )
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class RefreshTokens:
     settings: AuthSettings
     sessions: async_sessionmaker[AsyncSession]
     access_tokens: AccessTokenIssuer
+    # The outbox relay's notify: ending sessions writes an event (`end_sessions`), to be
+    # published now, not at the next poll.
+    wake_relay: Callable[[], None] = _nothing
 
     def issue(
         self, session: AsyncSession, user: User, client: Client, amr: tuple[str, ...]
@@ -218,6 +226,7 @@ class RefreshTokens:
             await end_sessions(session, UserSession.id == row.family_id)
             audit.record(session, "refresh_reuse", user_id=row.user_id, ip=ip)
             await session.commit()
+            self.wake_relay()
         raise InvalidGrant
 
     async def revoke(self, presented: str, ip: str | None = None) -> None:
@@ -230,6 +239,7 @@ class RefreshTokens:
                 return
             await end_sessions(session, UserSession.id == row.family_id)
             audit.record(session, "logout", user_id=row.user_id, ip=ip)
+        self.wake_relay()
 
     @staticmethod
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:

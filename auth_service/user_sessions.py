@@ -9,6 +9,7 @@ sessions: another user's session id answers as if it did not exist.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from auth_service import audit, events
 from auth_service.config import AuthSettings
 from auth_service.errors import NotAuthenticated, SessionNotFound
 from auth_service.models import RefreshToken, User, UserSession
+from common.bearer import passed_two_steps
 from common.clock import utcnow
 
 
@@ -37,6 +39,7 @@ class Caller:
 
     user: User
     session_id: uuid.UUID
+    two_step: bool = False  # the token's session passed two-step sign-in
 
 
 def session_row(
@@ -97,6 +100,8 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
 class UserSessions:
     settings: AuthSettings
     sessions: async_sessionmaker[AsyncSession]
+    # The outbox relay's notify: ended sessions are announced now, not at the next poll.
+    wake_relay: Callable[[], None]
 
     async def authenticate(self, claims: dict[str, Any]) -> Caller:
         """The caller behind verified claims; NotAuthenticated when the account is gone or
@@ -115,7 +120,7 @@ class UserSessions:
             ).one_or_none()
         if found is None or found[1] is not None or found[0].disabled:
             raise NotAuthenticated
-        return Caller(found[0], session_id)
+        return Caller(found[0], session_id, passed_two_steps(claims))
 
     async def live(self, user_id: uuid.UUID) -> list[UserSession]:
         """The account's live sessions, most recently used first."""
@@ -144,11 +149,13 @@ class UserSessions:
             audit.record(
                 session, "session_ended", user_id=caller.user.id, ip=ip, sid=str(session_id)
             )
+        self.wake_relay()
 
     async def end_others(self, caller: Caller, ip: str | None = None) -> None:
         async with self.sessions.begin() as session:
             await end_others(session, caller)
             audit.record(session, "sessions_ended", user_id=caller.user.id, ip=ip, kept="current")
+        self.wake_relay()
 
 
 async def end_others(session: AsyncSession, caller: Caller) -> None:

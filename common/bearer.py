@@ -56,18 +56,34 @@ async def request_claims(request: Request, credentials: Credentials) -> Claims:
     claims = await verify_bearer(token, request.app.state.verifier)
     revocations = getattr(request.app.state, "revocations", None)
     if revocations is not None and revocations.revoked(claims):
-        raise invalid_token("token taken back: account disabled or deleted, or password changed")
+        raise invalid_token(
+            "token taken back: its session ended, its account was disabled or deleted, or "
+            "its password changed"
+        )
     return claims
 
 
 ClaimsDep = Annotated[Claims, Depends(request_claims)]
 
 
-async def admin_claims(claims: ClaimsDep) -> Claims:
-    """FastAPI dependency: the claims of a token carrying the `admin` role, else 403."""
+MFA_SESSION_REQUIRED = "this needs a session signed in with two-step sign-in"
+
+
+def passed_two_steps(claims: Claims) -> bool:
+    """Whether the token's session passed two-step sign-in (RFC 8176 `amr` has "mfa")."""
+    amr = claims.get("amr")
+    return isinstance(amr, list) and "mfa" in amr
+
+
+async def admin_claims(request: Request, claims: ClaimsDep) -> Claims:
+    """FastAPI dependency: the claims of a token carrying the `admin` role, else 403; and,
+    where the app requires it (`state.admin_requires_mfa`), of a session that passed
+    two-step sign-in."""
     roles = claims.get("roles")
     if not isinstance(roles, list) or "admin" not in roles:
         raise ApiError(403, "forbidden", "this needs the admin role")
+    if getattr(request.app.state, "admin_requires_mfa", False) and not passed_two_steps(claims):
+        raise ApiError(403, "mfa_session_required", MFA_SESSION_REQUIRED)
     return claims
 
 

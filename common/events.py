@@ -178,6 +178,9 @@ class UserEvent(BaseModel):
         return cls.model_validate_json(raw)
 
 
+SESSIONS_PER_EVENT = 1000  # ~40 KB an event
+
+
 class SessionsEnded(BaseModel):
     """Sessions of one account that auth ended, on `auth.session-events` keyed by
     `user_id`: their access tokens (claim `sid`) no longer count."""
@@ -187,7 +190,7 @@ class SessionsEnded(BaseModel):
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     type: Literal["sessions.ended"] = "sessions.ended"
     user_id: str
-    session_ids: Annotated[list[str], Field(min_length=1, max_length=100_000)]
+    session_ids: Annotated[list[str], Field(min_length=1, max_length=SESSIONS_PER_EVENT)]
     occurred_at: datetime = Field(default_factory=utcnow)
 
     def to_json(self) -> str:

@@ -27,6 +27,8 @@ class TokenCheckSettings(BaseSettings):
     jwks_refresh_seconds: float = Field(default=300.0, ge=1)
     token_issuer: str = "http://localhost:8000"
     token_audience: str = "api"
+    # Admin routes only for a session that passed two-step sign-in (`"mfa"` in `amr`).
+    admin_requires_mfa: bool = False
 
 
 @dataclass

@@ -41,6 +41,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dump_tasks_on_sigusr1()
         use_verifier(app, verification.verifier)
+        app.state.admin_requires_mfa = settings.admin_requires_mfa
         engine = make_engine(settings.database_url)
         await migrate_apart(engine, Base)
         app.state.history = History(engine)

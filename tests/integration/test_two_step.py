@@ -458,3 +458,34 @@ def test_tokens_say_how_the_session_was_signed_in(stack: Stack, http: httpx.Clie
     assert amr(refreshed) == ["pwd", "otp", "mfa"]
     recovered = second_step(http, mfa_token(http, account), codes[0])
     assert amr(recovered) == ["pwd", "recovery", "mfa"]
+
+
+def test_admin_routes_may_require_a_two_step_session(stack: Stack, http: httpx.Client) -> None:
+    """AUTH_ADMIN_REQUIRES_MFA and FILMS_ADMIN_REQUIRES_MFA: an admin token of a
+    password-only session is refused by the admin routes; one that passed the app is not."""
+    strict_auth = stack.spawn(
+        "auth_service",
+        "auth-strict",
+        AUTH_DATABASE_URL=stack.auth.env["AUTH_DATABASE_URL"],
+        AUTH_ADMIN_REQUIRES_MFA="true",
+    )
+    strict_films = stack.spawn("films_service", "films-strict", FILMS_ADMIN_REQUIRES_MFA="true")
+    try:
+        admin = new_admin(stack, http)
+        users = f"{strict_auth.url}/v1/admin/users"
+        film = f"{strict_films.url}/v1/films/999999"
+        refused = http.get(users, headers=admin.bearer)
+        assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
+        refused = http.patch(film, json={"year": 2000}, headers=admin.bearer)
+        assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
+        assert http.get(f"{stack.auth.url}/v1/admin/users", headers=admin.bearer).is_success
+
+        app, _ = turn_on(http, admin)
+        pair = second_step(http, mfa_token(http, admin), app.code())
+        two_step = bearer(pair.json()["access_token"])
+        assert http.get(users, headers=two_step).status_code == 200
+        # Past the check: the film simply does not exist.
+        assert http.patch(film, json={"year": 2000}, headers=two_step).status_code == 404
+    finally:
+        strict_films.stop()
+        strict_auth.stop()
