@@ -190,6 +190,9 @@ def install_error_pages(app: FastAPI) -> None:
     async def _api(request: Request, exc: ApiProblem) -> Response:
         if exc.status == 404:
             return await error_page(request, 404, "error.not_found.title", "error.not_found")
+        if exc.status == 403 and exc.error == "mfa_session_required":
+            # *_ADMIN_REQUIRES_MFA: this login did not pass two-step sign-in.
+            return await error_page(request, 403, "error.forbidden.title", "error.mfa_session")
         if exc.status == 403:
             return await error_page(request, 403, "error.forbidden.title", "error.forbidden")
         if exc.status == 429:

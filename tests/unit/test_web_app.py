@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from web_service.api import ApiProblem
 from web_service.app import create_app
 from web_service.config import WebSettings
 
@@ -131,3 +132,27 @@ async def test_the_second_step_of_a_login_never_begun_goes_back_to_the_login(
     assert posted.headers["location"] == "/login?next=%2Ffilms"
     for path in ("/account/two-step/on", "/account/two-step/setup", "/account/two-step/off"):
         assert (await http.get(path)).headers["location"].startswith("/login?next=%2Faccount")
+
+
+async def test_an_admin_page_refused_for_want_of_two_step_says_so(tmp_path: Path) -> None:
+    """With *_ADMIN_REQUIRES_MFA an API refuses a password-only login's admin call with
+    `mfa_session_required`: the page says what to do, not just "not allowed"."""
+    app = create_app(
+        WebSettings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/web.db",
+            session_key_path=tmp_path / "key",
+        )
+    )
+
+    async def refused() -> None:
+        raise ApiProblem(403, "mfa_session_required", "needs two-step sign-in")
+
+    app.add_api_route("/refused", refused)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        page = await http.get("/refused")
+    assert page.status_code == 403
+    assert "Admin pages need a login that passed two-step sign-in" in page.text
