@@ -11,7 +11,13 @@ class AuthError(Exception):
 
 
 class InvalidCode(AuthError):
-    """The code is wrong, expired, already used, burned, or the address has none."""
+    """The code is wrong, expired, already used, burned, or the address has none.
+    `tries_left`: where the caller holds something a wrong code uses up (an mfa_token),
+    how many more it takes (0: it is spent, start again)."""
+
+    def __init__(self, tries_left: int | None = None) -> None:
+        self.tries_left = tries_left
+        super().__init__("invalid code")
 
 
 class InvalidCredentials(AuthError):

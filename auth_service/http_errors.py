@@ -127,6 +127,8 @@ def answer(exc: AuthError) -> JSONResponse:
     extra: dict[str, object] = {}
     if isinstance(exc, RetryLater):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, InvalidCode) and exc.tries_left is not None:
+        extra = {"tries_left": exc.tries_left}
     if isinstance(exc, MfaRequired):
         headers["Cache-Control"] = "no-store"
         extra = {"mfa_token": exc.token, "expires_in": exc.expires_in}

@@ -229,7 +229,8 @@ class TwoStep:
                     .execution_options(synchronize_session=False)
                 )
             if used is None:
-                await self._failed(session, user, factor, client.ip, "sign_in")
+                left = a.settings.code_max_attempts - tries
+                await self._failed(session, user, factor, client.ip, "sign_in", left)
             if user.disabled:
                 await session.commit()
                 raise AccountDisabled
@@ -323,7 +324,13 @@ class TwoStep:
             raise TooManyCodeAttempts((ends - now).total_seconds())
 
     async def _failed(
-        self, session: AsyncSession, user: User, factor: TotpFactor, ip: str | None, action: str
+        self,
+        session: AsyncSession,
+        user: User,
+        factor: TotpFactor,
+        ip: str | None,
+        action: str,
+        tries_left: int | None = None,
     ) -> NoReturn:
         """A wrong code: counted against the app's budget, audited, committed; InvalidCode."""
         now = utcnow()
@@ -333,7 +340,7 @@ class TwoStep:
         factor.failures += 1
         audit.record(session, "mfa_failed", user_id=user.id, email=user.email, ip=ip, action=action)
         await session.commit()
-        raise InvalidCode
+        raise InvalidCode(tries_left)
 
     async def _new_recovery_codes(
         self, session: AsyncSession, user_id: uuid.UUID, now: datetime

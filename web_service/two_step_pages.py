@@ -112,8 +112,8 @@ async def second_step(page: PageDep) -> Response:
         try:
             pair = await page.call("auth", "POST", "/v1/auth/login/mfa", json=body)
         except ApiProblem as problem:
-            if problem.error == "invalid_mfa_token":
-                return await start_again(page, next_page)
+            if problem.error == "invalid_mfa_token" or problem.body.get("tries_left") == 0:
+                return await start_again(page, next_page)  # spent: no use trying it again
             if problem.error == "account_disabled":
                 page.session.pop(SIGN_IN)
             form.errors = explain_code(problem, page.t, "error.two_step_code")

@@ -188,8 +188,9 @@ def test_an_mfa_token_is_burned_by_wrong_codes_and_expires(
     account = new_account(stack, http, "mfa-burn")
     app, codes = turn_on(http, account)
     token = mfa_token(http, account)
-    for _ in range(5):  # AUTH_CODE_MAX_ATTEMPTS
-        assert error(second_step(http, token, wrong_code(app))) == "invalid_code"
+    for left in (4, 3, 2, 1, 0):  # AUTH_CODE_MAX_ATTEMPTS is 5
+        wrong = second_step(http, token, wrong_code(app)).json()
+        assert (wrong["error"], wrong["tries_left"]) == ("invalid_code", left)
     burned = second_step(http, token, app.code())
     assert (burned.status_code, error(burned)) == (401, "invalid_mfa_token")
     assert error(second_step(http, "made-up", codes[0])) == "invalid_mfa_token"
