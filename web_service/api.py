@@ -77,6 +77,11 @@ def _retry_after(response: httpx.Response) -> int | None:
     return max(1, int(value)) if value.isdigit() else None
 
 
+# 5xx answers that mean something the visitor can act on: auth's authenticator app that
+# cannot be checked (a recovery code still works; an admin can turn it off).
+NAMED_OUTAGES = {"mfa_unavailable"}
+
+
 def problem_from(response: httpx.Response) -> ApiProblem:
     try:
         body = response.json()
@@ -87,9 +92,11 @@ def problem_from(response: httpx.Response) -> ApiProblem:
     status = response.status_code
     error = str(body.get("error") or ("unavailable" if status >= 500 else "error"))
     details = body.get("details")
+    # A 5xx is "unavailable", but for those an API names as a state to act on.
+    said = status >= 500 and error in NAMED_OUTAGES
     return ApiProblem(
         503 if status >= 500 else status,
-        "unavailable" if status >= 500 else error,
+        error if said else "unavailable" if status >= 500 else error,
         str(body.get("message", "")),
         details if isinstance(details, list) else None,
         _retry_after(response),

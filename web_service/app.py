@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
@@ -92,7 +93,10 @@ async def purge_sessions(store: SessionStore) -> None:
             log.exception("could not purge expired sessions")
 
 
-def create_app(settings: WebSettings | None = None) -> FastAPI:
+def create_app(
+    settings: WebSettings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The app; `transport` carries its calls to the APIs (tests give a fake one)."""
     settings = settings or WebSettings()
     sealer = load_sealer(settings)  # fails fast on a missing key in production
 
@@ -101,7 +105,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)
         await migrate_apart(engine, Base)
         store = SessionStore(make_sessionmaker(engine), sealer, settings)
-        backend = Backend(settings)
+        backend = Backend(settings, transport)
         app.state.web = Web(settings, store, backend, templates())
         app.state.checks = {"database": database_check(engine), "auth": auth_check(backend)}
         purging = asyncio.create_task(purge_sessions(store))

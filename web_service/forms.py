@@ -86,6 +86,8 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "mfa_already_enabled": (FORM_LEVEL, "error.mfa_already_enabled"),
     "mfa_not_enabled": (FORM_LEVEL, "error.mfa_not_enabled"),
     "forbidden": (FORM_LEVEL, "error.forbidden"),
+    "own_two_step": (FORM_LEVEL, "error.own_two_step"),
+    "mfa_unavailable": (FORM_LEVEL, "error.mfa_unavailable"),
     "unavailable": (FORM_LEVEL, "error.unavailable"),
 }
 RETRY_LATER = {

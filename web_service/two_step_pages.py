@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from web_service.api import ApiProblem
-from web_service.forms import Form, explain
+from web_service.forms import FORM_LEVEL, Form, explain
 from web_service.i18n import Translator
 from web_service.pages import Page, PageDep, SignedInDep
 from web_service.security import safe_next
@@ -32,7 +32,8 @@ from web_service.security import safe_next
 router = APIRouter()
 
 SIGN_IN = "two_step_sign_in"  # session key: {"token", "email", "until"}
-SETUP = "two_step_setup"  # session key: {"secret", "uri"}, until the first code confirms it
+SETUP = "two_step_setup"  # session key: {"secret", "uri", "until"}, until the first code
+SETUP_SECONDS = 15 * 60  # the secret stays in the session (and on screen) this long
 UNSAID_LIFETIME = 300.0  # seconds an mfa_token lives when auth does not say (its default)
 
 
@@ -56,6 +57,8 @@ def explain_code(problem: ApiProblem, t: Translator, message: str) -> dict[str, 
     errors = explain(problem, t)
     if "code" in errors and problem.status in (400, 422):
         errors["code"] = t(message)
+    if problem.error == "too_many_code_attempts":  # the app's budget, not the address's
+        errors[FORM_LEVEL] = t("error.two_step_too_many", n=problem.retry_after or 60)
     return errors
 
 
@@ -114,8 +117,10 @@ async def second_step(page: PageDep) -> Response:
         except ApiProblem as problem:
             if problem.error == "invalid_mfa_token" or problem.body.get("tries_left") == 0:
                 return await start_again(page, next_page)  # spent: no use trying it again
-            if problem.error == "account_disabled":
+            if problem.error == "account_disabled":  # nothing to try again: say so there
                 page.session.pop(SIGN_IN)
+                page.notice("notice.account_disabled")
+                return await page.redirect("/login", next=next_page)
             form.errors = explain_code(problem, page.t, "error.two_step_code")
         else:
             await page.sign_in(pair, str(waiting["email"]))  # a new session: the token is gone
@@ -145,7 +150,12 @@ async def turn_on(page: SignedInDep) -> Response:
         except ApiProblem as problem:
             form.errors = explain(problem, page.t)
         else:
-            page.session.set(SETUP, {"secret": setup["secret"], "uri": setup["otpauth_uri"]})
+            pending = {
+                "secret": setup["secret"],
+                "uri": setup["otpauth_uri"],
+                "until": time.time() + SETUP_SECONDS,
+            }
+            page.session.set(SETUP, pending)
             return await page.redirect("/account/two-step/setup")
     return await page.render("two_step_on.html", status=400, form=form)
 
@@ -153,6 +163,10 @@ async def turn_on(page: SignedInDep) -> Response:
 async def setup_page(page: Page, form: Form, status: int = 200) -> Response:
     setup = page.session.data.get(SETUP)
     if not isinstance(setup, dict):  # not started here, or confirmed meanwhile
+        return await page.redirect("/account/two-step/on")
+    if float(setup.get("until", 0)) < time.time():  # the secret is not shown for ever
+        page.session.pop(SETUP)
+        page.notice("notice.two_step_setup_lapsed")
         return await page.redirect("/account/two-step/on")
     return await page.render(
         "two_step_setup.html",
@@ -182,7 +196,10 @@ async def confirm_setup(page: SignedInDep) -> Response:
                 page.notice("notice.two_step_setup_lapsed")
                 return await page.redirect("/account/two-step/on")
             if problem.error == "mfa_already_enabled":  # confirmed meanwhile, elsewhere
+                # (or by this very form, whose answer was lost): its codes may never have
+                # been shown.
                 page.session.pop(SETUP)
+                page.notice("notice.two_step_on_codes_unseen")
                 return await page.redirect("/account")
             form.errors = explain_code(problem, page.t, "error.two_step_setup_code")
         else:
