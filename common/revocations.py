@@ -182,10 +182,16 @@ class RevocationFeed:
     async def _seek_back(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
     ) -> None:
-        since = int((time.time() - REPLAY_SECONDS) * 1000)
+        now = time.time()
+        # Ended sessions count for an hour: reading a day of them back would only be
+        # thrown away.
+        looks_back = {SESSION_EVENTS_TOPIC: SESSION_MEMORY_SECONDS}
+        since = {
+            tp: int((now - looks_back.get(tp.topic, REPLAY_SECONDS)) * 1000) for tp in partitions
+        }
         try:
             ends = await consumer.end_offsets(partitions)
-            found = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
+            found = await consumer.offsets_for_times(since)
         except KafkaError as exc:  # a broker that cannot look offsets up by time, say
             log.info("reading %s from their start (%s)", ", ".join(TOPICS), exc)
             await consumer.seek_to_beginning(*partitions)

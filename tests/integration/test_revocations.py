@@ -146,6 +146,12 @@ def test_a_logout_and_ended_sessions_are_refused_by_films_and_the_mailer(stack: 
         wait_until(lambda: _status(film, leaving.bearer) == 401)
         wait_until(lambda: _status(deliveries, leaving.bearer) == 401)
         assert _status(film, elsewhere.bearer) == 200
+        late = stack.spawn("films_service", "films-late-sessions")
+        try:  # it read the ended sessions back from before it started
+            wait_until(lambda: _status(f"{late.url}/v1/films/1", leaving.bearer) == 401)
+            assert _status(f"{late.url}/v1/films/1", elsewhere.bearer) == 200
+        finally:
+            late.stop()
         ended = http.delete(f"{stack.auth.url}/v1/auth/sessions", headers=staying.bearer)
         assert ended.status_code == 204
         wait_until(lambda: _status(film, elsewhere.bearer) == 401)
