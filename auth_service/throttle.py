@@ -122,18 +122,32 @@ class AddressGuard:
     def _window(self) -> timedelta:
         return timedelta(seconds=self.settings.code_failure_window_seconds)
 
+    def check_budget(self, started: datetime | None, failures: int, now: datetime) -> None:
+        """TooManyCodeAttempts while the wrong codes counted since `started` have spent the
+        budget: an address's, or an authenticator app's (two_step.py), by the same rule."""
+        if started is None:
+            return
+        ends = started + self._window()
+        if ends > now and failures >= self.settings.code_max_failures_per_address:
+            raise TooManyCodeAttempts(math.ceil((ends - now).total_seconds()))
+
+    def count_failure(
+        self, started: datetime | None, failures: int | None, now: datetime
+    ) -> tuple[datetime, int]:
+        """The window's start and count after one more wrong code (a new window once the
+        last one is over)."""
+        if started is None or started + self._window() <= now:
+            return now, 1
+        return started, (failures or 0) + 1
+
     async def check_codes(self, session: AsyncSession, email: str, now: datetime) -> None:
         row = await session.get(AddressThrottle, email)
-        if row is None or row.code_window_started_at is None:
-            return
-        ends = row.code_window_started_at + self._window()
-        if ends > now and row.code_failures >= self.settings.code_max_failures_per_address:
-            raise TooManyCodeAttempts(math.ceil((ends - now).total_seconds()))
+        if row is not None:
+            self.check_budget(row.code_window_started_at, row.code_failures, now)
 
     async def code_failed(self, session: AsyncSession, email: str, now: datetime) -> None:
         row = await self._row(session, email, create=True)
         assert row is not None
-        started = row.code_window_started_at
-        if started is None or started + self._window() <= now:
-            row.code_window_started_at, row.code_failures = now, 0
-        row.code_failures = (row.code_failures or 0) + 1
+        row.code_window_started_at, row.code_failures = self.count_failure(
+            row.code_window_started_at, row.code_failures, now
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
@@ -38,7 +38,6 @@ from auth_service.errors import (
     MfaSetupNotStarted,
     MfaUnavailable,
     NotAuthenticated,
-    TooManyCodeAttempts,
 )
 from auth_service.models import MfaChallenge, RecoveryCode, TotpFactor, User
 from auth_service.tokens import (
@@ -274,15 +273,11 @@ class TwoStep:
         digits = code.replace(" ", "")
         if is_app_code(digits):
             return "totp" if await self._app_code(session, factor, digits, now) else None
-        user_id = factor.user_id
-        digest = self.accounts.codes.hasher.digest(
-            user_id, RECOVERY_PURPOSE, normalize_recovery_code(code)
-        )
         spent = await session.execute(
             update(RecoveryCode)
             .where(
-                RecoveryCode.user_id == user_id,
-                RecoveryCode.code_hmac == digest,
+                RecoveryCode.user_id == factor.user_id,
+                RecoveryCode.code_hmac == self._recovery_digest(factor.user_id, code),
                 RecoveryCode.used_at.is_(None),
             )
             .values(used_at=now)
@@ -316,12 +311,7 @@ class TwoStep:
 
     def _check_budget(self, factor: TotpFactor, now: datetime) -> None:
         """TooManyCodeAttempts while the app's budget of wrong codes is spent."""
-        settings = self.accounts.settings
-        if factor.failures_since is None:
-            return
-        ends = factor.failures_since + timedelta(seconds=settings.code_failure_window_seconds)
-        if ends > now and factor.failures >= settings.code_max_failures_per_address:
-            raise TooManyCodeAttempts((ends - now).total_seconds())
+        self.accounts.guard.check_budget(factor.failures_since, factor.failures, now)
 
     async def _failed(
         self,
@@ -333,14 +323,18 @@ class TwoStep:
         tries_left: int | None = None,
     ) -> NoReturn:
         """A wrong code: counted against the app's budget, audited, committed; InvalidCode."""
-        now = utcnow()
-        window = timedelta(seconds=self.accounts.settings.code_failure_window_seconds)
-        if factor.failures_since is None or factor.failures_since + window <= now:
-            factor.failures_since, factor.failures = now, 0
-        factor.failures += 1
+        factor.failures_since, factor.failures = self.accounts.guard.count_failure(
+            factor.failures_since, factor.failures, utcnow()
+        )
         audit.record(session, "mfa_failed", user_id=user.id, email=user.email, ip=ip, action=action)
         await session.commit()
         raise InvalidCode(tries_left)
+
+    def _recovery_digest(self, user_id: uuid.UUID, code: str) -> str:
+        """What a recovery code is stored and looked up as (case, spaces, hyphens aside)."""
+        return self.accounts.codes.hasher.digest(
+            user_id, RECOVERY_PURPOSE, normalize_recovery_code(code)
+        )
 
     async def _new_recovery_codes(
         self, session: AsyncSession, user_id: uuid.UUID, now: datetime
@@ -348,13 +342,10 @@ class TwoStep:
         """Fresh recovery codes replacing the account's; the plaintexts, to show once."""
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
         codes = new_recovery_codes()
-        hasher = self.accounts.codes.hasher
         rows = [
             {
                 "user_id": user_id,
-                "code_hmac": hasher.digest(
-                    user_id, RECOVERY_PURPOSE, normalize_recovery_code(code)
-                ),
+                "code_hmac": self._recovery_digest(user_id, code),
                 "created_at": now,
             }
             for code in codes

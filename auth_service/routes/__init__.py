@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from auth_service.deps import AccountsDep, CallerDep, RefreshTokensDep, user_agent
 from auth_service.errors import (
@@ -78,9 +79,13 @@ async def limit_account(request: Request, action: str, account: str) -> None:
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def no_store(body: BaseModel) -> Response:
+    """An answer holding tokens or secrets: no cache along the way may keep it."""
+    return Response(body.model_dump_json(), media_type="application/json", headers=NO_STORE)
+
+
 def token_pair(pair: TokenPair) -> Response:
-    body = TokenPairOut(**dataclasses.asdict(pair)).model_dump_json()
-    return Response(body, media_type="application/json", headers=NO_STORE)
+    return no_store(TokenPairOut(**dataclasses.asdict(pair)))
 
 
 @asynccontextmanager

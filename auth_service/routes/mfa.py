@@ -20,7 +20,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import NO_STORE, client_ip, limit, request_client, token_pair
+from auth_service.routes import client_ip, limit, no_store, request_client, token_pair
 from auth_service.routes.account import REAUTH
 from auth_service.schemas import (
     MfaLoginIn,
@@ -112,8 +112,3 @@ async def renew_recovery_codes(
         caller, body.password, body.code, client_ip(request)
     )
     return no_store(RecoveryCodesOut(recovery_codes=codes))
-
-
-def no_store(body: TotpSetupOut | RecoveryCodesOut) -> Response:
-    """Secrets: no cache along the way may keep them."""
-    return Response(body.model_dump_json(), media_type="application/json", headers=NO_STORE)

@@ -32,6 +32,7 @@ from auth_service.errors import (
     MfaRequired,
     RetryLater,
 )
+from auth_service.http_errors import problem_for
 from auth_service.routes import NO_STORE, limit, request_client
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
@@ -149,14 +150,14 @@ async def token(
                 400, "unsupported_grant_type", "grant_type must be password or refresh_token"
             )
     except MfaRequired as exc:  # as Auth0 answers it: the second step is /v1/auth/login/mfa
+        problem = problem_for(exc)
         second = {
-            "error": "mfa_required",
-            "error_description": "the account has two-step sign-in: send mfa_token and a code "
-            "to /v1/auth/login/mfa",
+            "error": problem.error,
+            "error_description": problem.message,
             "mfa_token": exc.token,
             "expires_in": exc.expires_in,
         }
-        return JSONResponse(second, 403, headers=NO_STORE)
+        return JSONResponse(second, problem.status, headers=NO_STORE)
     except AuthError as exc:
         return _refusal(exc)
     body = OAuthTokenOut(
