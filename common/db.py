@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +21,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+# A pooled connection unused for this long is checked before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def ensure_sqlite_dir(database_url: str) -> None:
@@ -59,9 +64,38 @@ def make_engine(url: str) -> AsyncEngine:
 
         lock_for_update(engine.sync_engine)  # FOR UPDATE holds across processes too
         return engine
-    return create_async_engine(
-        url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    ping_when_idle(engine.sync_engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only if it has been idle a while.
+
+    SQLAlchemy's `pool_pre_ping` checks every checkout, and for asyncpg a check is three
+    round trips (BEGIN, an empty query, ROLLBACK), paid by every request. A connection
+    that a server restart, an idle timeout or `pg_terminate_backend` killed has been idle
+    while it happened, so it is still caught here; one that was in use a moment ago is
+    not checked. When a check fails, every connection pooled before it is replaced too
+    (the server probably restarted), and the checkout goes on with a new one.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            alive = dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise InvalidatePoolError() from exc
+        if not alive:
+            raise InvalidatePoolError()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

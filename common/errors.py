@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,25 @@ def install_error_handlers(app: FastAPI) -> None:
         error = _STATUS_ERRORS.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else error
         return error_response(exc.status_code, error, message, exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            return await _unexpected(request, exc)
+        # The connection died under the request (the server restarted, or ended it): the
+        # pool has dropped it, and a retry gets a new one.
+        log.warning(
+            "database connection lost on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc.orig).__name__,
+        )
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database connection was lost; try again",
+            {"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -28,3 +28,17 @@ async def drop_databases(*names: str) -> None:
 def database_url(name: str) -> str:
     """The SQLAlchemy URL of one of the databases made here."""
     return postgres.database_url(ADMIN_DSN, name)
+
+
+async def end_connections(name: str) -> int:
+    """End every connection to database `name` as a server restart would; how many."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        ended: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await admin.close()
+    return ended

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import refresh
@@ -40,6 +41,7 @@ from auth_service.models import AddressThrottle, RefreshToken, User, UserSession
 from auth_service.throttle import AddressGuard
 from auth_service.tokens import hash_refresh_token
 from auth_service.user_sessions import Client, end_sessions, session_row
+from common import db
 from common.clock import utcnow
 from common.db import MigrationFailed, make_engine, make_sessionmaker, migrate_apart
 from common.events import DeliveryStatus
@@ -57,7 +59,7 @@ from films_service.favourites import add_favourite
 from films_service.models import Base as FilmsBase
 from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
-from tests.postgres import create_databases, database_url, drop_databases
+from tests.postgres import create_databases, database_url, drop_databases, end_connections
 
 T = TypeVar("T")
 
@@ -407,6 +409,41 @@ async def test_a_relay_lock_given_back_can_be_taken_by_another_instance(
     await second.release()
     assert await first.acquire(lambda: None)  # and back again
     await first.release()
+
+
+async def test_postgres_connections_the_server_ended_are_replaced_before_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pooled connection that idled a while is checked before use (not on every
+    checkout: that costs each request three round trips), so one the server ended
+    meanwhile (a restart, an idle timeout) is replaced, not handed to a request. One used
+    a moment ago is not checked: a failure on it is a lost connection, which the services
+    answer with 503 (tests/unit/test_database_errors.py) and the pool then replaces."""
+    name = f"pings_{uuid.uuid4().hex[:8]}"
+    await create_databases(name)
+    engine = make_engine(database_url(name))
+
+    async def one() -> int | None:
+        async with engine.connect() as conn:
+            found = (await conn.execute(select(1))).scalar()
+            await asyncio.sleep(0.05)  # held together: the pool keeps several
+            return found
+
+    try:
+        assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]
+        assert await end_connections(name) == 3
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every one idled long enough
+        assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]
+
+        assert await end_connections(name) == 3
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)  # all in use a moment ago
+        with pytest.raises(DBAPIError) as lost:
+            await one()
+        assert lost.value.connection_invalidated
+        assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]  # the pool was renewed
+    finally:
+        await engine.dispose()
+        await drop_databases(name)
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:

@@ -1,0 +1,51 @@
+"""What a request answers when the database fails under it: a lost connection (the server
+restarted, or ended it) is a 503 to retry, with the JSON envelope; any other database
+error stays a 500. Neither shows the statement or its values."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
+
+from common.http import setup_app
+
+STATEMENT = "UPDATE users SET password_hash = $1"
+
+
+def app_failing_with(error: Exception) -> FastAPI:
+    app = FastAPI()
+    setup_app(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise error
+
+    return app
+
+
+async def get(app: FastAPI) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        return await http.get("/fails")
+
+
+def dbapi_error(*, lost: bool) -> DBAPIError:
+    orig = ConnectionResetError("connection is closed")
+    return DBAPIError(
+        STATEMENT, ("secret",), orig, hide_parameters=True, connection_invalidated=lost
+    )
+
+
+async def test_a_lost_connection_answers_503_to_retry() -> None:
+    answer = await get(app_failing_with(dbapi_error(lost=True)))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["error"] == "database_unavailable"
+    assert "secret" not in answer.text and "UPDATE" not in answer.text
+
+
+async def test_any_other_database_error_is_a_500() -> None:
+    answer = await get(app_failing_with(dbapi_error(lost=False)))
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal_error", "message": "internal server error"}
