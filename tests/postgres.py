@@ -4,10 +4,15 @@ except under CI=true, where that fails it (see `tests.support.service_missing`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.db import make_engine
 from infra import postgres
 from tests.support import service_missing
 
@@ -42,3 +47,16 @@ async def end_connections(name: str) -> int:
     finally:
         await admin.close()
     return ended
+
+
+@contextlib.asynccontextmanager
+async def fresh_engine(prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """(name, engine) of a database of its own, made now and dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await create_databases(name)
+    engine = make_engine(database_url(name))
+    try:
+        yield name, engine
+    finally:
+        await engine.dispose()
+        await drop_databases(name)

@@ -59,7 +59,7 @@ from films_service.favourites import add_favourite
 from films_service.models import Base as FilmsBase
 from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
-from tests.postgres import create_databases, database_url, drop_databases, end_connections
+from tests.postgres import end_connections, fresh_engine
 
 T = TypeVar("T")
 
@@ -71,14 +71,8 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield engine
         await engine.dispose()
         return
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    await create_databases(name)
-    engine = make_engine(database_url(name))
-    try:
+    async with fresh_engine("migrations") as (_, engine):
         yield engine
-    finally:
-        await engine.dispose()
-        await drop_databases(name)
 
 
 @pytest.fixture
@@ -419,17 +413,14 @@ async def test_postgres_connections_the_server_ended_are_replaced_before_use(
     meanwhile (a restart, an idle timeout) is replaced, not handed to a request. One used
     a moment ago is not checked: a failure on it is a lost connection, which the services
     answer with 503 (tests/unit/test_database_errors.py) and the pool then replaces."""
-    name = f"pings_{uuid.uuid4().hex[:8]}"
-    await create_databases(name)
-    engine = make_engine(database_url(name))
+    async with fresh_engine("pings") as (name, engine):
 
-    async def one() -> int | None:
-        async with engine.connect() as conn:
-            found = (await conn.execute(select(1))).scalar()
-            await asyncio.sleep(0.05)  # held together: the pool keeps several
-            return found
+        async def one() -> int | None:
+            async with engine.connect() as conn:
+                found = (await conn.execute(select(1))).scalar()
+                await asyncio.sleep(0.05)  # held together: the pool keeps several
+                return found
 
-    try:
         assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]
         assert await end_connections(name) == 3
         monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every one idled long enough
@@ -440,10 +431,7 @@ async def test_postgres_connections_the_server_ended_are_replaced_before_use(
         with pytest.raises(DBAPIError) as lost:
             await one()
         assert lost.value.connection_invalidated
-        assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]  # the pool was renewed
-    finally:
-        await engine.dispose()
-        await drop_databases(name)
+        assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]  # pool renewed
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from common.events import DeliveryStatus
 from mailer_service.dispatch import _may_pass
 from mailer_service.history import History, Outcome
 from mailer_service.models import Base
-from tests.postgres import create_databases, database_url, drop_databases
+from tests.postgres import fresh_engine
 
 NOT_NULL = "(?i)not.null"  # SQLite's "NOT NULL constraint failed", PostgreSQL's "not-null"
 
@@ -33,15 +32,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield engine
         await engine.dispose()
         return
-    name = f"history_{uuid.uuid4().hex[:8]}"
-    await create_databases(name)
-    engine = make_engine(database_url(name))
-    try:
+    async with fresh_engine("history") as (_, engine):
         await migrate(engine, Base)
         yield engine
-    finally:
-        await engine.dispose()
-        await drop_databases(name)
 
 
 async def test_times_read_back_as_written_and_sort(engine: AsyncEngine) -> None:
