@@ -74,6 +74,17 @@ def _in_utc(value: datetime) -> datetime:
 
 
 UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _naive_as_utc(value: datetime) -> datetime:
+    return _in_utc(value.replace(tzinfo=UTC) if value.tzinfo is None else value)
+
+
+# When a user or session event happened. A time without a zone is read as UTC, never as
+# the consumer host's local time: east of UTC that would move a revocation back by hours,
+# and tokens issued meanwhile would still pass. (Auth always writes the zone; the email
+# events, a narrower contract, refuse a time without one.)
+EventTime = Annotated[datetime, AfterValidator(_naive_as_utc)]
 # A side of an address as auth sends it: nothing that a mail library would read as a
 # comment, a quote, a second address or the end of a command ("a<b@x" went to b@x).
 _MAILBOX = r"[^\s@<>()\[\]\\,;:\"\x00-\x1f\x7f]+"
@@ -164,7 +175,7 @@ class UserEvent(BaseModel):
     # user.password_changed by the account's owner: the session that made the change,
     # which stays signed in (every other one ended). Absent after a reset: none stays.
     session_id: str | None = None
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: EventTime = Field(default_factory=utcnow)
 
     @property
     def key(self) -> bytes:
@@ -191,7 +202,7 @@ class SessionsEnded(BaseModel):
     type: Literal["sessions.ended"] = "sessions.ended"
     user_id: str
     session_ids: Annotated[list[str], Field(min_length=1, max_length=SESSIONS_PER_EVENT)]
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: EventTime = Field(default_factory=utcnow)
 
     def to_json(self) -> str:
         return self.model_dump_json()

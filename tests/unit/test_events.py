@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from common.clock import utcnow
-from common.events import EmailCodeEvent, EmailEventType, UserEvent, UserEventType
+from common.events import (
+    EmailCodeEvent,
+    EmailEventType,
+    SessionsEnded,
+    UserEvent,
+    UserEventType,
+)
 
 
 def test_round_trip_matches_the_contract() -> None:
@@ -74,3 +80,19 @@ def test_every_user_event_type_of_the_contract() -> None:
         "user.enabled",
         "user.deleted",
     }
+
+
+@pytest.mark.parametrize("event", [UserEvent, SessionsEnded])
+def test_a_time_without_a_zone_is_read_as_utc_not_as_the_hosts(
+    event: type[UserEvent] | type[SessionsEnded],
+) -> None:
+    """Read as the consumer's local time, a revocation east of UTC would move back by hours
+    and tokens issued in between would pass."""
+    fields = {"type": "user.disabled", "user_id": "u1"} if event is UserEvent else {"user_id": "u1"}
+    for stamp, expected in (
+        ("2030-01-01T12:00:00", datetime(2030, 1, 1, 12, tzinfo=UTC)),
+        ("2030-01-01T12:00:00+03:00", datetime(2030, 1, 1, 9, tzinfo=UTC)),
+    ):
+        raw = {**fields, "session_ids": ["s1"], "occurred_at": stamp}
+        occurred = event.from_bytes(json.dumps(raw).encode()).occurred_at
+        assert occurred == expected and occurred.utcoffset() == timedelta(0)
