@@ -2,6 +2,8 @@
 
 python -m auth_service keys generate        create missing key material in keys/
 python -m auth_service keys rotate          new signing key; the old one stays published
+python -m auth_service keys rotate-code-secret
+                                            new code secret; the old one stays accepted
 python -m auth_service roles grant EMAIL admin
 python -m auth_service roles revoke EMAIL admin
 python -m auth_service housekeep            one housekeeping pass now; prints what went
@@ -17,7 +19,7 @@ import sys
 
 from auth_service.admin import UnknownAccount, housekeep, record_rotation, set_role
 from auth_service.config import AuthSettings
-from auth_service.keys import generate_missing, rotate
+from auth_service.keys import generate_missing, rotate, rotate_code_secret
 from common.logs import setup_logging
 from common.serve import serve
 
@@ -28,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m auth_service")
     sub = parser.add_subparsers(dest="command")
     keys = sub.add_parser("keys", help="manage key material")
-    keys.add_argument("action", choices=["generate", "rotate"])
+    keys.add_argument("action", choices=["generate", "rotate", "rotate-code-secret"])
     roles = sub.add_parser("roles", help="grant or revoke a role")
     roles.add_argument("action", choices=["grant", "revoke"])
     roles.add_argument("email")
@@ -44,9 +46,16 @@ def main() -> None:
             print(f"generated {path}")
         if not made:
             print("all key material present; nothing generated")
+    elif args.command == "keys" and args.action == "rotate-code-secret":
+        rotate_code_secret(settings)
+        asyncio.run(record_rotation(settings, "code_secret_rotation"))
+        print(
+            f"new code secret in {settings.code_secret_path}; the old one is accepted from "
+            f"{settings.retired_code_secrets_path}. Restart every auth instance."
+        )
     elif args.command == "keys":
         old, new = rotate(settings)
-        asyncio.run(record_rotation(settings, old, new))
+        asyncio.run(record_rotation(settings, "key_rotation", old_kid=old, new_kid=new))
         print(f"rotated: now signing with {new}; {old} stays in the JWKS until its tokens expire")
     elif args.command == "roles":
         if not ROLE.match(args.role):

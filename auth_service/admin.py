@@ -41,12 +41,14 @@ async def set_role(settings: AuthSettings, email: str, role: str, grant: bool) -
         await engine.dispose()
 
 
-async def record_rotation(settings: AuthSettings, old_kid: str, new_kid: str) -> None:
+async def record_rotation(settings: AuthSettings, event: str, **detail: str) -> None:
+    """An operator's rotation, in the audit log (`key_rotation` with the kids, or
+    `code_secret_rotation`: never a secret)."""
     engine = make_engine(settings.database_url)
     try:
         await migrate(engine, Base)
         async with make_sessionmaker(engine).begin() as session:
-            audit.record(session, "key_rotation", old_kid=old_kid, new_kid=new_kid)
+            audit.record(session, event, user_id=None, **detail)
     finally:
         await engine.dispose()
 

@@ -80,7 +80,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             sessions=sessions,
             passwords=passwords,
             codes=Codes(
-                CodeHasher(keys.code_secret),
+                CodeHasher(keys.code_secret, keys.retired_code_secrets),
                 timedelta(seconds=settings.code_ttl_seconds),
                 settings.code_max_attempts,
             ),
@@ -91,7 +91,9 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.refresh_tokens = refresh_tokens
         app.state.code_login = CodeLogin(accounts)
         app.state.self_service = self_service = SelfService(accounts)
-        app.state.two_step = TwoStep(self_service, SecretBox(keys.code_secret))
+        app.state.two_step = TwoStep(
+            self_service, SecretBox(keys.code_secret, keys.retired_code_secrets)
+        )
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         use_verifier(app, keys)  # the current key and the retired ones still live

@@ -33,6 +33,7 @@ EVENTS = {
     "password_reset",
     "password_reset_failed",
     "key_rotation",
+    "code_secret_rotation",  # by the operator command; never the secret
     "role_granted",
     "role_revoked",
     "login_code_requested",

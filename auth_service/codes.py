@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,18 +27,27 @@ def new_code() -> str:
 
 
 class CodeHasher:
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError("the code secret must be at least 16 bytes")
-        self._secret = secret
+    """HMACs codes under the current secret; also matches those stored under retired
+    secrets (AUTH_RETIRED_CODE_SECRETS), so replacing the secret strands nothing."""
+
+    def __init__(self, secret: bytes, retired: Sequence[bytes] = ()) -> None:
+        if any(len(s) < 16 for s in (secret, *retired)):
+            raise ValueError("a code secret must be at least 16 bytes")
+        self._secrets = (secret, *retired)
 
     def digest(self, user_id: uuid.UUID, purpose: str, code: str) -> str:
+        """Under the current secret: what a new code is stored as."""
+        return self.digests(user_id, purpose, code)[0]
+
+    def digests(self, user_id: uuid.UUID, purpose: str, code: str) -> list[str]:
+        """Under every accepted secret, the current one first: what a stored code may be."""
         # Bound to account and purpose: a code cannot be replayed elsewhere.
         message = f"{purpose}:{user_id}:{code}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return [hmac.new(s, message, hashlib.sha256).hexdigest() for s in self._secrets]
 
     def matches(self, stored: str, user_id: uuid.UUID, purpose: str, code: str) -> bool:
-        return hmac.compare_digest(stored, self.digest(user_id, purpose, code))
+        found = [hmac.compare_digest(stored, d) for d in self.digests(user_id, purpose, code)]
+        return any(found)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ class AuthSettings(BaseSettings):
     # The HMAC key codes are stored under: given directly, or read from a file.
     code_secret: SecretStr | None = None
     code_secret_path: Path = Path("keys/code_secret")
+    # Earlier code secrets, still accepted: codes and recovery codes stored under them
+    # match, and authenticator apps sealed under them open (and are sealed again under the
+    # current one). Comma-separated here, or one a line in the file.
+    retired_code_secrets: SecretStr | None = None
+    retired_code_secrets_path: Path = Path("keys/retired_code_secrets")
 
     # Where clients reach auth, e.g. https://id.example.com: the base of the URLs in the
     # OpenID metadata. Unset, they are built from the address each request came to.

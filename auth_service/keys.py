@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,34 @@ def load_code_secret(settings: AuthSettings) -> bytes:
         ) from exc
 
 
+def load_retired_code_secrets(settings: AuthSettings) -> list[bytes]:
+    """Earlier code secrets still accepted, newest first: AUTH_RETIRED_CODE_SECRETS
+    (comma-separated), else the file (one a line, newest first); none if it is absent."""
+    if settings.retired_code_secrets is not None:
+        listed = settings.retired_code_secrets.get_secret_value().split(",")
+    else:
+        try:
+            listed = settings.retired_code_secrets_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+    return [s.strip().encode() for s in listed if s.strip()]
+
+
+def rotate_code_secret(settings: AuthSettings) -> None:
+    """A new code secret in its file; the old one first in the retired file, so codes,
+    recovery codes and authenticator apps made under it keep working."""
+    if settings.code_secret is not None or settings.retired_code_secrets is not None:
+        raise SystemExit(
+            "the code secrets come from the environment (AUTH_CODE_SECRET, "
+            "AUTH_RETIRED_CODE_SECRETS): rotate them there"
+        )
+    old = load_code_secret(settings)
+    retired = [old, *load_retired_code_secrets(settings)]
+    # Retired first: an instance that reads the new secret always finds the old one kept.
+    _write_atomically(settings.retired_code_secrets_path, b"\n".join(retired) + b"\n", 0o600)
+    _write_atomically(settings.code_secret_path, secrets.token_hex(32).encode(), 0o600)
+
+
 # Values that appear in examples and tutorials: never a production secret.
 PLACEHOLDER_SECRETS = {b"secret", b"changeme", b"change-me", b"dev", b"development", b"test"}
 MIN_SECRET_BYTES = 32
@@ -93,15 +122,21 @@ MIN_RSA_BITS = 2048
 
 
 def check_production(
-    settings: AuthSettings, code_secret: bytes, private_key: rsa.RSAPrivateKey
+    settings: AuthSettings,
+    code_secret: bytes,
+    private_key: rsa.RSAPrivateKey,
+    retired_code_secrets: Sequence[bytes] = (),
 ) -> None:
     """In AUTH_ENV=production, refuse what is fine on a laptop and wrong on a server."""
     problems = []
-    if len(code_secret) < MIN_SECRET_BYTES or code_secret.lower() in PLACEHOLDER_SECRETS:
-        problems.append(
-            f"the code secret is a development value (use at least {MIN_SECRET_BYTES} random "
-            "bytes, e.g. from `python -m auth_service keys generate`)"
-        )
+    named = [("the code secret", code_secret)]
+    named += [("a retired code secret", s) for s in retired_code_secrets]
+    for which, secret in named:
+        if len(secret) < MIN_SECRET_BYTES or secret.lower() in PLACEHOLDER_SECRETS:
+            problems.append(
+                f"{which} is a development value (use at least {MIN_SECRET_BYTES} random "
+                "bytes, e.g. from `python -m auth_service keys generate`)"
+            )
     path = settings.private_key_path
     if path.stat().st_mode & 0o077:
         problems.append(f"{path} is readable by other users (chmod 600 {path})")
@@ -192,11 +227,14 @@ class KeyRing:
                 log.warning("development mode: generated %s", path)
         self._settings = settings
         self.code_secret = load_code_secret(settings)
+        self.retired_code_secrets = load_retired_code_secrets(settings)
         self._checked = 0.0
         self._mtime = 0.0
         self._load()
         if settings.production:
-            check_production(settings, self.code_secret, self.private_key)
+            check_production(
+                settings, self.code_secret, self.private_key, self.retired_code_secrets
+            )
 
     def _load(self) -> None:
         s = self._settings

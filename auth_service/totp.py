@@ -19,11 +19,13 @@ import hmac
 import os
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1, SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -50,22 +52,34 @@ _OPEN_CHALLENGE = insert(_CHALLENGES)
 
 
 class SecretBox:
-    """Seals TOTP secrets at rest (AES-256-GCM, a fresh nonce each time)."""
+    """Seals TOTP secrets at rest (AES-256-GCM, a fresh nonce each time) under a key
+    derived from the code secret; opens those sealed under a retired one too."""
 
-    def __init__(self, code_secret: bytes) -> None:
-        key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"auth totp secret v1")
-        self._aead = AESGCM(key.derive(code_secret))
+    def __init__(self, code_secret: bytes, retired: Sequence[bytes] = ()) -> None:
+        self._aeads = [AESGCM(_box_key(s)) for s in (code_secret, *retired)]
 
     def seal(self, secret: bytes, user_id: uuid.UUID) -> str:
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, secret, user_id.bytes)
+        sealed = nonce + self._aeads[0].encrypt(nonce, secret, user_id.bytes)
         return base64.urlsafe_b64encode(sealed).decode()
 
-    def open(self, sealed: str, user_id: uuid.UUID) -> bytes:
-        """The secret; `cryptography.exceptions.InvalidTag` if it was not sealed for this
-        account under this key."""
+    def open(self, sealed: str, user_id: uuid.UUID) -> tuple[bytes, bool]:
+        """(the secret, whether it was sealed under the current key: if not, seal it
+        again); `cryptography.exceptions.InvalidTag` if it was not sealed for this
+        account under any key accepted."""
         raw = base64.urlsafe_b64decode(sealed)
-        return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], user_id.bytes)
+        for i, aead in enumerate(self._aeads):
+            try:
+                return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], user_id.bytes), i == 0
+            except InvalidTag:
+                continue
+        raise InvalidTag
+
+
+def _box_key(code_secret: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"auth totp secret v1").derive(
+        code_secret
+    )
 
 
 def new_secret() -> bytes:

@@ -277,7 +277,7 @@ class TwoStep:
             update(RecoveryCode)
             .where(
                 RecoveryCode.user_id == factor.user_id,
-                RecoveryCode.code_hmac == self._recovery_digest(factor.user_id, code),
+                RecoveryCode.code_hmac.in_(self._recovery_digests(factor.user_id, code)),
                 RecoveryCode.used_at.is_(None),
             )
             .values(used_at=now)
@@ -291,20 +291,24 @@ class TwoStep:
         """Whether `code` is the app's for a step not used before; if so that step is
         now the last used (conditionally, so two requests cannot both spend it)."""
         try:
-            secret = self.box.open(factor.secret, factor.user_id)
+            secret, current = self.box.open(factor.secret, factor.user_id)
         except (InvalidTag, ValueError) as exc:
-            # Sealed under another key: the code secret was replaced. Nothing the user
-            # types can help; an admin turns it off (`mfa: false`) and they set it up again.
+            # Sealed under a key no longer accepted: the code secret was replaced without
+            # being kept in AUTH_RETIRED_CODE_SECRETS. Nothing the user types can help; an
+            # admin turns it off (`mfa: false`) and they set it up again.
             log.error("the authenticator app of user %s cannot be unsealed", factor.user_id)
             raise MfaUnavailable from exc
         step = matching_step(secret, code, now, factor.last_step)
         if step is None:
             return False
         newer = (TotpFactor.last_step.is_(None)) | (TotpFactor.last_step < step)
+        # Sealed under a retired secret: sealed again under the current one, in the same
+        # statement, so the retired secret can go once every app has been used.
+        resealed = {} if current else {"secret": self.box.seal(secret, factor.user_id)}
         won = await session.execute(
             update(TotpFactor)
             .where(TotpFactor.user_id == factor.user_id, newer)
-            .values(last_step=step)
+            .values(last_step=step, **resealed)
             .execution_options(synchronize_session=False)
         )
         return bool(won.rowcount == 1)  # type: ignore[attr-defined]
@@ -330,9 +334,10 @@ class TwoStep:
         await session.commit()
         raise InvalidCode(tries_left)
 
-    def _recovery_digest(self, user_id: uuid.UUID, code: str) -> str:
-        """What a recovery code is stored and looked up as (case, spaces, hyphens aside)."""
-        return self.accounts.codes.hasher.digest(
+    def _recovery_digests(self, user_id: uuid.UUID, code: str) -> list[str]:
+        """What a recovery code may be stored as (case, spaces, hyphens aside), under each
+        accepted code secret; the current one first, which new codes are stored as."""
+        return self.accounts.codes.hasher.digests(
             user_id, RECOVERY_PURPOSE, normalize_recovery_code(code)
         )
 
@@ -345,7 +350,7 @@ class TwoStep:
         rows = [
             {
                 "user_id": user_id,
-                "code_hmac": self._recovery_digest(user_id, code),
+                "code_hmac": self._recovery_digests(user_id, code)[0],
                 "created_at": now,
             }
             for code in codes

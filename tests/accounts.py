@@ -54,14 +54,16 @@ def code_for(stack: Stack, email: str, count: int = 1) -> str:
     return code
 
 
-def new_account(stack: Stack, http: httpx.Client, tag: str = "user") -> Account:
-    """A verified account, signed in once (the verification's session)."""
+def new_account(
+    stack: Stack, http: httpx.Client, tag: str = "user", auth: str | None = None
+) -> Account:
+    """A verified account, signed in once (the verification's session), at the stack's
+    auth or at the one whose URL is `auth`."""
     email = unique_email(tag)
-    r = http.post(f"{stack.auth.url}/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    url = auth or stack.auth.url
+    r = http.post(f"{url}/v1/auth/signup", json={"email": email, "password": PASSWORD})
     assert r.status_code == 202, r.text
-    pair = http.post(
-        f"{stack.auth.url}/v1/auth/verify", json={"email": email, "code": code_for(stack, email)}
-    )
+    pair = http.post(f"{url}/v1/auth/verify", json={"email": email, "code": code_for(stack, email)})
     assert pair.status_code == 200, pair.text
     return Account(email, PASSWORD, pair.json()["access_token"], pair.json()["refresh_token"])
 

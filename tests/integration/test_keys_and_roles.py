@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +14,11 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import Stack
+from auth_service.totp import SecretBox
+from tests.accounts import new_account
+from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify
+from tests.integration.test_two_step import mfa_token, second_step, turn_on
 from tests.support import ROOT, ServiceProcess, unique_email, wait_until
 
 
@@ -111,3 +117,64 @@ def test_roles_command_refuses_unknown_accounts_and_bad_names(stack: Stack) -> N
 def test_private_keys_are_owner_only(rotating_auth: ServiceProcess) -> None:
     private = Path(rotating_auth.env["AUTH_PRIVATE_KEY_PATH"])
     assert private.stat().st_mode & 0o077 == 0
+
+
+def test_a_rotated_code_secret_strands_nothing(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`keys rotate-code-secret`, then a restart: an authenticator app, a recovery code and
+    an emailed code made under the old secret all still work, and the app is sealed again
+    under the new one as it is used (so the old secret can go once every app has been)."""
+    directory = tmp_path_factory.mktemp("code-secret")
+    keys = stack.own_keys(directory)
+    retired = directory / "retired_code_secrets"
+    database = directory / "auth.db"
+    auth = stack.spawn(
+        "auth_service",
+        "auth-code-secret",
+        AUTH_RETIRED_CODE_SECRETS_PATH=str(retired),
+        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        **keys,
+    )
+    try:
+        with httpx.Client(base_url=auth.url, timeout=30) as http:
+            account = new_account(stack, http, "code-secret", auth=auth.url)
+            email = account.email
+            app, recovery_codes = turn_on(http, account)
+            time.sleep(TEST_RESEND_COOLDOWN + 0.2)
+            assert http.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+            emailed = wait_until(
+                lambda: [m.code for m in stack.smtp.wait_for(email) if m.code][1:], timeout=30
+            )[0]
+
+            old = Path(keys["AUTH_CODE_SECRET_PATH"]).read_bytes()
+            done = run_cli(auth.env, "keys", "rotate-code-secret")
+            assert done.returncode == 0, done.stderr
+            new = Path(keys["AUTH_CODE_SECRET_PATH"]).read_bytes()
+            assert new != old and retired.read_bytes().split() == [old]
+            assert retired.stat().st_mode & 0o077 == 0
+            with sqlite3.connect(database) as db:
+                events = [
+                    e
+                    for (e,) in db.execute("SELECT event FROM audit_events ORDER BY id").fetchall()
+                ]
+            assert events[-1] == "code_secret_rotation"
+            auth.stop()
+            auth.start()
+
+            signed_in = second_step(http, mfa_token(http, account), app.code())
+            assert signed_in.status_code == 200, signed_in.text
+            with sqlite3.connect(database) as db:
+                (sealed,), *_ = db.execute("SELECT secret FROM totp_factors").fetchall()
+            assert SecretBox(new).open(sealed, uuid.UUID(account.id))[1]  # sealed anew
+            recovered = second_step(http, mfa_token(http, account), recovery_codes[0])
+            assert recovered.status_code == 200, recovered.text
+            reset = {"email": email, "code": emailed, "new_password": "a rotated passphrase"}
+            assert http.post("/v1/auth/password/reset", json=reset).status_code == 204
+    finally:
+        auth.stop()
+
+
+def test_rotating_a_code_secret_given_in_the_environment_is_refused(stack: Stack) -> None:
+    done = run_cli({**stack.auth.env, "AUTH_CODE_SECRET": "x" * 40}, "keys", "rotate-code-secret")
+    assert done.returncode != 0 and "AUTH_CODE_SECRET" in done.stderr

@@ -16,7 +16,7 @@ import pytest
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
-from tests.accounts import Account
+from tests.accounts import new_account
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
 from tests.integration.test_keys_and_roles import run_cli
@@ -158,17 +158,13 @@ def test_two_step_sign_in_on_postgres(
     them apart), then the account's deletion takes its factor and codes along."""
     auth, _ = pg_services
     with httpx.Client(base_url=auth.url, timeout=30) as http:
-        email = unique_email("pg-mfa")
-        http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
-        code = stack.smtp.wait_for(email)[-1].code
-        pair = http.post("/v1/auth/verify", json={"email": email, "code": code}).json()
-        account = Account(email, PASSWORD, pair["access_token"], pair["refresh_token"])
+        account = new_account(stack, http, "pg-mfa", auth=auth.url)
         one_code_one_sign_in(http, account)
         gone = http.request(
             "DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=account.bearer
         )
         assert gone.status_code == 204
-        again = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        again = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
         assert again.json()["error"] == "invalid_credentials"
 
 

@@ -35,3 +35,16 @@ def test_digest_depends_on_the_server_secret() -> None:
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError):
         CodeHasher(b"short")
+
+
+def test_codes_stored_under_a_retired_secret_still_match() -> None:
+    user = uuid.uuid4()
+    stored = CodeHasher(b"a" * 32).digest(user, "p", "123456")
+    rotated = CodeHasher(b"b" * 32, retired=[b"a" * 32])
+    assert rotated.matches(stored, user, "p", "123456")
+    assert not rotated.matches(stored, user, "p", "123457")
+    assert rotated.digest(user, "p", "123456") == CodeHasher(b"b" * 32).digest(user, "p", "123456")
+    assert rotated.digests(user, "p", "123456")[1] == stored
+    assert not CodeHasher(b"b" * 32).matches(stored, user, "p", "123456")
+    with pytest.raises(ValueError):
+        CodeHasher(b"b" * 32, retired=[b"short"])

@@ -58,12 +58,21 @@ def test_a_sealed_secret_opens_only_for_its_account_and_key() -> None:
     box, other_key = SecretBox(b"k" * 32), SecretBox(b"j" * 32)
     alice, bob = uuid.uuid4(), uuid.uuid4()
     sealed = box.seal(RFC_SECRET, alice)
-    assert box.open(sealed, alice) == RFC_SECRET
+    assert box.open(sealed, alice) == (RFC_SECRET, True)
     assert box.seal(RFC_SECRET, alice) != sealed  # a fresh nonce each time
     with pytest.raises(InvalidTag):
         box.open(sealed, bob)
     with pytest.raises(InvalidTag):
         other_key.open(sealed, alice)
+
+
+def test_a_secret_sealed_under_a_retired_key_opens_and_says_so() -> None:
+    old, new = SecretBox(b"k" * 32), SecretBox(b"j" * 32, retired=[b"k" * 32])
+    alice = uuid.uuid4()
+    assert new.open(old.seal(RFC_SECRET, alice), alice) == (RFC_SECRET, False)
+    assert new.open(new.seal(RFC_SECRET, alice), alice) == (RFC_SECRET, True)
+    with pytest.raises(InvalidTag):  # the new key is not the old box's
+        old.open(new.seal(RFC_SECRET, alice), alice)
 
 
 def test_recovery_codes() -> None:
