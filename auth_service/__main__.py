@@ -51,7 +51,8 @@ def main() -> None:
         asyncio.run(record_rotation(settings, "code_secret_rotation"))
         print(
             f"new code secret in {settings.code_secret_path}; the old one is accepted from "
-            f"{settings.retired_code_secrets_path}. Restart every auth instance."
+            f"{settings.retired_code_secrets_path}. Restart auth to use them (with several "
+            "instances sharing these files, stop them all, then start them)."
         )
     elif args.command == "keys":
         old, new = rotate(settings)

@@ -89,15 +89,20 @@ def load_code_secret(settings: AuthSettings) -> bytes:
 
 def load_retired_code_secrets(settings: AuthSettings) -> list[bytes]:
     """Earlier code secrets still accepted, newest first: AUTH_RETIRED_CODE_SECRETS
-    (comma-separated), else the file (one a line, newest first); none if it is absent."""
+    (comma-separated, each exactly as it was given as AUTH_CODE_SECRET), else the file (one
+    a line, each read as the code secret's file is: surrounding blanks dropped); none if
+    it is absent."""
     if settings.retired_code_secrets is not None:
         listed = settings.retired_code_secrets.get_secret_value().split(",")
-    else:
-        try:
-            listed = settings.retired_code_secrets_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-    return [s.strip().encode() for s in listed if s.strip()]
+        return [s.encode() for s in listed if s]
+    try:
+        return _retired_lines(settings.retired_code_secrets_path.read_bytes())
+    except FileNotFoundError:
+        return []
+
+
+def _retired_lines(content: bytes) -> list[bytes]:
+    return [line.strip() for line in content.splitlines() if line.strip()]
 
 
 def rotate_code_secret(settings: AuthSettings) -> None:
@@ -108,10 +113,15 @@ def rotate_code_secret(settings: AuthSettings) -> None:
             "the code secrets come from the environment (AUTH_CODE_SECRET, "
             "AUTH_RETIRED_CODE_SECRETS): rotate them there"
         )
-    old = load_code_secret(settings)
-    retired = [old, *load_retired_code_secrets(settings)]
+    retired = [load_code_secret(settings), *load_retired_code_secrets(settings)]
+    content = b"\n".join(retired) + b"\n"
+    if _retired_lines(content) != retired:  # a line break inside a secret (binary)
+        raise SystemExit(
+            f"the code secret in {settings.code_secret_path} cannot be kept one a line: "
+            "retire it by hand, through AUTH_CODE_SECRET and AUTH_RETIRED_CODE_SECRETS"
+        )
     # Retired first: an instance that reads the new secret always finds the old one kept.
-    _write_atomically(settings.retired_code_secrets_path, b"\n".join(retired) + b"\n", 0o600)
+    _write_atomically(settings.retired_code_secrets_path, content, 0o600)
     _write_atomically(settings.code_secret_path, secrets.token_hex(32).encode(), 0o600)
 
 

@@ -92,7 +92,9 @@ def ping_when_idle(engine: Engine) -> None:
             return  # new, or in use a moment ago
         try:
             alive = dialect.do_ping(dbapi_conn)
-        except Exception as exc:
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_conn, None):
+                raise  # not a dead connection: the checkout fails, as pre-ping's did
             raise InvalidatePoolError() from exc
         if not alive:
             raise InvalidatePoolError()

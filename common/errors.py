@@ -120,9 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if not exc.connection_invalidated:
-            return await _unexpected(request, exc)
+            raise exc  # the app's own handler of the unexpected answers it
         # The connection died under the request (the server restarted, or ended it): the
-        # pool has dropped it, and a retry gets a new one.
+        # pool has dropped it. Whether the request took effect is unknown (the drop may
+        # have come after its commit), so no retry is promised.
         log.warning(
             "database connection lost on %s %s: %s",
             request.method,
@@ -132,8 +133,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             503,
             "database_unavailable",
-            "the database connection was lost; try again",
-            {"Retry-After": "1"},
+            "the database connection was lost during the request; it may or may not have "
+            "taken effect",
         )
 
     @app.exception_handler(Exception)

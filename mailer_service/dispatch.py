@@ -194,6 +194,12 @@ def _may_pass(exc: Exception) -> bool:
     unreachable), as against one about this outcome's values, which never will."""
     if isinstance(exc, IntegrityError | DataError | sqlite3.IntegrityError | sqlite3.DataError):
         return False
+    if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "sqlstate", "")).startswith(
+        ("22", "23")
+    ):
+        # PostgreSQL's data exceptions and integrity violations, which SQLAlchemy's asyncpg
+        # adapter does not always raise as DataError (a NUL in a text, a number too big).
+        return False
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError) and exc.orig:
         exc = cast(Exception, exc.orig)  # a value SQLAlchemy could not convert
     return not isinstance(exc, ValueError | TypeError | OverflowError)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, bindparam, delete, func, select
+from sqlalchemy import Insert, Select, String, Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from common.clock import utcnow
 from common.events import DeliveryStatus
@@ -210,10 +211,19 @@ def _rows(table: Table) -> Select[Any]:
     (`<table>_<column>`), unnested side by side."""
     return select(
         *(
-            func.unnest(bindparam(f"{table.name}_{c}", type_=postgresql.ARRAY(table.c[c].type)))
+            func.unnest(
+                bindparam(f"{table.name}_{c}", type_=postgresql.ARRAY(_unbounded(table, c)))
+            )
             for c in _columns(table)
         )
     )
+
+
+def _unbounded(table: Table, column: str) -> TypeEngine[Any]:
+    """The column's type without a length: a cast to VARCHAR(64)[] would cut a longer
+    value short, where the insert into the column refuses it."""
+    kind = table.c[column].type
+    return String() if isinstance(kind, String) else kind
 
 
 def _arrays(table: Table, rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -16,6 +16,9 @@ from mailer_service.templates import Outgoing
 
 class SendError(Exception):
     def __init__(self, reason: str, *, permanent: bool) -> None:
+        # A server's reply is decoded with surrogateescape and may hold anything: the
+        # reason is stored and published, so it is made plain UTF-8 without NULs here.
+        reason = reason.encode("utf-8", "replace").decode().replace("\x00", "")
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent

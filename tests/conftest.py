@@ -104,12 +104,17 @@ class Stack:
 
     def own_keys(self, directory: Path) -> dict[str, str]:
         """Environment for an auth with a key pair of its own (generated here)."""
-        settings = auth_settings_for(directory, retired_keys_dir=directory / "retired")
+        settings = auth_settings_for(
+            directory,
+            retired_keys_dir=directory / "retired",
+            retired_code_secrets_path=directory / "retired_code_secrets",
+        )
         generate_missing(settings)
         return {
             "AUTH_PRIVATE_KEY_PATH": str(settings.private_key_path),
             "AUTH_PUBLIC_KEY_PATH": str(settings.public_key_path),
             "AUTH_CODE_SECRET_PATH": str(settings.code_secret_path),
+            "AUTH_RETIRED_CODE_SECRETS_PATH": str(settings.retired_code_secrets_path),
             "AUTH_RETIRED_KEYS_DIR": str(settings.retired_keys_dir),
         }
 
@@ -135,6 +140,7 @@ def stack(
         "AUTH_PRIVATE_KEY_PATH": str(key_dir / "private.pem"),
         "AUTH_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "AUTH_CODE_SECRET_PATH": str(key_dir / "code_secret"),
+        "AUTH_RETIRED_CODE_SECRETS_PATH": str(key_dir / "retired_code_secrets"),
         "AUTH_RESEND_COOLDOWN_SECONDS": str(TEST_RESEND_COOLDOWN),
         # Every test comes from 127.0.0.1; test_rate_limits.py runs its own auth with them on.
         "AUTH_RATE_LIMIT_ENABLED": "false",

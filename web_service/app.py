@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -202,6 +203,13 @@ def install_error_pages(app: FastAPI) -> None:
         if exc.status == 429:
             return await error_page(request, 429, "error.busy.title", "error.rate_limited_page")
         log.warning("unexpected API answer: %s", exc)
+        return await error_page(request, 503, "error.unavailable.title", "error.unavailable")
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> Response:
+        if not exc.connection_invalidated:
+            raise exc  # a page of the unexpected (below)
+        log.warning("database connection lost on %s %s", request.method, request.url.path)
         return await error_page(request, 503, "error.unavailable.title", "error.unavailable")
 
     @app.exception_handler(RequestValidationError)

@@ -127,12 +127,11 @@ def test_a_rotated_code_secret_strands_nothing(
     under the new one as it is used (so the old secret can go once every app has been)."""
     directory = tmp_path_factory.mktemp("code-secret")
     keys = stack.own_keys(directory)
-    retired = directory / "retired_code_secrets"
+    retired = Path(keys["AUTH_RETIRED_CODE_SECRETS_PATH"])
     database = directory / "auth.db"
     auth = stack.spawn(
         "auth_service",
         "auth-code-secret",
-        AUTH_RETIRED_CODE_SECRETS_PATH=str(retired),
         AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         **keys,
     )

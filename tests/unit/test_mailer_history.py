@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import make_engine, migrate
@@ -19,6 +19,7 @@ from common.events import DeliveryStatus
 from mailer_service.dispatch import _may_pass
 from mailer_service.history import History, Outcome
 from mailer_service.models import Base
+from mailer_service.smtp import SendError
 from tests.postgres import fresh_engine
 
 NOT_NULL = "(?i)not.null"  # SQLite's "NOT NULL constraint failed", PostgreSQL's "not-null"
@@ -82,9 +83,42 @@ async def test_one_bad_outcome_does_not_sink_the_group_committed_with_it(
     assert set(await history.seen(["bad", "good"])) == {"good"}
 
 
+async def test_a_value_too_long_is_never_stored_cut_short(engine: AsyncEngine) -> None:
+    """PostgreSQL refuses it (SQLite keeps it whole): a cut id would miss the dedupe."""
+    history = History(engine)
+    long_id = "e" * 70  # the column holds 64
+    outcome = Outcome(
+        long_id, "a@example.com", "login_code", DeliveryStatus.SENT, 1, datetime.now(UTC)
+    )
+    try:
+        await history.record(outcome)
+    except DBAPIError:
+        assert engine.dialect.name == "postgresql"
+    assert await history.seen([long_id[:64]]) == {}
+
+
+class _PostgresError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_a_reply_with_any_bytes_makes_a_storable_reason() -> None:
+    """aiosmtplib decodes replies with surrogateescape; PostgreSQL refuses NUL and lone
+    surrogates, and the reason is stored and published."""
+    reason = SendError("SMTP 550: caf\udce9\x00 refused", permanent=True).reason
+    assert reason == "SMTP 550: caf? refused"
+    reason.encode("utf-8")  # no lone surrogate left
+
+
 @pytest.mark.parametrize(
     ("error", "passes"),
     [
+        (DBAPIError("INSERT", {}, _PostgresError("22021")), False),  # a NUL in a text
+        (DBAPIError("INSERT", {}, _PostgresError("22000")), False),  # a number too big
+        (DBAPIError("INSERT", {}, _PostgresError("23502")), False),  # NOT NULL
+        (DBAPIError("INSERT", {}, _PostgresError("08006")), True),  # the connection failed
+        (DBAPIError("INSERT", {}, _PostgresError("57P01")), True),  # the server shut down
         (sqlite3.OperationalError("database or disk is full"), True),
         (sqlite3.OperationalError("database is locked"), True),
         (OSError("connection reset"), True),
