@@ -1,5 +1,7 @@
 """The results: one table (printed, written to bench/results.md and into the README's
-performance section) and a chart of throughput and latency percentiles (bench/results.png)."""
+performance section) and a chart of throughput and latency percentiles (bench/results.png).
+A run on PostgreSQL has files and a README block of its own (bench/results-postgres.*),
+so the two tables stand side by side and neither run overwrites the other's."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from bench.harness import CORES, LOAD_CORE, SERVICE_CORE, Figure
 
 HERE = Path(__file__).parent
 README = HERE.parent / "README.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _outputs(database: str) -> tuple[str, str, str]:
+    """(the results' file stem, the README block's begin and end markers)."""
+    kind = "-postgres" if database == "PostgreSQL" else ""
+    return f"results{kind}", f"<!-- bench{kind}:begin -->", f"<!-- bench{kind}:end -->"
 
 
 def _number(value: float) -> str:
@@ -47,13 +54,13 @@ def header(command: str, database: str) -> str:
 
 def write(figures: list[Figure], memory: dict[str, float], command: str, database: str) -> str:
     text = header(command, database) + "\n\n" + table(figures, memory) + "\n"
-    (HERE / "results.md").write_text("# Benchmark results\n\n" + text)
-    chart(figures, HERE / "results.png")
-    if README.exists() and BEGIN in README.read_text():
+    stem, begin, end = _outputs(database)
+    (HERE / f"{stem}.md").write_text("# Benchmark results\n\n" + text)
+    chart(figures, HERE / f"{stem}.png")
+    if README.exists() and begin in README.read_text():
         readme = README.read_text()
-        readme = re.sub(
-            f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{text}{END}", readme, flags=re.S
-        )
+        block = f"{re.escape(begin)}.*?{re.escape(end)}"
+        readme = re.sub(block, lambda _: f"{begin}\n{text}{end}", readme, flags=re.S)
         README.write_text(readme)
     return text
 
