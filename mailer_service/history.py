@@ -13,6 +13,7 @@ and COMMIT.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -202,8 +203,10 @@ DELIVERY: Table = Delivery.__table__  # type: ignore[assignment]
 ATTEMPT: Table = DeliveryAttempt.__table__  # type: ignore[assignment]
 
 
-def _columns(table: Table) -> list[str]:
-    return [c.name for c in table.columns if c.autoincrement is not True]
+@functools.cache
+def _columns(table: Table) -> tuple[str, ...]:
+    """The columns a group writes (not the attempts' own id); once a table, not a write."""
+    return tuple(c.name for c in table.columns if c.autoincrement is not True)
 
 
 def _rows(table: Table) -> Select[Any]:

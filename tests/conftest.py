@@ -37,12 +37,14 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def auth_settings_for(key_dir: Path, **overrides: Any) -> AuthSettings:
-    return AuthSettings(
-        private_key_path=key_dir / "private.pem",
-        public_key_path=key_dir / "public.pem",
-        code_secret_path=key_dir / "code_secret",
-        **overrides,
-    )
+    """Auth settings whose key material all lives in `key_dir`."""
+    paths: dict[str, Any] = {
+        "private_key_path": key_dir / "private.pem",
+        "public_key_path": key_dir / "public.pem",
+        "code_secret_path": key_dir / "code_secret",
+        "retired_code_secrets_path": key_dir / "retired_code_secrets",
+    }
+    return AuthSettings(**{**paths, **overrides})
 
 
 # The longest modules first, so that the two xdist workers (`--dist loadfile
@@ -104,11 +106,7 @@ class Stack:
 
     def own_keys(self, directory: Path) -> dict[str, str]:
         """Environment for an auth with a key pair of its own (generated here)."""
-        settings = auth_settings_for(
-            directory,
-            retired_keys_dir=directory / "retired",
-            retired_code_secrets_path=directory / "retired_code_secrets",
-        )
+        settings = auth_settings_for(directory, retired_keys_dir=directory / "retired")
         generate_missing(settings)
         return {
             "AUTH_PRIVATE_KEY_PATH": str(settings.private_key_path),

@@ -20,17 +20,16 @@ from auth_service.user_sessions import Client, end_sessions, session_row
 from common.clock import utcnow
 from common.db import make_engine, make_sessionmaker, migrate
 from common.events import SESSION_EVENTS_TOPIC, SESSIONS_PER_EVENT, SessionsEnded
+from tests.conftest import auth_settings_for
 
 KAFKA_MAX_REQUEST = 1_048_576  # aiokafka's default max_request_size, and Kafka's
 
 
 @pytest.fixture
 async def settings(tmp_path: Path) -> AuthSettings:
-    made = AuthSettings(
+    made = auth_settings_for(
+        tmp_path,
         database_url=f"sqlite+aiosqlite:///{tmp_path}/auth.db",
-        private_key_path=tmp_path / "private.pem",
-        public_key_path=tmp_path / "public.pem",
-        code_secret_path=tmp_path / "code_secret",
         retired_keys_dir=tmp_path / "retired",
     )
     generate_missing(made)

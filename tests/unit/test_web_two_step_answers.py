@@ -106,6 +106,17 @@ async def _at_the_second_step(http: httpx.AsyncClient) -> str:
     return _csrf((await http.get(first.headers["location"])).text)
 
 
+async def _second_step_answered(
+    http: httpx.AsyncClient, auth: FakeAuth, status: int, error: str
+) -> httpx.Response:
+    """The page the second step leads to when auth answers it with `status` `error`."""
+    token = await _at_the_second_step(http)
+    auth.answers["/v1/auth/login/mfa"] = lambda _: httpx.Response(
+        status, json={"error": error, "message": "x"}
+    )
+    return await http.post("/login/two-step", data={"csrf": token, "code": "123456"})
+
+
 async def _signed_in(http: httpx.AsyncClient, auth: FakeAuth, sub: str = ME) -> None:
     auth.answers["/v1/auth/login/mfa"] = lambda _: httpx.Response(200, json=_pair(sub, ("admin",)))
     token = await _at_the_second_step(http)
@@ -116,12 +127,7 @@ async def _signed_in(http: httpx.AsyncClient, auth: FakeAuth, sub: str = ME) -> 
 async def test_an_app_that_cannot_be_checked_says_what_still_works(
     site: tuple[httpx.AsyncClient, FakeAuth],
 ) -> None:
-    http, auth = site
-    token = await _at_the_second_step(http)
-    auth.answers["/v1/auth/login/mfa"] = lambda _: httpx.Response(
-        503, json={"error": "mfa_unavailable", "message": "x"}
-    )
-    page = await http.post("/login/two-step", data={"csrf": token, "code": "123456"})
+    page = await _second_step_answered(*site, 503, "mfa_unavailable")
     assert page.status_code == 400
     assert "Enter one of your recovery codes instead" in page.text
 
@@ -129,12 +135,8 @@ async def test_an_app_that_cannot_be_checked_says_what_still_works(
 async def test_an_account_disabled_mid_login_goes_back_to_the_login_and_says_so(
     site: tuple[httpx.AsyncClient, FakeAuth],
 ) -> None:
-    http, auth = site
-    token = await _at_the_second_step(http)
-    auth.answers["/v1/auth/login/mfa"] = lambda _: httpx.Response(
-        403, json={"error": "account_disabled", "message": "x"}
-    )
-    page = await http.post("/login/two-step", data={"csrf": token, "code": "123456"})
+    http, _ = site
+    page = await _second_step_answered(*site, 403, "account_disabled")
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
     assert "This account is disabled" in (await http.get(page.headers["location"])).text
 
