@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db import make_engine, make_sessionmaker, migrate
 from common.events import (
@@ -74,14 +74,7 @@ class Harness:
         await publish(self.kafka, *values, partition=partition)
 
     async def record(self, event_id: str, *, final: bool = True) -> Delivery | None:
-        """The event's row once it is finished (or, with final=False, once it exists)."""
-        for _ in range(300):
-            async with self.sessions() as session:
-                row = await session.get(Delivery, event_id, populate_existing=True)
-            if row is not None and (not final or row.status in ("sent", "failed")):
-                return row
-            await asyncio.sleep(0.05)
-        return None
+        return await finished_row(self.sessions, event_id, final=final)
 
     async def attempts(self, event_id: str) -> list[tuple[int, str]]:
         async with self.sessions() as session:
@@ -404,6 +397,20 @@ async def test_a_member_joining_mid_batch_repeats_nothing(tmp_path: Path) -> Non
     assert not repeated, f"{len(repeated)} sent twice"
 
 
+async def finished_row(
+    sessions: async_sessionmaker[AsyncSession], event_id: str, *, final: bool = True
+) -> Delivery | None:
+    """The event's row once it is finished (or, with final=False, once it exists): the
+    SMTP server has the email a moment before the mailer has committed its outcome."""
+    for _ in range(300):
+        async with sessions() as session:
+            row = await session.get(Delivery, event_id, populate_existing=True)
+        if row is not None and (not final or row.status in ("sent", "failed")):
+            return row
+        await asyncio.sleep(0.05)
+    return None
+
+
 async def test_a_retry_tier_no_longer_configured_is_still_drained(
     harness: Harness, tmp_path: Path
 ) -> None:
@@ -429,8 +436,7 @@ async def test_a_retry_tier_no_longer_configured_is_still_drained(
         )
         async with running_mailer(settings, kafka) as (engine, _):
             await harness.smtp.await_for(to)
-            async with make_sessionmaker(engine)() as session:
-                row = await session.get(Delivery, ev.event_id)
+            row = await finished_row(make_sessionmaker(engine), ev.event_id)
             assert row is not None and (row.status, row.attempts) == ("sent", 3)
 
 
