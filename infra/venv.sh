@@ -12,4 +12,12 @@ if [ ! -x .venv/bin/uv ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
 # --locked: fail, rather than quietly re-resolve, when pyproject.toml and uv.lock disagree.
-UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync --locked --quiet --python .venv/bin/python
+# --compile-bytecode, and compileall for our own packages: uv installs no .pyc files, and
+# where PYTHONDONTWRITEBYTECODE is set (many CI images set it) Python never writes them,
+# so every process would compile SQLAlchemy, pydantic, FastAPI… from source at each start
+# (several seconds of CPU each: the tests start hundreds of processes). Both skip files
+# already compiled, so a second run costs little.
+UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync --locked --quiet --python .venv/bin/python \
+  --compile-bytecode
+.venv/bin/python -m compileall -q -j0 \
+  auth_service films_service mailer_service web_service common infra bench tests
