@@ -23,7 +23,6 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.errors import StorageError
 from prometheus_client import Counter
 
 from auth_service.errors import RateLimited
@@ -77,7 +76,12 @@ class RateLimiter:
                 async with asyncio.timeout(REDIS_TIMEOUT):
                     await self._check(self._redis, item, scope, key)
                 return
-            except (StorageError, OSError, TimeoutError) as exc:
+            except RateLimited:
+                raise
+            except Exception as exc:  # whatever the Redis client raises, never a 5xx
+                # Not only StorageError, OSError and the timeout: a command cut short by
+                # the timeout leaves its connection closed under the client, which then
+                # raises uvloop's RuntimeError on every later use of it.
                 self._redis_failed(exc)
         await self._check(strategy, item, scope, key)
 
@@ -99,6 +103,7 @@ class RateLimiter:
                 REDIS_RETRY,
             )
         self._redis_down_until = time.monotonic() + REDIS_RETRY
+        self.close()  # connections a failure may have left half-used: the retry opens anew
 
     def close(self) -> None:
         if isinstance(self._redis_storage, RedisStorage):
@@ -111,7 +116,7 @@ class RateLimiter:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT * 2):
                 return bool(await self._redis_storage.check())
-        except (StorageError, OSError, TimeoutError):
+        except Exception:  # as in hit(): any failure means "not answering"
             return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from sqlalchemy.types import TypeDecorator
 
 # A pooled connection unused for this long is checked before it is handed out.
 PING_AFTER_IDLE_SECONDS = 1.0
+# How long a new PostgreSQL connection may take (unless the URL's `timeout` says).
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def ensure_sqlite_dir(database_url: str) -> None:
@@ -64,9 +67,52 @@ def make_engine(url: str) -> AsyncEngine:
 
         lock_for_update(engine.sync_engine)  # FOR UPDATE holds across processes too
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    # asyncpg waits 60 s for a server that does not answer; a request should not.
+    timeout = {} if "timeout" in make_url(url).query else {"timeout": CONNECT_TIMEOUT_SECONDS}
+    engine = create_async_engine(
+        url, pool_size=10, max_overflow=10, hide_parameters=True, connect_args=timeout
+    )
+    unreachable_on_connect(engine.sync_engine)
     ping_when_idle(engine.sync_engine)
     return engine
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to the database could be made: the server refused it, could not be
+    found or did not answer in time, or said it takes none now (starting up, shutting
+    down, out of connection slots). No statement of the work that wanted it ran on it.
+    Not an OSError, although one usually causes it: code that retries a broker on OSError
+    must not take the database's absence for the broker's."""
+
+
+# Answers at connect that mean "not now", not "configured wrong" (a wrong password or
+# database name stays the error it is): class 08, connection exceptions; too many
+# connections; shutting down, crashed, or starting up.
+_NOT_NOW = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def unreachable_on_connect(engine: Engine) -> None:
+    """Connecting fails with `DatabaseUnreachable` where the server cannot be reached.
+
+    asyncpg raises a plain `OSError` when the server refuses or cannot be resolved, which
+    SQLAlchemy passes on unwrapped: nothing would tell it from any other I/O error. A TLS
+    failure (an untrusted certificate) is an `OSError` too, but the configuration's fault,
+    so it stays what it is.
+    """
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Dialect, _: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except ssl.SSLError:
+            raise
+        except OSError as exc:  # refused, unknown host, timed out, closed at once
+            cause: Exception = exc
+        except dialect.loaded_dbapi.Error as exc:
+            if not str(getattr(exc, "sqlstate", None) or "").startswith(_NOT_NOW):
+                raise
+            cause = exc
+        raise DatabaseUnreachable(f"{type(cause).__name__}: {cause}") from cause
 
 
 def ping_when_idle(engine: Engine) -> None:

@@ -15,7 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.db import DatabaseUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,14 @@ def install_error_handlers(app: FastAPI) -> None:
             "the database connection was lost during the request; it may or may not have "
             "taken effect",
         )
+
+    @app.exception_handler(DatabaseUnreachable)
+    @app.exception_handler(PoolTimeout)
+    async def _no_database(request: Request, exc: Exception) -> JSONResponse:
+        # No connection could be had: the server is down or refusing, or every pooled
+        # connection stayed busy for the pool's whole timeout.
+        log.warning("no database connection for %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "database_unavailable", "the database could not be reached")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
@@ -32,6 +31,7 @@ from aiokafka.protocol.admin import (
 )
 
 from infra.ports import free_port
+from tests.tcp_relay import pipe
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 SASL_FAILED, UNSUPPORTED_SASL_MECHANISM = 58, 33
@@ -88,7 +88,7 @@ class KafkaGate:
             return
         try:
             if await self._authenticate(reader, writer, broker_reader, broker_writer):
-                await asyncio.gather(_pipe(reader, broker_writer), _pipe(broker_reader, writer))
+                await asyncio.gather(pipe(reader, broker_writer), pipe(broker_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
             pass  # a client that went away, or failed our TLS handshake
         finally:
@@ -209,11 +209,3 @@ async def _frame(reader: asyncio.StreamReader) -> bytes:
 
 def _response(correlation: int, body: bytes) -> bytes:
     return struct.pack(">ii", 4 + len(body), correlation) + body
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()

@@ -17,10 +17,11 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from common.db import make_engine, make_sessionmaker, migrate_apart
+from common.db import DatabaseUnreachable, make_engine, make_sessionmaker, migrate_apart
 from common.health import Check, database_check, health_router
 from common.http import setup_app
 from common.logs import setup_logging
@@ -210,6 +211,12 @@ def install_error_pages(app: FastAPI) -> None:
         if not exc.connection_invalidated:
             raise exc  # a page of the unexpected (below)
         log.warning("database connection lost on %s %s", request.method, request.url.path)
+        return await error_page(request, 503, "error.unavailable.title", "error.unavailable")
+
+    @app.exception_handler(DatabaseUnreachable)
+    @app.exception_handler(PoolTimeout)
+    async def _no_database(request: Request, exc: Exception) -> Response:
+        log.warning("no database connection for %s %s: %s", request.method, request.url.path, exc)
         return await error_page(request, 503, "error.unavailable.title", "error.unavailable")
 
     @app.exception_handler(RequestValidationError)

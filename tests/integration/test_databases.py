@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -31,6 +32,7 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -59,7 +61,7 @@ from films_service.favourites import add_favourite
 from films_service.models import Base as FilmsBase
 from films_service.models import Favourite, Film
 from mailer_service.history import History, Outcome
-from tests.postgres import end_connections, fresh_engine
+from tests.postgres import ADMIN_DSN, database_url, end_connections, fresh_engine
 
 T = TypeVar("T")
 
@@ -432,6 +434,33 @@ async def test_postgres_connections_the_server_ended_are_replaced_before_use(
             await one()
         assert lost.value.connection_invalidated
         assert list(await asyncio.gather(one(), one(), one())) == [1, 1, 1]  # pool renewed
+
+
+async def test_postgres_saying_not_now_at_connect_is_unreachable_but_a_wrong_role_is_not() -> None:
+    """A server out of connection slots (here: a role allowed none) is unreachable for
+    now, which the services answer with 503; a role that does not exist is the
+    configuration's fault and stays the database error it is (a 500, logged)."""
+    async with fresh_engine("connects") as (name, _):
+        role = f"no_slots_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+            url = make_url(database_url(name)).set(password=None)
+            full = make_engine(url.set(username=role).render_as_string())
+            wrong = make_engine(url.set(username="nobody_here").render_as_string())
+            try:
+                with pytest.raises(db.DatabaseUnreachable, match="too many connections"):
+                    async with full.connect():
+                        pass
+                with pytest.raises(DBAPIError, match="nobody_here"):
+                    async with wrong.connect():
+                        pass
+            finally:
+                await full.dispose()
+                await wrong.dispose()
+        finally:
+            await admin.execute(f"DROP ROLE {role}")
+            await admin.close()
 
 
 async def test_delivery_store_on_each_backend(engine: AsyncEngine) -> None:

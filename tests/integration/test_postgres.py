@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
 from common.kafka import KafkaSettings, ensure_topics, make_producer
@@ -23,6 +24,7 @@ from tests.integration.test_keys_and_roles import run_cli
 from tests.integration.test_two_step import one_code_one_sign_in
 from tests.postgres import create_databases, database_url, drop_databases
 from tests.support import Minter, ServiceProcess, unique_email, wait_until
+from tests.tcp_relay import TcpRelay
 
 
 @pytest.fixture(scope="module")
@@ -258,5 +260,44 @@ def test_mailer_on_postgres(stack: Stack) -> None:
                 assert (item["event_id"], item["status"]) == (event.event_id, "sent")
             finally:
                 mailer.stop()
+    finally:
+        asyncio.run(drop_databases(name))
+
+
+def test_auth_answers_503_while_its_database_is_away_and_recovers(stack: Stack) -> None:
+    """Auth's PostgreSQL goes away (a relay between them is cut: every connection reset,
+    new ones refused) and comes back. Meanwhile a request answers 503
+    `database_unavailable`: first on a pooled connection that dies under it, then with no
+    connection to be had. Once the server is back, the same process serves again."""
+    name = f"auth_away_{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_databases(name))
+    server = make_url(database_url(name))
+    try:
+        with TcpRelay(server.port or 5432, server.host or "127.0.0.1") as relay:
+            through_relay = server.set(host="127.0.0.1", port=relay.port)
+            auth = stack.spawn(
+                "auth_service",
+                name,
+                AUTH_DATABASE_URL=through_relay.render_as_string(hide_password=False),
+            )
+            try:
+                with httpx.Client(base_url=auth.url, timeout=30) as http:
+
+                    def login() -> httpx.Response:
+                        unknown = {"email": unique_email("away"), "password": PASSWORD}
+                        return http.post("/v1/auth/login", json=unknown)
+
+                    assert login().status_code == 401
+                    relay.cut()
+                    for _ in range(2):
+                        away = login()
+                        assert away.status_code == 503
+                        assert away.json()["error"] == "database_unavailable"
+                    assert http.get("/readyz").status_code == 503
+                    relay.restore()
+                    assert login().status_code == 401
+                    assert http.get("/readyz").status_code == 200
+            finally:
+                auth.stop()
     finally:
         asyncio.run(drop_databases(name))

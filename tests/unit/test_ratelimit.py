@@ -3,13 +3,17 @@ shared through the machine's real Redis, and a Redis outage that only costs shar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
+import uvloop
 from limits.aio.storage import RedisStorage
 
+from auth_service import ratelimit
 from auth_service.errors import RateLimited
 from auth_service.ratelimit import (
     PER_IP,
@@ -22,6 +26,7 @@ from auth_service.ratelimit import (
 )
 from infra.ports import free_port
 from tests.support import service_missing
+from tests.tcp_relay import TcpRelay
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -89,6 +94,43 @@ async def test_without_redis_it_counts_in_memory_and_never_fails() -> None:
     assert REDIS_FAILURES._value.get() > failures
     assert await limiter.redis_ok() is False
     limiter.close()
+
+
+def test_a_redis_command_cut_short_by_the_timeout_is_no_500(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a check can outlast the timeout. Cutting short a new connection's
+    handshake left it closed under the Redis client, which on the services' loop (uvloop)
+    then raised RuntimeError when used: a 500 on limited endpoints (seen in CI on a slow
+    machine). Now any failure of the Redis path counts as a Redis failure, the connections
+    are dropped, and the next check after the retry delay counts in Redis again."""
+    monkeypatch.setattr(ratelimit, "REDIS_RETRY", 0.0)
+    redis = urlsplit(REDIS_URL)
+
+    async def scenario(relay: TcpRelay) -> None:
+        through_relay = f"redis://127.0.0.1:{relay.port}{redis.path}"
+        first = RateLimiter(redis_url=through_relay, key_prefix=prefix)
+        second = RateLimiter(redis_url=REDIS_URL, key_prefix=prefix)
+        try:
+            relay.hold()  # the client's first connection: its handshake goes unanswered
+            monkeypatch.setattr(ratelimit, "REDIS_TIMEOUT", 0.2)
+            for _ in range(2):  # both cut short, both counted in memory
+                await first.hit("ip:login", "cut-short", Limit(10, 60))
+            relay.release()
+            monkeypatch.setattr(ratelimit, "REDIS_TIMEOUT", 10.0)  # a slow machine is no failure
+            await first.hit("ip:login", "10.0.0.3", Limit(2, 60))
+            await first.hit("ip:login", "10.0.0.3", Limit(2, 60))
+            with pytest.raises(RateLimited):  # so both were counted in Redis
+                await second.hit("ip:login", "10.0.0.3", Limit(2, 60))
+        finally:
+            first.close()
+            second.close()
+
+    with (
+        TcpRelay(redis.port or 6379, redis.hostname or "127.0.0.1") as relay,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(scenario(relay))
 
 
 def test_limits_are_configurable_and_misspellings_refused() -> None:
