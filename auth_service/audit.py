@@ -28,6 +28,7 @@ EVENTS = {
     "login_failed",
     "lockout",
     "refresh_reuse",
+    "refresh_replayed",  # a rotated token again within the grace period (a lost answer)
     "logout",
     "password_reset_requested",
     "password_reset",

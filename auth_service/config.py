@@ -42,6 +42,10 @@ class AuthSettings(BaseSettings):
     token_audience: str = "api"
     access_token_ttl_seconds: int = Field(default=900, ge=60)
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=300)
+    # Off by default: how long after its rotation a refresh token presented again gets
+    # the family's next pair instead of ending it, while its successor is unused
+    # (auth_service/refresh.py).
+    refresh_reuse_grace_seconds: int = Field(default=0, ge=0, le=60)
 
     code_ttl_seconds: int = Field(default=600, ge=60)
     code_max_attempts: int = Field(default=5, ge=1)

@@ -96,6 +96,9 @@ class RefreshToken(Base):
     # Revoked because auth replaced the session's pair (an address change), not because
     # its holder rotated it: presenting it again is no sign of a copy (auth_service/refresh.py).
     superseded: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Rotated by the grace period's replay of its predecessor (auth_service/refresh.py):
+    # never presented before, so presenting it now is a copy's, never a replay.
+    replayed_over: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class OutboxEvent(Base):

@@ -3,6 +3,13 @@
 A family is one login's chain of rotations: a session (`user_sessions.py`). Presenting a
 token that was already rotated means two parties hold it (the legitimate client and a
 thief), so the whole family dies. A disabled account's tokens are refused.
+
+With `AUTH_REFRESH_REUSE_GRACE_SECONDS` set (off by default), a client that never got
+the answer to its refresh (a dropped response, a 503 after the commit) may present the
+same token again within that many seconds of its rotation, as long as the token it was
+rotated into is still unused: it gets the family's next pair, and the unused successor
+counts as rotated (and can itself be no replay), so a copy of it presented later, even
+within the period, is a reuse.
 """
 
 from __future__ import annotations
@@ -11,9 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service import audit
@@ -43,16 +50,19 @@ _ROLES = (
     )
     .scalar_subquery()
 )
-_ROTATE = (
-    update(_TOKENS)
-    .where(
-        _TOKENS.c.token_hash == bindparam("hash"),
-        _TOKENS.c.revoked_at.is_(None),
-        _TOKENS.c.expires_at > bindparam("now"),
+
+
+def _rotating(*which: ColumnElement[bool], **also: Any) -> Any:
+    """UPDATE … RETURNING that rotates the live, unexpired token matching `which`."""
+    return (
+        update(_TOKENS)
+        .where(*which, _TOKENS.c.revoked_at.is_(None), _TOKENS.c.expires_at > bindparam("now"))
+        .values(revoked_at=bindparam("now"), **also)
+        .returning(_TOKENS.c.user_id, _TOKENS.c.family_id, _ROLES.label("roles"))
     )
-    .values(revoked_at=bindparam("now"))
-    .returning(_TOKENS.c.user_id, _TOKENS.c.family_id, _ROLES.label("roles"))
-)
+
+
+_ROTATE = _rotating(_TOKENS.c.token_hash == bindparam("hash"))
 # Only a live session: a token that outlived its session's end (issued while it ended)
 # refreshes nothing.
 _TOUCH = (
@@ -60,6 +70,14 @@ _TOUCH = (
     .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
     .returning(_SESSIONS.c.amr)
+)
+# The grace path: the unused successor of a token rotated at `after` (a rotation creates
+# the successor at the instant it revokes the token), rotated in its turn and marked so:
+# its holder never had it, so it can be no replay.
+_ROTATE_SUCCESSOR = _rotating(
+    _TOKENS.c.family_id == bindparam("family"),
+    _TOKENS.c.created_at == bindparam("after"),
+    replayed_over=True,
 )
 _INSERT = insert(_TOKENS)
 _OPEN = insert(_SESSIONS)
@@ -168,66 +186,96 @@ class RefreshTokens:
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
-        revoked tokens; a rotated one presented again also revokes the whole family.
+        revoked tokens; a rotated one presented again also revokes the whole family (but
+        see the grace period above).
 
         The hot path of a busy auth, so it runs three prepared Core statements on a plain
         connection (no ORM session, no statement built per call) and signs after the
         commit."""
         now = utcnow()
         token_hash = hash_refresh_token(presented)
-        refresh = new_refresh_token()
         async with self.engine.begin() as conn:
             # One statement finds and rotates a live token: of two concurrent uses, one wins.
             live = (await conn.execute(_ROTATE, {"hash": token_hash, "now": now})).one_or_none()
             if live is not None:
-                if live.roles is None:  # gone, unverified or disabled: the rotation is undone
-                    raise InvalidGrant  # leaving the block rolls back
-                touch = {
-                    "sid": live.family_id,
-                    "now": now,
-                    "ip": client.ip,
-                    "ua": client.user_agent,
-                }
-                touched = (await conn.execute(_TOUCH, touch)).one_or_none()
-                if touched is None:  # the session ended
-                    raise InvalidGrant  # leaving the block rolls back
-                await conn.execute(
-                    _INSERT, self._token_row(live.user_id, live.family_id, refresh, now)
-                )
+                grant = await self._advance(conn, live, now, client)
         if live is None:
             async with self.sessions() as session:
-                await self._refuse(session, token_hash, now, client.ip)
-        amr = signed_in_as(touched.amr)
-        grant = Grant(self.access_tokens, live.user_id, live.roles, live.family_id, refresh, amr)
+                grant = await self._rotated_again(session, token_hash, now, client)
         return grant.sign()
+
+    async def _advance(
+        self, conn: AsyncConnection, spent: Any, now: datetime, client: Client
+    ) -> Grant:
+        """The family's next token, once `spent` (user_id, family_id, roles) was rotated
+        in this transaction; InvalidGrant, which rolls it back, where the account may no
+        longer refresh or the session ended."""
+        if spent.roles is None:  # gone, unverified or disabled
+            raise InvalidGrant
+        touch = {"sid": spent.family_id, "now": now, "ip": client.ip, "ua": client.user_agent}
+        touched = (await conn.execute(_TOUCH, touch)).one_or_none()
+        if touched is None:  # the session ended
+            raise InvalidGrant
+        refresh = new_refresh_token()
+        await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
+        amr = signed_in_as(touched.amr)
+        return Grant(self.access_tokens, spent.user_id, spent.roles, spent.family_id, refresh, amr)
 
     @property
     def engine(self) -> AsyncEngine:
         return engine_of(self.sessions)
 
-    async def _refuse(
-        self, session: AsyncSession, token_hash: str, now: datetime, ip: str | None
-    ) -> NoReturn:
+    async def _rotated_again(
+        self, session: AsyncSession, token_hash: str, now: datetime, client: Client
+    ) -> Grant:
+        """A token that is not live: unknown, expired, superseded, of an ended session, or
+        rotated. A rotated one is a reuse, which ends its family, unless it is a replay
+        within the grace period whose successor is still unused."""
         row = await session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_hash)
         )
         if (
-            row is not None
-            and row.revoked_at is not None
-            and not row.superseded
-            and row.expires_at > now
+            row is None
+            or row.revoked_at is None  # expired
+            or row.superseded
+            or row.expires_at <= now
         ):
-            ended = await session.scalar(
-                select(UserSession.ended_at).where(UserSession.id == row.family_id)
-            )
-            if ended is not None:  # logged out, or ended by the user or an admin: no theft
-                raise InvalidGrant
-            # Rotated already: someone else holds a copy. End the family.
-            await end_sessions(session, UserSession.id == row.family_id)
-            audit.record(session, "refresh_reuse", user_id=row.user_id, ip=ip)
-            await session.commit()
-            self.wake_relay()
+            raise InvalidGrant
+        ended = await session.scalar(
+            select(UserSession.ended_at).where(UserSession.id == row.family_id)
+        )
+        if ended is not None:  # logged out, or ended by the user or an admin: no theft
+            raise InvalidGrant
+        grace = self.settings.refresh_reuse_grace_seconds
+        if grace and not row.replayed_over and now - row.revoked_at <= timedelta(seconds=grace):
+            grant = await self._replay(session, row, now, client)
+            if grant is not None:
+                return grant
+        # Rotated already: someone else holds a copy. End the family.
+        await end_sessions(session, UserSession.id == row.family_id)
+        audit.record(session, "refresh_reuse", user_id=row.user_id, ip=client.ip)
+        await session.commit()
+        self.wake_relay()
         raise InvalidGrant
+
+    async def _replay(
+        self, session: AsyncSession, row: RefreshToken, now: datetime, client: Client
+    ) -> Grant | None:
+        """The grace period's answer to `row` presented again: its successor rotated and
+        the family's next token, committed, if the successor is still unused; None if not.
+        On the session's own connection: SQLite's pool has only the one."""
+        assert row.revoked_at is not None
+        conn = await session.connection()
+        after = {"family": row.family_id, "after": row.revoked_at, "now": now}
+        successor = (await conn.execute(_ROTATE_SUCCESSOR, after)).one_or_none()
+        if successor is None:
+            return None
+        grant = await self._advance(conn, successor, now, client)
+        await conn.execute(
+            audit.INSERT, audit.entry("refresh_replayed", user_id=row.user_id, ip=client.ip)
+        )
+        await session.commit()
+        return grant
 
     async def revoke(self, presented: str, ip: str | None = None) -> None:
         """Logout: end the presented token's whole login session."""

@@ -8,6 +8,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,4 +60,19 @@ async def fresh_engine(prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
         yield name, engine
     finally:
         await engine.dispose()
+        await drop_databases(name)
+
+
+@contextlib.asynccontextmanager
+async def fresh_url(backend: str, directory: Path, prefix: str) -> AsyncIterator[str]:
+    """The URL of a fresh database on `backend`: "sqlite", a file in `directory`;
+    "postgresql", a database made now and dropped after."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory}/{prefix}.db"
+        return
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await create_databases(name)
+    try:
+        yield database_url(name)
+    finally:
         await drop_databases(name)

@@ -51,7 +51,7 @@ from mailer_service.housekeeping import sweep as mailer_sweep
 from mailer_service.models import Base as MailerBase
 from mailer_service.models import Delivery, DeliveryAttempt
 from tests.conftest import auth_settings_for
-from tests.postgres import create_databases, database_url, drop_databases
+from tests.postgres import fresh_url
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 SETTINGS = AuthSettings(
@@ -67,15 +67,8 @@ SETTINGS = AuthSettings(
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/housekeeping.db"
-        return
-    name = f"housekeeping_{uuid.uuid4().hex[:8]}"
-    await create_databases(name)
-    try:
-        yield database_url(name)
-    finally:
-        await drop_databases(name)
+    async with fresh_url(request.param, tmp_path, "housekeeping") as made:
+        yield made
 
 
 async def migrated(url: str, base: type[DeclarativeBase]) -> AsyncIterator[AsyncEngine]:
