@@ -491,5 +491,7 @@ async def _until_a_statement_waits_for_a_lock(
             )
             if waiting:
                 return
+            # A transaction reads pg_stat_activity once: end it to see the next change.
+            await conn.rollback()
             await asyncio.sleep(0.1)
     raise AssertionError("the login's claim never waited for the confirmation's lock")
