@@ -14,6 +14,7 @@ from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
+from auth_service.floors import AnswerFloors
 from auth_service.housekeeping import sweep
 from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
@@ -99,6 +100,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         use_verifier(app, keys)  # the current key and the retired ones still live
         app.state.keys = keys
         app.state.settings = settings
+        app.state.answer_floors = AnswerFloors(settings.enumeration_floor_ms / 1000)
         app.state.limiter = limiter = RateLimiter(
             settings.rate_limit_enabled, settings.redis_url, settings.redis_key_prefix
         )

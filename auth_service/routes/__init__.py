@@ -90,14 +90,14 @@ def token_pair(pair: TokenPair) -> Response:
 
 @asynccontextmanager
 async def answer_no_sooner(request: Request, *, failures_only: bool = False) -> AsyncIterator[None]:
-    """Pad the response to a fixed floor, so no branch is measurably faster than another.
-    With `failures_only`, an answer that succeeds is not held back: a right code says
-    nothing its sender did not know."""
-    floor = request.app.state.settings.enumeration_floor_ms / 1000
+    """Pad the response to the route's floor (`auth_service/floors.py`), so no branch is
+    measurably faster than another. With `failures_only`, an answer that succeeds is not
+    held back: a right code says nothing its sender did not know."""
+    floor = request.app.state.answer_floors[request.scope["route"].path]
     started = time.perf_counter()
 
     async def pad() -> None:
-        await asyncio.sleep(max(0.0, floor - (time.perf_counter() - started)))
+        await asyncio.sleep(floor.hold(time.perf_counter() - started))
 
     try:
         yield
