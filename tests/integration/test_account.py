@@ -298,10 +298,14 @@ def test_a_stranger_cannot_delete_without_the_password(stack: Stack, http: httpx
 def test_an_address_change_asked_too_soon_says_when(stack: Stack, http: httpx.Client) -> None:
     """Within the resend cooldown (here: right after a first change was asked for) the
     caller hears when to ask again, rather than an "accepted" for a code never sent."""
-    account = cooled_down_account(stack, http, "hasty")
-    assert ask_email_change(http, account, unique_email("hasty-first")).status_code == 202
-    new_email = unique_email("hasty-new")
-    early = ask_email_change(http, account, new_email)  # timed from the first ask, not a delivery
+    for _ in range(3):  # a machine so busy that the second ask came after the cooldown
+        account = cooled_down_account(stack, http, "hasty")
+        asked = time.monotonic()
+        assert ask_email_change(http, account, unique_email("hasty-first")).status_code == 202
+        new_email = unique_email("hasty-new")
+        early = ask_email_change(http, account, new_email)  # from the first ask, not a delivery
+        if early.status_code != 202 or time.monotonic() - asked < TEST_RESEND_COOLDOWN:
+            break
     assert early.status_code == 429, early.text
     assert early.json()["error"] == "rate_limited"
     assert 1 <= int(early.headers["Retry-After"]) <= TEST_RESEND_COOLDOWN

@@ -156,14 +156,18 @@ def test_a_second_signup_with_another_password_cannot_set_it(
     first: neither password becomes the account's. Verification signs in whoever reads
     the mail (the owner), who then sets a password with "forgot password". Before, the
     newest sign-up's password rode on the only live code, the one in the owner's inbox."""
-    email = unique_email()
     url = f"{stack.auth.url}/v1/auth/signup"
     owner, stranger = "the owner's passphrase", "a stranger's passphrase"
     first, second = (stranger, owner) if stranger_first else (owner, stranger)
-    assert http.post(url, json={"email": email, "password": first}).status_code == 202
-    # Within the cooldown: no second email. Asked before waiting for the first email: its
-    # delivery may take longer than the test's 2 s cooldown on a busy machine.
-    assert http.post(url, json={"email": email, "password": second}).status_code == 202
+    for _ in range(3):  # again if a busy machine took the cooldown between the two
+        email = unique_email()
+        asked = time.monotonic()
+        assert http.post(url, json={"email": email, "password": first}).status_code == 202
+        # Within the cooldown: no second email. Asked before waiting for the first email:
+        # its delivery may take longer than the test's 2 s cooldown on a busy machine.
+        assert http.post(url, json={"email": email, "password": second}).status_code == 202
+        if time.monotonic() - asked < TEST_RESEND_COOLDOWN:
+            break
     [received] = stack.smtp.wait_for(email)
     time.sleep(0.5)  # a second email, had one been sent, would likely be here by now
     assert len(stack.smtp.to(email)) == 1
