@@ -51,7 +51,7 @@ class SelfService:
             changed = await session.execute(
                 update(User)
                 .where(User.id == user.id, User.password_hash == user.password_hash)
-                .values(password_hash=new_hash)
+                .values(password_hash=new_hash, locale=locale)
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
@@ -85,6 +85,7 @@ class SelfService:
             if not a.cooled_down(row, now):
                 raise RateLimited(a.cooldown_left(row, now))
             row.last_mail_at = now
+            row.locale = locale
             taken = await a.user_by_email(session, new_email) is not None
             audit.record(
                 session,
@@ -115,6 +116,7 @@ class SelfService:
                 await session.commit()  # the code is used up all the same
                 raise EmailTaken
             user.email = new  # still verified: the code proved the new mailbox
+            user.locale = locale
             try:  # written now: reissue's queries would flush it outside this try
                 await session.flush()
             except IntegrityError as exc:  # another account took the address meanwhile

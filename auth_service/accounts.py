@@ -150,7 +150,7 @@ class Accounts:
             if user is None and not send:
                 return True
             if user is None:
-                user = User(email=email, password_hash=password_hash, roles=[])
+                user = User(email=email, password_hash=password_hash, roles=[], locale=locale)
                 session.add(user)
                 await session.flush()
                 self.send_code(session, user, VERIFY, locale, now, password_hash)

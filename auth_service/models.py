@@ -27,6 +27,9 @@ class User(Base):
     last_mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set by an admin: no login, no refresh, every session ended.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The language of the sign-up, and of the account's last change made signed in: what
+    # an email the account did not ask for (an admin's change) is written in.
+    locale: Mapped[str | None] = mapped_column(String(8))
 
     @property
     def disabled(self) -> bool:

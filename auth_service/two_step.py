@@ -153,6 +153,7 @@ class TwoStep:
             if not await self._app_code(session, factor, code.replace(" ", ""), now):
                 await self._failed(session, row, factor, ip, "confirm")
             factor.confirmed_at = now
+            row.locale = locale
             factor.failures, factor.failures_since = 0, None  # typos while setting it up
             # A session opened with the password alone (maybe a thief's, maybe one that
             # raced this confirmation) does not outlive the change, as with a new password.
@@ -172,6 +173,7 @@ class TwoStep:
         await self.self_service.check_password(user, password, ip, "mfa_disable")
         async with self.accounts.sessions() as session:
             row = await self._second_step(session, user, code, ip, "disable")
+            row.locale = locale
             await turn_off(session, row, locale, ip)
             await session.commit()
         self.accounts.relay.notify()

@@ -65,14 +65,15 @@ class App:
         return self._totp.generate(self._last * 30).decode()
 
 
-def turn_on(http: httpx.Client, account: Account) -> tuple[App, list[str]]:
+def turn_on(http: httpx.Client, account: Account, locale: str = "en") -> tuple[App, list[str]]:
     setup = http.post(
         "/v1/auth/mfa/totp", json={"password": account.password}, headers=account.bearer
     )
     assert setup.status_code == 200, setup.text
     assert setup.headers["cache-control"] == "no-store"
     app = App(setup.json()["secret"])
-    done = http.post("/v1/auth/mfa/totp/confirm", json={"code": app.code()}, headers=account.bearer)
+    confirm = {"code": app.code(), "locale": locale}
+    done = http.post("/v1/auth/mfa/totp/confirm", json=confirm, headers=account.bearer)
     assert done.status_code == 200, done.text
     return app, done.json()["recovery_codes"]
 
@@ -438,6 +439,18 @@ def test_an_admin_turns_it_off_for_someone_locked_out(stack: Stack, http: httpx.
     # (maybe stolen) admin token alone.
     own = http.patch(f"/v1/admin/users/{admin.id}", json={"mfa": False}, headers=admin.bearer)
     assert (own.status_code, error(own)) == (409, "own_two_step")
+
+
+def test_an_admins_notice_is_in_the_owners_language(stack: Stack, http: httpx.Client) -> None:
+    """The owner turned the app on in Russian; the notice that an admin turned it off,
+    which the owner did not ask for, is in Russian too (it used to be in English)."""
+    account = new_account(stack, http, "mfa-ru")
+    turn_on(http, account, locale="ru")
+    admin = new_admin(stack, http)
+    off = http.patch(f"/v1/admin/users/{account.id}", json={"mfa": False}, headers=admin.bearer)
+    assert off.status_code == 200, off.text
+    notice = stack.smtp.wait_for(account.email, count=3)[-1]
+    assert notice.message["Subject"] == "Двухэтапный вход в аккаунт Films выключен"
 
 
 def amr(pair: httpx.Response) -> Any:
