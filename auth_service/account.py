@@ -39,7 +39,7 @@ class SelfService:
     accounts: Accounts
 
     async def change_password(
-        self, caller: Caller, current: str, new: str, locale: str, ip: str | None = None
+        self, caller: Caller, current: str, new: str, locale: str | None, ip: str | None = None
     ) -> None:
         """Set a new password and end every other session; a notice goes to the address."""
         a, user = self.accounts, caller.user
@@ -51,7 +51,7 @@ class SelfService:
             changed = await session.execute(
                 update(User)
                 .where(User.id == user.id, User.password_hash == user.password_hash)
-                .values(password_hash=new_hash, locale=locale)
+                .values(password_hash=new_hash, locale=locale or User.locale)
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
@@ -61,14 +61,20 @@ class SelfService:
             # A reset code in flight would undo the change: it was asked for before it.
             await a.codes.retire(session, user.id, RESET, utcnow())
             audit.record(session, "password_changed", user_id=user.id, email=user.email, ip=ip)
-            events.email_notice(session, EmailEventType.PASSWORD_CHANGED_NOTICE, user.email, locale)
+            notice = EmailEventType.PASSWORD_CHANGED_NOTICE
+            events.email_notice(session, notice, user.email, user.language(locale))
             events.user_event(
                 session, UserEventType.PASSWORD_CHANGED, user.id, kept_session=caller.session_id
             )
         a.relay.notify()
 
     async def request_email_change(
-        self, caller: Caller, new_email: str, password: str, locale: str, ip: str | None = None
+        self,
+        caller: Caller,
+        new_email: str,
+        password: str,
+        locale: str | None,
+        ip: str | None = None,
     ) -> None:
         """Email a code to `new_email`, unless another account has it (then nothing is sent,
         and the answer is the same). The resend cooldown runs either way; within it the
@@ -85,7 +91,7 @@ class SelfService:
             if not a.cooled_down(row, now):
                 raise RateLimited(a.cooldown_left(row, now))
             row.last_mail_at = now
-            row.locale = locale
+            row.language(locale)
             taken = await a.user_by_email(session, new_email) is not None
             audit.record(
                 session,
@@ -98,11 +104,11 @@ class SelfService:
             if taken:
                 return
             await a.codes.retire(session, user.id, EMAIL_CHANGE, now)
-            a.send_code(session, row, EMAIL_CHANGE, locale, now, new_email=new_email)
+            a.send_code(session, row, EMAIL_CHANGE, row.language(), now, new_email=new_email)
         a.relay.notify()
 
     async def confirm_email_change(
-        self, caller: Caller, code: str, locale: str, client: Client
+        self, caller: Caller, code: str, locale: str | None, client: Client
     ) -> TokenPair:
         """Move the account to the address the code went to (if still free), tell the old
         address, and replace the caller's tokens."""
@@ -116,7 +122,7 @@ class SelfService:
                 await session.commit()  # the code is used up all the same
                 raise EmailTaken
             user.email = new  # still verified: the code proved the new mailbox
-            user.locale = locale
+            user.language(locale)
             try:  # written now: reissue's queries would flush it outside this try
                 await session.flush()
             except IntegrityError as exc:  # another account took the address meanwhile
@@ -127,7 +133,7 @@ class SelfService:
             for purpose in (RESET, LOGIN_CODE):
                 await a.codes.retire(session, user.id, purpose, now)
             audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
-            events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, locale)
+            events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, user.language())
             events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)
             grant = await a.tokens.reissue(session, user, caller.session_id)
             await session.commit()

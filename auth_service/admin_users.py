@@ -141,7 +141,7 @@ class UserAdmin:
                 await self._set_disabled(session, user, disabled, admin, ip)
             on = bool(await with_factor(session, [user.id]))
             if mfa is False and on:
-                await turn_off(session, user, user.locale or "en", ip, admin=admin)
+                await turn_off(session, user, user.language(), ip, admin=admin)
                 on = False
         self.relay.notify()
         return Found(user, on)

@@ -15,8 +15,10 @@ from collections import deque
 
 from prometheus_client import Gauge
 
-WINDOW = 32  # answers remembered per route
-MEMORY_SECONDS = 60.0  # and none older than this: one slow start-up is soon forgotten
+WINDOW = 256  # answers remembered per route
+# And none older than this. Long, because a lone probe after a quiet spell meets the floor
+# as it stands: an attacker must wait this long between probes to see a branch's own cost.
+MEMORY_SECONDS = 600.0
 CAP = 10
 
 FLOOR = Gauge(

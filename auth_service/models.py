@@ -35,6 +35,13 @@ class User(Base):
     def disabled(self) -> bool:
         return self.disabled_at is not None
 
+    def language(self, asked: str | None = None) -> str:
+        """The language of an email for a signed-in request that names `asked` (kept from
+        now on) or none (the account's own)."""
+        if asked is not None:
+            self.locale = asked
+        return self.locale or "en"
+
 
 class OneTimeCode(Base):
     """An emailed code, stored only as an HMAC. `consumed_at` is set when it is used,

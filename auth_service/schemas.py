@@ -115,18 +115,18 @@ class LoginCodeVerifyIn(StrictModel):
 class PasswordChangeIn(StrictModel):
     current_password: AnyPassword
     new_password: Password
-    locale: Locale = "en"  # of the notice email
+    locale: Locale | None = None  # of the notice email; none: the account's (User.language)
 
 
 class EmailChangeIn(StrictModel):
     new_email: Email
     password: AnyPassword
-    locale: Locale = "en"
+    locale: Locale | None = None
 
 
 class EmailChangeConfirmIn(StrictModel):
     code: Code
-    locale: Locale = "en"  # of the notice to the old address
+    locale: Locale | None = None  # of the notice to the old address
 
 
 class DeleteAccountIn(StrictModel):
@@ -153,7 +153,7 @@ class TotpBeginIn(StrictModel):
 
 class TotpConfirmIn(StrictModel):
     code: AppCode
-    locale: Locale = "en"  # of the notice email
+    locale: Locale | None = None  # of the notice email
 
 
 class SecondStepIn(StrictModel):
@@ -161,7 +161,7 @@ class SecondStepIn(StrictModel):
 
     password: AnyPassword
     code: SecondStepCode
-    locale: Locale = "en"  # of the notice email when it is turned off
+    locale: Locale | None = None  # of the notice email when it is turned off
 
 
 class MfaStatusOut(BaseModel):

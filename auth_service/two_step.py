@@ -136,7 +136,7 @@ class TwoStep:
         return TotpSetup(base32(secret), otpauth_uri(secret, user.email, issuer))
 
     async def confirm(
-        self, caller: Caller, code: str, locale: str = "en", ip: str | None = None
+        self, caller: Caller, code: str, locale: str | None = None, ip: str | None = None
     ) -> list[str]:
         """Turn it on with the app's first code; the recovery codes, to show once. A notice
         goes to the address."""
@@ -153,28 +153,33 @@ class TwoStep:
             if not await self._app_code(session, factor, code.replace(" ", ""), now):
                 await self._failed(session, row, factor, ip, "confirm")
             factor.confirmed_at = now
-            row.locale = locale
+            row.language(locale)
             factor.failures, factor.failures_since = 0, None  # typos while setting it up
             # A session opened with the password alone (maybe a thief's, maybe one that
             # raced this confirmation) does not outlive the change, as with a new password.
             await end_others(session, caller)
             codes = await self._new_recovery_codes(session, user.id, now)
             audit.record(session, "mfa_enabled", user_id=user.id, email=row.email, ip=ip)
-            events.email_notice(session, EmailEventType.MFA_ENABLED_NOTICE, row.email, locale)
+            notice = EmailEventType.MFA_ENABLED_NOTICE
+            events.email_notice(session, notice, row.email, row.language())
             await session.commit()
         self.accounts.relay.notify()
         return codes
 
     async def disable(
-        self, caller: Caller, password: str, code: str, locale: str = "en", ip: str | None = None
+        self,
+        caller: Caller,
+        password: str,
+        code: str,
+        locale: str | None = None,
+        ip: str | None = None,
     ) -> None:
         """Turn it off; a notice goes to the address."""
         user = caller.user
         await self.self_service.check_password(user, password, ip, "mfa_disable")
         async with self.accounts.sessions() as session:
             row = await self._second_step(session, user, code, ip, "disable")
-            row.locale = locale
-            await turn_off(session, row, locale, ip)
+            await turn_off(session, row, row.language(locale), ip)
             await session.commit()
         self.accounts.relay.notify()
 

@@ -303,9 +303,13 @@ def test_an_address_change_asked_too_soon_says_when(stack: Stack, http: httpx.Cl
         asked = time.monotonic()
         assert ask_email_change(http, account, unique_email("hasty-first")).status_code == 202
         new_email = unique_email("hasty-new")
+        # Timed up to the second ask's sending, not its answer, which the floor may hold.
+        in_time = time.monotonic() - asked < TEST_RESEND_COOLDOWN - 0.5
         early = ask_email_change(http, account, new_email)  # from the first ask, not a delivery
-        if early.status_code != 202 or time.monotonic() - asked < TEST_RESEND_COOLDOWN:
+        if early.status_code != 202 or in_time:
             break
+    else:
+        pytest.fail("the machine never asked twice within the cooldown")
     assert early.status_code == 429, early.text
     assert early.json()["error"] == "rate_limited"
     assert 1 <= int(early.headers["Retry-After"]) <= TEST_RESEND_COOLDOWN

@@ -443,7 +443,8 @@ def test_an_admin_turns_it_off_for_someone_locked_out(stack: Stack, http: httpx.
 
 def test_an_admins_notice_is_in_the_owners_language(stack: Stack, http: httpx.Client) -> None:
     """The owner turned the app on in Russian; the notice that an admin turned it off,
-    which the owner did not ask for, is in Russian too (it used to be in English)."""
+    which the owner did not ask for, is in Russian too (it used to be in English), and so
+    is the notice of a change whose request names no language."""
     account = new_account(stack, http, "mfa-ru")
     turn_on(http, account, locale="ru")
     admin = new_admin(stack, http)
@@ -451,6 +452,11 @@ def test_an_admins_notice_is_in_the_owners_language(stack: Stack, http: httpx.Cl
     assert off.status_code == 200, off.text
     notice = stack.smtp.wait_for(account.email, count=3)[-1]
     assert notice.message["Subject"] == "Двухэтапный вход в аккаунт Films выключен"
+    body = {"current_password": account.password, "new_password": "another passphrase 9"}
+    changed = http.post("/v1/auth/password/change", json=body, headers=account.bearer)
+    assert changed.status_code == 204, changed.text
+    notice = stack.smtp.wait_for(account.email, count=4)[-1]
+    assert notice.message["Subject"] == "Пароль вашего аккаунта Films изменён"
 
 
 def amr(pair: httpx.Response) -> Any:
