@@ -100,7 +100,9 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         use_verifier(app, keys)  # the current key and the retired ones still live
         app.state.keys = keys
         app.state.settings = settings
-        app.state.answer_floors = AnswerFloors(settings.enumeration_floor_ms / 1000)
+        app.state.answer_floors = AnswerFloors(
+            settings.enumeration_floor_ms / 1000, settings.enumeration_floor_memory_seconds
+        )
         app.state.limiter = limiter = RateLimiter(
             settings.rate_limit_enabled, settings.redis_url, settings.redis_key_prefix
         )

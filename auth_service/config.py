@@ -78,6 +78,9 @@ class AuthSettings(BaseSettings):
     # Sign-up, resend and forgot answer no sooner than this, whatever the address's state,
     # so their timing says nothing about which accounts exist. Above the slowest branch.
     enumeration_floor_ms: int = Field(default=120, ge=0)
+    # A route's floor rises to its slowest answer of this long (auth_service/floors.py): a
+    # lone probe after a quiet spell this long meets the configured floor again.
+    enumeration_floor_memory_seconds: float = Field(default=600.0, ge=0)
 
     rate_limit_enabled: bool = True
     # Overrides of the defaults in ratelimit.py, as JSON: {"ip:login": [30, 60], ...}.

@@ -15,10 +15,7 @@ from collections import deque
 
 from prometheus_client import Gauge
 
-WINDOW = 256  # answers remembered per route
-# And none older than this. Long, because a lone probe after a quiet spell meets the floor
-# as it stands: an attacker must wait this long between probes to see a branch's own cost.
-MEMORY_SECONDS = 600.0
+WINDOW = 256  # answers remembered per route, none older than AUTH_ENUMERATION_FLOOR_MEMORY_SECONDS
 CAP = 10
 
 FLOOR = Gauge(
@@ -33,14 +30,15 @@ class AnswerFloor:
     """One route's floor. `hold(took)` records an answer's own time and says how much
     longer to hold it back."""
 
-    def __init__(self, route: str, floor: float) -> None:
+    def __init__(self, route: str, floor: float, memory: float) -> None:
         self._floor = floor
+        self._memory = memory
         self._recent: deque[tuple[float, float]] = deque(maxlen=WINDOW)
         self._gauge = FLOOR.labels(route=route)
 
     def hold(self, took: float, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
-        while self._recent and now - self._recent[0][0] > MEMORY_SECONDS:
+        while self._recent and now - self._recent[0][0] > self._memory:
             self._recent.popleft()
         self._recent.append((now, took))
         slowest = max(seconds for _, seconds in self._recent)
@@ -52,11 +50,12 @@ class AnswerFloor:
 class AnswerFloors:
     """Every padded route's floor, made on its first answer."""
 
-    def __init__(self, floor: float) -> None:
+    def __init__(self, floor: float, memory: float) -> None:
         self._floor = floor
+        self._memory = memory
         self._routes: dict[str, AnswerFloor] = {}
 
     def __getitem__(self, route: str) -> AnswerFloor:
         if (found := self._routes.get(route)) is None:
-            found = self._routes[route] = AnswerFloor(route, self._floor)
+            found = self._routes[route] = AnswerFloor(route, self._floor, self._memory)
         return found

@@ -10,29 +10,30 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from auth_service.floors import CAP, MEMORY_SECONDS, WINDOW, AnswerFloor, AnswerFloors
+from auth_service.floors import CAP, WINDOW, AnswerFloor, AnswerFloors
 from auth_service.routes import answer_no_sooner
 
 FLOOR = 0.12
+MEMORY = 600.0
 
 
 def test_a_fast_answer_is_held_to_the_configured_floor() -> None:
-    assert AnswerFloor("/a", FLOOR).hold(0.02, now=0.0) == pytest.approx(0.10)
+    assert AnswerFloor("/a", FLOOR, MEMORY).hold(0.02, now=0.0) == pytest.approx(0.10)
 
 
 def test_a_slow_answer_holds_the_next_ones_as_long() -> None:
-    floor = AnswerFloor("/a", FLOOR)
+    floor = AnswerFloor("/a", FLOOR, MEMORY)
     assert floor.hold(0.30, now=0.0) == 0.0  # past the floor: its own time
     assert floor.hold(0.02, now=1.0) == pytest.approx(0.28)
     assert floor.hold(0.25, now=2.0) == pytest.approx(0.05)
 
 
-def test_a_slow_answer_is_forgotten_after_a_minute_or_a_window_of_answers() -> None:
-    floor = AnswerFloor("/a", FLOOR)
+def test_a_slow_answer_is_forgotten_after_its_memory_or_a_window_of_answers() -> None:
+    floor = AnswerFloor("/a", FLOOR, MEMORY)
     floor.hold(0.30, now=0.0)
-    assert floor.hold(0.02, now=MEMORY_SECONDS + 1) == pytest.approx(0.10)
+    assert floor.hold(0.02, now=MEMORY + 1) == pytest.approx(0.10)
 
-    floor = AnswerFloor("/b", FLOOR)
+    floor = AnswerFloor("/b", FLOOR, MEMORY)
     floor.hold(0.30, now=0.0)
     for _ in range(WINDOW - 1):
         assert floor.hold(0.02, now=1.0) == pytest.approx(0.28)
@@ -40,19 +41,19 @@ def test_a_slow_answer_is_forgotten_after_a_minute_or_a_window_of_answers() -> N
 
 
 def test_the_floor_rises_no_higher_than_its_cap() -> None:
-    floor = AnswerFloor("/a", FLOOR)
+    floor = AnswerFloor("/a", FLOOR, MEMORY)
     floor.hold(60.0, now=0.0)
     assert floor.hold(0.02, now=1.0) == pytest.approx(FLOOR * CAP - 0.02)
 
 
 def test_a_floor_of_zero_holds_nothing() -> None:
-    floor = AnswerFloor("/a", 0.0)
+    floor = AnswerFloor("/a", 0.0, MEMORY)
     floor.hold(0.5, now=0.0)
     assert floor.hold(0.01, now=1.0) == 0.0
 
 
 def test_each_route_has_its_own_floor() -> None:
-    floors = AnswerFloors(FLOOR)
+    floors = AnswerFloors(FLOOR, MEMORY)
     floors["/slow"].hold(0.5, now=0.0)
     assert floors["/slow"] is floors["/slow"]
     assert floors["/fast"].hold(0.02, now=1.0) == pytest.approx(0.10)
@@ -63,7 +64,7 @@ async def test_a_route_answers_no_sooner_than_its_slowest_recent_answer() -> Non
     one answer that took 0.4 s, an answer with nothing to do still takes 0.4 s. (Only a
     lower bound is asserted: a busy machine may answer later, never sooner.)"""
     app = FastAPI()
-    app.state.answer_floors = AnswerFloors(0.05)
+    app.state.answer_floors = AnswerFloors(0.05, MEMORY)
 
     @app.post("/signup")
     async def signup(request: Request, work: float) -> dict[str, str]:
