@@ -91,7 +91,7 @@ class SelfService:
             if not a.cooled_down(row, now):
                 raise RateLimited(a.cooldown_left(row, now))
             row.last_mail_at = now
-            row.language(locale)
+            language = row.language(locale)
             taken = await a.user_by_email(session, new_email) is not None
             audit.record(
                 session,
@@ -104,7 +104,7 @@ class SelfService:
             if taken:
                 return
             await a.codes.retire(session, user.id, EMAIL_CHANGE, now)
-            a.send_code(session, row, EMAIL_CHANGE, row.language(), now, new_email=new_email)
+            a.send_code(session, row, EMAIL_CHANGE, language, now, new_email=new_email)
         a.relay.notify()
 
     async def confirm_email_change(
@@ -122,7 +122,7 @@ class SelfService:
                 await session.commit()  # the code is used up all the same
                 raise EmailTaken
             user.email = new  # still verified: the code proved the new mailbox
-            user.language(locale)
+            language = user.language(locale)
             try:  # written now: reissue's queries would flush it outside this try
                 await session.flush()
             except IntegrityError as exc:  # another account took the address meanwhile
@@ -133,7 +133,7 @@ class SelfService:
             for purpose in (RESET, LOGIN_CODE):
                 await a.codes.retire(session, user.id, purpose, now)
             audit.record(session, "email_changed", user_id=user.id, email=new, ip=client.ip)
-            events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, user.language())
+            events.email_notice(session, EmailEventType.EMAIL_CHANGED_NOTICE, old, language)
             events.user_event(session, UserEventType.EMAIL_CHANGED, user.id)
             grant = await a.tokens.reissue(session, user, caller.session_id)
             await session.commit()

@@ -153,15 +153,14 @@ class TwoStep:
             if not await self._app_code(session, factor, code.replace(" ", ""), now):
                 await self._failed(session, row, factor, ip, "confirm")
             factor.confirmed_at = now
-            row.language(locale)
+            language = row.language(locale)
             factor.failures, factor.failures_since = 0, None  # typos while setting it up
             # A session opened with the password alone (maybe a thief's, maybe one that
             # raced this confirmation) does not outlive the change, as with a new password.
             await end_others(session, caller)
             codes = await self._new_recovery_codes(session, user.id, now)
             audit.record(session, "mfa_enabled", user_id=user.id, email=row.email, ip=ip)
-            notice = EmailEventType.MFA_ENABLED_NOTICE
-            events.email_notice(session, notice, row.email, row.language())
+            events.email_notice(session, EmailEventType.MFA_ENABLED_NOTICE, row.email, language)
             await session.commit()
         self.accounts.relay.notify()
         return codes

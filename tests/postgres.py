@@ -51,16 +51,25 @@ async def end_connections(name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def fresh_engine(prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    """(name, engine) of a database of its own, made now and dropped after."""
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """The name of a database of its own, made now and dropped after."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     await create_databases(name)
-    engine = make_engine(database_url(name))
     try:
-        yield name, engine
+        yield name
     finally:
-        await engine.dispose()
         await drop_databases(name)
+
+
+@contextlib.asynccontextmanager
+async def fresh_engine(prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """(name, engine) of a database of its own, made now and dropped after."""
+    async with fresh_database(prefix) as name:
+        engine = make_engine(database_url(name))
+        try:
+            yield name, engine
+        finally:
+            await engine.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -70,9 +79,5 @@ async def fresh_url(backend: str, directory: Path, prefix: str) -> AsyncIterator
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{directory}/{prefix}.db"
         return
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    await create_databases(name)
-    try:
+    async with fresh_database(prefix) as name:
         yield database_url(name)
-    finally:
-        await drop_databases(name)
