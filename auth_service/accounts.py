@@ -7,10 +7,13 @@ login by code (`login_codes.py`) and email change (`account.py`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from prometheus_client import Counter
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +28,7 @@ from auth_service.errors import (
     InvalidCredentials,
     MfaRequired,
 )
-from auth_service.models import Base, OneTimeCode, User
+from auth_service.models import Base, OneTimeCode, SignupRequest, User
 from auth_service.outbox import OutboxRelay
 from auth_service.passwords import PasswordHasher
 from auth_service.refresh import RefreshTokens
@@ -34,8 +37,17 @@ from auth_service.tokens import EMAILED_CODE, PASSWORD, TokenPair
 from auth_service.totp import drop_challenges, has_factor, open_challenge
 from auth_service.user_sessions import Client
 from common.clock import utcnow
-from common.db import engine_of
+from common.db import DatabaseUnreachable, engine_of
 from common.events import EmailEventType, UserEventType
+
+log = logging.getLogger(__name__)
+
+SIGNUPS_LEFT = Counter(
+    "auth_signups_left_total", "Accepted sign-ups whose first try failed, left for the resume"
+)
+SIGNUPS_RESUMED = Counter(
+    "auth_signups_resumed_total", "Accepted sign-ups carried out by the resume, not their request"
+)
 
 # The login's Core statements, built once.
 _USERS = Base.metadata.tables[User.__tablename__]
@@ -73,6 +85,8 @@ EMAIL_CHANGE = EmailEventType.EMAIL_CHANGE.value
 # How often a repeat sign-up checks its password against the pending one before it
 # treats a moving target (sign-ups racing for the address) as a different password.
 SIGNUP_CHECKS = 3
+# Sign-ups resumed in one pass, oldest first; the next pass takes the rest.
+RESUME_BATCH = 100
 # What a wrong try at each purpose's code is audited as.
 FAILED = {
     VERIFY: "verify_failed",
@@ -91,36 +105,107 @@ class Accounts:
     tokens: RefreshTokens
     relay: OutboxRelay
     guard: AddressGuard
+    _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
-    async def signup(
+    async def accept_signup(
         self, email: str, password: str, locale: str, ip: str | None = None, send: bool = True
-    ) -> None:
-        """With `send` false (the address is over its budget of sign-ups) nothing is created
-        or sent, but a different password still disputes the pending one."""
-        # Hash before looking anything up, so every branch costs the same.
+    ) -> SignupRequest:
+        """What every sign-up costs, whatever the address's state: one hash and one row.
+        The answer goes out once the row is committed; `finish_signup` carries it out.
+        With `send` false (the address is over its budget of sign-ups) nothing will be
+        created or sent, but a different password still disputes the pending one."""
         password_hash = await self.passwords.hash(password)
+        accepted = SignupRequest(
+            email=email,
+            password_hash=password_hash,
+            locale=locale,
+            ip=ip,
+            send=send,
+            accepted_at=utcnow(),
+        )
+        async with self.sessions.begin() as session:
+            session.add(accepted)
+        return accepted
+
+    def finish_soon(self, accepted: SignupRequest, password: str) -> None:
+        """Carry out an accepted sign-up beside the request, which answers without it. If
+        it fails, or the process stops first, `resume_signups` carries it out later."""
+        task = asyncio.create_task(self._finish_or_leave(accepted, password), name="signup")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish_or_leave(self, accepted: SignupRequest, password: str) -> None:
+        try:
+            await self.finish_signup(accepted, password)
+        except Exception:  # the database is away, say: the row stays for the resume
+            SIGNUPS_LEFT.inc()
+            log.exception(
+                "sign-up %d not carried out; it is resumed %.0f s after it was accepted",
+                accepted.id,
+                self.settings.signup_resume_after_seconds,
+            )
+
+    async def finished(self) -> None:
+        """Wait for the sign-ups being carried out (at shutdown)."""
+        while self._finishing:
+            await asyncio.gather(*self._finishing)
+
+    async def resume_signups(self) -> int:
+        """Carry out the sign-ups accepted AUTH_SIGNUP_RESUME_AFTER_SECONDS ago or earlier
+        and not yet finished: their process stopped, or their first try failed. Only
+        their hash is left, so a pending account's password cannot be compared with
+        theirs and counts as a different one (disputed). How many were resumed."""
+        age = timedelta(seconds=self.settings.signup_resume_after_seconds)
+        async with self.sessions() as session:
+            left = await session.scalars(
+                select(SignupRequest)
+                .where(SignupRequest.accepted_at <= utcnow() - age)
+                .order_by(SignupRequest.id)
+                .limit(RESUME_BATCH)
+            )
+            requests = list(left)
+        done = 0
+        for accepted in requests:
+            try:
+                await self.finish_signup(accepted, None)
+            except DatabaseUnreachable:
+                raise  # the next pass tries them all again
+            except Exception:
+                log.exception(
+                    "sign-up %d could not be resumed; the next pass tries again", accepted.id
+                )
+                continue
+            done += 1
+        if done:
+            SIGNUPS_RESUMED.inc(done)
+            log.warning("resumed %d sign-ups their own request did not carry out", done)
+        return done
+
+    async def finish_signup(self, accepted: SignupRequest, password: str | None) -> None:
+        """Carry out an accepted sign-up, once however many processes try. `password` is
+        its plaintext, or None where only the hash is left."""
         for attempt in range(1, SIGNUP_CHECKS + 1):
             # An unverified address signed up again: is it the same password as the one
-            # verification would make active? (One more verify on that branch only; the
-            # enumeration floor is above it.) Checked outside the transaction, so no lock
-            # is held through a hash; if the answer is stale inside (a sign-up in
-            # between), it is checked again, and after that counts as another password.
+            # verification would make active? (One more verify on that branch only, after
+            # the answer.) Checked outside the transaction, so no lock is held through a
+            # hash; if the answer is stale inside (a sign-up in between), it is checked
+            # again, and after that counts as another password.
             checked, same = None, True
             async with self.sessions() as session:
-                user = await self.user_by_email(session, email)
+                user = await self.user_by_email(session, accepted.email)
                 if user is not None and not user.email_verified:
                     checked = await self._pending_password(session, user)
             if checked is not None:
-                same, _ = await self.passwords.verify(password, checked)
+                same = password is not None and (await self.passwords.verify(password, checked))[0]
             last = attempt == SIGNUP_CHECKS
             try:
-                if await self._signup(email, password_hash, locale, ip, checked, same, last, send):
+                if await self._signup(accepted, checked, same, last):
                     break
             except IntegrityError:
                 # A parallel first sign-up for the address won the insert (PostgreSQL; on
                 # SQLite the lock orders them): check against its password, as a repeat.
                 if last:
-                    return
+                    raise
         self.relay.notify()
 
     async def _pending_password(self, session: AsyncSession, user: User) -> str:
@@ -132,40 +217,41 @@ class Accounts:
         return user.password_hash
 
     async def _signup(
-        self,
-        email: str,
-        password_hash: str,
-        locale: str,
-        ip: str | None,
-        checked: str | None,
-        same: bool,
-        last: bool,
-        send: bool,
+        self, accepted: SignupRequest, checked: str | None, same: bool, last: bool
     ) -> bool:
         """False, having changed nothing, if the pending password is no longer the one
         checked (and this is not the `last` try)."""
+        email, locale, ip = accepted.email, accepted.locale, accepted.ip
         async with self.sessions.begin() as session:
             user = await self.user_by_email(session, email, for_update=True)
-            now = utcnow()
-            if user is None and not send:
-                return True
-            if user is None:
-                user = User(email=email, password_hash=password_hash, roles=[], locale=locale)
-                session.add(user)
-                await session.flush()
-                self.send_code(session, user, VERIFY, locale, now, password_hash)
-                audit.record(session, "signup", user_id=user.id, email=email, ip=ip)
-                events.user_event(session, UserEventType.SIGNED_UP, user.id)
-                return True
-            disputed = False
-            if not user.email_verified:
+            stale = False
+            if user is not None and not user.email_verified:
                 stale = await self._pending_password(session, user) != checked
                 if stale and not last:
                     return False
-                disputed = stale or not same
-                if disputed:
-                    await self._dispute_password(session, user)
-            if not send or not self.cooled_down(user, now):
+            # Its row goes in this transaction: whoever deletes it carries it out.
+            claimed = await session.execute(
+                delete(SignupRequest).where(SignupRequest.id == accepted.id)
+            )
+            if claimed.rowcount == 0:  # type: ignore[attr-defined]
+                return True  # carried out already, by another process's resume
+            now = utcnow()
+            if user is None and not accepted.send:
+                return True
+            if user is None:
+                user = User(
+                    email=email, password_hash=accepted.password_hash, roles=[], locale=locale
+                )
+                session.add(user)
+                await session.flush()
+                self.send_code(session, user, VERIFY, locale, now, accepted.password_hash)
+                audit.record(session, "signup", user_id=user.id, email=email, ip=ip)
+                events.user_event(session, UserEventType.SIGNED_UP, user.id)
+                return True
+            disputed = not user.email_verified and (stale or not same)
+            if disputed:
+                await self._dispute_password(session, user)
+            if not accepted.send or not self.cooled_down(user, now):
                 return True
             if user.email_verified:
                 user.last_mail_at = now
@@ -173,7 +259,8 @@ class Accounts:
                 audit.record(session, "signup", user_id=user.id, email=email, ip=ip, exists=True)
                 return True
             await self.codes.retire(session, user.id, VERIFY, now)
-            self.send_code(session, user, VERIFY, locale, now, None if disputed else password_hash)
+            pending = None if disputed else accepted.password_hash
+            self.send_code(session, user, VERIFY, locale, now, pending)
             audit.record(
                 session,
                 "signup",

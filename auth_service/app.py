@@ -118,12 +118,20 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             lambda: sweep(engine, settings),
             should_run=lambda: relay.leader,  # one pass per database, not per instance
         )
+        resume = Housekeeper(
+            settings.signup_resume_after_seconds / 4,
+            accounts.resume_signups,
+            should_run=lambda: relay.leader,
+        )
         relay.start()
         housekeeper.start()
+        resume.start()
         give_back_free_memory()
         try:
             yield
         finally:
+            await resume.stop()
+            await accounts.finished()  # their emails reach the outbox first
             await housekeeper.stop()
             await relay.stop()
             limiter.close()

@@ -82,6 +82,11 @@ class AuthSettings(BaseSettings):
     # lone probe after a quiet spell this long meets the configured floor again.
     enumeration_floor_memory_seconds: float = Field(default=600.0, ge=0)
 
+    # A sign-up is answered once accepted and carried out right after; one not carried
+    # out this long after it was accepted (its process stopped, or its database was away)
+    # is carried out by the process relaying the outbox.
+    signup_resume_after_seconds: float = Field(default=60.0, gt=0)
+
     rate_limit_enabled: bool = True
     # Overrides of the defaults in ratelimit.py, as JSON: {"ip:login": [30, 60], ...}.
     rate_limits: dict[str, tuple[int, float]] = Field(default_factory=dict)

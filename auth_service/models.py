@@ -148,6 +148,25 @@ class AddressThrottle(Base):
     code_window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class SignupRequest(Base):
+    """A sign-up accepted and not yet carried out. The answer goes out once this row is
+    committed, before anything that depends on the address's state, so no sign-up's
+    answer is slower for an address with an account; carrying it out deletes the row in
+    the same transaction (auth_service/accounts.py)."""
+
+    __tablename__ = "signup_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    locale: Mapped[str] = mapped_column(String(8))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    # False when the address was over its sign-up budget: nothing is sent, but a
+    # different password still disputes the pending one.
+    send: Mapped[bool] = mapped_column()
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class AuditEvent(Base):
     """Security events. Never holds a code, a password or a token."""
 

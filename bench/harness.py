@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing
@@ -60,13 +60,15 @@ def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-"))
 
 
-def key_material(directory: Path) -> AuthSettings:
-    """Auth settings whose key pair and code secret are freshly generated in `directory`."""
+def key_material(directory: Path, **overrides: Any) -> AuthSettings:
+    """Auth settings (the defaults, or `overrides`) whose key pair and code secret are
+    freshly generated in `directory`."""
     settings = AuthSettings(
         private_key_path=directory / "private.pem",
         public_key_path=directory / "public.pem",
         code_secret_path=directory / "code_secret",
         retired_keys_dir=directory / "retired",
+        **overrides,
     )
     generate_missing(settings)
     return settings

@@ -143,6 +143,9 @@ def stack(
         # One slow answer on a busy machine must not hold the floor up for the whole run:
         # the cooldown tests ask twice within TEST_RESEND_COOLDOWN.
         "AUTH_ENUMERATION_FLOOR_MEMORY_SECONDS": "60",
+        # A sign-up left by its request is resumed this long after (test_auth_api.py
+        # leaves one), and no sooner: a busy machine's own finish has that long to claim it.
+        "AUTH_SIGNUP_RESUME_AFTER_SECONDS": "20",
         # Every test comes from 127.0.0.1; test_rate_limits.py runs its own auth with them on.
         "AUTH_RATE_LIMIT_ENABLED": "false",
         "AUTH_CODE_MAX_FAILURES_PER_ADDRESS": str(TEST_CODE_BUDGET),

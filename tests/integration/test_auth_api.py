@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import jwt
 import pytest
+from passlib.context import CryptContext
 
+from auth_service.models import SignupRequest
+from auth_service.passwords import normalize
+from common.clock import utcnow
+from common.db import make_engine, make_sessionmaker
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.support import unique_email
 
@@ -240,3 +247,34 @@ def test_a_new_password_is_neither_a_common_one_nor_the_address(
         r = http.post(f"{url}/v1/auth/password/change", json=body, headers=account.bearer)
         refused(r, "new_password", kind)
     assert stack.smtp.to(email) == []
+
+
+def test_a_signup_its_process_left_is_carried_out_later(stack: Stack, http: httpx.Client) -> None:
+    """A sign-up accepted by a process that stopped before carrying it out (its row is
+    all that is left) is carried out by the instance relaying the outbox: the code is
+    emailed, and verifying it makes the password chosen at sign-up the account's."""
+    email = unique_email("left")
+    asyncio.run(leave_signup(stack, email, PASSWORD))
+    code = stack.smtp.wait_for(email)[-1].code  # resumed within a few seconds
+    assert code is not None
+    assert verify(stack, http, email, code).status_code == 200
+    assert logs_in(stack, http, email, PASSWORD)
+
+
+async def leave_signup(stack: Stack, email: str, password: str) -> None:
+    """What a process that accepted a sign-up a while ago and then died leaves behind."""
+    hasher = CryptContext(schemes=["argon2"], argon2__type="ID")
+    engine = make_engine(stack.auth.env["AUTH_DATABASE_URL"])
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            session.add(
+                SignupRequest(
+                    email=email,
+                    password_hash=hasher.hash(normalize(password)),
+                    locale="en",
+                    send=True,
+                    accepted_at=utcnow() - timedelta(minutes=5),
+                )
+            )
+    finally:
+        await engine.dispose()

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from common.db import make_engine
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent, EmailEventType
 from common.kafka import KafkaSettings, ensure_topics, make_producer
 from infra.broker import EmbeddedBroker
@@ -168,6 +170,37 @@ def test_two_step_sign_in_on_postgres(
         assert gone.status_code == 204
         again = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
         assert again.json()["error"] == "invalid_credentials"
+
+
+def test_a_signup_answers_without_waiting_for_the_account(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    """A sign-up for a verified address is answered while another transaction holds the
+    account's row: the answer waits for nothing the address's state decides. What that
+    state makes of it, the "account exists" email, goes out once the row is free."""
+    auth, _ = pg_services
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        account = new_account(stack, http, "pg-held", auth=auth.url)
+    time.sleep(TEST_RESEND_COOLDOWN)  # so that the next sign-up's email is sent
+    asyncio.run(signup_while_held(stack, auth, account.email))
+    notice = stack.smtp.wait_for(account.email, count=2)[-1]
+    assert notice.message["Subject"] == "You already have a Films account"
+
+
+async def signup_while_held(stack: Stack, auth: ServiceProcess, email: str) -> None:
+    engine = make_engine(auth.env["AUTH_DATABASE_URL"])
+    try:
+        async with engine.connect() as held:
+            lock = text("SELECT id FROM users WHERE email = :email FOR UPDATE")
+            assert (await held.execute(lock, {"email": email})).one()
+            async with httpx.AsyncClient(base_url=auth.url, timeout=30) as http:
+                r = await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+            assert r.status_code == 202, r.text
+            await asyncio.sleep(0.5)  # had the email not waited for the row, it would be here
+            assert len(stack.smtp.to(email)) == 1  # the sign-up's code only
+            await held.rollback()
+    finally:
+        await engine.dispose()
 
 
 def login(http: httpx.Client, email: str) -> dict[str, str]:

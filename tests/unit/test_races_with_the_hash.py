@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.account import SelfService
@@ -39,7 +39,6 @@ from auth_service.errors import (
     MfaRequired,
     TooManyCodeAttempts,
 )
-from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import (
     AddressThrottle,
     Base,
@@ -51,12 +50,10 @@ from auth_service.models import (
     UserSession,
 )
 from auth_service.passwords import PasswordHasher
-from auth_service.refresh import RefreshTokens
-from auth_service.throttle import AddressGuard
-from auth_service.tokens import AccessTokenIssuer
 from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
 from common.db import engine_of, make_engine, make_sessionmaker, migrate
+from tests.auth_parts import accounts_for, auth_settings, count
 from tests.postgres import create_databases, database_url, drop_databases
 
 EMAIL, PASSWORD = "racer@example.com", "a perfectly fine passphrase"
@@ -118,14 +115,7 @@ async def pg_setup(tmp_path: Path) -> AsyncIterator[Setup]:
 
 
 async def _setup(tmp_path: Path, url: str) -> AsyncIterator[Setup]:
-    settings = AuthSettings(
-        database_url=url,
-        private_key_path=tmp_path / "private.pem",
-        public_key_path=tmp_path / "public.pem",
-        code_secret_path=tmp_path / "code_secret",
-        retired_keys_dir=tmp_path / "retired",
-    )
-    generate_missing(settings)
+    settings = auth_settings(tmp_path, url)
     engine = make_engine(settings.database_url)
     await migrate(engine, Base)
     sessions = make_sessionmaker(engine)
@@ -139,25 +129,12 @@ async def _setup(tmp_path: Path, url: str) -> AsyncIterator[Setup]:
                 roles=[],
             )
         )
-    accounts = Accounts(
-        settings=settings,
-        sessions=sessions,
-        passwords=hasher,
-        codes=Codes(CodeHasher(b"a code secret for the test"), timedelta(minutes=10), 5),
-        tokens=RefreshTokens(settings, sessions, AccessTokenIssuer(KeyRing(settings), settings)),
-        relay=cast(Any, SimpleNamespace(notify=lambda: None)),  # no broker here
-        guard=AddressGuard(settings),
-    )
+    accounts = accounts_for(settings, sessions, hasher)
     try:
         yield Setup(accounts, hasher, sessions)
     finally:
         hasher.close()
         await engine.dispose()
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 async def _reset(session: AsyncSession) -> None:
@@ -184,15 +161,15 @@ async def test_a_lockout_set_during_the_hash_holds_for_the_right_password(
     setup.hasher.meddle = _lock_out
     with pytest.raises(AccountLocked):
         await setup.accounts.login(EMAIL, password, Client())
-    assert await _count(setup.sessions, UserSession) == 0
-    assert await _count(setup.sessions, RefreshToken) == 0
+    assert await count(setup.sessions, UserSession) == 0
+    assert await count(setup.sessions, RefreshToken) == 0
 
 
 async def test_an_undisturbed_login_starts_a_session(setup: Setup) -> None:
     pair = await setup.accounts.login(EMAIL, PASSWORD, Client())
     assert pair.refresh_token
-    assert await _count(setup.sessions, UserSession) == 1
-    assert await _count(setup.sessions, RefreshToken) == 1
+    assert await count(setup.sessions, UserSession) == 1
+    assert await count(setup.sessions, RefreshToken) == 1
 
 
 @pytest.mark.parametrize("meddle", [_reset, _disable], ids=["password reset", "disabled"])
@@ -200,8 +177,8 @@ async def test_a_change_during_the_hash_refuses_the_login(setup: Setup, meddle: 
     setup.hasher.meddle = meddle
     with pytest.raises(InvalidCredentials):
         await setup.accounts.login(EMAIL, PASSWORD, Client())
-    assert await _count(setup.sessions, UserSession) == 0
-    assert await _count(setup.sessions, RefreshToken) == 0
+    assert await count(setup.sessions, UserSession) == 0
+    assert await count(setup.sessions, RefreshToken) == 0
 
 
 async def _stored_hash(sessions: async_sessionmaker[AsyncSession]) -> str | None:
@@ -442,9 +419,9 @@ async def test_two_step_turned_on_during_the_hash_is_asked_for(setup: Setup) -> 
     setup.hasher.meddle = turn_on
     with pytest.raises(MfaRequired):
         await setup.accounts.login(EMAIL, PASSWORD, Client())
-    assert await _count(setup.sessions, UserSession) == 0
-    assert await _count(setup.sessions, RefreshToken) == 0
-    assert await _count(setup.sessions, MfaChallenge) == 1
+    assert await count(setup.sessions, UserSession) == 0
+    assert await count(setup.sessions, RefreshToken) == 0
+    assert await count(setup.sessions, MfaChallenge) == 1
 
 
 async def test_two_step_confirmed_while_the_claim_waits_is_asked_for(pg_setup: Setup) -> None:
@@ -475,7 +452,7 @@ async def test_two_step_confirmed_while_the_claim_waits_is_asked_for(pg_setup: S
         await pg_setup.accounts.login(EMAIL, PASSWORD, Client())
     assert confirming is not None
     await confirming
-    assert await _count(sessions, UserSession) == 0
+    assert await count(sessions, UserSession) == 0
 
 
 async def _until_a_statement_waits_for_a_lock(

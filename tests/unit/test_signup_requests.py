@@ -1,0 +1,179 @@
+"""A sign-up is answered once its row is committed and carried out after, exactly once:
+by its own request's task, or, when that failed or its process stopped, by the resume,
+which has only the hash and so disputes a pending password instead of comparing it.
+On SQLite and on PostgreSQL, with the real hasher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.accounts import VERIFY, Accounts
+from auth_service.models import Base, OneTimeCode, OutboxEvent, SignupRequest, User
+from auth_service.passwords import PasswordHasher
+from common.clock import utcnow
+from common.db import make_engine, make_sessionmaker, migrate
+from common.events import EMAIL_CODES_TOPIC
+from tests.auth_parts import accounts_for, auth_settings, count
+from tests.postgres import fresh_url
+
+EMAIL, PASSWORD = "signer@example.com", "a perfectly fine passphrase"
+
+
+class FailingOnce(PasswordHasher):
+    """A verify that fails the first time it is asked: a sign-up's first try breaks."""
+
+    failed = False
+
+    async def verify(self, password: str, stored: str) -> tuple[bool, str | None]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("the first verify breaks")
+        return await super().verify(password, stored)
+
+
+@dataclass
+class Setup:
+    accounts: Accounts
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def count(self, model: type[Base]) -> int:
+        return await count(self.sessions, model)
+
+    async def emails(self) -> int:
+        async with self.sessions() as session:
+            emails = select(func.count()).where(OutboxEvent.topic == EMAIL_CODES_TOPIC)
+            return int(await session.scalar(emails) or 0)
+
+    async def user(self) -> User:
+        async with self.sessions() as session:
+            found = await session.scalar(select(User).where(User.email == EMAIL))
+        assert found is not None
+        return found
+
+    async def latest_code(self) -> OneTimeCode:
+        async with self.sessions() as session:
+            user = await self.user()
+            latest = await self.accounts.codes.latest(session, user.id, VERIFY)
+        assert latest is not None
+        return latest
+
+    async def age_every_request(self) -> None:
+        """As if every accepted sign-up had waited longer than the resume's delay."""
+        async with self.sessions.begin() as session:
+            long_ago = utcnow() - timedelta(minutes=10)
+            await session.execute(update(SignupRequest).values(accepted_at=long_ago))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
+    async with fresh_url(request.param, tmp_path, "signups") as url:
+        settings = auth_settings(tmp_path, url, resend_cooldown_seconds=0)
+        engine = make_engine(url)
+        await migrate(engine, Base)
+        sessions = make_sessionmaker(engine)
+        hasher = FailingOnce(settings)
+        hasher.failed = True  # only where a test says so
+        accounts = accounts_for(settings, sessions, hasher)
+        try:
+            yield Setup(accounts, sessions)
+        finally:
+            hasher.close()
+            await engine.dispose()
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_the_answer_waits_for_the_row_and_the_rest_comes_after(setup: Setup) -> None:
+    accepted = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    assert await setup.count(SignupRequest) == 1
+    assert await setup.count(User) == 0  # nothing read of the address yet, nothing made
+
+    await setup.accounts.finish_signup(accepted, PASSWORD)
+    assert await setup.count(SignupRequest) == 0
+    user = await setup.user()
+    assert not user.email_verified
+    assert (await setup.latest_code()).password_hash == accepted.password_hash
+    assert await setup.emails() == 1  # the code's
+
+
+async def test_a_signup_is_carried_out_once_whoever_tries(setup: Setup) -> None:
+    first = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.accounts.finish_signup(first, PASSWORD)
+    await setup.accounts.finish_signup(first, None)  # a resume that read it before
+
+    second = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.age_every_request()
+    assert await setup.accounts.resume_signups() == 1
+    await setup.accounts.finish_signup(second, PASSWORD)  # its own task, late
+
+    assert await setup.count(SignupRequest) == 0
+    assert await setup.count(User) == 1
+    assert await setup.emails() == 2  # one per sign-up, not per try
+
+
+async def test_a_resumed_signup_cannot_compare_passwords_so_it_disputes(setup: Setup) -> None:
+    await setup.accounts.finish_signup(
+        await setup.accounts.accept_signup(EMAIL, PASSWORD, "en"), PASSWORD
+    )
+    # The same password again, carried out by its request: compared, so still pending.
+    again = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.accounts.finish_signup(again, PASSWORD)
+    assert (await setup.latest_code()).password_hash == again.password_hash
+
+    # The same password once more, but only its hash is left: no password is pending.
+    await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.age_every_request()
+    assert await setup.accounts.resume_signups() == 1
+    assert (await setup.latest_code()).password_hash is None
+    assert (await setup.user()).password_hash == setup.accounts.passwords.unusable_hash
+
+
+async def test_a_failed_first_try_is_left_for_the_resume(setup: Setup) -> None:
+    await setup.accounts.finish_signup(
+        await setup.accounts.accept_signup(EMAIL, PASSWORD, "en"), PASSWORD
+    )
+    left = metric("auth_signups_left_total")
+    resumed = metric("auth_signups_resumed_total")
+    cast(FailingOnce, setup.accounts.passwords).failed = False
+
+    accepted = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    setup.accounts.finish_soon(accepted, PASSWORD)
+    await setup.accounts.finished()
+    assert await setup.count(SignupRequest) == 1  # kept: nothing accepted is lost
+    assert metric("auth_signups_left_total") == left + 1
+
+    assert await setup.accounts.resume_signups() == 0  # not yet: its own try may be running
+    await setup.age_every_request()
+    assert await setup.accounts.resume_signups() == 1
+    assert await setup.count(SignupRequest) == 0
+    assert await setup.emails() == 2
+    assert metric("auth_signups_resumed_total") == resumed + 1
+
+
+async def test_shutdown_waits_for_the_signups_being_carried_out(setup: Setup) -> None:
+    accepted = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    setup.accounts.finish_soon(accepted, PASSWORD)
+    await asyncio.sleep(0)  # started, and then the service stops
+    await setup.accounts.finished()
+    assert await setup.count(SignupRequest) == 0
+    assert await setup.count(User) == 1
+
+
+async def test_over_its_budget_a_signup_makes_nothing(setup: Setup) -> None:
+    accepted = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en", send=False)
+    await setup.accounts.finish_signup(accepted, PASSWORD)
+    assert await setup.count(SignupRequest) == 0
+    assert await setup.count(User) == 0
+    assert await setup.emails() == 0
