@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,8 +85,10 @@ EMAIL_CHANGE = EmailEventType.EMAIL_CHANGE.value
 # How often a repeat sign-up checks its password against the pending one before it
 # treats a moving target (sign-ups racing for the address) as a different password.
 SIGNUP_CHECKS = 3
-# Sign-ups resumed in one pass, oldest first; the next pass takes the rest.
+# Sign-ups read at a time by the resume, oldest first.
 RESUME_BATCH = 100
+# How long shutdown waits for the sign-ups being carried out.
+SHUTDOWN_WAIT_SECONDS = 10.0
 # What a wrong try at each purpose's code is audited as.
 FAILED = {
     VERIFY: "verify_failed",
@@ -127,63 +129,78 @@ class Accounts:
             session.add(accepted)
         return accepted
 
-    def finish_soon(self, accepted: SignupRequest, password: str) -> None:
+    def finish_soon(self, accepted: SignupRequest, password: str) -> asyncio.Task[None]:
         """Carry out an accepted sign-up beside the request, which answers without it. If
         it fails, or the process stops first, `resume_signups` carries it out later."""
         task = asyncio.create_task(self._finish_or_leave(accepted, password), name="signup")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
+        return task
 
     async def _finish_or_leave(self, accepted: SignupRequest, password: str) -> None:
         try:
             await self.finish_signup(accepted, password)
-        except Exception:  # the database is away, say: the row stays for the resume
+        except Exception as exc:  # the database is away, say: the row stays for the resume
             SIGNUPS_LEFT.inc()
-            log.exception(
-                "sign-up %d not carried out; it is resumed %.0f s after it was accepted",
+            # The type only: a constraint's text names the address.
+            log.error(
+                "sign-up %d not carried out (%s); it is resumed %.0f s after it was accepted",
                 accepted.id,
+                type(exc).__name__,
                 self.settings.signup_resume_after_seconds,
             )
 
-    async def finished(self) -> None:
-        """Wait for the sign-ups being carried out (at shutdown)."""
-        while self._finishing:
-            await asyncio.gather(*self._finishing)
+    async def finished(self, within: float = SHUTDOWN_WAIT_SECONDS) -> None:
+        """Wait, at shutdown, for the sign-ups being carried out; those still waiting (for
+        a lock held elsewhere, say) after `within` seconds are cancelled, and resumed later."""
+        if not self._finishing:
+            return
+        _, late = await asyncio.wait(set(self._finishing), timeout=within)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+            log.warning("%d sign-ups left for the resume at shutdown", len(late))
 
     async def resume_signups(self) -> int:
         """Carry out the sign-ups accepted AUTH_SIGNUP_RESUME_AFTER_SECONDS ago or earlier
         and not yet finished: their process stopped, or their first try failed. Only
         their hash is left, so a pending account's password cannot be compared with
         theirs and counts as a different one (disputed). How many were resumed."""
-        age = timedelta(seconds=self.settings.signup_resume_after_seconds)
-        async with self.sessions() as session:
-            left = await session.scalars(
-                select(SignupRequest)
-                .where(SignupRequest.accepted_at <= utcnow() - age)
-                .order_by(SignupRequest.id)
-                .limit(RESUME_BATCH)
-            )
-            requests = list(left)
-        done = 0
-        for accepted in requests:
-            try:
-                await self.finish_signup(accepted, None)
-            except DatabaseUnreachable:
-                raise  # the next pass tries them all again
-            except Exception:
-                log.exception(
-                    "sign-up %d could not be resumed; the next pass tries again", accepted.id
-                )
-                continue
-            done += 1
+        cutoff = utcnow() - timedelta(seconds=self.settings.signup_resume_after_seconds)
+        done, after = 0, 0
+        while requests := await self._left(cutoff, after):
+            for accepted in requests:
+                try:
+                    done += await self.finish_signup(accepted, None)
+                except DatabaseUnreachable:
+                    raise  # the next pass tries them all again
+                except Exception as exc:
+                    log.error(
+                        "sign-up %d not resumed (%s); the next pass tries again",
+                        accepted.id,
+                        type(exc).__name__,
+                    )
+            after = requests[-1].id
         if done:
             SIGNUPS_RESUMED.inc(done)
             log.warning("resumed %d sign-ups their own request did not carry out", done)
         return done
 
-    async def finish_signup(self, accepted: SignupRequest, password: str | None) -> None:
-        """Carry out an accepted sign-up, once however many processes try. `password` is
-        its plaintext, or None where only the hash is left."""
+    async def _left(self, cutoff: datetime, after: int) -> list[SignupRequest]:
+        async with self.sessions() as session:
+            left = await session.scalars(
+                select(SignupRequest)
+                .where(SignupRequest.accepted_at <= cutoff, SignupRequest.id > after)
+                .order_by(SignupRequest.id)
+                .limit(RESUME_BATCH)
+            )
+            return list(left)
+
+    async def finish_signup(self, accepted: SignupRequest, password: str | None) -> bool:
+        """Carry out an accepted sign-up, once however many processes try: whether this
+        call did (False: another had). `password` is its plaintext, or None where only
+        the hash is left."""
         for attempt in range(1, SIGNUP_CHECKS + 1):
             # An unverified address signed up again: is it the same password as the one
             # verification would make active? (One more verify on that branch only, after
@@ -199,14 +216,17 @@ class Accounts:
                 same = password is not None and (await self.passwords.verify(password, checked))[0]
             last = attempt == SIGNUP_CHECKS
             try:
-                if await self._signup(accepted, checked, same, last):
-                    break
+                carried = await self._signup(accepted, checked, same, last, password is None)
             except IntegrityError:
                 # A parallel first sign-up for the address won the insert (PostgreSQL; on
                 # SQLite the lock orders them): check against its password, as a repeat.
                 if last:
                     raise
-        self.relay.notify()
+                continue
+            if carried is not None:
+                self.relay.notify()
+                return carried
+        raise AssertionError("the last try decides")  # pragma: no cover
 
     async def _pending_password(self, session: AsyncSession, user: User) -> str:
         """The hash verification would make the account's password: the live code's, or
@@ -217,24 +237,30 @@ class Accounts:
         return user.password_hash
 
     async def _signup(
-        self, accepted: SignupRequest, checked: str | None, same: bool, last: bool
-    ) -> bool:
-        """False, having changed nothing, if the pending password is no longer the one
-        checked (and this is not the `last` try)."""
+        self,
+        accepted: SignupRequest,
+        checked: str | None,
+        same: bool,
+        last: bool,
+        resumed: bool,
+    ) -> bool | None:
+        """None, having changed nothing, if the pending password is no longer the one
+        checked (and this is not the `last` try); else whether this call carried it out."""
         email, locale, ip = accepted.email, accepted.locale, accepted.ip
+        how = {"resumed": True} if resumed else {}  # for the audit trail
         async with self.sessions.begin() as session:
             user = await self.user_by_email(session, email, for_update=True)
             stale = False
             if user is not None and not user.email_verified:
                 stale = await self._pending_password(session, user) != checked
                 if stale and not last:
-                    return False
+                    return None
             # Its row goes in this transaction: whoever deletes it carries it out.
             claimed = await session.execute(
                 delete(SignupRequest).where(SignupRequest.id == accepted.id)
             )
             if claimed.rowcount == 0:  # type: ignore[attr-defined]
-                return True  # carried out already, by another process's resume
+                return False  # carried out already, by its task or a resume
             now = utcnow()
             if user is None and not accepted.send:
                 return True
@@ -245,7 +271,7 @@ class Accounts:
                 session.add(user)
                 await session.flush()
                 self.send_code(session, user, VERIFY, locale, now, accepted.password_hash)
-                audit.record(session, "signup", user_id=user.id, email=email, ip=ip)
+                audit.record(session, "signup", user_id=user.id, email=email, ip=ip, **how)
                 events.user_event(session, UserEventType.SIGNED_UP, user.id)
                 return True
             disputed = not user.email_verified and (stale or not same)
@@ -256,7 +282,9 @@ class Accounts:
             if user.email_verified:
                 user.last_mail_at = now
                 events.email_notice(session, EmailEventType.ACCOUNT_EXISTS, user.email, locale)
-                audit.record(session, "signup", user_id=user.id, email=email, ip=ip, exists=True)
+                audit.record(
+                    session, "signup", user_id=user.id, email=email, ip=ip, exists=True, **how
+                )
                 return True
             await self.codes.retire(session, user.id, VERIFY, now)
             pending = None if disputed else accepted.password_hash
@@ -269,6 +297,7 @@ class Accounts:
                 ip=ip,
                 again=True,
                 disputed=disputed,
+                **how,
             )
         return True
 
@@ -297,10 +326,17 @@ class Accounts:
         ip = client.ip
         async with self.sessions() as session:
             user, row = await self.redeem(session, email, VERIFY, code, ip)
-            if row.password_hash is not None:
+            # A sign-up answered and not yet carried out waits for the account's lock, which
+            # this holds; it may carry another password, so, as in a dispute, none becomes
+            # the account's (else an old code would beat the dispute it was due).
+            waiting = await session.scalar(select(exists().where(SignupRequest.email == email)))
+            if waiting:
+                user.password_hash = self.passwords.unusable_hash
+            elif row.password_hash is not None:
                 user.password_hash = row.password_hash
             user.email_verified = True
-            audit.record(session, "verify_ok", user_id=user.id, email=email, ip=ip)
+            detail = {"disputed": True} if waiting else {}
+            audit.record(session, "verify_ok", user_id=user.id, email=email, ip=ip, **detail)
             events.user_event(session, UserEventType.VERIFIED, user.id)
             if user.disabled:  # the mailbox is proven all the same; no session, though
                 await session.commit()

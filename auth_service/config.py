@@ -85,7 +85,7 @@ class AuthSettings(BaseSettings):
     # A sign-up is answered once accepted and carried out right after; one not carried
     # out this long after it was accepted (its process stopped, or its database was away)
     # is carried out by the process relaying the outbox.
-    signup_resume_after_seconds: float = Field(default=60.0, gt=0)
+    signup_resume_after_seconds: float = Field(default=60.0, ge=4)
 
     rate_limit_enabled: bool = True
     # Overrides of the defaults in ratelimit.py, as JSON: {"ip:login": [30, 60], ...}.

@@ -37,6 +37,16 @@ class AnswerFloor:
         self._gauge = FLOOR.labels(route=route)
 
     def hold(self, took: float, now: float | None = None) -> float:
+        return max(0.0, self._remember(took, now) - took)
+
+    def record(self, took: float, now: float | None = None) -> None:
+        """Count, among the route's answers, work an answer set going that ended after it
+        (`took` from the request's start): later answers are held until such work would
+        be done, so a request sent after one meets none of it."""
+        self._remember(took, now)
+
+    def _remember(self, took: float, now: float | None) -> float:
+        """The floor, once `took` is remembered."""
         now = time.monotonic() if now is None else now
         while self._recent and now - self._recent[0][0] > self._memory:
             self._recent.popleft()
@@ -44,7 +54,7 @@ class AnswerFloor:
         slowest = max(seconds for _, seconds in self._recent)
         target = min(max(self._floor, slowest), self._floor * CAP)
         self._gauge.set(target)
-        return max(0.0, target - took)
+        return target
 
 
 class AnswerFloors:

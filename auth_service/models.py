@@ -157,7 +157,8 @@ class SignupRequest(Base):
     __tablename__ = "signup_requests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    email: Mapped[str] = mapped_column(String(320))
+    # Looked up by a verification, which must not let an old code beat a waiting dispute.
+    email: Mapped[str] = mapped_column(String(320), index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     locale: Mapped[str] = mapped_column(String(8))
     ip: Mapped[str | None] = mapped_column(String(64))

@@ -9,6 +9,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +27,7 @@ from auth_service.errors import (
     RateLimited,
     TooManyCodeAttempts,
 )
+from auth_service.floors import AnswerFloor
 from auth_service.http_errors import responses
 from auth_service.ratelimit import RateLimiter, ip_key
 from auth_service.schemas import (
@@ -88,19 +90,32 @@ def token_pair(pair: TokenPair) -> Response:
     return no_store(TokenPairOut(**dataclasses.asdict(pair)))
 
 
+@dataclasses.dataclass
+class Padding:
+    floor: AnswerFloor
+    started: float
+
+    def outlasted_by(self, work: asyncio.Task[Any]) -> None:
+        """`work`, set going by this answer, may end after it: the route's floor rises to
+        its end as well (`AnswerFloor.record`)."""
+        work.add_done_callback(lambda _: self.floor.record(time.perf_counter() - self.started))
+
+
 @asynccontextmanager
-async def answer_no_sooner(request: Request, *, failures_only: bool = False) -> AsyncIterator[None]:
+async def answer_no_sooner(
+    request: Request, *, failures_only: bool = False
+) -> AsyncIterator[Padding]:
     """Pad the response to the route's floor (`auth_service/floors.py`), so no branch is
     measurably faster than another. With `failures_only`, an answer that succeeds is not
     held back: a right code says nothing its sender did not know."""
     floor = request.app.state.answer_floors[request.scope["route"].path]
-    started = time.perf_counter()
+    padding = Padding(floor, time.perf_counter())
 
     async def pad() -> None:
-        await asyncio.sleep(floor.hold(time.perf_counter() - started))
+        await asyncio.sleep(floor.hold(time.perf_counter() - padding.started))
 
     try:
-        yield
+        yield padding
     except Exception:
         await pad()
         raise
@@ -121,14 +136,14 @@ async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Acc
         # the pending one: else a stranger could spend its budget with theirs, and the
         # owner's sign-up would never be compared.
         over = exc
-    async with answer_no_sooner(request):
+    async with answer_no_sooner(request) as padding:
         # The answer waits for the accepted sign-up's row, not for what the address's
         # state makes of it: that runs beside the padding, after the same work for all.
         ip = client_ip(request)
         accepted = await accounts.accept_signup(
             body.email, body.password, body.locale, ip, send=over is None
         )
-        accounts.finish_soon(accepted, body.password)
+        padding.outlasted_by(accounts.finish_soon(accepted, body.password))
     if over is not None:
         raise over
     return SIGNUP_ACCEPTED

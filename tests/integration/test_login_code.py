@@ -125,9 +125,16 @@ def test_the_per_address_budget_spans_codes(stack: Stack, http: httpx.Client) ->
 
 
 def test_one_code_per_cooldown(stack: Stack, http: httpx.Client) -> None:
-    account = cooled_down_account(stack, http, "code-cooldown")
-    assert ask(http, account.email).status_code == 202
-    assert ask(http, account.email).status_code == 202  # too soon: the same answer, no email
+    for _ in range(3):  # again if a busy machine took the cooldown between the two asks
+        account = cooled_down_account(stack, http, "code-cooldown")
+        asked = time.monotonic()
+        assert ask(http, account.email).status_code == 202
+        in_time = time.monotonic() - asked < TEST_RESEND_COOLDOWN - 0.5
+        assert ask(http, account.email).status_code == 202  # too soon: the same answer, no email
+        if in_time:
+            break
+    else:
+        pytest.fail("the machine never asked twice within the cooldown")
     time.sleep(TEST_RESEND_COOLDOWN + 0.2)
     http.post("/v1/auth/password/forgot", json={"email": account.email})
     mails = stack.smtp.wait_for(account.email, count=3)

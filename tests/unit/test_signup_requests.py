@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
@@ -18,11 +18,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.accounts import VERIFY, Accounts
-from auth_service.models import Base, OneTimeCode, OutboxEvent, SignupRequest, User
+from auth_service.models import (
+    AuditEvent,
+    Base,
+    OneTimeCode,
+    OutboxEvent,
+    SignupRequest,
+    User,
+)
 from auth_service.passwords import PasswordHasher
+from auth_service.user_sessions import Client
 from common.clock import utcnow
 from common.db import make_engine, make_sessionmaker, migrate
-from common.events import EMAIL_CODES_TOPIC
+from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent
 from tests.auth_parts import accounts_for, auth_settings, count
 from tests.postgres import fresh_url
 
@@ -53,6 +61,16 @@ class Setup:
         async with self.sessions() as session:
             emails = select(func.count()).where(OutboxEvent.topic == EMAIL_CODES_TOPIC)
             return int(await session.scalar(emails) or 0)
+
+    async def last_code(self) -> str:
+        """The plaintext code of the newest email (the outbox keeps it until it is sent)."""
+        async with self.sessions() as session:
+            newest = select(OutboxEvent.payload).where(OutboxEvent.topic == EMAIL_CODES_TOPIC)
+            payload = await session.scalar(newest.order_by(OutboxEvent.id.desc()).limit(1))
+        assert payload is not None
+        code = EmailCodeEvent.model_validate_json(payload).code
+        assert code is not None
+        return code
 
     async def user(self) -> User:
         async with self.sessions() as session:
@@ -110,13 +128,13 @@ async def test_the_answer_waits_for_the_row_and_the_rest_comes_after(setup: Setu
 
 async def test_a_signup_is_carried_out_once_whoever_tries(setup: Setup) -> None:
     first = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
-    await setup.accounts.finish_signup(first, PASSWORD)
-    await setup.accounts.finish_signup(first, None)  # a resume that read it before
+    assert await setup.accounts.finish_signup(first, PASSWORD)
+    assert not await setup.accounts.finish_signup(first, None)  # a resume that read it before
 
     second = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
     await setup.age_every_request()
     assert await setup.accounts.resume_signups() == 1
-    await setup.accounts.finish_signup(second, PASSWORD)  # its own task, late
+    assert not await setup.accounts.finish_signup(second, PASSWORD)  # its own task, late
 
     assert await setup.count(SignupRequest) == 0
     assert await setup.count(User) == 1
@@ -138,6 +156,11 @@ async def test_a_resumed_signup_cannot_compare_passwords_so_it_disputes(setup: S
     assert await setup.accounts.resume_signups() == 1
     assert (await setup.latest_code()).password_hash is None
     assert (await setup.user()).password_hash == setup.accounts.passwords.unusable_hash
+    async with setup.sessions() as session:
+        newest = select(AuditEvent).where(AuditEvent.event == "signup")
+        audited = await session.scalar(newest.order_by(AuditEvent.id.desc()).limit(1))
+    assert audited is not None and audited.detail is not None
+    assert audited.detail["resumed"] and audited.detail["disputed"]
 
 
 async def test_a_failed_first_try_is_left_for_the_resume(setup: Setup) -> None:
@@ -177,3 +200,68 @@ async def test_over_its_budget_a_signup_makes_nothing(setup: Setup) -> None:
     assert await setup.count(SignupRequest) == 0
     assert await setup.count(User) == 0
     assert await setup.emails() == 0
+
+
+async def test_a_code_verified_while_a_signup_waits_sets_no_password(setup: Setup) -> None:
+    """A stranger signs up first; the owner signs up with their own password, is
+    answered, and verifies with the code in their inbox (the stranger's password rides on
+    it) before their sign-up is carried out. Neither password becomes the account's, as
+    in a dispute: the old code does not beat the dispute it was due."""
+    stranger = await setup.accounts.accept_signup(EMAIL, "a stranger's passphrase", "en")
+    await setup.accounts.finish_signup(stranger, "a stranger's passphrase")
+    owners = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")  # not carried out yet
+
+    await setup.accounts.verify_email(EMAIL, await setup.last_code(), Client())
+    user = await setup.user()
+    assert user.email_verified
+    assert user.password_hash == setup.accounts.passwords.unusable_hash
+    async with setup.sessions() as session:
+        verified = await session.scalar(select(AuditEvent).where(AuditEvent.event == "verify_ok"))
+    assert verified is not None and verified.detail == {"disputed": True}
+
+    assert await setup.accounts.finish_signup(owners, PASSWORD)  # the address is verified now
+    assert (await setup.user()).password_hash == setup.accounts.passwords.unusable_hash
+
+
+async def test_a_code_verified_with_no_signup_waiting_sets_its_password(setup: Setup) -> None:
+    accepted = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.accounts.finish_signup(accepted, PASSWORD)
+    await setup.accounts.verify_email(EMAIL, await setup.last_code(), Client())
+    assert (await setup.user()).password_hash == accepted.password_hash
+
+
+async def test_the_resume_goes_past_a_signup_that_keeps_failing(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("auth_service.accounts.RESUME_BATCH", 1)  # one page per row
+    broken = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    await setup.accounts.accept_signup("another@example.com", PASSWORD, "en")
+    await setup.age_every_request()
+    carry_out = setup.accounts._signup
+
+    async def failing(accepted: SignupRequest, *rest: Any) -> bool | None:
+        if accepted.id == broken.id:
+            raise RuntimeError("this one breaks")
+        return await carry_out(accepted, *rest)
+
+    monkeypatch.setattr(setup.accounts, "_signup", failing)
+    assert await setup.accounts.resume_signups() == 1
+    assert await setup.count(SignupRequest) == 1  # the broken one, for the next pass
+    assert await setup.count(User) == 1
+
+
+async def test_shutdown_waits_for_a_stuck_signup_no_longer_than_it_says(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await setup.accounts.finish_signup(
+        await setup.accounts.accept_signup(EMAIL, PASSWORD, "en"), PASSWORD
+    )
+
+    async def stuck(password: str, stored: str) -> tuple[bool, str | None]:
+        await asyncio.sleep(3600)  # a lock held elsewhere, say
+        raise AssertionError("cancelled long before")
+
+    monkeypatch.setattr(setup.accounts.passwords, "verify", stuck)
+    setup.accounts.finish_soon(await setup.accounts.accept_signup(EMAIL, PASSWORD, "en"), PASSWORD)
+    await asyncio.wait_for(setup.accounts.finished(within=0.2), timeout=30)
+    assert await setup.count(SignupRequest) == 1  # left for the resume

@@ -33,8 +33,10 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_signup_requests_accepted_at"), "signup_requests", ["accepted_at"], unique=False
     )
+    op.create_index(op.f("ix_signup_requests_email"), "signup_requests", ["email"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_signup_requests_email"), table_name="signup_requests")
     op.drop_index(op.f("ix_signup_requests_accepted_at"), table_name="signup_requests")
     op.drop_table("signup_requests")
