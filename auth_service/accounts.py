@@ -159,7 +159,7 @@ class Accounts:
         for task in late:
             task.cancel()
         if late:
-            await asyncio.wait(late)
+            await asyncio.wait(late, timeout=within)  # a rollback the database never answers
             log.warning("%d sign-ups left for the resume at shutdown", len(late))
 
     async def resume_signups(self) -> int:
@@ -169,22 +169,24 @@ class Accounts:
         theirs and counts as a different one (disputed). How many were resumed."""
         cutoff = utcnow() - timedelta(seconds=self.settings.signup_resume_after_seconds)
         done, after = 0, 0
-        while requests := await self._left(cutoff, after):
-            for accepted in requests:
-                try:
-                    done += await self.finish_signup(accepted, None)
-                except DatabaseUnreachable:
-                    raise  # the next pass tries them all again
-                except Exception as exc:
-                    log.error(
-                        "sign-up %d not resumed (%s); the next pass tries again",
-                        accepted.id,
-                        type(exc).__name__,
-                    )
-            after = requests[-1].id
-        if done:
-            SIGNUPS_RESUMED.inc(done)
-            log.warning("resumed %d sign-ups their own request did not carry out", done)
+        try:
+            while requests := await self._left(cutoff, after):
+                for accepted in requests:
+                    try:
+                        done += await self.finish_signup(accepted, None)
+                    except DatabaseUnreachable:
+                        raise  # the next pass tries them all again
+                    except Exception as exc:
+                        log.error(
+                            "sign-up %d not resumed (%s); the next pass tries again",
+                            accepted.id,
+                            type(exc).__name__,
+                        )
+                after = requests[-1].id
+        finally:
+            if done:
+                SIGNUPS_RESUMED.inc(done)
+                log.warning("resumed %d sign-ups their own request did not carry out", done)
         return done
 
     async def _left(self, cutoff: datetime, after: int) -> list[SignupRequest]:

@@ -155,6 +155,9 @@ class SignupRequest(Base):
     the same transaction (auth_service/accounts.py)."""
 
     __tablename__ = "signup_requests"
+    # An id is never handed out again (SQLite's AUTOINCREMENT; PostgreSQL's sequences do
+    # the same): a late claim by id must not take a newer sign-up's row.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Looked up by a verification, which must not let an old code beat a waiting dispute.

@@ -245,7 +245,7 @@ async def test_the_resume_goes_past_a_signup_that_keeps_failing(
         return await carry_out(accepted, *rest)
 
     monkeypatch.setattr(setup.accounts, "_signup", failing)
-    assert await setup.accounts.resume_signups() == 1
+    assert await asyncio.wait_for(setup.accounts.resume_signups(), timeout=60) == 1
     assert await setup.count(SignupRequest) == 1  # the broken one, for the next pass
     assert await setup.count(User) == 1
 
@@ -265,3 +265,16 @@ async def test_shutdown_waits_for_a_stuck_signup_no_longer_than_it_says(
     setup.accounts.finish_soon(await setup.accounts.accept_signup(EMAIL, PASSWORD, "en"), PASSWORD)
     await asyncio.wait_for(setup.accounts.finished(within=0.2), timeout=30)
     assert await setup.count(SignupRequest) == 1  # left for the resume
+
+
+async def test_a_late_claim_never_takes_a_newer_signups_row(setup: Setup) -> None:
+    """Rows go within milliseconds, so the table is mostly empty: a new row must not
+    get the id of one carried out already, which a late claim (a resume that read it
+    before its task took it) would then take, and with it the newer sign-up."""
+    first = await setup.accounts.accept_signup(EMAIL, PASSWORD, "en")
+    assert await setup.accounts.finish_signup(first, PASSWORD)
+    newer = await setup.accounts.accept_signup("newer@example.com", PASSWORD, "en")
+    assert newer.id != first.id
+    assert not await setup.accounts.finish_signup(first, None)  # the late claim
+    assert await setup.accounts.finish_signup(newer, PASSWORD)
+    assert await setup.count(User) == 2

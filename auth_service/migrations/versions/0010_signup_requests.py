@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("send", sa.Boolean(), nullable=False),
         sa.Column("accepted_at", common.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         op.f("ix_signup_requests_accepted_at"), "signup_requests", ["accepted_at"], unique=False
