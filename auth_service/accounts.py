@@ -259,7 +259,9 @@ class Accounts:
                     return None
             # Its row goes in this transaction: whoever deletes it carries it out.
             claimed = await session.execute(
-                delete(SignupRequest).where(SignupRequest.id == accepted.id)
+                delete(SignupRequest)
+                .where(SignupRequest.id == accepted.id)
+                .execution_options(synchronize_session=False)
             )
             if claimed.rowcount == 0:  # type: ignore[attr-defined]
                 return False  # carried out already, by its task or a resume

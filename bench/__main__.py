@@ -17,16 +17,17 @@ import shlex
 import sys
 import uuid
 
-from bench import auth, films, mail, scaling
+from bench import auth, enumeration, films, mail, scaling
 from bench.harness import LOAD_CORE, Figure, key_env, key_material, pin, pin_self, workdir
 from bench.mail import Sink
 from bench.report import write
 from infra import postgres
 from infra.broker import EmbeddedBroker
 
-AREAS = ("films", "auth", "mail", "latency", "scaling")
-# One database per service and run; the latency run's auth and mailer get their own.
-DATABASES = ("auth", "films", "mailer", "lauth", "lmailer")
+AREAS = ("films", "auth", "enumeration", "mail", "latency", "scaling")
+# One database per service and run; the latency run's auth and mailer, and the
+# enumeration run's auth, get their own.
+DATABASES = ("auth", "films", "mailer", "lauth", "lmailer", "kinds")
 
 
 def main() -> None:
@@ -54,18 +55,12 @@ def main() -> None:
     sink = Sink(work)
     if args.database_url:
         dsn = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
-        names = {
-            f"{area}": f"bench_{run}_{area}"
-            for area in ("auth", "films", "mailer", "lauth", "lmailer")
-        }
+        names = {area: f"bench_{run}_{area}" for area in DATABASES}
         asyncio.run(postgres.ensure_databases(dsn, *names.values()))
         url = {area: postgres.database_url(dsn, name) for area, name in names.items()}
         database = "PostgreSQL"
     else:
-        url = {
-            area: f"sqlite+aiosqlite:///{work}/{area}.db"
-            for area in ("auth", "films", "mailer", "lauth", "lmailer")
-        }
+        url = {area: f"sqlite+aiosqlite:///{work}/{area}.db" for area in DATABASES}
         database = "SQLite"
     figures: list[Figure] = []
     memory: dict[str, float] = {}
@@ -80,6 +75,8 @@ def main() -> None:
             figures += found
             memory.update(used)
             signup_rate = found[-1].measured
+        if "enumeration" in only:
+            figures.append(enumeration.figure(work, env, url["kinds"], rounds))
         if "mail" in only:
             figure, used = mail.throughput(work, env, url["mailer"], sink, rounds)
             figures.append(figure)
