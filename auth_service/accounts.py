@@ -1,7 +1,9 @@
 """Sign-up, verification, login and password reset: the account rules, free of HTTP.
 
 Every email is written to the outbox in the same transaction as the code it carries, so an
-accepted request always has its email on disk, whatever the broker is doing. The code
+accepted request always has its email on disk, whatever the broker is doing. A sign-up is
+on disk from its answer on as a `signup_requests` row, which becomes the account, the code
+and the email in one transaction, once (`finish_signup`, `resume_signups`). The code
 helpers here (`send_code`, `redeem`, the resend cooldown) serve the other code flows too:
 login by code (`login_codes.py`) and email change (`account.py`)."""
 
