@@ -6,18 +6,21 @@ On SQLite and on PostgreSQL, with the real hasher."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.accounts import VERIFY, Accounts
+from auth_service.app import create_app
 from auth_service.models import (
     AuditEvent,
     Base,
@@ -31,6 +34,8 @@ from auth_service.user_sessions import Client
 from common.clock import utcnow
 from common.db import make_engine, make_sessionmaker, migrate
 from common.events import EMAIL_CODES_TOPIC, EmailCodeEvent
+from common.kafka import KafkaSettings
+from infra.ports import free_port
 from tests.auth_parts import accounts_for, auth_settings, count
 from tests.postgres import fresh_url
 
@@ -278,3 +283,37 @@ async def test_a_late_claim_never_takes_a_newer_signups_row(setup: Setup) -> Non
     assert not await setup.accounts.finish_signup(first, None)  # the late claim
     assert await setup.accounts.finish_signup(newer, PASSWORD)
     assert await setup.count(User) == 2
+
+
+async def test_the_signup_route_holds_later_answers_until_such_work_would_be_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real route: after one sign-up whose work went on 0.5 s past its
+    answer, the next answer waits that long, so a request sent after an answer meets
+    none of the work it left."""
+    settings = auth_settings(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path}/auth.db",
+        enumeration_floor_ms=50,
+        rate_limit_enabled=False,
+    )
+    carry_out = Accounts.finish_signup
+
+    async def slowly(self: Accounts, accepted: SignupRequest, password: str | None) -> bool:
+        await asyncio.sleep(0.5)
+        return await carry_out(self, accepted, password)
+
+    monkeypatch.setattr(Accounts, "finish_signup", slowly)
+    app = create_app(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+    ):
+        body = {"email": EMAIL, "password": PASSWORD}
+        assert (await http.post("/v1/auth/signup", json=body)).status_code == 202
+        await app.state.accounts.finished()
+        started = time.perf_counter()
+        body = {"email": "next@example.com", "password": PASSWORD}
+        assert (await http.post("/v1/auth/signup", json=body)).status_code == 202
+        assert time.perf_counter() - started >= 0.45  # a lower bound: never sooner
