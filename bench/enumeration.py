@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from auth_service.models import User
+from bench.auth import seed_users
 from bench.harness import Figure, median, start_pinned
-from common.db import make_engine, make_sessionmaker
 from infra.processes import ServiceProcess
 
 PASSWORD = "benchmark passphrase"
@@ -25,17 +24,6 @@ SAMPLES = 20  # per kind and round
 # Between two sign-ups: the work the last one left after its answer is done by then, so
 # each answer is timed on its own.
 PAUSE_SECONDS = 0.15
-
-
-async def verified_account(database_url: str, email: str, password_hash: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        async with make_sessionmaker(engine).begin() as session:
-            session.add(
-                User(email=email, password_hash=password_hash, email_verified=True, roles=[])
-            )
-    finally:
-        await engine.dispose()
 
 
 def figure(work: Path, env: dict[str, str], database_url: str, rounds: int) -> Figure:
@@ -61,17 +49,12 @@ def figure(work: Path, env: dict[str, str], database_url: str, rounds: int) -> F
 
             pending = f"kinds-{tag}-pending@example.com"
             signup(pending)
-            # Any well-formed hash: a verified address's sign-up never compares it.
-            asyncio.run(
-                verified_account(
-                    database_url, f"kinds-{tag}-verified@example.com", f"$argon2id${tag}"
-                )
-            )
+            verified = asyncio.run(seed_users(database_url))[0]
             fresh = iter(range(1_000_000))
             addresses = {
                 "new": lambda: f"kinds-{tag}-new-{next(fresh)}@example.com",
                 "unverified": lambda: pending,
-                "verified": lambda: f"kinds-{tag}-verified@example.com",
+                "verified": lambda: verified,
             }
             signup(addresses["new"]())  # warm-up
             times: dict[str, list[float]] = {kind: [] for kind in addresses}
