@@ -20,6 +20,7 @@ from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
 from auth_service.outbox import OutboxRelay
+from auth_service.passkeys import Passkeys
 from auth_service.passwords import PasswordHasher
 from auth_service.ratelimit import RateLimiter, configured
 from auth_service.refresh import RefreshTokens
@@ -29,6 +30,7 @@ from auth_service.routes import (
     discovery,
     login_code,
     mfa,
+    passkeys,
     router,
     sessions,
     token,
@@ -95,6 +97,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.two_step = TwoStep(
             self_service, SecretBox(keys.code_secret, keys.retired_code_secrets)
         )
+        app.state.passkeys = Passkeys(self_service)
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         use_verifier(app, keys)  # the current key and the retired ones still live
@@ -148,6 +151,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         token.router,
         login_code.router,
         mfa.router,
+        passkeys.router,
         account.router,
         sessions.router,
     ):

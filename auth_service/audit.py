@@ -58,6 +58,9 @@ EVENTS = {
     "mfa_enabled",
     "mfa_disabled",
     "recovery_codes_renewed",
+    "passkey_added",  # detail: passkey (its id)
+    "passkey_removed",
+    "passkey_failed",  # an answer that did not check out (detail: action)
 }
 
 

@@ -61,6 +61,12 @@ class AuthSettings(BaseSettings):
     # The admin API only for a session that passed two-step sign-in (`"mfa"` in `amr`).
     admin_requires_mfa: bool = False
     totp_issuer: str | None = Field(default=None, min_length=1, max_length=64)
+    # Passkeys (WebAuthn, passkeys.py): the web origins that may register and use them
+    # (comma-separated; default the origin of AUTH_PUBLIC_URL, else of AUTH_TOKEN_ISSUER),
+    # and the domain they are bound to (default the first origin's host), which every
+    # origin's host must be or end in. A passkey works only under that domain.
+    passkey_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    passkey_rp_id: str | None = Field(default=None, min_length=1, max_length=253)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.
@@ -118,10 +124,24 @@ class AuthSettings(BaseSettings):
     # AUTH_REDIS_URL for shared rate limits. The outbox relay runs in one of them.
     workers: int = Field(default=1, ge=1, le=64)
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "passkey_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return comma_separated(value)
+
+    @model_validator(mode="after")
+    def _passkeys_fit_their_domain(self) -> AuthSettings:
+        rp_id = self.passkey_rp
+        for origin in self.passkey_origin_list:
+            parts = urlsplit(origin)
+            host = parts.hostname or ""
+            if parts.scheme not in ("https", "http") or parts.path not in ("", "/") or not host:
+                raise ValueError(f"AUTH_PASSKEY_ORIGINS: {origin!r} is not a web origin")
+            if host != rp_id and not host.endswith("." + rp_id):
+                raise ValueError(
+                    f"AUTH_PASSKEY_RP_ID: {origin!r} is not on {rp_id!r} or a subdomain of it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _workers_share_limits(self) -> AuthSettings:
@@ -135,6 +155,21 @@ class AuthSettings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def passkey_origin_list(self) -> list[str]:
+        """Where passkeys may be used from, as a browser names its origin."""
+        if self.passkey_origins:
+            return [origin.rstrip("/") for origin in self.passkey_origins]
+        parts = urlsplit(self.public_url or self.token_issuer)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
+    @property
+    def passkey_rp(self) -> str:
+        """The relying party's id: the domain every passkey is bound to."""
+        if self.passkey_rp_id:
+            return self.passkey_rp_id.lower()
+        return (urlsplit(self.passkey_origin_list[0]).hostname or "localhost").lower()
 
     @property
     def totp_issuer_name(self) -> str:

@@ -17,6 +17,7 @@ from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin, require_admin
 from auth_service.login_codes import CodeLogin
+from auth_service.passkeys import Passkeys
 from auth_service.refresh import RefreshTokens
 from auth_service.two_step import TwoStep
 from auth_service.user_sessions import Caller, UserSessions
@@ -69,6 +70,11 @@ async def get_two_step(request: Request) -> TwoStep:
     return two_step
 
 
+async def get_passkeys(request: Request) -> Passkeys:
+    passkeys: Passkeys = request.app.state.passkeys
+    return passkeys
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 RefreshTokensDep = Annotated[RefreshTokens, Depends(get_refresh_tokens)]
 CodeLoginDep = Annotated[CodeLogin, Depends(get_code_login)]
@@ -76,6 +82,7 @@ SelfServiceDep = Annotated[SelfService, Depends(get_self_service)]
 UserSessionsDep = Annotated[UserSessions, Depends(get_user_sessions)]
 UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
 TwoStepDep = Annotated[TwoStep, Depends(get_two_step)]
+PasskeysDep = Annotated[Passkeys, Depends(get_passkeys)]
 
 
 async def current_caller(

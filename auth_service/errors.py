@@ -109,6 +109,28 @@ class OwnTwoStep(AuthError):
     and a code, not through the admin API (a stolen admin token must not do it)."""
 
 
+class InvalidPasskey(AuthError):
+    """A new passkey's answer did not check out: not made for this site, for a challenge
+    this account was not handed (or that expired or was used), or not one we can read."""
+
+
+class PasskeyNotAccepted(AuthError):
+    """A passkey sign-in did not check out: an unknown passkey, a signature that does not
+    verify, or a challenge unknown, expired or used. Ask for new options and try again."""
+
+
+class PasskeyExists(AuthError):
+    """That passkey is registered already."""
+
+
+class TooManyPasskeys(AuthError):
+    """The account has as many passkeys as it may: remove one first."""
+
+
+class PasskeyNotFound(AuthError):
+    """No passkey of the caller's has that id."""
+
+
 class RetryLater(AuthError):
     """Refused for now; the caller may try again in `retry_after` seconds."""
 

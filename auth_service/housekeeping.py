@@ -51,6 +51,7 @@ from auth_service.models import (
     MfaChallenge,
     OneTimeCode,
     OutboxEvent,
+    PasskeyChallenge,
     RecoveryCode,
     RefreshToken,
     TotpFactor,
@@ -115,6 +116,10 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
             or_(MfaChallenge.used_at < spent, MfaChallenge.expires_at < spent),
         ),
         Rule("recovery_codes", RecoveryCode.id, RecoveryCode.used_at < spent),
+        # Used ones are deleted at once; these were handed out and never answered.
+        Rule(
+            "passkey_challenges", PasskeyChallenge.challenge_hash, PasskeyChallenge.expires_at < now
+        ),
         # An authenticator app set up and never confirmed.
         Rule(
             "totp_factors",

@@ -22,6 +22,7 @@ from auth_service.errors import (
     InvalidCredentials,
     InvalidGrant,
     InvalidMfaToken,
+    InvalidPasskey,
     InvalidPassword,
     MfaAlreadyEnabled,
     MfaNotEnabled,
@@ -31,10 +32,14 @@ from auth_service.errors import (
     MfaUnavailable,
     NotAuthenticated,
     OwnTwoStep,
+    PasskeyExists,
+    PasskeyNotAccepted,
+    PasskeyNotFound,
     RateLimited,
     RetryLater,
     SessionNotFound,
     TooManyCodeAttempts,
+    TooManyPasskeys,
     UserNotFound,
 )
 from common.bearer import INVALID_TOKEN_HEADERS, MFA_SESSION_REQUIRED
@@ -104,6 +109,23 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "own_two_step",
         "turn your own two-step sign-in off in your account, with your password and a code",
     ),
+    InvalidPasskey: Problem(
+        400,
+        "invalid_passkey",
+        "the passkey's answer did not check out for this site and challenge; "
+        "ask for new options and try again",
+    ),
+    PasskeyNotAccepted: Problem(
+        401,
+        "passkey_not_accepted",
+        "the passkey was not recognised, or its challenge expired or was used; "
+        "ask for new options and try again",
+    ),
+    PasskeyExists: Problem(409, "passkey_exists", "that passkey is registered already"),
+    TooManyPasskeys: Problem(
+        409, "too_many_passkeys", "the account has as many passkeys as it may; remove one first"
+    ),
+    PasskeyNotFound: Problem(404, "passkey_not_found", "you have no passkey with that id"),
     RateLimited: Problem(429, "rate_limited", "too many requests, try again later"),
     AccountLocked: Problem(
         429, "account_locked", "too many failed logins for this address; try again later"

@@ -160,6 +160,10 @@ PER_IP = {
     "email_change_confirm": Limit(30, 60),
     "mfa_login": Limit(30, 60),
     "mfa_confirm": Limit(30, 60),
+    # Each hands out a challenge row (swept once expired); a sign-in checks a signature.
+    "passkey_options": Limit(30, 60),
+    "passkey_login": Limit(30, 60),
+    "passkey_add": Limit(10, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {

@@ -8,6 +8,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    JsonValue,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -162,6 +163,48 @@ class SecondStepIn(StrictModel):
     password: AnyPassword
     code: SecondStepCode
     locale: Locale | None = None  # of the notice email when it is turned off
+
+
+# A browser's `PublicKeyCredential.toJSON()`, checked by py_webauthn (`passkeys.py`): its
+# fields vary with the browser and the authenticator, so only its shape is fixed here.
+Credential = dict[str, JsonValue]
+PasskeyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), NoNul
+]
+
+
+class PasskeyBeginIn(StrictModel):
+    password: AnyPassword
+
+
+class PasskeyAddIn(StrictModel):
+    credential: Credential
+    name: PasskeyName | None = None  # "Passkey" if none
+    locale: Locale | None = None  # of the notice email
+
+
+class PasskeyLoginIn(StrictModel):
+    credential: Credential
+
+
+class PublicKeyOptionsOut(BaseModel):
+    """For the browser: `navigator.credentials.create({publicKey:
+    PublicKeyCredential.parseCreationOptionsFromJSON(publicKey)})` (or `.get` with
+    `parseRequestOptionsFromJSON`)."""
+
+    publicKey: dict[str, JsonValue]  # WebAuthn's name for it
+
+
+class PasskeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    backed_up: bool  # synced to the user's cloud account (a password manager, a phone's)
+
+
+class PasskeysOut(BaseModel):
+    items: list[PasskeyOut]
 
 
 class MfaStatusOut(BaseModel):

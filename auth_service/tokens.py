@@ -22,6 +22,7 @@ PASSWORD = "pwd"
 EMAILED_CODE = "email"  # a code sent to the address (sign-up verification, code login)
 APP_CODE = "otp"  # a code from the authenticator app (TOTP)
 RECOVERY_CODE = "recovery"
+POSSESSION = "pop"  # a passkey's signature: a key on a device or in a password manager
 TWO_STEP = "mfa"
 
 

@@ -51,6 +51,7 @@ class EmailEventType(StrEnum):
     PASSWORD_CHANGED_NOTICE = "password_changed_notice"
     MFA_ENABLED_NOTICE = "mfa_enabled_notice"  # two-step sign-in turned on
     MFA_DISABLED_NOTICE = "mfa_disabled_notice"  # turned off, by the owner or an admin
+    PASSKEY_ADDED_NOTICE = "passkey_added_notice"  # a passkey can now sign in
 
 
 # The email types that carry no code: notices.
@@ -61,6 +62,7 @@ NOTICES = frozenset(
         EmailEventType.PASSWORD_CHANGED_NOTICE,
         EmailEventType.MFA_ENABLED_NOTICE,
         EmailEventType.MFA_DISABLED_NOTICE,
+        EmailEventType.PASSKEY_ADDED_NOTICE,
     }
 )
 

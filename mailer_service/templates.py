@@ -118,6 +118,20 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
         "Если это были не вы, сразу сбросьте пароль, снова включите двухэтапный вход "
         "и обратитесь в поддержку.",
     ),
+    (EmailEventType.PASSKEY_ADDED_NOTICE, "en"): Template(
+        "A passkey was added to your {product} account",
+        "A new passkey was just added to your {product} account: "
+        "it can sign in without the password.",
+        "If you did not do this, remove the passkey in your account, "
+        "reset your password and contact support.",
+    ),
+    (EmailEventType.PASSKEY_ADDED_NOTICE, "ru"): Template(
+        "К аккаунту {product} добавлен ключ доступа",
+        "К вашему аккаунту {product} только что добавили новый ключ доступа (passkey): "
+        "с ним можно войти без пароля.",
+        "Если это были не вы, удалите этот ключ в своём аккаунте, сбросьте пароль "
+        "и обратитесь в поддержку.",
+    ),
 }
 
 

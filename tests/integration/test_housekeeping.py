@@ -33,6 +33,7 @@ from auth_service.models import (
     MfaChallenge,
     OneTimeCode,
     OutboxEvent,
+    PasskeyChallenge,
     RecoveryCode,
     RefreshToken,
     TotpFactor,
@@ -250,6 +251,22 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-live", now + timedelta(minutes=4), None),
         ]
     )
+    # Passkey challenges: an answered one is deleted at once; one never answered goes
+    # once expired.
+    session.add_all(
+        PasskeyChallenge(
+            challenge_hash=name,
+            purpose=purpose,
+            user_id=user,
+            created_at=expires - timedelta(minutes=5),
+            expires_at=expires,
+        )
+        for name, purpose, user, expires in [
+            ("gone-expired", "login", None, now - timedelta(seconds=1)),
+            ("gone-expired-add", "register", kept_user.id, now - HOUR),
+            ("kept-live", "login", None, now + timedelta(minutes=4)),
+        ]
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -282,6 +299,9 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
                 await session.scalars(select(OutboxEvent.key).where(OutboxEvent.payload.is_(None)))
             ),
             "challenges": sorted(await session.scalars(select(MfaChallenge.token_hash))),
+            "passkey_challenges": sorted(
+                await session.scalars(select(PasskeyChallenge.challenge_hash))
+            ),
             "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
             "factors": sorted(
                 await session.scalars(
@@ -310,6 +330,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "sessions": 2,
         "one_time_codes": 3,  # and one more with its account
         "mfa_challenges": 2,
+        "passkey_challenges": 2,
         "recovery_codes": 1,
         "totp_factors": 1,
         "address_throttle": 3,

@@ -32,6 +32,8 @@ PUBLIC = {
     ("post", "/v1/auth/login/code"),
     ("post", "/v1/auth/login/code/verify"),
     ("post", "/v1/auth/login/mfa"),
+    ("post", "/v1/auth/login/passkey/options"),
+    ("post", "/v1/auth/login/passkey"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/healthz"),

@@ -153,3 +153,41 @@ def test_the_mailer_history_outlasts_the_topics(days: int, accepted: bool) -> No
     else:
         with pytest.raises(ValidationError, match="MAILER_HISTORY_DAYS"):
             MailerSettings(history_days=days)
+
+
+def test_passkeys_are_bound_to_the_public_address_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (
+        "AUTH_PUBLIC_URL",
+        "AUTH_TOKEN_ISSUER",
+        "AUTH_PASSKEY_ORIGINS",
+        "AUTH_PASSKEY_RP_ID",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUTH_PUBLIC_URL", "https://id.example.com/auth/")
+    settings = AuthSettings()
+    assert (settings.passkey_origin_list, settings.passkey_rp) == (
+        ["https://id.example.com"],
+        "id.example.com",
+    )
+    # Several front ends under one domain share passkeys bound to it.
+    monkeypatch.setenv("AUTH_PASSKEY_ORIGINS", "https://app.example.com,https://example.com/")
+    monkeypatch.setenv("AUTH_PASSKEY_RP_ID", "Example.com")
+    settings = AuthSettings()
+    assert settings.passkey_origin_list == ["https://app.example.com", "https://example.com"]
+    assert settings.passkey_rp == "example.com"
+
+
+@pytest.mark.parametrize(
+    ("origins", "rp_id"),
+    [
+        ("https://app.example.com", "other.com"),
+        ("https://badexample.com", "example.com"),  # a suffix, but not a subdomain
+        ("ftp://example.com", "example.com"),
+        ("https://example.com/login", "example.com"),
+    ],
+)
+def test_passkey_origins_off_their_domain_are_refused(origins: str, rp_id: str) -> None:
+    with pytest.raises(ValidationError, match="AUTH_PASSKEY"):
+        AuthSettings(passkey_origins=origins, passkey_rp_id=rp_id)
