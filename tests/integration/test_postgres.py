@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -23,7 +24,9 @@ from tests.accounts import new_account
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
 from tests.integration.test_keys_and_roles import run_cli
+from tests.integration.test_passkeys import login_options, passkey_login, with_passkey
 from tests.integration.test_two_step import one_code_one_sign_in
+from tests.passkey_device import Device
 from tests.postgres import create_databases, database_url, drop_databases
 from tests.support import Minter, ServiceProcess, unique_email, wait_until
 from tests.tcp_relay import TcpRelay
@@ -170,6 +173,29 @@ def test_two_step_sign_in_on_postgres(
         assert gone.status_code == 204
         again = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
         assert again.json()["error"] == "invalid_credentials"
+
+
+def test_passkeys_on_postgres(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    """A passkey added and used; one answer sent four times at once signs in once (the
+    challenge's DELETE under PostgreSQL's row locks); the account's deletion takes it."""
+    auth, _ = pg_services
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        account = new_account(stack, http, "pg-passkey", auth=auth.url)
+        device = Device(counting=True)
+        with_passkey(http, account, device)
+        answer = device.get(login_options(http))
+        with ThreadPoolExecutor(4) as pool:
+            codes = sorted(pool.map(lambda _: passkey_login(http, answer).status_code, range(4)))
+        assert codes == [200, 401, 401, 401]
+        assert passkey_login(http, device.get(login_options(http))).status_code == 200
+        gone = http.request(
+            "DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=account.bearer
+        )
+        assert gone.status_code == 204
+        refused = passkey_login(http, device.get(login_options(http)))
+        assert refused.json()["error"] == "passkey_not_accepted"
 
 
 def test_a_signup_answers_without_waiting_for_the_account(
