@@ -11,6 +11,24 @@ from common.http import CorsOrigins
 from common.settings import comma_separated
 
 
+def web_origin(url: str) -> str | None:
+    """The origin a browser would name for `url` (scheme, host and port, as it serialises
+    them: lower case, no default port), or None for what is not a web URL."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+        return None
+    if parts.query or parts.fragment:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
 class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", hide_input_in_errors=True)
 
@@ -131,12 +149,12 @@ class AuthSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _passkeys_fit_their_domain(self) -> AuthSettings:
+        for given in self.passkey_origins:
+            if web_origin(given) is None or urlsplit(given).path not in ("", "/"):
+                raise ValueError(f"AUTH_PASSKEY_ORIGINS: {given!r} is not a web origin")
         rp_id = self.passkey_rp
         for origin in self.passkey_origin_list:
-            parts = urlsplit(origin)
-            host = parts.hostname or ""
-            if parts.scheme not in ("https", "http") or parts.path not in ("", "/") or not host:
-                raise ValueError(f"AUTH_PASSKEY_ORIGINS: {origin!r} is not a web origin")
+            host = urlsplit(origin).hostname or ""
             if host != rp_id and not host.endswith("." + rp_id):
                 raise ValueError(
                     f"AUTH_PASSKEY_RP_ID: {origin!r} is not on {rp_id!r} or a subdomain of it"
@@ -158,18 +176,18 @@ class AuthSettings(BaseSettings):
 
     @property
     def passkey_origin_list(self) -> list[str]:
-        """Where passkeys may be used from, as a browser names its origin."""
-        if self.passkey_origins:
-            return [origin.rstrip("/") for origin in self.passkey_origins]
-        parts = urlsplit(self.public_url or self.token_issuer)
-        return [f"{parts.scheme}://{parts.netloc}"]
+        """Where passkeys may be used from, as a browser names its origin: none when
+        neither they nor a URL to take them from are configured."""
+        given = self.passkey_origins or [self.public_url or self.token_issuer]
+        return [origin for origin in map(web_origin, given) if origin is not None]
 
     @property
     def passkey_rp(self) -> str:
         """The relying party's id: the domain every passkey is bound to."""
         if self.passkey_rp_id:
             return self.passkey_rp_id.lower()
-        return (urlsplit(self.passkey_origin_list[0]).hostname or "localhost").lower()
+        origins = self.passkey_origin_list
+        return (urlsplit(origins[0]).hostname if origins else None) or "localhost"
 
     @property
     def totp_issuer_name(self) -> str:

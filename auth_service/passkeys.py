@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit, events
@@ -40,7 +41,7 @@ from auth_service.accounts import Accounts
 from auth_service.errors import (
     AccountDisabled,
     InvalidPasskey,
-    NotAuthenticated,
+    MfaSessionRequired,
     PasskeyExists,
     PasskeyNotAccepted,
     PasskeyNotFound,
@@ -48,6 +49,7 @@ from auth_service.errors import (
 )
 from auth_service.models import Passkey, PasskeyChallenge, User
 from auth_service.tokens import POSSESSION, TWO_STEP, TokenPair
+from auth_service.totp import has_factor
 from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
 from common.events import EmailEventType
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 REGISTER, LOGIN = "register", "login"
 CEREMONY_SECONDS = 300  # how long a challenge may be answered (the browser's timeout too)
 MAX_PASSKEYS = 20  # per account
+MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn §7.1 step 21: longer ones are refused
 DEFAULT_NAME = "Passkey"
 
 
@@ -95,7 +98,7 @@ def signed_challenge(credential: dict[str, Any]) -> bytes | None:
     client_data = from_b64url(response.get("clientDataJSON"))
     try:
         parsed = json.loads(client_data) if client_data else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     return from_b64url(parsed.get("challenge")) if isinstance(parsed, dict) else None
 
@@ -132,6 +135,7 @@ class Passkeys:
         challenge = secrets.token_bytes(32)
         async with self.accounts.sessions.begin() as session:
             row = await self.self_service.checked_row(session, user)
+            await self._may_add(session, caller)
             have = list(
                 await session.scalars(
                     select(Passkey.credential_id).where(Passkey.user_id == user.id)
@@ -179,9 +183,10 @@ class Passkeys:
         user = caller.user
         challenge = signed_challenge(credential)
         async with self.accounts.sessions() as session:
-            row = await session.get(User, user.id, with_for_update=True)
-            if row is None:
-                raise NotAuthenticated
+            # As when the options were asked for: a reset or change since ended this session
+            # and dropped the challenge; an app turned on since asks for a two-step session.
+            row = await self.self_service.checked_row(session, user)
+            await self._may_add(session, caller)
             if challenge is None or not await self._spend(session, challenge, REGISTER, user.id):
                 raise InvalidPasskey
             settings = self.accounts.settings
@@ -196,6 +201,10 @@ class Passkeys:
             except Exception as exc:  # whatever a hostile answer makes the parser raise
                 await self._failed(session, row.id, row.email, ip, REGISTER, exc)
                 raise InvalidPasskey from exc
+            if len(made.credential_id) > MAX_CREDENTIAL_ID_BYTES:
+                too_long = ValueError("credential id too long")
+                await self._failed(session, row.id, row.email, ip, REGISTER, too_long)
+                raise InvalidPasskey
             credential_id = b64url(made.credential_id)
             taken = await session.scalar(
                 select(Passkey.id).where(Passkey.credential_id == credential_id)
@@ -220,7 +229,10 @@ class Passkeys:
                 created_at=utcnow(),
             )
             session.add(passkey)
-            await session.flush()
+            try:
+                await session.flush()
+            except IntegrityError as exc:  # the same passkey, added by a request beside this
+                raise PasskeyExists from exc
             audit.record(
                 session,
                 "passkey_added",
@@ -311,11 +323,13 @@ class Passkeys:
             except Exception as exc:  # as in `register`
                 await self._failed(session, user.id, user.email, client.ip, LOGIN, exc)
                 raise PasskeyNotAccepted from exc
-            # Conditionally: of two sign-ins with the same counter value, one is a copy's.
-            counted = [Passkey.sign_count < used.new_sign_count] if used.new_sign_count else []
+            # Conditionally: of two sign-ins with the same counter value, one is a copy's; and
+            # one without a counter must not set back one that another sign-in moved on.
+            new = used.new_sign_count
+            counted = Passkey.sign_count < new if new else Passkey.sign_count == 0
             moved = await session.execute(
                 update(Passkey)
-                .where(Passkey.id == passkey.id, *counted)
+                .where(Passkey.id == passkey.id, counted)
                 .values(
                     sign_count=used.new_sign_count,
                     last_used_at=utcnow(),
@@ -343,6 +357,14 @@ class Passkeys:
         return grant.sign()
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _may_add(session: AsyncSession, caller: Caller) -> None:
+        """A passkey is both steps of a sign-in: where the account has two-step sign-in on,
+        only a session that passed it may add one (else the password and a stolen
+        one-step session would make a lasting second step)."""
+        if not caller.two_step and await session.scalar(select(has_factor(caller.user.id))):
+            raise MfaSessionRequired
 
     @staticmethod
     def _holder_is(credential: dict[str, Any], user_id: uuid.UUID) -> bool:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.twofactor.hotp import HOTP
 from sqlalchemy import BindParameter, ColumnElement, Exists, delete, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from auth_service.models import Base, MfaChallenge, TotpFactor
+from auth_service.models import Base, MfaChallenge, PasskeyChallenge, TotpFactor
 from auth_service.tokens import hash_refresh_token
 
 DIGITS = 6
@@ -186,6 +186,8 @@ async def open_challenge(
 
 
 async def drop_challenges(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Sign-ins waiting for their second step start again: after a password change or
-    reset, or when two-step sign-in is turned off."""
+    """Sign-ins waiting for their second step start again, and passkeys being added ask
+    for new options: after a password change or reset, or when two-step sign-in is
+    turned off."""
     await session.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
+    await session.execute(delete(PasskeyChallenge).where(PasskeyChallenge.user_id == user_id))

@@ -13,6 +13,8 @@ from auth_service.deps import CallerDep, PasskeysDep
 from auth_service.errors import (
     AccountDisabled,
     InvalidPasskey,
+    InvalidPassword,
+    MfaSessionRequired,
     PasskeyExists,
     PasskeyNotAccepted,
     PasskeyNotFound,
@@ -38,7 +40,7 @@ router = APIRouter(prefix="/v1/auth", tags=["passkeys"])
 @router.post(
     "/passkeys/options",
     response_model=PublicKeyOptionsOut,
-    responses=responses(TooManyPasskeys, *REAUTH),
+    responses=responses(TooManyPasskeys, MfaSessionRequired, *REAUTH),
 )
 async def add_options(
     body: PasskeyBeginIn, caller: CallerDep, passkeys: PasskeysDep, request: Request
@@ -54,7 +56,17 @@ async def add_options(
     "/passkeys",
     status_code=201,
     response_model=PasskeyOut,
-    responses=responses(InvalidPasskey, PasskeyExists, TooManyPasskeys, RateLimited, 400, 401, 422),
+    responses=responses(
+        InvalidPasskey,
+        InvalidPassword,
+        MfaSessionRequired,
+        PasskeyExists,
+        TooManyPasskeys,
+        RateLimited,
+        400,
+        401,
+        422,
+    ),
 )
 async def add(
     body: PasskeyAddIn, caller: CallerDep, passkeys: PasskeysDep, request: Request

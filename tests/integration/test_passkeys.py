@@ -15,7 +15,7 @@ import pytest
 
 from tests.accounts import PASSWORD, Account, audit_rows, auth_rows, new_account, new_admin
 from tests.conftest import Stack
-from tests.integration.test_two_step import mfa_token, turn_on
+from tests.integration.test_two_step import mfa_token, second_step, turn_on
 from tests.passkey_device import Device, b64url, from_b64url
 
 
@@ -257,12 +257,39 @@ def test_a_passkey_is_both_steps_of_two_step_sign_in(stack: Stack, http: httpx.C
     account = new_account(stack, http, "passkey-mfa")
     device = Device()
     with_passkey(http, account, device)
-    turn_on(http, account)
+    options = add_options(http, account)  # answered after the app is on
+    app, _ = turn_on(http, account)
     mfa_token(http, account)  # the password alone now asks for the app
     r = passkey_login(http, device.get(login_options(http)))
     assert r.status_code == 200, r.text
     claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
     assert "mfa" in claims["amr"]
+
+    # A passkey would be a second step for good: only a session that passed the app's
+    # may add one. This one was opened by the emailed code alone.
+    refused = http.post(
+        "/v1/auth/passkeys/options", json={"password": PASSWORD}, headers=account.bearer
+    )
+    assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
+    late = add(http, account, Device().create(options))
+    assert (late.status_code, error(late)) == (403, "mfa_session_required")
+    done = second_step(http, mfa_token(http, account), app.code())
+    assert done.status_code == 200, done.text
+    two_step = Account(account.email, PASSWORD, done.json()["access_token"], "")
+    with_passkey(http, two_step, Device())
+
+
+def test_a_new_password_drops_options_not_yet_answered(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "passkey-pw")
+    options = add_options(http, account)
+    changed = http.post(
+        "/v1/auth/password/change",
+        json={"current_password": PASSWORD, "new_password": "another fine passphrase"},
+        headers=account.bearer,
+    )
+    assert changed.status_code == 204, changed.text
+    refused = add(http, account, Device().create(options))
+    assert (refused.status_code, error(refused)) == (400, "invalid_passkey")
 
 
 def test_malformed_answers_are_refused_plainly(stack: Stack, http: httpx.Client) -> None:
@@ -283,11 +310,18 @@ def test_malformed_answers_are_refused_plainly(stack: Stack, http: httpx.Client)
         {"id": "AAAA", "response": {"clientDataJSON": b64url(b'{"challenge": 5}')}},
         {"id": 5, "response": {"clientDataJSON": b64url(b'{"challenge": "AAAA"}')}},
         broken_data,
+        # Nested deeper than the JSON parser goes.
+        {"id": "AAAA", "response": {"clientDataJSON": b64url(b"[" * 2900)}},
     ]
     for credential in answers:
         r = passkey_login(http, credential)
         assert (r.status_code, error(r)) == (401, "passkey_not_accepted"), credential
-    for credential in [{}, {"response": [1]}, broken_attestation]:
+    deep = {"response": {"clientDataJSON": b64url(b"[" * 2900)}}
+    for credential in [broken_attestation, {}, {"response": [1]}, deep]:
         r = add(http, account, credential)
         assert (r.status_code, error(r)) == (400, "invalid_passkey"), credential
+    # An id over WebAuthn's 1,023 bytes (PostgreSQL's column would refuse it with a 500).
+    too_long = Device().create(add_options(http, account), credential_id=bytes(1024))
+    r = add(http, account, too_long)
+    assert (r.status_code, error(r)) == (400, "invalid_passkey")
     assert passkey_login(http, device.get(login_options(http))).status_code == 200

@@ -172,11 +172,20 @@ def test_passkeys_are_bound_to_the_public_address_by_default(
         "id.example.com",
     )
     # Several front ends under one domain share passkeys bound to it.
-    monkeypatch.setenv("AUTH_PASSKEY_ORIGINS", "https://app.example.com,https://example.com/")
+    # As a browser names them: lower case, no default port.
+    monkeypatch.setenv("AUTH_PASSKEY_ORIGINS", "https://App.Example.com:443,https://example.com/")
     monkeypatch.setenv("AUTH_PASSKEY_RP_ID", "Example.com")
     settings = AuthSettings()
     assert settings.passkey_origin_list == ["https://app.example.com", "https://example.com"]
     assert settings.passkey_rp == "example.com"
+    # An issuer that is no URL starts all the same: passkeys then need the setting.
+    for name in ("AUTH_PASSKEY_ORIGINS", "AUTH_PASSKEY_RP_ID", "AUTH_PUBLIC_URL"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AUTH_TOKEN_ISSUER", "auth-service")
+    settings = AuthSettings()
+    assert (settings.passkey_origin_list, settings.passkey_rp) == ([], "localhost")
+    monkeypatch.setenv("AUTH_TOKEN_ISSUER", "http://LOCALHOST:8000/")
+    assert AuthSettings().passkey_origin_list == ["http://localhost:8000"]
 
 
 @pytest.mark.parametrize(
@@ -186,6 +195,8 @@ def test_passkeys_are_bound_to_the_public_address_by_default(
         ("https://badexample.com", "example.com"),  # a suffix, but not a subdomain
         ("ftp://example.com", "example.com"),
         ("https://example.com/login", "example.com"),
+        ("https://user@example.com", "example.com"),
+        ("https://example.com?next=1", "example.com"),
     ],
 )
 def test_passkey_origins_off_their_domain_are_refused(origins: str, rp_id: str) -> None:
