@@ -294,9 +294,9 @@ class Passkeys:
         out for sign-ins. Every failure looks the same (`PasskeyNotAccepted`)."""
         challenge = signed_challenge(credential)
         raw_id = from_b64url(credential.get("rawId", credential.get("id")))
+        if challenge is None or raw_id is None:
+            raise PasskeyNotAccepted
         async with self.accounts.sessions() as session:
-            if challenge is None or raw_id is None:
-                raise PasskeyNotAccepted
             spent = await self._spend(session, challenge, LOGIN, None)
             passkey = await session.scalar(
                 select(Passkey).where(Passkey.credential_id == b64url(raw_id))
