@@ -72,7 +72,11 @@ def main() -> int:
         where = topology.gateway_url if args.prod else topology.instance("auth").url
         echo("stack", f"all up; the API is at {where}")
         if topology.web_url is not None:
-            echo("stack", f"the web front end is at {topology.web_url}")
+            echo(
+                "stack",
+                f"the web front end is at {topology.web_url}; open {topology.web_named_url}"
+                " for passkeys (browsers refuse them on an IP address)",
+            )
         print("ready", flush=True)
         ready.set()
         reported: set[str] = set()

@@ -111,6 +111,12 @@ class Topology:
             return None
         return self.gateway_url if self.production else self.instance("web").url
 
+    @property
+    def web_named_url(self) -> str | None:
+        """The same by name: where passkeys work (browsers refuse them on an IP address)."""
+        url = self.web_url
+        return url.replace("//127.0.0.1:", "//localhost:", 1) if url else None
+
     def say(self, text: str) -> None:
         if self.echo is not None:
             self.echo("stack", text)
@@ -187,6 +193,12 @@ class Topology:
             self.say(f"generated the web session key {path}")
         env["WEB_SESSION_KEY_PATH"] = str(path)
 
+    def _passkey_origin(self, env: dict[str, str], port: str | int) -> None:
+        """Auth takes passkeys from the web front end as browsers open it by name,
+        http://localhost:<port>, unless told where they come from."""
+        if "web" in self.only and not {"AUTH_PASSKEY_ORIGINS", "AUTH_PUBLIC_URL"} & env.keys():
+            env["AUTH_PASSKEY_ORIGINS"] = f"http://localhost:{port}"
+
     def _databases(self, env: dict[str, str]) -> None:
         wanted = {
             f"{name.upper()}_DATABASE_URL": f"{self.database_prefix}_{name}"
@@ -240,6 +252,7 @@ class Topology:
         port = self.gateway_port or int(env.get("GATEWAY_PORT", "8080"))
         self.gateway_port = port
         _trust(env, "AUTH_TRUSTED_PROXIES", GATEWAY_SOURCE)
+        self._passkey_origin(env, port)
         jwks = f"{self.gateway_url}/.well-known/jwks.json"
         env.setdefault("FILMS_JWKS_URL", jwks)
         env.setdefault("MAILER_JWKS_URL", jwks)
@@ -274,6 +287,7 @@ class Topology:
                 port = env.get(f"{api.upper()}_PORT", str(DEFAULT_PORTS[api]))
                 env.setdefault(f"WEB_{api.upper()}_URL", f"http://127.0.0.1:{port}")
             env.setdefault("WEB_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / 'web.db'}")
+            self._passkey_origin(env, env.get("WEB_PORT", DEFAULT_PORTS["web"]))
         for name, module in SERVICES.items():
             if name not in self.only:
                 continue

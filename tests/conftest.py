@@ -13,7 +13,8 @@ import pytest
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing
 from infra.broker import EmbeddedBroker
-from tests.support import Minter, RecordingHandler, ServiceProcess, start_smtp
+from infra.ports import free_port
+from tests.support import TEST_ISSUER, Minter, RecordingHandler, ServiceProcess, start_smtp
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +83,8 @@ class Stack:
     kafka_bootstrap: str
     key_dir: Path
     work: Path
+    # Kept for the web front end (tests/web), whose origin auth must accept passkeys from.
+    web_port: int
 
     def http(self) -> httpx.Client:
         return httpx.Client(timeout=30)
@@ -130,6 +133,7 @@ def stack(
     work = tmp_path_factory.mktemp("stack")
     smtp = RecordingHandler()
     controller = start_smtp(smtp)
+    web_port = free_port()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{work}/auth.db",
@@ -149,6 +153,10 @@ def stack(
         # Every test comes from 127.0.0.1; test_rate_limits.py runs its own auth with them on.
         "AUTH_RATE_LIMIT_ENABLED": "false",
         "AUTH_CODE_MAX_FAILURES_PER_ADDRESS": str(TEST_CODE_BUDGET),
+        # Passkeys from the issuer's origin (the API tests' software authenticator) and
+        # from the web front end's, as Chromium names it: an IP address cannot be a
+        # relying party's id, so the browser tests open it as localhost.
+        "AUTH_PASSKEY_ORIGINS": f"{TEST_ISSUER},http://localhost:{web_port}",
         "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_SMTP_HOST": "127.0.0.1",
@@ -169,7 +177,7 @@ def stack(
         for service in services:
             service.start()
         auth, films, mailer = services
-        yield Stack(auth, films, mailer, smtp, kafka_bootstrap, key_dir, work)
+        yield Stack(auth, films, mailer, smtp, kafka_bootstrap, key_dir, work, web_port)
     finally:
         for service in services:
             service.stop()

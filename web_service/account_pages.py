@@ -5,14 +5,12 @@ change asks for the current password again (auth checks it)."""
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 
 from web_service.api import ApiProblem
 from web_service.forms import Form, explain
-from web_service.pages import SignedInDep
+from web_service.pages import SignedInDep, path_id
 
 router = APIRouter(prefix="/account")
 
@@ -22,7 +20,11 @@ async def profile(page: SignedInDep) -> Response:
     me = await page.api.call("auth", "GET", "/v1/auth/me")
     page.session.set("email", me["email"])
     two_step = await page.api.call("auth", "GET", "/v1/auth/mfa")
-    return await page.render("account.html", me=me, two_step=two_step)
+    try:
+        passkeys = (await page.api.call("auth", "GET", "/v1/auth/passkeys"))["items"]
+    except ApiProblem:  # an auth from before passkeys (a rolling upgrade), or a blip
+        passkeys = None  # the section is left out; the rest of the page stands
+    return await page.render("account.html", me=me, two_step=two_step, passkeys=passkeys)
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -37,10 +39,7 @@ async def sessions(page: SignedInDep) -> Response:
 @router.post("/sessions/{session_id}/end")
 async def end_session(page: SignedInDep, session_id: str) -> Response:
     await page.form()
-    try:
-        sid = str(uuid.UUID(session_id))
-    except ValueError:
-        raise ApiProblem(404, "session_not_found") from None
+    sid = path_id(session_id, "session_not_found")
     current = page.claims.get("sid") == sid
     try:
         await page.api.call("auth", "DELETE", f"/v1/auth/sessions/{sid}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from typing import Any
 
 from fastapi import APIRouter
@@ -14,7 +13,7 @@ from fastapi.responses import Response
 
 from web_service.api import ApiProblem
 from web_service.forms import Form, explain, whole_number
-from web_service.pages import AdminDep, Page
+from web_service.pages import AdminDep, Page, path_id
 
 router = APIRouter(prefix="/admin")
 
@@ -23,10 +22,7 @@ ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def user_path(user_id: str) -> str:
-    try:
-        return f"/v1/admin/users/{uuid.UUID(user_id)}"
-    except ValueError:
-        raise ApiProblem(404, "user_not_found") from None
+    return f"/v1/admin/users/{path_id(user_id, 'user_not_found')}"
 
 
 @router.get("/users")

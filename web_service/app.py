@@ -27,7 +27,14 @@ from common.http import setup_app
 from common.logs import setup_logging
 from common.memory import give_back_free_memory
 from common.tasks import cancel_and_wait
-from web_service import account_pages, admin_pages, auth_pages, films_pages, two_step_pages
+from web_service import (
+    account_pages,
+    admin_pages,
+    auth_pages,
+    films_pages,
+    passkey_pages,
+    two_step_pages,
+)
 from web_service.api import ApiProblem, Backend, SessionEnded
 from web_service.config import WebSettings
 from web_service.csrf import CsrfRejected
@@ -135,7 +142,8 @@ def create_app(
     # the gateway's X-Forwarded-For/-Proto only.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth_pages, two_step_pages, films_pages, account_pages, admin_pages):
+    pages = (auth_pages, two_step_pages, passkey_pages, films_pages, account_pages, admin_pages)
+    for module in pages:
         app.include_router(module.router)
     app.include_router(health_router(lambda: app.state.checks))
     return app

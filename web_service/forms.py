@@ -88,6 +88,10 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "forbidden": (FORM_LEVEL, "error.forbidden"),
     "own_two_step": (FORM_LEVEL, "error.own_two_step"),
     "mfa_unavailable": (FORM_LEVEL, "error.mfa_unavailable"),
+    "invalid_passkey": (FORM_LEVEL, "error.invalid_passkey"),
+    "passkey_not_accepted": (FORM_LEVEL, "error.passkey_not_accepted"),
+    "passkey_exists": (FORM_LEVEL, "error.passkey_exists"),
+    "too_many_passkeys": (FORM_LEVEL, "error.too_many_passkeys"),
     "unavailable": (FORM_LEVEL, "error.unavailable"),
 }
 RETRY_LATER = {

@@ -7,6 +7,7 @@ prefix) when the page was served over HTTPS.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
 from web_service import csrf
-from web_service.api import Backend, Browser, UserApi, claims_of, tokens_from
+from web_service.api import ApiProblem, Backend, Browser, UserApi, claims_of, tokens_from
 from web_service.config import WebSettings
 from web_service.forms import read_form
 from web_service.i18n import LANG_COOKIE, LANGUAGES, Translator, choose
@@ -178,6 +179,15 @@ async def admin(page: SignedInDep) -> Page:
 
 
 AdminDep = Annotated[Page, Depends(admin)]
+
+
+def path_id(value: str, error: str) -> str:
+    """An id from this site's path as the APIs spell it (a UUID); anything else is a 404
+    page for `error` (`session_not_found`...), without a call."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiProblem(404, error) from None
 
 
 def return_path(request: Request) -> str:

@@ -1,6 +1,8 @@
-"""The web pages of two-step sign-in against answers a live auth gives only in rare states
-(an app sealed under a replaced secret, an account disabled mid-login, a confirmation
-whose answer was lost, a setup left open): the real web app, auth faked at the transport."""
+"""The web pages of two-step sign-in and passkeys against answers a live auth gives only
+in rare states (an app sealed under a replaced secret, an account disabled mid-login, a
+confirmation whose answer was lost, a setup left open, an auth from before passkeys, one
+that cannot say who a passkey signed in): the real web app, auth faked at the
+transport."""
 
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ class FakeAuth:
             return httpx.Response(200, json=me)
         if path == "/v1/auth/mfa":
             return httpx.Response(200, json={"totp": True, "recovery_codes_left": 10})
+        if path == "/v1/auth/passkeys":
+            return httpx.Response(200, json={"items": []})
         if path.startswith("/v1/admin/users/"):
             user = {
                 "id": path.rsplit("/", 1)[1],
@@ -187,3 +191,48 @@ async def test_an_admin_is_offered_no_button_for_their_own_second_step(
     assert "Turn off two-step sign-in" not in own.text
     other = await http.get(f"/admin/users/{SOMEONE}")
     assert "Turn off two-step sign-in" in other.text
+
+
+async def test_an_auth_without_passkeys_leaves_the_account_page_standing(
+    site: tuple[httpx.AsyncClient, FakeAuth],
+) -> None:
+    http, auth = site
+    await _signed_in(http, auth)
+    with_them = await http.get("/account")
+    assert with_them.status_code == 200 and "Manage passkeys" in with_them.text
+    auth.answers["/v1/auth/passkeys"] = lambda _: httpx.Response(404, json={"error": "not_found"})
+    without = await http.get("/account")
+    assert without.status_code == 200, without.text
+    assert "Manage passkeys" not in without.text and "Two-step sign-in" in without.text
+
+
+async def test_a_passkey_sign_in_stands_when_auth_cannot_say_whose(
+    site: tuple[httpx.AsyncClient, FakeAuth],
+) -> None:
+    """The pair is kept even when the address (for the footer) cannot be had right now."""
+    http, auth = site
+    auth.answers["/v1/auth/login/passkey"] = lambda _: httpx.Response(200, json=_pair(ME))
+    auth.answers["/v1/auth/me"] = lambda _: httpx.Response(503, json={"error": "unavailable"})
+    token = _csrf((await http.get("/login")).text)
+    answer = {"csrf": token, "credential": '{"id": "x"}', "next": "/favourites"}
+    done = await http.post("/login/passkey", data=answer)
+    assert done.status_code == 303 and done.headers["location"] == "/favourites"
+    del auth.answers["/v1/auth/me"]
+    assert (await http.get("/account")).status_code == 200  # signed in
+
+
+async def test_refused_options_reach_the_script_as_words_and_a_wait(
+    site: tuple[httpx.AsyncClient, FakeAuth],
+) -> None:
+    http, auth = site
+    limited = {"error": "rate_limited", "message": "x"}
+    auth.answers["/v1/auth/login/passkey/options"] = lambda _: httpx.Response(
+        429, json=limited, headers={"Retry-After": "17"}
+    )
+    token = _csrf((await http.get("/login")).text)
+    refused = await http.post("/login/passkey/options", data={"csrf": token})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "17"
+    assert refused.json() == {
+        "error": "rate_limited",
+        "message": "Too many attempts. Try again in 17 seconds.",
+    }

@@ -64,6 +64,11 @@ class Web:
     def url(self) -> str:
         return self.process.url
 
+    @property
+    def named_url(self) -> str:
+        """The same, by name: where passkeys work (auth accepts them from this origin)."""
+        return f"http://localhost:{self.process.port}"
+
     def expire_sessions(self) -> None:
         """Every stored session runs out now, as if its idle time had passed."""
         with sqlite3.connect(self.database) as db:
@@ -113,7 +118,8 @@ def web(stack: Stack) -> Iterator[Web]:
         "WEB_SESSION_KEY_PATH": str(stack.work / "web_session_key"),
         "WEB_RESEND_COOLDOWN_SECONDS": str(TEST_RESEND_COOLDOWN),
     }
-    process = ServiceProcess("web_service", "WEB_PORT", env, stack.work).start()
+    process = ServiceProcess("web_service", "WEB_PORT", env, stack.work, port=stack.web_port)
+    process.start()
     try:
         yield Web(process, stack, database)
     finally:
@@ -151,7 +157,8 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def new_context(browser: Browser, web: Web, **options: Any) -> BrowserContext:
     options.setdefault("viewport", DESKTOP)
     options.setdefault("locale", "en-GB")
-    context = browser.new_context(base_url=web.url, **options)
+    options.setdefault("base_url", web.url)
+    context = browser.new_context(**options)
     context.set_default_timeout(15_000)
     return context
 

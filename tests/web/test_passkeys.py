@@ -1,0 +1,263 @@
+"""Passkeys in a real browser, against the real auth: Chromium's virtual authenticator
+(the DevTools protocol's WebAuthn domain) stands in for a phone's or a laptop's, and does
+what a real one does: it keeps the key, checks the origin and the relying party, and signs.
+
+The pages are opened as http://localhost:<port>, not 127.0.0.1: an IP address cannot be a
+relying party's id, so browsers refuse passkeys there; the test stack's auth accepts
+passkeys from that origin (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect
+
+from tests.web.conftest import PASSWORD, Web, log_in, new_context, shot
+from tests.web.test_accessibility import serious_violations
+from tests.web.test_journey import log_out
+from tests.web.test_two_step import second_step, turned_on_through_the_api
+
+pytestmark = pytest.mark.e2e
+# A passkey's first request has auth import its checker; a shared CI machine is slow.
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture
+def context(browser: Browser, web: Web) -> Iterator[BrowserContext]:
+    """conftest's, opened by name."""
+    context = new_context(browser, web, base_url=web.named_url)
+    yield context
+    context.close()
+
+
+class Authenticator:
+    """A platform authenticator in the page's browser tab: it holds discoverable
+    credentials, verifies the user (a fingerprint, say) unless told not to, and needs no
+    touch from anyone."""
+
+    def __init__(self, page: Page) -> None:
+        self.cdp: CDPSession = page.context.new_cdp_session(page)
+        self.cdp.send("WebAuthn.enable", {"enableUI": False})
+        options = {
+            "protocol": "ctap2",
+            "ctap2Version": "ctap2_1",
+            "transport": "internal",
+            "hasResidentKey": True,
+            "hasUserVerification": True,
+            "isUserVerified": True,
+            "automaticPresenceSimulation": True,
+        }
+        answer = self.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
+        self.id = answer["authenticatorId"]
+
+    def verifies_user(self, verified: bool) -> None:
+        self.cdp.send(
+            "WebAuthn.setUserVerified", {"authenticatorId": self.id, "isUserVerified": verified}
+        )
+
+    def credentials(self) -> list[dict[str, object]]:
+        answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.id})
+        credentials: list[dict[str, object]] = answer["credentials"]
+        return credentials
+
+
+def notice(page: Page) -> str:
+    return page.get_by_role("status").inner_text()
+
+
+def add_passkey(page: Page, name: str, password: str | None = None) -> None:
+    """From the account's passkeys page to the page that makes one."""
+    page.goto("/account/passkeys")
+    page.get_by_label("Name (optional)").fill(name)
+    page.get_by_label("Password", exact=True).fill(password or PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+
+
+def sign_in_with_passkey(page: Page, next: str = "") -> None:
+    page.goto(f"/login?next={next}" if next else "/login")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+
+
+def test_add_a_passkey_sign_in_with_it_and_remove_it(web: Web, page: Page) -> None:
+    device = Authenticator(page)
+    email = web.account("passkey")
+    log_in(page, email)
+    expect(page).to_have_url(re.compile(r"/films"))
+
+    page.goto("/account")
+    section = page.get_by_role("region", name="Passkeys")
+    expect(section.locator(".facts dd")).to_have_text("0")
+    section.get_by_role("link", name="Manage passkeys").click()
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+    assert serious_violations(page) == []
+
+    add_passkey(page, "  Work   laptop ")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Create the passkey")
+    assert serious_violations(page) == []
+    page.get_by_role("button", name="Create the passkey").click()
+    expect(page).to_have_url(re.compile(r"/account/passkeys$"))
+    expect(page.get_by_role("status")).to_have_text(
+        "The passkey is added. You can sign in with it from now on."
+    )
+    expect(page.get_by_role("heading", level=2, name="Work laptop")).to_be_visible()
+    shot(page, "passkeys", readme=True)
+    (made,) = device.credentials()
+    assert made["isResidentCredential"] is True
+    assert made["rpId"] == "localhost"
+    # The owner is told at their address, in case it was not them.
+    mail = web.stack.smtp.wait_for(email, count=2)[-1].message
+    assert "passkey" in str(mail["Subject"]).lower()
+
+    log_out(page)
+    sign_in_with_passkey(page, next="/favourites")
+    expect(page).to_have_url(re.compile(r"/favourites$"))
+    expect(page.locator(".site-footer")).to_contain_text(email)  # who, from /me
+    page.goto("/account/passkeys")
+    last_used = page.locator(".session-card .facts dd").nth(1)
+    expect(last_used).to_have_text(re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$"))
+
+    page.get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "The passkey is removed. Delete it from your device or password manager too."
+    )
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+
+    # The device still has it; auth no longer takes it.
+    log_out(page)
+    sign_in_with_passkey(page)
+    expect(page).to_have_url(re.compile(r"/login/passkey$"))
+    expect(page.locator(".error-summary")).to_contain_text("That passkey was not accepted.")
+    page.goto("/account")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Faccount$"))
+
+
+def test_a_cancelled_passkey_can_be_tried_again(web: Web, page: Page) -> None:
+    device = Authenticator(page)
+    email = web.account("passkey-again")
+    log_in(page, email)
+    expect(page).to_have_url(re.compile(r"/films"))
+
+    add_passkey(page, "Phone", password="not the password")
+    expect(page.get_by_text("Your current password is wrong.").first).to_be_visible()
+
+    add_passkey(page, "Phone")
+    device.verifies_user(False)  # the fingerprint does not match, or the prompt is closed
+    page.get_by_role("button", name="Create the passkey").click()
+    error = page.locator("[data-passkey-error]")
+    expect(error).to_have_text(
+        "No passkey was used: it was cancelled, or took too long. Try again."
+    )
+    expect(page).to_have_url(re.compile(r"/account/passkeys/new$"))
+    assert device.credentials() == []
+
+    device.verifies_user(True)  # the same options, still unspent
+    page.get_by_role("button", name="Create the passkey").click()
+    expect(page.get_by_role("status")).to_contain_text("The passkey is added.")
+
+    log_out(page)
+    device.verifies_user(False)
+    sign_in_with_passkey(page)
+    expect(page.locator("form[data-passkey] [data-passkey-error]")).to_have_text(
+        "No passkey was used: it was cancelled, or took too long. Try again."
+    )
+    device.verifies_user(True)
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page).to_have_url(re.compile(r"/films"))
+
+
+def test_a_passkey_is_both_steps_of_two_step_sign_in(web: Web, page: Page) -> None:
+    Authenticator(page)
+    email = web.account("passkey-2fa")
+    _, recovery = turned_on_through_the_api(web, email)
+    second_step(page, email)
+    page.get_by_label("Code from your authenticator app").fill(recovery[0])
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(r"/films"))
+    add_passkey(page, "Security key")
+    page.get_by_role("button", name="Create the passkey").click()
+    expect(page.get_by_role("status")).to_contain_text("The passkey is added.")
+
+    log_out(page)
+    sign_in_with_passkey(page)
+    expect(page).to_have_url(re.compile(r"/films"))  # no code asked for
+
+
+@pytest.mark.parametrize("browser_lacks", ["script", "passkeys"])
+def test_without_a_passkey_capable_browser_the_pages_say_so(
+    browser: Browser, web: Web, browser_lacks: str
+) -> None:
+    """With the script off, or on and in a browser without WebAuthn: no passkey button,
+    and words saying why; the rest works."""
+    scripted = browser_lacks == "passkeys"
+    context = new_context(browser, web, base_url=web.named_url, java_script_enabled=scripted)
+    if scripted:
+        context.add_init_script("delete window.PublicKeyCredential;")
+    try:
+        page = context.new_page()
+        page.goto("/login")
+        expect(page.get_by_role("button", name="Sign in with a passkey")).to_be_hidden()
+        log_in(page, web.account("no-passkeys"))
+        expect(page).to_have_url(re.compile(r"/films"))
+        page.goto("/account/passkeys")
+        expect(page.get_by_text("Passkeys need a browser that supports them")).to_be_visible()
+        expect(page.get_by_role("button", name="Continue")).to_be_hidden()
+    finally:
+        context.close()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_forged_or_broken_answer_is_refused_with_a_page(web: Web, page: Page) -> None:
+    """Whatever the `credential` field holds, the answer is a page that says no, never a
+    500: not JSON, JSON that is not an object, nesting deeper than any parser goes or than
+    an answer does, what JSON may not carry on (NaN, a lone surrogate), and a well-formed
+    answer to real options that no authenticator made."""
+    page.goto("/login")
+    token = page.locator("form[data-passkey=get] [name=csrf]").input_value()
+    options = page.request.post("/login/passkey/options", form={"csrf": token})
+    assert options.status == 200, options.text()
+    challenge = options.json()["publicKey"]["challenge"]
+    client_data = {"type": "webauthn.get", "challenge": challenge, "origin": web.named_url}
+    forged = {
+        "id": b64url(os.urandom(16)),
+        "rawId": "",
+        "type": "public-key",
+        "response": {
+            "clientDataJSON": b64url(json.dumps(client_data).encode()),
+            "authenticatorData": b64url(hashlib.sha256(b"localhost").digest() + b"\x05" + bytes(4)),
+            "signature": b64url(os.urandom(70)),
+            "userHandle": b64url(os.urandom(16)),
+        },
+        "clientExtensionResults": {},
+    }
+    forged["rawId"] = forged["id"]
+    for value in (
+        "not json",
+        "[1, 2]",
+        "[" * 15_000,
+        '{"id": ' + "[" * 900 + "]" * 900 + "}",
+        '{"id": NaN}',
+        '{"id": "\\ud800"}',
+        json.dumps(forged),
+    ):
+        page.goto("/login")
+        form = page.locator("form[data-passkey=get]")
+        form.locator("[name=credential]").evaluate("(field, v) => { field.value = v; }", value)
+        with page.expect_navigation():
+            form.evaluate("form => form.submit()")
+        summary = page.locator(".error-summary")
+        expect(summary).to_contain_text("That passkey was not accepted.")
+        assert page.title().startswith("Log in")
+
+    # The options for the script come only with this session's form token.
+    refused = page.request.post("/login/passkey/options", form={"csrf": "x" * len(token)})
+    assert refused.status == 403
