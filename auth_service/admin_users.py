@@ -1,5 +1,6 @@
 """The admin API's rules: find users, read one, disable or enable them, grant or revoke roles,
-turn off two-step sign-in for someone who lost both their app and their recovery codes.
+turn off two-step sign-in for someone who lost both their app and their recovery codes, and
+remove an account's passkeys (a device lost or stolen, its owner unable to sign in to do it).
 
 Every call is audited with the acting admin, reads too. The admin role is read from the
 database on every call, not from the token, whose claims can be up to one access-token
@@ -12,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit, events
@@ -23,13 +24,13 @@ from auth_service.errors import (
     OwnTwoStep,
     UserNotFound,
 )
-from auth_service.models import TotpFactor, User
+from auth_service.models import Passkey, PasskeyChallenge, TotpFactor, User
 from auth_service.outbox import OutboxRelay
 from auth_service.refresh import RefreshTokens
 from auth_service.two_step import turn_off
 from auth_service.user_sessions import Caller
 from common.clock import utcnow
-from common.events import UserEventType
+from common.events import EmailEventType, UserEventType
 
 ADMIN = "admin"
 
@@ -57,12 +58,29 @@ async def with_factor(session: AsyncSession, user_ids: list[uuid.UUID]) -> set[u
     return set(found)
 
 
+async def passkey_counts(session: AsyncSession, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many passkeys each of the accounts has (those with none left out)."""
+    rows = await session.execute(
+        select(Passkey.user_id, func.count())
+        .where(Passkey.user_id.in_(user_ids))
+        .group_by(Passkey.user_id)
+    )
+    return {user_id: count for user_id, count in rows.tuples()}
+
+
 @dataclass(frozen=True)
 class Found:
     """An account as the admin API shows it."""
 
     user: User
     mfa: bool
+    passkeys: int = 0
+
+
+async def found(session: AsyncSession, users: list[User]) -> list[Found]:
+    ids = [user.id for user in users]
+    on, keys = await with_factor(session, ids), await passkey_counts(session, ids)
+    return [Found(user, user.id in on, keys.get(user.id, 0)) for user in users]
 
 
 @dataclass
@@ -84,9 +102,7 @@ class UserAdmin:
                 query.order_by(User.created_at, User.id).limit(limit).offset(offset)
             )
             audit.record(session, "users_listed", ip=ip, admin=str(caller.user.id), q=q)
-            users = list(rows)
-            on = await with_factor(session, [user.id for user in users])
-            return [Found(user, user.id in on) for user in users], total or 0
+            return await found(session, list(rows)), total or 0
 
     async def get(self, caller: Caller, user_id: uuid.UUID, ip: str | None = None) -> Found:
         async with self.sessions.begin() as session:
@@ -97,7 +113,7 @@ class UserAdmin:
             audit.record(
                 session, "user_read", user_id=user.id, email=user.email, ip=ip, admin=admin
             )
-            return Found(user, bool(await with_factor(session, [user.id])))
+            return (await found(session, [user]))[0]
 
     async def update(
         self,
@@ -112,23 +128,7 @@ class UserAdmin:
         """Apply what was given; disabling ends every session of the account at once."""
         admin = str(caller.user.id)
         async with self.sessions.begin() as session:
-            # The caller's row and the target's, locked in id order (two admins acting on
-            # each other cannot deadlock). The caller must still be an admin now, not only
-            # when the request began: two admins demoting each other at once left none.
-            locked = await session.scalars(
-                select(User)
-                .where(User.id.in_({caller.user.id, user_id}))
-                .order_by(User.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-            rows = {row.id: row for row in locked}
-            me = rows.get(caller.user.id)
-            if me is None or ADMIN not in me.roles or me.disabled:
-                raise Forbidden
-            user = rows.get(user_id)
-            if user is None:
-                raise UserNotFound
+            user = await self._locked(session, caller, user_id)
             if user.id == caller.user.id and (
                 disabled is True or (roles is not None and ADMIN not in roles)
             ):
@@ -139,12 +139,68 @@ class UserAdmin:
                 self._set_roles(session, user, roles, admin, ip)
             if disabled is not None and disabled != user.disabled:
                 await self._set_disabled(session, user, disabled, admin, ip)
-            on = bool(await with_factor(session, [user.id]))
-            if mfa is False and on:
+            if mfa is False and await with_factor(session, [user.id]):
                 await turn_off(session, user, user.language(), ip, admin=admin)
-                on = False
+            shown = (await found(session, [user]))[0]
         self.relay.notify()
-        return Found(user, on)
+        return shown
+
+    async def remove_passkeys(
+        self, caller: Caller, user_id: uuid.UUID, ip: str | None = None
+    ) -> Found:
+        """Every passkey of the account goes, and any options handed out to add one; the
+        owner is told by email. The sessions they opened stay (disable the account to end
+        those too)."""
+        async with self.sessions.begin() as session:
+            user = await self._locked(session, caller, user_id)
+            gone = await session.execute(
+                delete(Passkey)
+                .where(Passkey.user_id == user.id)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                delete(PasskeyChallenge)
+                .where(PasskeyChallenge.user_id == user.id)
+                .execution_options(synchronize_session=False)
+            )
+            removed: int = gone.rowcount  # type: ignore[attr-defined]  # a DELETE's CursorResult
+            if removed:
+                audit.record(
+                    session,
+                    "passkeys_removed",
+                    user_id=user.id,
+                    email=user.email,
+                    ip=ip,
+                    admin=str(caller.user.id),
+                    count=removed,
+                )
+                notice = EmailEventType.PASSKEYS_REMOVED_NOTICE
+                events.email_notice(session, notice, user.email, user.language())
+            shown = (await found(session, [user]))[0]
+        if removed:
+            self.relay.notify()
+        return shown
+
+    @staticmethod
+    async def _locked(session: AsyncSession, caller: Caller, user_id: uuid.UUID) -> User:
+        """The target's row, locked with the caller's in id order (two admins acting on
+        each other cannot deadlock). The caller must still be an admin now, not only when
+        the request began: two admins demoting each other at once left none."""
+        locked = await session.scalars(
+            select(User)
+            .where(User.id.in_({caller.user.id, user_id}))
+            .order_by(User.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        rows = {row.id: row for row in locked}
+        me = rows.get(caller.user.id)
+        if me is None or ADMIN not in me.roles or me.disabled:
+            raise Forbidden
+        user = rows.get(user_id)
+        if user is None:
+            raise UserNotFound
+        return user
 
     @staticmethod
     def _set_roles(

@@ -60,6 +60,7 @@ EVENTS = {
     "recovery_codes_renewed",
     "passkey_added",  # detail: passkey (its id)
     "passkey_removed",
+    "passkeys_removed",  # every passkey of the account, by an admin (detail: admin, count)
     "passkey_failed",  # an answer that did not check out (detail: action)
 }
 

@@ -278,6 +278,7 @@ class UserOut(BaseModel):
     disabled: bool
     disabled_at: datetime | None
     mfa: bool  # two-step sign-in is on
+    passkeys: int  # how many passkeys can sign in to it
 
 
 class UserPage(BaseModel):

@@ -52,6 +52,7 @@ class EmailEventType(StrEnum):
     MFA_ENABLED_NOTICE = "mfa_enabled_notice"  # two-step sign-in turned on
     MFA_DISABLED_NOTICE = "mfa_disabled_notice"  # turned off, by the owner or an admin
     PASSKEY_ADDED_NOTICE = "passkey_added_notice"  # a passkey can now sign in
+    PASSKEYS_REMOVED_NOTICE = "passkeys_removed_notice"  # an admin removed every passkey
 
 
 # The email types that carry no code: notices.
@@ -63,6 +64,7 @@ NOTICES = frozenset(
         EmailEventType.MFA_ENABLED_NOTICE,
         EmailEventType.MFA_DISABLED_NOTICE,
         EmailEventType.PASSKEY_ADDED_NOTICE,
+        EmailEventType.PASSKEYS_REMOVED_NOTICE,
     }
 )
 

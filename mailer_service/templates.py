@@ -132,6 +132,19 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
         "Если это были не вы, удалите этот ключ в своём аккаунте, сбросьте пароль "
         "и обратитесь в поддержку.",
     ),
+    (EmailEventType.PASSKEYS_REMOVED_NOTICE, "en"): Template(
+        "The passkeys of your {product} account were removed",
+        "An administrator just removed every passkey from your {product} account: "
+        "they no longer sign in. Your password still does, and you can add new passkeys.",
+        "If you did not ask for this, contact support.",
+    ),
+    (EmailEventType.PASSKEYS_REMOVED_NOTICE, "ru"): Template(
+        "Ключи доступа к аккаунту {product} удалены",
+        "Администратор только что удалил все ключи доступа (passkeys) к вашему аккаунту "
+        "{product}: с ними больше нельзя войти. Пароль по-прежнему действует, "
+        "и можно добавить новые ключи.",
+        "Если вы об этом не просили, обратитесь в поддержку.",
+    ),
 }
 
 

@@ -62,32 +62,43 @@ async def user(page: AdminDep, user_id: str) -> Response:
     return await user_page(page, user_id)
 
 
-@router.post("/users/{user_id}/status")
-async def set_status(page: AdminDep, user_id: str) -> Response:
-    fields = await page.form()
-    disabled = fields.get("action") == "disable"
+async def act(
+    page: Page, user_id: str, notice: str, method: str, path: str, body: Any = None
+) -> Response:
+    """One change to the account through auth, then its page again: with `notice` once
+    done, or the refusal in words."""
     try:
-        await page.api.call("auth", "PATCH", user_path(user_id), json={"disabled": disabled})
+        await page.api.call("auth", method, path, json=body)
     except ApiProblem as problem:
         if problem.status in (401, 403, 503):
             raise
         return await user_page(page, user_id, Form(errors=explain(problem, page.t)), 400)
-    page.notice("notice.user_disabled" if disabled else "notice.user_enabled")
+    page.notice(notice)
     return await page.redirect(f"/admin/users/{user_id}")
+
+
+@router.post("/users/{user_id}/status")
+async def set_status(page: AdminDep, user_id: str) -> Response:
+    fields = await page.form()
+    disabled = fields.get("action") == "disable"
+    notice = "notice.user_disabled" if disabled else "notice.user_enabled"
+    return await act(page, user_id, notice, "PATCH", user_path(user_id), {"disabled": disabled})
 
 
 @router.post("/users/{user_id}/two-step-off")
 async def turn_off_two_step(page: AdminDep, user_id: str) -> Response:
     """For an owner who lost both the app and the recovery codes; auth emails them."""
     await page.form()  # the CSRF check
-    try:
-        await page.api.call("auth", "PATCH", user_path(user_id), json={"mfa": False})
-    except ApiProblem as problem:
-        if problem.status in (401, 403, 503):
-            raise
-        return await user_page(page, user_id, Form(errors=explain(problem, page.t)), 400)
-    page.notice("notice.user_two_step_off")
-    return await page.redirect(f"/admin/users/{user_id}")
+    path = user_path(user_id)
+    return await act(page, user_id, "notice.user_two_step_off", "PATCH", path, {"mfa": False})
+
+
+@router.post("/users/{user_id}/passkeys/remove")
+async def remove_passkeys(page: AdminDep, user_id: str) -> Response:
+    """For a device lost or stolen; auth emails the owner."""
+    await page.form()  # the CSRF check
+    path = f"{user_path(user_id)}/passkeys"
+    return await act(page, user_id, "notice.user_passkeys_removed", "DELETE", path)
 
 
 @router.post("/users/{user_id}/roles")

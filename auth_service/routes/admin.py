@@ -1,6 +1,6 @@
 """The admin API (Bearer, role `admin` as the database has it): find users, read one,
-disable or enable them, grant or revoke roles, turn two-step sign-in off. See
-`admin_users.py` for the rules."""
+disable or enable them, grant or revoke roles, turn two-step sign-in off, remove their
+passkeys. See `admin_users.py` for the rules."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def user_out(found: Found) -> UserOut:
         disabled=user.disabled,
         disabled_at=user.disabled_at,
         mfa=found.mfa,
+        passkeys=found.passkeys,
     )
 
 
@@ -83,3 +84,17 @@ async def update_user(
         ip=client_ip(request),
     )
     return user_out(updated)
+
+
+@router.delete(
+    "/{user_id}/passkeys",
+    response_model=UserOut,
+    responses=responses(Forbidden, UserNotFound, 401, 422),
+)
+async def remove_passkeys(
+    user_id: uuid.UUID, caller: AdminCallerDep, user_admin: UserAdminDep, request: Request
+) -> UserOut:
+    """Every passkey of the account, for a device lost or stolen; the owner gets a notice
+    (none when there were none). The sessions they opened stay: disable the account to
+    end those too."""
+    return user_out(await user_admin.remove_passkeys(caller, user_id, client_ip(request)))

@@ -80,9 +80,11 @@ def test_search_and_pagination(stack: Stack, http: httpx.Client, admin: Account)
     assert sorted(u["email"] for u in page["items"] + rest["items"]) == emails
     item = page["items"][0]
     assert set(item) == {
-        "id", "email", "email_verified", "roles", "created_at", "disabled", "disabled_at", "mfa"
+        "id", "email", "email_verified", "roles", "created_at", "disabled", "disabled_at", "mfa",
+        "passkeys",
     }  # fmt: skip
     assert item["email_verified"] is False and item["disabled"] is False
+    assert item["passkeys"] == 0
     one = http.get(f"/v1/admin/users/{item['id']}", headers=admin.bearer)
     assert one.json() == item
     wildcard = http.get("/v1/admin/users", params={"q": "%"}, headers=admin.bearer).json()

@@ -325,3 +325,49 @@ def test_malformed_answers_are_refused_plainly(stack: Stack, http: httpx.Client)
     r = add(http, account, too_long)
     assert (r.status_code, error(r)) == (400, "invalid_passkey")
     assert passkey_login(http, device.get(login_options(http))).status_code == 200
+
+
+def test_an_admin_removes_every_passkey_of_an_account(stack: Stack, http: httpx.Client) -> None:
+    """For a device lost or stolen: the admin API shows how many an account has and removes
+    them all, with options handed out to add one; the owner is told, the password still
+    works, and a user cannot do it to another."""
+    account = new_account(stack, http, "passkey-lost")
+    laptop, phone = Device(), Device()
+    with_passkey(http, account, laptop)
+    with_passkey(http, account, phone)
+    pending = Device().create(add_options(http, account))  # options for a third, unused
+    admin = new_admin(stack, http)
+    path = f"/v1/admin/users/{account.id}"
+    assert http.get(path, headers=admin.bearer).json()["passkeys"] == 2
+    listed = http.get("/v1/admin/users", params={"q": account.email}, headers=admin.bearer)
+    assert [u["passkeys"] for u in listed.json()["items"]] == [2]
+
+    assert http.delete(f"{path}/passkeys", headers=account.bearer).status_code == 403
+    mails = len(stack.smtp.wait_for(account.email, count=3))  # the code and two notices
+    removed = http.delete(f"{path}/passkeys", headers=admin.bearer)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["passkeys"] == 0 and removed.json()["email"] == account.email
+    notice = stack.smtp.wait_for(account.email, count=mails + 1)[-1]
+    assert "passkeys" in str(notice.message["subject"]).lower() and notice.code is None
+
+    for device in (laptop, phone):
+        refused = passkey_login(http, device.get(login_options(http)))
+        assert error(refused) == "passkey_not_accepted"
+    assert error(add(http, account, pending)) == "invalid_passkey"  # its options went too
+    assert http.get("/v1/auth/passkeys", headers=account.bearer).json() == {"items": []}
+    password = http.post("/v1/auth/login", json={"email": account.email, "password": PASSWORD})
+    assert password.status_code == 200, password.text
+
+    # Nothing left to remove: the same answer, and no second record or email (the notice
+    # is written with the record, in its transaction).
+    again = http.delete(f"{path}/passkeys", headers=admin.bearer)
+    assert again.status_code == 200 and again.json()["passkeys"] == 0
+    (row,) = [d for event, _, d in audit_rows(stack, account.id) if event == "passkeys_removed"]
+    assert json.loads(row) == {"admin": admin.id, "count": 2}
+    unknown = http.delete(
+        "/v1/admin/users/00000000-0000-0000-0000-000000000000/passkeys", headers=admin.bearer
+    )
+    assert (unknown.status_code, error(unknown)) == (404, "user_not_found")
+    assert (
+        http.delete("/v1/admin/users/not-an-id/passkeys", headers=admin.bearer).status_code == 422
+    )

@@ -261,3 +261,39 @@ def test_a_forged_or_broken_answer_is_refused_with_a_page(web: Web, page: Page) 
     # The options for the script come only with this session's form token.
     refused = page.request.post("/login/passkey/options", form={"csrf": "x" * len(token)})
     assert refused.status == 403
+
+
+def test_an_admin_removes_the_passkeys_of_a_lost_device(web: Web, page: Page) -> None:
+    Authenticator(page)
+    admin = web.account("passkey-admin")
+    web.grant(admin, "admin")
+    owner = web.account("passkey-owner")
+    log_in(page, owner)
+    expect(page).to_have_url(re.compile(r"/films"))
+    add_passkey(page, "Stolen phone")
+    page.get_by_role("button", name="Create the passkey").click()
+    expect(page.get_by_role("status")).to_contain_text("The passkey is added.")
+    log_out(page)
+
+    log_in(page, admin)
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto("/admin/users")
+    page.get_by_label("Find by email address").fill(owner)
+    page.get_by_role("button", name="Find users").click()
+    page.get_by_role("link", name=owner).click()
+    facts = page.locator(".facts")
+    expect(
+        facts.locator("dt", has_text="Passkeys").locator("xpath=following-sibling::dd[1]")
+    ).to_have_text("1")
+    page.get_by_role("button", name="Remove every passkey").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Every passkey of this account is removed; its owner was told by email."
+    )
+    expect(
+        facts.locator("dt", has_text="Passkeys").locator("xpath=following-sibling::dd[1]")
+    ).to_have_text("0")
+    expect(page.get_by_role("button", name="Remove every passkey")).to_have_count(0)
+    log_out(page)
+
+    sign_in_with_passkey(page)  # the phone still holds it; auth no longer takes it
+    expect(page.locator(".error-summary")).to_contain_text("That passkey was not accepted.")
