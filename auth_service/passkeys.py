@@ -273,6 +273,10 @@ class Passkeys:
                 ip=ip,
                 passkey=str(passkey_id),
             )
+            # A way in gone: if the owner did not do it, a session of theirs is not theirs.
+            notice = EmailEventType.PASSKEY_REMOVED_NOTICE
+            events.email_notice(session, notice, user.email, user.language())
+        self.accounts.relay.notify()
 
     async def login_options(self) -> dict[str, Any]:
         """What the browser's `navigator.credentials.get` takes: a challenge for any

@@ -52,6 +52,7 @@ class EmailEventType(StrEnum):
     MFA_ENABLED_NOTICE = "mfa_enabled_notice"  # two-step sign-in turned on
     MFA_DISABLED_NOTICE = "mfa_disabled_notice"  # turned off, by the owner or an admin
     PASSKEY_ADDED_NOTICE = "passkey_added_notice"  # a passkey can now sign in
+    PASSKEY_REMOVED_NOTICE = "passkey_removed_notice"  # the owner (or their session) removed one
     PASSKEYS_REMOVED_NOTICE = "passkeys_removed_notice"  # an admin removed every passkey
 
 
@@ -64,6 +65,7 @@ NOTICES = frozenset(
         EmailEventType.MFA_ENABLED_NOTICE,
         EmailEventType.MFA_DISABLED_NOTICE,
         EmailEventType.PASSKEY_ADDED_NOTICE,
+        EmailEventType.PASSKEY_REMOVED_NOTICE,
         EmailEventType.PASSKEYS_REMOVED_NOTICE,
     }
 )

@@ -132,6 +132,19 @@ TEMPLATES: dict[tuple[EmailEventType, str], Template] = {
         "Если это были не вы, удалите этот ключ в своём аккаунте, сбросьте пароль "
         "и обратитесь в поддержку.",
     ),
+    (EmailEventType.PASSKEY_REMOVED_NOTICE, "en"): Template(
+        "A passkey was removed from your {product} account",
+        "A passkey was just removed from your {product} account: it no longer signs in.",
+        "If you did not do this, someone may be signed in as you: reset your password, "
+        "end your other sessions and contact support.",
+    ),
+    (EmailEventType.PASSKEY_REMOVED_NOTICE, "ru"): Template(
+        "Из аккаунта {product} удалён ключ доступа",
+        "Из вашего аккаунта {product} только что удалили ключ доступа (passkey): "
+        "с ним больше нельзя войти.",
+        "Если это были не вы, возможно, кто-то вошёл под вашим именем: сбросьте пароль, "
+        "завершите другие сеансы и обратитесь в поддержку.",
+    ),
     (EmailEventType.PASSKEYS_REMOVED_NOTICE, "en"): Template(
         "The passkeys of your {product} account were removed",
         "An administrator just removed every passkey from your {product} account: "

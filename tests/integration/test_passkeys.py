@@ -223,8 +223,12 @@ def test_removing_disabling_and_deleting(stack: Stack, http: httpx.Client) -> No
     gone = http.delete(f"/v1/auth/passkeys/{first}", headers=other.bearer)
     assert (gone.status_code, error(gone)) == (404, "passkey_not_found")
     assert http.delete("/v1/auth/passkeys/not-an-id", headers=account.bearer).status_code == 422
+    mails = len(stack.smtp.wait_for(account.email, count=3))  # the code and two notices
     assert http.delete(f"/v1/auth/passkeys/{first}", headers=account.bearer).status_code == 204
     assert http.delete(f"/v1/auth/passkeys/{first}", headers=account.bearer).status_code == 404
+    # The owner hears of it: a session that removes a way in may not be theirs.
+    notice = stack.smtp.wait_for(account.email, count=mails + 1)[-1]
+    assert "removed" in str(notice.message["subject"]) and notice.code is None
     refused = passkey_login(http, laptop.get(login_options(http)))
     assert error(refused) == "passkey_not_accepted"
     left = [p["id"] for p in http.get("/v1/auth/passkeys", headers=account.bearer).json()["items"]]
