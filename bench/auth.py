@@ -1,7 +1,15 @@
 """Auth on one core: refreshes per second (goal 500, shown beside the same process's
 /healthz so that a busy machine is seen as such), logins against raw argon2id on the
-same core (the floor: a login cannot be cheaper than its hash), and the most sign-ups a
-second it takes (for the latency figure, which runs at half of it)."""
+same core (the floor: a login cannot be cheaper than its hash), passkey sign-ins beside
+those password logins, and the most sign-ups a second it takes (for the latency figure,
+which runs at half of it).
+
+A passkey sign-in is two requests (options, then the signed answer) and the answer must
+be signed by the passkey's key, which wrk cannot do: its load is a Python client on the
+load core, with the software authenticator of the tests (tests/passkey_device.py). The
+figure notes how busy auth's core was, so a client too slow to fill it would show. It runs
+last, after the memory "after load" is read: auth imports the passkey checker at the first
+passkey request, and what that adds is read on its own ("after passkeys too")."""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,6 +32,7 @@ from bench.harness import (
     Figure,
     Load,
     alternate,
+    cpu_seconds,
     errors_note,
     median,
     middle,
@@ -32,9 +42,11 @@ from bench.harness import (
 from common.db import make_engine, make_sessionmaker
 from common.memory import resident_mb
 from infra.processes import ROOT, ServiceProcess
+from tests.passkey_device import Device
 
 PASSWORD = "benchmark passphrase"
 USERS = 48
+PASSKEY_CLIENTS = 8  # accounts signing in with a passkey at once, one after another each
 
 
 async def seed_users(database_url: str) -> list[str]:
@@ -63,6 +75,53 @@ async def refresh_tokens(url: str, emails: list[str]) -> list[str]:
     return [a.json()["refresh_token"] for a in answers]
 
 
+async def passkeys_added(url: str, emails: list[str]) -> list[Device]:
+    """A passkey for each of the accounts, made by a device of its own."""
+    devices = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for email in emails:
+            login = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            asked = await http.post(
+                "/v1/auth/passkeys/options", json={"password": PASSWORD}, headers=bearer
+            )
+            device = Device()
+            body = {"credential": device.create(asked.json()["publicKey"])}
+            added = await http.post("/v1/auth/passkeys", json=body, headers=bearer)
+            added.raise_for_status()
+            devices.append(device)
+    return devices
+
+
+@dataclass
+class SignIns:
+    rate: float  # passkey sign-ins a second, both requests each
+    busy: float  # the share of the time auth's process spent on its core
+    failed: int
+
+
+async def passkey_sign_ins(url: str, devices: list[Device], seconds: float, pid: int) -> SignIns:
+    done = failed = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def one_after_another(device: Device, until: float) -> None:
+            nonlocal done, failed
+            while time.monotonic() < until:
+                asked = await http.post("/v1/auth/login/passkey/options")
+                answer = {"credential": device.get(asked.json()["publicKey"])}
+                signed_in = await http.post("/v1/auth/login/passkey", json=answer)
+                if signed_in.status_code == 200:
+                    done += 1
+                else:
+                    failed += 1
+
+        cpu, start = cpu_seconds(pid), time.monotonic()
+        await asyncio.gather(*(one_after_another(d, start + seconds) for d in devices))
+        took = time.monotonic() - start
+        busy = (cpu_seconds(pid) - cpu) / took
+    return SignIns(done / took, busy, failed)
+
+
 def raw_argon2_rate(seconds: float) -> float:
     command = ["taskset", "-c", str(SERVICE_CORE), sys.executable, "-m", "bench.argon2_rate"]
     done = subprocess.run([*command, str(seconds)], cwd=ROOT, capture_output=True, text=True)
@@ -78,6 +137,7 @@ def figures(
     memory = {"auth idle": resident_mb(auth.process.pid)}
     try:
         emails = asyncio.run(seed_users(database_url))
+        pid = auth.process.pid
         users = work / "users.txt"
         users.write_text("\n".join(emails) + "\n")
         tokens = work / "tokens.txt"
@@ -114,13 +174,27 @@ def figures(
             script="signup.lua",
             script_args=(uuid.uuid4().hex[:8],),
         )
-        memory["auth after load"] = resident_mb(auth.process.pid)
+        memory["auth after load"] = resident_mb(pid)
+        # Passkeys last: auth imports their checker at the first passkey request, and the
+        # figures above are of a process that has served none.
+        devices = asyncio.run(passkeys_added(auth.url, emails[:PASSKEY_CLIENTS]))
+        passkeys: list[SignIns] = []
+
+        def passkey() -> float:
+            passkeys.append(asyncio.run(passkey_sign_ins(auth.url, devices, seconds, pid)))
+            return passkeys[-1].rate
+
+        with_passkeys = alternate(rounds, {"login": lambda: login().rate, "passkey": passkey})
+        memory["auth after passkeys too"] = resident_mb(pid)
         time.sleep(IDLE_TRIM_SECONDS + 1)  # argon2's buffers go back once idle
         memory["auth idle again"] = resident_mb(auth.process.pid)
     finally:
         auth.stop()
     refresh_rate = median([load.rate for load in refreshes])
     raw, login_rate = median(logins["raw"]), median(logins["login"])
+    passkey_rate = median(with_passkeys["passkey"])
+    busy = median([p.busy for p in passkeys])
+    failed = sum(p.failed for p in passkeys)
     return [
         Figure(
             name="auth POST /v1/auth/token/refresh",
@@ -143,6 +217,18 @@ def figures(
             floor=raw,
             floor_label="raw argon2id verify, same core",
             rounds=logins["login"],
+        ),
+        Figure(
+            name="auth passkey sign-in (options + answer)",
+            goal="(report)",
+            measured=passkey_rate,
+            unit="sign-ins/s",
+            met=True,
+            floor=median(with_passkeys["login"]),
+            floor_label="password logins, alternating, for context",
+            rounds=with_passkeys["passkey"],
+            note=f"auth's core {busy:.0%} busy (a Python client signs the answers)"
+            + (f"; {failed} refused" if failed else ""),
         ),
         Figure(
             name="auth POST /v1/auth/signup, most a second",
