@@ -149,8 +149,8 @@ class UserAdmin:
         self, caller: Caller, user_id: uuid.UUID, ip: str | None = None
     ) -> Found:
         """Every passkey of the account goes, and any options handed out to add one; the
-        owner is told by email. The sessions they opened stay (disable the account to end
-        those too)."""
+        owner is told by email when there were any (the call is audited either way). The
+        sessions they opened stay (disable the account to end those too)."""
         async with self.sessions.begin() as session:
             user = await self._locked(session, caller, user_id)
             gone = await session.execute(
@@ -164,16 +164,16 @@ class UserAdmin:
                 .execution_options(synchronize_session=False)
             )
             removed: int = gone.rowcount  # type: ignore[attr-defined]  # a DELETE's CursorResult
-            if removed:
-                audit.record(
-                    session,
-                    "passkeys_removed",
-                    user_id=user.id,
-                    email=user.email,
-                    ip=ip,
-                    admin=str(caller.user.id),
-                    count=removed,
-                )
+            audit.record(
+                session,
+                "passkeys_removed",
+                user_id=user.id,
+                email=user.email,
+                ip=ip,
+                admin=str(caller.user.id),
+                count=removed,
+            )
+            if removed:  # the owner hears of a change, not of a call that changed nothing
                 notice = EmailEventType.PASSKEYS_REMOVED_NOTICE
                 events.email_notice(session, notice, user.email, user.language())
             shown = (await found(session, [user]))[0]

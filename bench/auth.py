@@ -81,10 +81,12 @@ async def passkeys_added(url: str, emails: list[str]) -> list[Device]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         for email in emails:
             login = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            login.raise_for_status()
             bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
             asked = await http.post(
                 "/v1/auth/passkeys/options", json={"password": PASSWORD}, headers=bearer
             )
+            asked.raise_for_status()
             device = Device()
             body = {"credential": device.create(asked.json()["publicKey"])}
             added = await http.post("/v1/auth/passkeys", json=body, headers=bearer)
@@ -108,6 +110,9 @@ async def passkey_sign_ins(url: str, devices: list[Device], seconds: float, pid:
             nonlocal done, failed
             while time.monotonic() < until:
                 asked = await http.post("/v1/auth/login/passkey/options")
+                if asked.status_code != 200:
+                    failed += 1
+                    continue
                 answer = {"credential": device.get(asked.json()["publicKey"])}
                 signed_in = await http.post("/v1/auth/login/passkey", json=answer)
                 if signed_in.status_code == 200:

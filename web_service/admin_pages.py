@@ -1,5 +1,6 @@
-"""For admins: find users, disable or enable them, set their roles; and an address's email
-delivery history (from the mailer). The APIs check the admin role themselves; these pages
+"""For admins: find users, disable or enable them, set their roles, turn their two-step
+sign-in off, remove their passkeys; and an address's email delivery history (from the
+mailer). The APIs check the admin role themselves; these pages
 are only shown to tokens that carry it."""
 
 from __future__ import annotations

@@ -496,6 +496,8 @@ def test_admin_routes_may_require_a_two_step_session(stack: Stack, http: httpx.C
         film = f"{strict_films.url}/v1/films/999999"
         refused = http.get(users, headers=admin.bearer)
         assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
+        refused = http.delete(f"{users}/{admin.id}/passkeys", headers=admin.bearer)
+        assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
         refused = http.patch(film, json={"year": 2000}, headers=admin.bearer)
         assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
         assert http.get(f"{stack.auth.url}/v1/admin/users", headers=admin.bearer).is_success

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from starlette.requests import Request
 
 from common.db import make_engine, make_sessionmaker, migrate
+from common.events import EmailEventType
 from web_service.api import ApiProblem, problem_from
 from web_service.config import WebSettings
 from web_service.csrf import CsrfRejected, check, from_this_site
@@ -150,6 +151,13 @@ def test_the_catalogues_agree() -> None:
     # Russian is Russian: most messages are in Cyrillic.
     cyrillic = [k for k, v in ru.items() if re.search("[\u0430-\u044f\u0451]", str(v).lower())]
     assert len(cyrillic) > 0.9 * len(ru)
+
+
+def test_every_email_type_has_a_name_on_the_deliveries_page() -> None:
+    """The admin's deliveries list names each email by its type (`label`), in words."""
+    for lang in ("en", "ru"):
+        missing = {kind for kind in EmailEventType if f"mail.{kind}" not in catalogue(lang)}
+        assert not missing, (lang, missing)
 
 
 def test_every_message_the_code_asks_for_exists() -> None:

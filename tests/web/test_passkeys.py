@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expec
 from tests.web.conftest import PASSWORD, Web, log_in, new_context, shot
 from tests.web.test_accessibility import serious_violations
 from tests.web.test_journey import log_out
-from tests.web.test_two_step import second_step, turned_on_through_the_api
+from tests.web.test_two_step import app_code, second_step, step_now, turned_on_through_the_api
 
 pytestmark = pytest.mark.e2e
 # A passkey's first request has auth import its checker; a shared CI machine is slow.
@@ -297,3 +297,25 @@ def test_an_admin_removes_the_passkeys_of_a_lost_device(web: Web, page: Page) ->
 
     sign_in_with_passkey(page)  # the phone still holds it; auth no longer takes it
     expect(page.locator(".error-summary")).to_contain_text("That passkey was not accepted.")
+
+
+def test_a_session_that_skipped_the_app_is_told_how_to_add_one(web: Web, page: Page) -> None:
+    """The session that turned the app on never passed the second step itself, so auth
+    will not let it add a passkey (a lasting second factor): the page says what to do."""
+    device = Authenticator(page)
+    email = web.account("passkey-skipped")
+    log_in(page, email)
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto("/account/two-step/on")
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    secret = page.locator("code.secret").inner_text()
+    page.get_by_label("Code from the app").fill(app_code(secret, step_now()))
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.get_by_role("status")).to_have_text("Two-step sign-in is on.")
+
+    add_passkey(page, "Laptop")
+    expect(page.locator(".error-summary")).to_contain_text(
+        "Your account has two-step sign-in on: log out, log in again"
+    )
+    assert device.credentials() == []
