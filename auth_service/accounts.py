@@ -50,6 +50,10 @@ SIGNUPS_LEFT = Counter(
 SIGNUPS_RESUMED = Counter(
     "auth_signups_resumed_total", "Accepted sign-ups carried out by the resume, not their request"
 )
+SIGNUPS_FAILED = Counter(
+    "auth_signups_failed_total",
+    "Accepted sign-ups given up after failing for SIGNUP_GIVE_UP_AFTER (in the audit log)",
+)
 
 # The login's Core statements, built once.
 _USERS = Base.metadata.tables[User.__tablename__]
@@ -89,6 +93,10 @@ EMAIL_CHANGE = EmailEventType.EMAIL_CHANGE.value
 SIGNUP_CHECKS = 3
 # Sign-ups read at a time by the resume, oldest first.
 RESUME_BATCH = 100
+# A sign-up that still fails this long after it was accepted, with the database there to
+# say so, is given up: recorded as failed (audit log, metric) instead of tried for ever. An
+# outage does not count: a pass that cannot reach the database gives nothing up.
+SIGNUP_GIVE_UP_AFTER = timedelta(days=1)
 # How long shutdown waits for the sign-ups being carried out.
 SHUTDOWN_WAIT_SECONDS = 10.0
 # What a wrong try at each purpose's code is audited as.
@@ -179,6 +187,9 @@ class Accounts:
                     except DatabaseUnreachable:
                         raise  # the next pass tries them all again
                     except Exception as exc:
+                        if accepted.accepted_at <= utcnow() - SIGNUP_GIVE_UP_AFTER:
+                            await self._give_up(accepted, exc)
+                            continue
                         log.error(
                             "sign-up %d not resumed (%s); the next pass tries again",
                             accepted.id,
@@ -190,6 +201,30 @@ class Accounts:
                 SIGNUPS_RESUMED.inc(done)
                 log.warning("resumed %d sign-ups their own request did not carry out", done)
         return done
+
+    async def _give_up(self, accepted: SignupRequest, exc: Exception) -> None:
+        """The sign-up's row goes, and its failure is recorded where an operator looks:
+        the audit log (with the address, as every sign-up's is), the metric, the log."""
+        error = type(exc).__name__  # the type only: a constraint's text names the address
+        async with self.sessions.begin() as session:
+            claimed = await session.execute(
+                delete(SignupRequest)
+                .where(SignupRequest.id == accepted.id)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount == 0:  # type: ignore[attr-defined]
+                return  # carried out or given up by another pass meanwhile
+            audit.record(
+                session, "signup_failed", email=accepted.email, ip=accepted.ip, error=error
+            )
+        SIGNUPS_FAILED.inc()
+        log.error(
+            "sign-up %d given up: still failing (%s) %s after it was accepted; "
+            "recorded in the audit log as signup_failed",
+            accepted.id,
+            error,
+            SIGNUP_GIVE_UP_AFTER,
+        )
 
     async def _left(self, cutoff: datetime, after: int) -> list[SignupRequest]:
         async with self.sessions() as session:

@@ -22,6 +22,7 @@ AUTH_EVENTS = Counter("auth_events_total", "Security events by kind", ["event"])
 
 EVENTS = {
     "signup",
+    "signup_failed",  # accepted, then given up after failing for a day (detail: error)
     "verify_ok",
     "verify_failed",
     "login_ok",

@@ -38,7 +38,13 @@ def medians_ms(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/auth/signup", "/v1/auth/verify/resend", "/v1/auth/password/forgot"]
+    "path",
+    [
+        "/v1/auth/signup",
+        "/v1/auth/verify/resend",
+        "/v1/auth/password/forgot",
+        "/v1/auth/login/code",
+    ],
 )
 def test_known_and_unknown_addresses_look_alike(stack: Stack, path: str) -> None:
     with httpx.Client(base_url=stack.auth.url, timeout=30) as http:

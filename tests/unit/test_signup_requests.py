@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from auth_service.accounts import VERIFY, Accounts
+from auth_service.accounts import SIGNUP_GIVE_UP_AFTER, VERIFY, Accounts
 from auth_service.app import create_app
 from auth_service.models import (
     AuditEvent,
@@ -253,6 +253,33 @@ async def test_the_resume_goes_past_a_signup_that_keeps_failing(
     assert await asyncio.wait_for(setup.accounts.resume_signups(), timeout=60) == 1
     assert await setup.count(SignupRequest) == 1  # the broken one, for the next pass
     assert await setup.count(User) == 1
+
+
+async def test_a_signup_that_fails_for_a_day_is_given_up_and_recorded(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted, then failing at every pass with the database there: after a day it is no
+    longer tried, and its failure is in the audit log and the metric (nothing vanishes)."""
+    await setup.accounts.accept_signup(EMAIL, PASSWORD, "en", ip="192.0.2.7")
+    await setup.age_every_request()  # ten minutes: tried again, not given up
+
+    async def failing(accepted: SignupRequest, *rest: Any) -> bool | None:
+        raise RuntimeError("this one breaks")
+
+    monkeypatch.setattr(setup.accounts, "_signup", failing)
+    before = metric("auth_signups_failed_total")
+    assert await setup.accounts.resume_signups() == 0
+    assert await setup.count(SignupRequest) == 1
+    async with setup.sessions.begin() as session:
+        day_ago = utcnow() - SIGNUP_GIVE_UP_AFTER - timedelta(seconds=1)
+        await session.execute(update(SignupRequest).values(accepted_at=day_ago))
+    assert await setup.accounts.resume_signups() == 0
+    assert await setup.count(SignupRequest) == 0
+    assert metric("auth_signups_failed_total") == before + 1
+    async with setup.sessions() as session:
+        row = await session.scalar(select(AuditEvent).where(AuditEvent.event == "signup_failed"))
+    assert row is not None and row.email == EMAIL and row.ip == "192.0.2.7"
+    assert row.detail == {"error": "RuntimeError"}
 
 
 async def test_shutdown_waits_for_a_stuck_signup_no_longer_than_it_says(
