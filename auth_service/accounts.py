@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy import bindparam, delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import audit, events
@@ -93,10 +94,19 @@ EMAIL_CHANGE = EmailEventType.EMAIL_CHANGE.value
 SIGNUP_CHECKS = 3
 # Sign-ups read at a time by the resume, oldest first.
 RESUME_BATCH = 100
-# A sign-up that still fails this long after it was accepted, with the database there to
-# say so, is given up: recorded as failed (audit log, metric) instead of tried for ever. An
-# outage does not count: a pass that cannot reach the database gives nothing up.
+# A sign-up the resume has seen fail for this long, with errors that are not the database's
+# trouble (an unreachable, lost or locked database, a timeout), is given up: recorded as
+# failed (audit log, metric) instead of tried for ever.
 SIGNUP_GIVE_UP_AFTER = timedelta(days=1)
+# The database's trouble, not the sign-up's: tried again however long it lasts.
+TRANSIENT = (
+    DatabaseUnreachable,
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    TimeoutError,
+    OSError,
+)
 # How long shutdown waits for the sign-ups being carried out.
 SHUTDOWN_WAIT_SECONDS = 10.0
 # What a wrong try at each purpose's code is audited as.
@@ -118,6 +128,9 @@ class Accounts:
     relay: OutboxRelay
     guard: AddressGuard
     _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    # Sign-ups the resume saw fail for a reason of their own: since when (this process's
+    # sighting: a new relay leader starts counting again, which only gives up later).
+    _failing: dict[int, datetime] = field(default_factory=dict, init=False, repr=False)
 
     async def accept_signup(
         self, email: str, password: str, locale: str, ip: str | None = None, send: bool = True
@@ -178,34 +191,53 @@ class Accounts:
         their hash is left, so a pending account's password cannot be compared with
         theirs and counts as a different one (disputed). How many were resumed."""
         cutoff = utcnow() - timedelta(seconds=self.settings.signup_resume_after_seconds)
-        done, after = 0, 0
+        done, after, listed = 0, 0, set()
         try:
             while requests := await self._left(cutoff, after):
                 for accepted in requests:
+                    listed.add(accepted.id)
                     try:
                         done += await self.finish_signup(accepted, None)
                     except DatabaseUnreachable:
                         raise  # the next pass tries them all again
                     except Exception as exc:
-                        if accepted.accepted_at <= utcnow() - SIGNUP_GIVE_UP_AFTER:
-                            await self._give_up(accepted, exc)
-                            continue
-                        log.error(
-                            "sign-up %d not resumed (%s); the next pass tries again",
-                            accepted.id,
-                            type(exc).__name__,
-                        )
+                        await self._failed(accepted, exc)
+                    else:
+                        self._failing.pop(accepted.id, None)
                 after = requests[-1].id
+            # Those carried out or given up elsewhere are no longer watched.
+            self._failing = {k: v for k, v in self._failing.items() if k in listed}
         finally:
             if done:
                 SIGNUPS_RESUMED.inc(done)
                 log.warning("resumed %d sign-ups their own request did not carry out", done)
         return done
 
-    async def _give_up(self, accepted: SignupRequest, exc: Exception) -> None:
+    async def _failed(self, accepted: SignupRequest, exc: Exception) -> None:
+        """A resumed sign-up failed: left for the next pass, or given up once it has
+        failed for SIGNUP_GIVE_UP_AFTER for a reason of its own."""
+        error = type(exc).__name__  # the type only: a constraint's text names the address
+        own = not isinstance(exc, TRANSIENT) and not (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        seen = self._failing.get(accepted.id)
+        if own and seen is None:
+            self._failing[accepted.id] = utcnow()  # never given up at its first sighting
+        elif own and seen is not None and utcnow() - seen >= SIGNUP_GIVE_UP_AFTER:
+            try:
+                await self._give_up(accepted, error)
+            except DatabaseUnreachable:
+                raise
+            except Exception as failure:  # the next pass tries again; the rest go on
+                log.error("sign-up %d not given up (%s)", accepted.id, type(failure).__name__)
+            else:
+                self._failing.pop(accepted.id, None)
+                return
+        log.error("sign-up %d not resumed (%s); the next pass tries again", accepted.id, error)
+
+    async def _give_up(self, accepted: SignupRequest, error: str) -> None:
         """The sign-up's row goes, and its failure is recorded where an operator looks:
         the audit log (with the address, as every sign-up's is), the metric, the log."""
-        error = type(exc).__name__  # the type only: a constraint's text names the address
         async with self.sessions.begin() as session:
             claimed = await session.execute(
                 delete(SignupRequest)
@@ -219,8 +251,7 @@ class Accounts:
             )
         SIGNUPS_FAILED.inc()
         log.error(
-            "sign-up %d given up: still failing (%s) %s after it was accepted; "
-            "recorded in the audit log as signup_failed",
+            "sign-up %d given up: failing (%s) for %s; recorded in the audit log as signup_failed",
             accepted.id,
             error,
             SIGNUP_GIVE_UP_AFTER,
