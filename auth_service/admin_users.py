@@ -24,9 +24,10 @@ from auth_service.errors import (
     OwnTwoStep,
     UserNotFound,
 )
-from auth_service.models import Passkey, PasskeyChallenge, TotpFactor, User
+from auth_service.models import Passkey, TotpFactor, User
 from auth_service.outbox import OutboxRelay
 from auth_service.refresh import RefreshTokens
+from auth_service.totp import drop_passkey_options
 from auth_service.two_step import turn_off
 from auth_service.user_sessions import Caller
 from common.clock import utcnow
@@ -158,11 +159,7 @@ class UserAdmin:
                 .where(Passkey.user_id == user.id)
                 .execution_options(synchronize_session=False)
             )
-            await session.execute(
-                delete(PasskeyChallenge)
-                .where(PasskeyChallenge.user_id == user.id)
-                .execution_options(synchronize_session=False)
-            )
+            await drop_passkey_options(session, user.id)
             removed: int = gone.rowcount  # type: ignore[attr-defined]  # a DELETE's CursorResult
             audit.record(
                 session,

@@ -49,7 +49,7 @@ from auth_service.errors import (
 )
 from auth_service.models import Passkey, PasskeyChallenge, User
 from auth_service.tokens import POSSESSION, TWO_STEP, TokenPair
-from auth_service.totp import has_factor
+from auth_service.totp import drop_passkey_options, has_factor
 from auth_service.user_sessions import Caller, Client
 from common.clock import utcnow
 from common.events import EmailEventType
@@ -144,11 +144,7 @@ class Passkeys:
             if len(have) >= MAX_PASSKEYS:
                 raise TooManyPasskeys
             # One at a time: asking again replaces the challenge not yet answered.
-            await session.execute(
-                delete(PasskeyChallenge)
-                .where(PasskeyChallenge.user_id == user.id)
-                .execution_options(synchronize_session=False)
-            )
+            await drop_passkey_options(session, user.id)
             self._hand_out(session, challenge, REGISTER, user.id)
         wa, structs = _webauthn(), _structs()
         required = structs.UserVerificationRequirement.REQUIRED

@@ -190,4 +190,10 @@ async def drop_challenges(session: AsyncSession, user_id: uuid.UUID) -> None:
     for new options: after a password change or reset, or when two-step sign-in is
     turned off."""
     await session.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
+    await drop_passkey_options(session, user_id)
+
+
+async def drop_passkey_options(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """The options handed out to add a passkey to the account, unanswered: no longer
+    answerable (sign-in options belong to no account and stay)."""
     await session.execute(delete(PasskeyChallenge).where(PasskeyChallenge.user_id == user_id))
