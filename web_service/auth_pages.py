@@ -140,7 +140,9 @@ async def resend(page: PageDep) -> Response:
 
 @router.get("/login")
 async def login_form(page: PageDep, next: str | None = None) -> Response:
-    return await page.render("login.html", form=Form(), next=safe_next(next), unverified=False)
+    return await page.render(
+        "login.html", form=Form(), next=safe_next(next), unverified=False, autofill=True
+    )
 
 
 @router.post("/login")
@@ -164,7 +166,7 @@ async def login(page: PageDep) -> Response:
     if unverified:
         page.session.set("verify_email", form.value("email"))
     return await page.render(
-        "login.html", status=400, form=form, next=next_page, unverified=unverified
+        "login.html", status=400, form=form, next=next_page, unverified=unverified, autofill=True
     )
 
 

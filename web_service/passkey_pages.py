@@ -9,7 +9,9 @@ everything else works.
 
 - Signing in is one click: the script asks for options (`POST /login/passkey/options`,
   answered in JSON), the browser signs them with a passkey the visitor picks, and the
-  script posts the answer to `POST /login/passkey`.
+  script posts the answer to `POST /login/passkey`. Where the browser can, the login page
+  also asks as it opens, and the browser offers the passkeys among the address field's
+  suggestions (autofill), so picking one there is the click.
 - Adding asks for the password first (auth checks it, then hands out options that the
   next page carries for the script), then the browser makes the passkey and the script
   posts it to `POST /account/passkeys`.
@@ -119,7 +121,10 @@ async def sign_in(page: PageDep) -> Response:
         else:
             await page.sign_in(pair, await email_for(page, pair))
             return await page.redirect(next_page)
-    return await page.render("login.html", status=400, form=form, next=next_page, unverified=False)
+    # No autofill on the page that says a passkey failed: it would offer the same again.
+    return await page.render(
+        "login.html", status=400, form=form, next=next_page, unverified=False, autofill=False
+    )
 
 
 # --- the account's passkeys ----------------------------------------------------------------

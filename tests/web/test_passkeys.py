@@ -29,11 +29,37 @@ pytestmark = pytest.mark.e2e
 expect.set_options(timeout=15_000)
 
 
+# Chromium's virtual authenticator answers the login page's autofill request at once, with
+# no one to pick (the real ones wait for a pick), so a page with autofill on would sign in
+# before its button could be pressed. The button's tests run as in a browser that has no
+# autofill for passkeys; the autofill's have their own context.
+NO_AUTOFILL = "PublicKeyCredential.isConditionalMediationAvailable = async () => false;"
+
+
 @pytest.fixture
 def context(browser: Browser, web: Web) -> Iterator[BrowserContext]:
-    """conftest's, opened by name."""
+    """conftest's, opened by name, without passkey autofill."""
     context = new_context(browser, web, base_url=web.named_url)
+    context.add_init_script(NO_AUTOFILL)
     yield context
+    context.close()
+
+
+@pytest.fixture
+def autofill_page(browser: Browser, web: Web) -> Iterator[Page]:
+    """A page whose browser offers passkeys from the address field, and that notes when the
+    page asks it to (`window.autofillAsked`)."""
+    context = new_context(browser, web, base_url=web.named_url)
+    context.add_init_script(
+        """{
+        const get = navigator.credentials.get.bind(navigator.credentials);
+        navigator.credentials.get = (options) => {
+          if (options && options.mediation === "conditional") window.autofillAsked = true;
+          return get(options);
+        };
+        }"""
+    )
+    yield context.new_page()
     context.close()
 
 
@@ -67,6 +93,12 @@ class Authenticator:
         credentials: list[dict[str, object]] = answer["credentials"]
         return credentials
 
+    def holds(self, credential: dict[str, object]) -> None:
+        """Take a passkey another authenticator made (as a password manager syncs it)."""
+        self.cdp.send(
+            "WebAuthn.addCredential", {"authenticatorId": self.id, "credential": credential}
+        )
+
 
 def notice(page: Page) -> str:
     return page.get_by_role("status").inner_text()
@@ -78,6 +110,26 @@ def add_passkey(page: Page, name: str, password: str | None = None) -> None:
     page.get_by_label("Name (optional)").fill(name)
     page.get_by_label("Password", exact=True).fill(password or PASSWORD)
     page.get_by_role("button", name="Continue").click()
+
+
+def passkey_of(browser: Browser, web: Web, name: str) -> tuple[str, dict[str, object]]:
+    """A new account with one passkey, added through the pages in a browser of its own: its
+    address, and the passkey as its authenticator holds it."""
+    context = new_context(browser, web, base_url=web.named_url)
+    context.add_init_script(NO_AUTOFILL)
+    try:
+        page = context.new_page()
+        device = Authenticator(page)
+        email = web.account(name)
+        log_in(page, email)
+        expect(page).to_have_url(re.compile(r"/films"))
+        add_passkey(page, "Phone")
+        page.get_by_role("button", name="Create the passkey").click()
+        expect(page.get_by_role("status")).to_contain_text("The passkey is added.")
+        (credential,) = device.credentials()
+        return email, credential
+    finally:
+        context.close()
 
 
 def sign_in_with_passkey(page: Page, next: str = "") -> None:
@@ -187,6 +239,54 @@ def test_a_passkey_is_both_steps_of_two_step_sign_in(web: Web, page: Page) -> No
     log_out(page)
     sign_in_with_passkey(page)
     expect(page).to_have_url(re.compile(r"/films"))  # no code asked for
+
+
+def test_the_address_field_offers_the_passkey(
+    browser: Browser, web: Web, autofill_page: Page
+) -> None:
+    """Autofill: the login page asks as it opens, the browser offers the passkey among the
+    address field's suggestions, and picking it signs in, no button pressed. A passkey that
+    auth refuses is said so once: the page saying it asks for no other."""
+    page = autofill_page
+    email, credential = passkey_of(browser, web, "passkey-autofill")
+    Authenticator(page).holds(credential)
+    page.goto("/login?next=/favourites")  # the virtual authenticator picks at once
+    expect(page).to_have_url(re.compile(r"/favourites$"))
+    expect(page.locator(".site-footer")).to_contain_text(email)
+
+    page.goto("/account/passkeys")
+    page.get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("The passkey is removed.")
+    page.context.clear_cookies()
+    posted: list[str] = []
+    page.on("request", lambda request: posted.append(request.url.split("/", 3)[3]))
+    page.goto("/login")
+    expect(page).to_have_url(re.compile(r"/login/passkey$"))
+    expect(page.locator(".error-summary")).to_contain_text("That passkey was not accepted.")
+    expect(page.get_by_label("Email address")).to_have_attribute(
+        "autocomplete", "username webauthn"
+    )
+    page.wait_for_load_state("networkidle")
+    asked = [path for path in posted if path.startswith("login")]
+    assert asked == ["login", "login/passkey/options", "login/passkey"], posted
+
+
+def test_the_button_takes_over_from_a_waiting_autofill(
+    browser: Browser, web: Web, autofill_page: Page
+) -> None:
+    """While the autofill request waits for a pick, the browser serves no other: the button
+    gives it up first, else the browser would refuse ("a request is already pending")."""
+    page = autofill_page
+    _, credential = passkey_of(browser, web, "passkey-button")
+    page.goto("/login")  # no authenticator yet: the autofill request waits
+    page.wait_for_function("window.autofillAsked === true")
+    Authenticator(page).holds(credential)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url.split("/", 3)[3]))
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page).to_have_url(re.compile(r"/films"))
+    # One request, the button's: had it failed, the autofill would have asked again.
+    assert asked[:2] == ["login/passkey/options", "login/passkey"], asked
 
 
 @pytest.mark.parametrize("browser_lacks", ["script", "passkeys"])

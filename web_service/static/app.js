@@ -21,6 +21,12 @@ document.addEventListener("DOMContentLoaded", function () {
 // from data-options-url. On submit the browser makes or uses the passkey, and the form is
 // posted with its answer, as WebAuthn's JSON form, in the `credential` field. The options
 // and the answer are WebAuthn Level 3's JSON forms: binary values in base64url.
+//
+// A "get" form with data-passkey-autofill also asks, as soon as the page is shown, for a
+// passkey the visitor picks among the address field's suggestions (WebAuthn's conditional
+// mediation; the field's autocomplete names "webauthn"). That request waits, unseen, for
+// as long as the page is open: it is renewed before its options run out, and given up
+// when the form's button asks in its own right (a browser serves one request at a time).
 (function () {
   function bytes(text) {
     var plain = text.replace(/-/g, "+").replace(/_/g, "/");
@@ -122,6 +128,53 @@ document.addEventListener("DOMContentLoaded", function () {
     return form.getAttribute("data-error-failed");
   }
 
+  function send(form, credential) {
+    form.elements.credential.value = JSON.stringify(answer(credential));
+    form.submit(); // fires no submit event
+  }
+
+  var waiting = null; // the AbortController of the autofill request, while it waits
+
+  function giveUpAutofill() {
+    if (waiting) waiting.abort();
+    waiting = null;
+  }
+
+  function autofill(form) {
+    var able = window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable;
+    if (!able || !form.hasAttribute("data-passkey-autofill")) return;
+    giveUpAutofill();
+    var control = new AbortController();
+    waiting = control;
+    able
+      .call(PublicKeyCredential)
+      .then(function (available) {
+        if (!available) throw new Error("no autofill");
+        return options(form);
+      })
+      .then(function (json) {
+        if (control.signal.aborted) throw new Error("given up");
+        if (json.timeout > 0) {
+          window.setTimeout(function () {
+            if (waiting === control) autofill(form); // fresh options before these expire
+          }, json.timeout * 0.8);
+        }
+        return navigator.credentials.get({
+          mediation: "conditional",
+          signal: control.signal,
+          publicKey: requestOptions(json),
+        });
+      })
+      .then(function (credential) {
+        if (waiting === control) waiting = null;
+        if (credential) send(form, credential);
+      })
+      .catch(function () {
+        // Given up, or the browser declined: the button is still there, and says why.
+        if (waiting === control) waiting = null;
+      });
+  }
+
   function run(form, button) {
     var creating = form.getAttribute("data-passkey") === "create";
     // An assertive live region, present (empty) from the start rather than an alert
@@ -130,6 +183,7 @@ document.addEventListener("DOMContentLoaded", function () {
     var error = form.querySelector("[data-passkey-error]");
     error.textContent = "";
     button.disabled = true;
+    giveUpAutofill();
     options(form)
       .then(function (json) {
         return creating
@@ -138,12 +192,12 @@ document.addEventListener("DOMContentLoaded", function () {
       })
       .then(function (credential) {
         if (!credential) throw new Error("no credential");
-        form.elements.credential.value = JSON.stringify(answer(credential));
-        form.submit(); // fires no submit event
+        send(form, credential);
       })
       .catch(function (failure) {
         button.disabled = false;
         error.textContent = explained(form, failure);
+        autofill(form);
       });
   }
 
@@ -162,6 +216,7 @@ document.addEventListener("DOMContentLoaded", function () {
         event.preventDefault(); // the answer is sent by form.submit(), which skips this
         if (!button.disabled) run(form, button);
       });
+      autofill(form);
     });
   });
 
@@ -173,6 +228,7 @@ document.addEventListener("DOMContentLoaded", function () {
       form.elements.credential.value = "";
       form.querySelector("button[type=submit]").disabled = false;
       form.querySelector("[data-passkey-error]").textContent = "";
+      autofill(form); // the one the page had ended when it was left
     });
   });
 })();
