@@ -250,7 +250,8 @@ def test_the_address_field_offers_the_passkey(
     page = autofill_page
     email, credential = passkey_of(browser, web, "passkey-autofill")
     Authenticator(page).holds(credential)
-    page.goto("/login?next=/favourites")  # the virtual authenticator picks at once
+    # The virtual authenticator picks at once: the page goes on by itself.
+    page.goto("/login?next=/favourites", wait_until="commit")
     expect(page).to_have_url(re.compile(r"/favourites$"))
     expect(page.locator(".site-footer")).to_contain_text(email)
 
@@ -260,7 +261,7 @@ def test_the_address_field_offers_the_passkey(
     page.context.clear_cookies()
     posted: list[str] = []
     page.on("request", lambda request: posted.append(request.url.split("/", 3)[3]))
-    page.goto("/login")
+    page.goto("/login", wait_until="commit")
     expect(page).to_have_url(re.compile(r"/login/passkey$"))
     expect(page.locator(".error-summary")).to_contain_text("That passkey was not accepted.")
     expect(page.get_by_label("Email address")).to_have_attribute(

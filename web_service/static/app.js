@@ -90,7 +90,7 @@ document.addEventListener("DOMContentLoaded", function () {
     this.message = message;
   }
 
-  function options(form) {
+  function options(form, signal) {
     if (form.getAttribute("data-passkey") === "create") {
       return Promise.resolve(form.getAttribute("data-options")).then(JSON.parse);
     }
@@ -102,6 +102,7 @@ document.addEventListener("DOMContentLoaded", function () {
         body: body,
         credentials: "same-origin",
         headers: { Accept: "application/json" },
+        signal: signal,
       })
       .then(function (reply) {
         return reply.json().then(
@@ -128,7 +129,11 @@ document.addEventListener("DOMContentLoaded", function () {
     return form.getAttribute("data-error-failed");
   }
 
+  var sending = false; // an answer is on its way: nothing else starts
+
   function send(form, credential) {
+    sending = true;
+    form.querySelector("button[type=submit]").disabled = true;
     form.elements.credential.value = JSON.stringify(answer(credential));
     form.submit(); // fires no submit event
   }
@@ -140,25 +145,29 @@ document.addEventListener("DOMContentLoaded", function () {
     waiting = null;
   }
 
+  // When to ask again: before auth's challenge expires (the browser waits for ever on a
+  // conditional request), between half a minute and a day whatever the options say.
+  function renewal(json) {
+    var ms = json.timeout > 0 ? json.timeout * 0.8 : 240000;
+    return Math.min(Math.max(ms, 30000), 86400000);
+  }
+
   function autofill(form) {
     var able = window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable;
-    if (!able || !form.hasAttribute("data-passkey-autofill")) return;
+    if (!able || sending || !form.hasAttribute("data-passkey-autofill")) return;
     giveUpAutofill();
     var control = new AbortController();
     waiting = control;
-    able
-      .call(PublicKeyCredential)
+    Promise.resolve(able.call(PublicKeyCredential))
       .then(function (available) {
         if (!available) throw new Error("no autofill");
-        return options(form);
+        return options(form, control.signal);
       })
       .then(function (json) {
         if (control.signal.aborted) throw new Error("given up");
-        if (json.timeout > 0) {
-          window.setTimeout(function () {
-            if (waiting === control) autofill(form); // fresh options before these expire
-          }, json.timeout * 0.8);
-        }
+        window.setTimeout(function () {
+          renew(form, control);
+        }, renewal(json));
         return navigator.credentials.get({
           mediation: "conditional",
           signal: control.signal,
@@ -166,13 +175,28 @@ document.addEventListener("DOMContentLoaded", function () {
         });
       })
       .then(function (credential) {
-        if (waiting === control) waiting = null;
+        if (waiting !== control || sending) return; // given up meanwhile: the button's turn
+        waiting = null;
         if (credential) send(form, credential);
       })
       .catch(function () {
         // Given up, or the browser declined: the button is still there, and says why.
         if (waiting === control) waiting = null;
       });
+  }
+
+  // Fresh options before these expire; a hidden page waits until it is shown again.
+  function renew(form, control) {
+    if (waiting !== control) return;
+    if (!document.hidden) {
+      autofill(form);
+      return;
+    }
+    document.addEventListener("visibilitychange", function shown() {
+      if (document.hidden) return;
+      document.removeEventListener("visibilitychange", shown);
+      if (waiting === control) autofill(form);
+    });
   }
 
   function run(form, button) {
@@ -224,6 +248,7 @@ document.addEventListener("DOMContentLoaded", function () {
   // starts afresh.
   window.addEventListener("pageshow", function (event) {
     if (!event.persisted) return;
+    sending = false;
     document.querySelectorAll("form[data-passkey]").forEach(function (form) {
       form.elements.credential.value = "";
       form.querySelector("button[type=submit]").disabled = false;
