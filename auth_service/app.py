@@ -19,6 +19,7 @@ from auth_service.housekeeping import sweep
 from auth_service.keys import KeyRing
 from auth_service.login_codes import CodeLogin
 from auth_service.models import Base
+from auth_service.oauth import OAuth
 from auth_service.outbox import OutboxRelay
 from auth_service.passkeys import Passkeys
 from auth_service.passwords import PasswordHasher
@@ -30,6 +31,7 @@ from auth_service.routes import (
     discovery,
     login_code,
     mfa,
+    oauth,
     passkeys,
     router,
     sessions,
@@ -98,6 +100,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             self_service, SecretBox(keys.code_secret, keys.retired_code_secrets)
         )
         app.state.passkeys = Passkeys(self_service)
+        app.state.oauth = OAuth(accounts, {c.client_id: c for c in settings.oauth_clients})
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         use_verifier(app, keys)  # the current key and the retired ones still live
@@ -152,6 +155,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         login_code.router,
         mfa.router,
         passkeys.router,
+        oauth.router,
         account.router,
         sessions.router,
     ):

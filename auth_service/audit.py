@@ -63,6 +63,8 @@ EVENTS = {
     "passkey_removed",
     "passkeys_removed",  # every passkey of the account, by an admin (detail: admin, count)
     "passkey_failed",  # an answer that did not check out (detail: action)
+    "oauth_authorized",  # a person let an application in (detail: client, scope)
+    "oauth_code_reused",  # a redeemed code again: its session ended (detail: client)
 }
 
 

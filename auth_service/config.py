@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.http import CorsOrigins
@@ -27,6 +27,43 @@ def web_origin(url: str) -> str | None:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default = 443 if scheme == "https" else 80
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+class OAuthClient(BaseModel):
+    """An application that sends people here to sign in (OAuth 2.0's authorization code
+    with PKCE, oauth.py), and gets their tokens back at one of its `redirect_uris`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
+    name: str = Field(min_length=1, max_length=100)  # what the consent page calls it
+    redirect_uris: list[str] = Field(min_length=1, max_length=20)
+    # A confidential client (a server, which can keep a secret): the SHA-256 of its
+    # secret, in hex. None: a public one (a single-page or native app), PKCE alone.
+    secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # First-party: signed-in people are sent back without being asked to allow it.
+    trusted: bool = False
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _redirect_uris(cls, uris: list[str]) -> list[str]:
+        """Absolute, no fragment (RFC 6749 §3.1.2); https, or http on this machine's
+        loopback (a development server, a native app's local listener), or a native app's
+        own scheme, named as a reversed domain (RFC 8252 §7.1)."""
+        for uri in uris:
+            parts = urlsplit(uri)
+            scheme = parts.scheme.lower()
+            private = "." in scheme and not parts.netloc
+            web = scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK)
+            if len(uri) > 2000 or parts.fragment or not (private or (web and parts.hostname)):
+                raise ValueError(
+                    f"{uri!r} is not a redirect URI: absolute, without a fragment, https (or "
+                    "http on localhost) or a reversed-domain scheme (com.example.app:/cb)"
+                )
+        return uris
 
 
 class AuthSettings(BaseSettings):
@@ -85,6 +122,12 @@ class AuthSettings(BaseSettings):
     # origin's host must be or end in. A passkey works only under that domain.
     passkey_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     passkey_rp_id: str | None = Field(default=None, min_length=1, max_length=253)
+
+    # Applications that send people here to sign in, as JSON: [{"client_id", "name",
+    # "redirect_uris", "secret_sha256"?, "trusted"?}] (OAuthClient), and the page where
+    # they do (the web front end's /oauth/authorize), for the OpenID metadata.
+    oauth_clients: list[OAuthClient] = Field(default_factory=list)
+    authorization_endpoint: str | None = Field(default=None, max_length=2000)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.
@@ -159,6 +202,18 @@ class AuthSettings(BaseSettings):
                 raise ValueError(
                     f"AUTH_PASSKEY_RP_ID: {origin!r} is not on {rp_id!r} or a subdomain of it"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _clients_unique(self) -> AuthSettings:
+        ids = [client.client_id for client in self.oauth_clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("AUTH_OAUTH_CLIENTS: a client_id is given twice")
+        if self.token_audience in ids:  # its ID tokens would pass for access tokens
+            raise ValueError("AUTH_OAUTH_CLIENTS: a client_id may not be AUTH_TOKEN_AUDIENCE")
+        parts = urlsplit(self.authorization_endpoint or "https://x")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError("AUTH_AUTHORIZATION_ENDPOINT: not a web URL")
         return self
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin, require_admin
 from auth_service.login_codes import CodeLogin
+from auth_service.oauth import OAuth
 from auth_service.passkeys import Passkeys
 from auth_service.refresh import RefreshTokens
 from auth_service.two_step import TwoStep
@@ -75,6 +76,11 @@ async def get_passkeys(request: Request) -> Passkeys:
     return passkeys
 
 
+async def get_oauth(request: Request) -> OAuth:
+    oauth: OAuth = request.app.state.oauth
+    return oauth
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 RefreshTokensDep = Annotated[RefreshTokens, Depends(get_refresh_tokens)]
 CodeLoginDep = Annotated[CodeLogin, Depends(get_code_login)]
@@ -83,6 +89,7 @@ UserSessionsDep = Annotated[UserSessions, Depends(get_user_sessions)]
 UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
 TwoStepDep = Annotated[TwoStep, Depends(get_two_step)]
 PasskeysDep = Annotated[Passkeys, Depends(get_passkeys)]
+OAuthDep = Annotated[OAuth, Depends(get_oauth)]
 
 
 async def current_caller(

@@ -32,6 +32,20 @@ class InvalidGrant(AuthError):
     """The refresh token is unknown, expired or revoked."""
 
 
+class InvalidCodeGrant(InvalidGrant):
+    """An authorization code that is unknown, expired, used, another client's or another
+    redirect URI's, or whose PKCE verifier does not match (oauth.py)."""
+
+
+class UnknownClient(AuthError):
+    """No OAuth client has that client_id, or it registered no such redirect URI."""
+
+
+class ClientRefused(AuthError):
+    """At the token endpoint: an unknown client, or a confidential one without its right
+    secret (RFC 6749's invalid_client)."""
+
+
 class AccountDisabled(AuthError):
     """Right credentials, but an admin disabled the account."""
 

@@ -49,6 +49,7 @@ from auth_service.models import (
     AddressThrottle,
     AuditEvent,
     MfaChallenge,
+    OAuthCode,
     OneTimeCode,
     OutboxEvent,
     PasskeyChallenge,
@@ -120,6 +121,8 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         Rule(
             "passkey_challenges", PasskeyChallenge.challenge_hash, PasskeyChallenge.expires_at < now
         ),
+        # Kept past their minute, so a code redeemed twice still ends the session it opened.
+        Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
         # An authenticator app set up and never confirmed.
         Rule(
             "totp_factors",

@@ -40,6 +40,7 @@ from auth_service.errors import (
     SessionNotFound,
     TooManyCodeAttempts,
     TooManyPasskeys,
+    UnknownClient,
     UserNotFound,
 )
 from common.bearer import INVALID_TOKEN_HEADERS, MFA_SESSION_REQUIRED
@@ -122,6 +123,11 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "ask for new options and try again",
     ),
     PasskeyExists: Problem(409, "passkey_exists", "that passkey is registered already"),
+    UnknownClient: Problem(
+        400,
+        "invalid_client",
+        "no application has that client_id, or it registered no such redirect_uri",
+    ),
     TooManyPasskeys: Problem(
         409, "too_many_passkeys", "the account has as many passkeys as it may; remove one first"
     ),

@@ -95,6 +95,8 @@ class UserSession(Base):
     # How it was signed in: RFC 8176 `amr` values, space-separated ("pwd", "pwd otp mfa"),
     # carried by every access token of the session. NULL for sessions from before.
     amr: Mapped[str | None] = mapped_column(String(64))
+    # The application (AUTH_OAUTH_CLIENTS) it was opened for by an authorization code.
+    client_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class RefreshToken(Base):
@@ -288,3 +290,29 @@ class PasskeyChallenge(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class OAuthCode(Base):
+    """An authorization code sent to an application's redirect URI, stored as its
+    SHA-256: for that application, that redirect URI and the holder of the PKCE verifier,
+    once, within a minute. A redeemed code keeps the session it opened, so a second
+    redemption (a code that leaked) ends that session too (RFC 6749 §4.1.2); housekeeping
+    deletes it once it has expired."""
+
+    __tablename__ = "oauth_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    code_challenge: Mapped[str] = mapped_column(String(128))  # S256 of the verifier
+    scope: Mapped[str] = mapped_column(String(256))  # what was granted, space-separated
+    nonce: Mapped[str | None] = mapped_column(String(512))  # for the ID token
+    # How, and when, the person who allowed it signed in (their session's).
+    amr: Mapped[str | None] = mapped_column(String(64))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the one its redemption opened

@@ -164,6 +164,8 @@ PER_IP = {
     "passkey_options": Limit(30, 60),
     "passkey_login": Limit(30, 60),
     "passkey_add": Limit(10, 60),
+    # Codes are random and live a minute; this bounds a client that retries in a loop.
+    "oauth_token": Limit(60, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {

@@ -258,6 +258,9 @@ class SessionOut(BaseModel):
     ip: str | None
     user_agent: str | None
     current: bool  # the session the request's access token belongs to
+    # An application's (AUTH_OAUTH_CLIENTS), opened by an authorization code: its id and name.
+    client_id: str | None = None
+    application: str | None = None
 
 
 class SessionsOut(BaseModel):

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -60,13 +60,9 @@ class AccessTokenIssuer:
     def issue(
         self, user_id: uuid.UUID, roles: list[str], session_id: uuid.UUID, amr: tuple[str, ...]
     ) -> str:
-        now = utcnow()
-        claims = {
-            "iss": self._issuer,
+        claims: dict[str, Any] = {
             "sub": str(user_id),
             "aud": self._audience,
-            "iat": int(now.timestamp()),
-            "exp": int((now + self.ttl).timestamp()),
             "jti": str(uuid.uuid4()),
             "roles": list(roles),
             # The login (refresh family) it belongs to: auth refuses it once that ends.
@@ -74,7 +70,19 @@ class AccessTokenIssuer:
         }
         if amr:  # how the session was signed in: a service may ask for "mfa"
             claims["amr"] = list(amr)
+        return self.sign(claims)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime), signed with
+        the current key: an access token, or an ID token (whose `aud` is an application)."""
+        now = utcnow()
+        issued = {
+            "iss": self._issuer,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.ttl).timestamp()),
+            **claims,
+        }
         self._keys.refresh()
         return jwt.encode(
-            claims, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
+            issued, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
         )

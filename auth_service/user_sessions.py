@@ -31,6 +31,7 @@ class Client:
 
     ip: str | None = None
     user_agent: str | None = None
+    application: str | None = None  # the OAuth client a new session is opened for
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def session_row(
         "ip": client.ip,
         "user_agent": client.user_agent,
         "amr": " ".join(amr) or None,
+        "client_id": client.application,
     }
 
 

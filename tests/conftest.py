@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,14 @@ from auth_service.config import AuthSettings
 from auth_service.keys import generate_missing
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
-from tests.support import TEST_ISSUER, Minter, RecordingHandler, ServiceProcess, start_smtp
+from tests.support import (
+    TEST_ISSUER,
+    TEST_OAUTH_CLIENTS,
+    Minter,
+    RecordingHandler,
+    ServiceProcess,
+    start_smtp,
+)
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +165,9 @@ def stack(
         # from the web front end's, as Chromium names it: an IP address cannot be a
         # relying party's id, so the browser tests open it as localhost.
         "AUTH_PASSKEY_ORIGINS": f"{TEST_ISSUER},http://localhost:{web_port}",
+        # Applications that sign people in at the web front end (test_oauth*.py).
+        "AUTH_OAUTH_CLIENTS": json.dumps(TEST_OAUTH_CLIENTS),
+        "AUTH_AUTHORIZATION_ENDPOINT": f"http://localhost:{web_port}/oauth/authorize",
         "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_SMTP_HOST": "127.0.0.1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import hashlib
 import os
 import threading
 import time
@@ -140,6 +141,28 @@ async def wait_until_async(predicate: Any, timeout: float = 30.0, interval: floa
 
 TEST_ISSUER = "http://localhost:8000"
 TEST_AUDIENCE = "api"
+
+# Applications the test stack's auth knows (AUTH_OAUTH_CLIENTS). Nothing listens at their
+# redirect URIs: the tests read the answer from the URL the browser is sent to.
+SPA_REDIRECT = "http://127.0.0.1:9/callback"
+SERVER_REDIRECT = "https://app.example.test/oauth/callback?from=films"
+FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
+SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
+TEST_OAUTH_CLIENTS = [
+    {"client_id": "test-spa", "name": "Film Diary", "redirect_uris": [SPA_REDIRECT]},
+    {
+        "client_id": "test-server",
+        "name": "Cinema Club",
+        "redirect_uris": [SERVER_REDIRECT],
+        "secret_sha256": hashlib.sha256(SERVER_SECRET.encode()).hexdigest(),
+    },
+    {
+        "client_id": "test-first-party",
+        "name": "Films Mobile",
+        "redirect_uris": [FIRST_PARTY_REDIRECT],
+        "trusted": True,
+    },
+]
 
 
 class Minter:

@@ -32,6 +32,7 @@ from web_service import (
     admin_pages,
     auth_pages,
     films_pages,
+    oauth_pages,
     passkey_pages,
     two_step_pages,
 )
@@ -142,7 +143,15 @@ def create_app(
     # the gateway's X-Forwarded-For/-Proto only.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    pages = (auth_pages, two_step_pages, passkey_pages, films_pages, account_pages, admin_pages)
+    pages = (
+        auth_pages,
+        two_step_pages,
+        passkey_pages,
+        oauth_pages,
+        films_pages,
+        account_pages,
+        admin_pages,
+    )
     for module in pages:
         app.include_router(module.router)
     app.include_router(health_router(lambda: app.state.checks))

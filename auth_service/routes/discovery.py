@@ -2,12 +2,12 @@
 Discovery 1.0, RFC 8414), so an ordinary OAuth2/OIDC library finds the token endpoint and
 the keys without reading our code.
 
-What it says is what there is: a token endpoint for public clients with the password and
-refresh-token grants, RS256-signed JWT access tokens, the JWKS. No authorization endpoint
-(so no response types) and no scopes; no separate ID token either, so the signing
-algorithm named (OIDC requires the member) is the access tokens'. `issuer` is
-AUTH_TOKEN_ISSUER, the `iss` of every token; URLs start at AUTH_PUBLIC_URL, or else at
-the address the request came to.
+What it says is what there is: a token endpoint with the password and refresh-token
+grants, RS256-signed JWT access tokens, the JWKS; and, where AUTH_AUTHORIZATION_ENDPOINT
+names the web front end's page, the authorization code grant with PKCE (S256) for the
+applications in AUTH_OAUTH_CLIENTS, with ID tokens for the `openid` scope (`oauth.py`).
+`issuer` is AUTH_TOKEN_ISSUER, the `iss` of every token; URLs start at AUTH_PUBLIC_URL,
+or else at the address the request came to.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from auth_service.config import AuthSettings
 from auth_service.deps import TOKEN_URL
+from auth_service.oauth import SCOPES
 from common.jwt import ALGORITHM
 
 router = APIRouter(tags=["keys"])
@@ -26,9 +27,12 @@ router = APIRouter(tags=["keys"])
 CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "roles", "sid"]
 
 
+ID_CLAIMS = ["auth_time", "nonce", "amr", "email", "email_verified"]
+
+
 def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
     base = base_url.rstrip("/")
-    return {
+    meta: dict[str, Any] = {
         "issuer": settings.token_issuer,
         "token_endpoint": f"{base}{TOKEN_URL}",
         "jwks_uri": f"{base}/.well-known/jwks.json",
@@ -40,6 +44,24 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         "claims_supported": CLAIMS,
         "service_documentation": f"{base}/docs",
     }
+    if settings.authorization_endpoint:
+        meta |= {
+            "authorization_endpoint": settings.authorization_endpoint,
+            "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+            "token_endpoint_auth_methods_supported": [
+                "none",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": list(SCOPES),
+            "claims_supported": CLAIMS + ID_CLAIMS,
+            # RFC 9207: the answer at the redirect URI names its issuer (`iss`).
+            "authorization_response_iss_parameter_supported": True,
+        }
+    return meta
 
 
 @router.get("/.well-known/openid-configuration")

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from auth_service.deps import CallerDep, UserSessionsDep
+from auth_service.deps import CallerDep, OAuthDep, UserSessionsDep
 from auth_service.errors import SessionNotFound
 from auth_service.http_errors import responses
 from auth_service.routes import client_ip
@@ -16,8 +16,11 @@ router = APIRouter(prefix="/v1/auth/sessions", tags=["sessions"])
 
 
 @router.get("", response_model=SessionsOut, responses=responses(401))
-async def sessions(caller: CallerDep, user_sessions: UserSessionsDep) -> SessionsOut:
-    """Live sessions, most recently used first; `current` marks the caller's."""
+async def sessions(
+    caller: CallerDep, user_sessions: UserSessionsDep, oauth: OAuthDep
+) -> SessionsOut:
+    """Live sessions, most recently used first; `current` marks the caller's, and
+    `application` names the application an authorization code opened one for."""
     rows = await user_sessions.live(caller.user.id)
     return SessionsOut(
         items=[
@@ -28,6 +31,8 @@ async def sessions(caller: CallerDep, user_sessions: UserSessionsDep) -> Session
                 ip=row.ip,
                 user_agent=row.user_agent,
                 current=row.id == caller.session_id,
+                client_id=row.client_id,
+                application=oauth.name_of(row.client_id),
             )
             for row in rows
         ]

@@ -1,18 +1,27 @@
-"""`POST /v1/auth/token`: the OAuth 2.0 token endpoint (RFC 6749), for public clients.
+"""`POST /v1/auth/token`: the OAuth 2.0 token endpoint (RFC 6749).
 
 `grant_type=password` (§4.3, the email as `username`) follows the JSON login's rules: the
 same rate limits, lockout and audit trail. `grant_type=refresh_token` (§6) rotates as
-`/v1/auth/token/refresh` does. Success is §5.1 (`Cache-Control: no-store`); failures are
-§5.2, `{"error", "error_description"}`: `invalid_request` for a malformed or incomplete
-form, `unsupported_grant_type`, and `invalid_grant` for anything wrong with the credentials
-or the refresh token (which includes unverified, disabled and locked accounts). Past a rate
-limit the answer stays 429 with `Retry-After`. A `client_id`, if sent, is ignored.
+`/v1/auth/token/refresh` does. `grant_type=authorization_code` (§4.1.3, with RFC 7636's
+`code_verifier`) trades a code from the authorization endpoint (`oauth.py`): the client
+names itself with `client_id`, and a confidential one proves it with its secret, in HTTP
+Basic (§2.3.1) or as `client_secret`. Success is §5.1 (`Cache-Control: no-store`), with an
+`id_token` where `openid` was granted; failures are §5.2, `{"error",
+"error_description"}`: `invalid_request` for a malformed or incomplete form,
+`unsupported_grant_type`, `invalid_client` (401) for a client that is unknown or gave a
+wrong secret, and `invalid_grant` for anything wrong with the credentials, the refresh
+token or the code (which includes unverified, disabled and locked accounts). Past a rate
+limit the answer stays 429 with `Retry-After`. The password and refresh grants ignore a
+`client_id`.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -21,12 +30,14 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
-from auth_service.deps import TOKEN_URL, AccountsDep, RefreshTokensDep
+from auth_service.deps import TOKEN_URL, AccountsDep, OAuthDep, RefreshTokensDep
 from auth_service.errors import (
     AccountDisabled,
     AccountLocked,
     AuthError,
+    ClientRefused,
     EmailNotVerified,
+    InvalidCodeGrant,
     InvalidCredentials,
     InvalidGrant,
     MfaRequired,
@@ -46,6 +57,8 @@ GRANT_REFUSALS: dict[type[AuthError], str] = {
     EmailNotVerified: "verify the email address first",
     AccountDisabled: "the account is disabled",
     AccountLocked: "too many failed logins for this address; try again later",
+    InvalidCodeGrant: "the code is unknown, expired or used, or was given to another client "
+    "or redirect_uri, or the code_verifier does not match it",
     InvalidGrant: "the refresh token is invalid, expired or revoked",
 }
 _email = TypeAdapter(Email)
@@ -65,6 +78,8 @@ class OAuthTokenOut(BaseModel):
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
     refresh_token: str
+    id_token: str | None = None  # the authorization code grant, `openid` granted
+    scope: str | None = None  # the authorization code grant: what was granted
 
 
 class TokenForm(BaseModel):
@@ -72,8 +87,12 @@ class TokenForm(BaseModel):
     username: str | None = Field(default=None, max_length=1024, description="the email")
     password: str | None = Field(default=None, max_length=1024)
     refresh_token: str | None = Field(default=None, max_length=256)
+    code: str | None = Field(default=None, max_length=256)
+    redirect_uri: str | None = Field(default=None, max_length=2000)
+    code_verifier: str | None = Field(default=None, max_length=128)
     scope: str | None = Field(default=None, max_length=1024, description="ignored")
-    client_id: str | None = Field(default=None, max_length=256, description="ignored")
+    client_id: str | None = Field(default=None, max_length=256)
+    client_secret: str | None = Field(default=None, max_length=256)
 
 
 def oauth_error(
@@ -127,13 +146,17 @@ async def token(
     request: Request,
     accounts: AccountsDep,
     tokens: RefreshTokensDep,
+    oauth: OAuthDep,
 ) -> Response:
-    """Tokens for an email and password, or for a refresh token (RFC 6749 §4.3, §6)."""
+    """Tokens for a code, an email and password, or a refresh token (RFC 6749 §4.1.3,
+    §4.3, §6)."""
     repeated = [k for k, v in (await request.form()).multi_items() if k in TokenForm.model_fields]
     if len(repeated) != len(set(repeated)):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     client = request_client(request)
     try:
+        if form.grant_type == "authorization_code":
+            return await _code_grant(request, form, oauth, client)
         if form.grant_type == "password":
             if not form.username or not form.password:
                 return oauth_error(400, "invalid_request", "username and password are required")
@@ -147,7 +170,9 @@ async def token(
             return oauth_error(400, "invalid_request", "grant_type is required")
         else:
             return oauth_error(
-                400, "unsupported_grant_type", "grant_type must be password or refresh_token"
+                400,
+                "unsupported_grant_type",
+                "grant_type must be authorization_code, password or refresh_token",
             )
     except MfaRequired as exc:  # as Auth0 answers it: the second step is /v1/auth/login/mfa
         problem = problem_for(exc)
@@ -163,7 +188,59 @@ async def token(
     body = OAuthTokenOut(
         access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
     )
-    return JSONResponse(body.model_dump(), headers=NO_STORE)
+    return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
+
+
+async def _code_grant(
+    request: Request, form: TokenForm, oauth: OAuthDep, origin: Client
+) -> Response:
+    if not form.code or not form.redirect_uri or not form.code_verifier:
+        return oauth_error(
+            400, "invalid_request", "code, redirect_uri and code_verifier are required"
+        )
+    if not VERIFIER.match(form.code_verifier):
+        return oauth_error(400, "invalid_request", "code_verifier is not an RFC 7636 verifier")
+    await limit(request, "oauth_token")
+    basic = _basic_credentials(request)
+    if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
+        return oauth_error(400, "invalid_request", "the client is named twice")
+    client_id, secret = basic or (form.client_id, form.client_secret)
+    if not client_id:
+        return oauth_error(400, "invalid_request", "client_id is required")
+    try:
+        client = oauth.authenticate(client_id, secret)
+    except ClientRefused:
+        headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+        return oauth_error(
+            401, "invalid_client", "the client is unknown, or its secret is wrong", headers
+        )
+    redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
+    pair = redeemed.pair
+    body = OAuthTokenOut(
+        access_token=pair.access_token,
+        expires_in=pair.expires_in,
+        refresh_token=pair.refresh_token,
+        id_token=redeemed.id_token,
+        scope=redeemed.scope,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """HTTP Basic's client_id and secret (RFC 6749 §2.3.1: each form-urlencoded first),
+    or None without the header."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ("", "")  # named, unreadably: no client has that
+    client_id, _, secret = decoded.partition(":")
+    return unquote_plus(client_id), unquote_plus(secret)
 
 
 async def _password_grant(

@@ -34,6 +34,7 @@ PUBLIC = {
     ("post", "/v1/auth/login/mfa"),
     ("post", "/v1/auth/login/passkey/options"),
     ("post", "/v1/auth/login/passkey"),
+    ("post", "/v1/auth/oauth/client"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/healthz"),

@@ -202,3 +202,48 @@ def test_passkeys_are_bound_to_the_public_address_by_default(
 def test_passkey_origins_off_their_domain_are_refused(origins: str, rp_id: str) -> None:
     with pytest.raises(ValidationError, match="AUTH_PASSKEY"):
         AuthSettings(passkey_origins=origins, passkey_rp_id=rp_id)
+
+
+def client(**overrides: Any) -> dict[str, Any]:
+    return {"client_id": "app", "name": "App", "redirect_uris": ["https://a.example/cb"]} | (
+        overrides
+    )
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://app.example.com/callback?from=x",
+        "http://localhost:8765/cb",
+        "http://127.0.0.1/cb",
+        "http://[::1]:9/cb",
+        "com.example.app:/oauth2redirect",
+    ],
+)
+def test_an_application_may_come_back_to(redirect_uri: str) -> None:
+    settings = AuthSettings(oauth_clients=[client(redirect_uris=[redirect_uri])])
+    assert settings.oauth_clients[0].redirect_uris == [redirect_uri]
+
+
+@pytest.mark.parametrize(
+    ("clients", "endpoint", "said"),
+    [
+        ([client(redirect_uris=["http://app.example.com/cb"])], None, "not a redirect URI"),
+        ([client(redirect_uris=["https://a.example/cb#x"])], None, "not a redirect URI"),
+        ([client(redirect_uris=["/cb"])], None, "not a redirect URI"),
+        ([client(redirect_uris=["javascript:alert(1)"])], None, "not a redirect URI"),
+        ([client(redirect_uris=[])], None, "at least 1"),
+        ([client(), client()], None, "given twice"),
+        ([client(client_id="api")], None, "AUTH_TOKEN_AUDIENCE"),  # ID tokens as access
+        ([client(client_id="a b")], None, "client_id"),
+        ([client(secret_sha256="not hex")], None, "secret_sha256"),
+        ([client(scopes=["x"])], None, "Extra inputs"),
+        ([], "ftp://web.example/oauth/authorize", "AUTH_AUTHORIZATION_ENDPOINT"),
+        ([], "https://web.example/oauth/authorize#x", "AUTH_AUTHORIZATION_ENDPOINT"),
+    ],
+)
+def test_a_misconfigured_application_stops_the_start(
+    clients: list[dict[str, Any]], endpoint: str | None, said: str
+) -> None:
+    with pytest.raises(ValidationError, match=said):
+        AuthSettings(oauth_clients=clients, authorization_endpoint=endpoint)

@@ -1,0 +1,205 @@
+"""OAuth 2.0's authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636) and OpenID
+Connect's ID token, for the applications in AUTH_OAUTH_CLIENTS.
+
+1. An application sends the person's browser to the authorization endpoint (the web front
+   end's /oauth/authorize) with its client_id, one of its registered redirect URIs and the
+   S256 challenge of a verifier it keeps to itself.
+2. The web front end asks `client` whether that client and redirect URI go together (if
+   not, it must send the browser nowhere), signs the person in, asks them whether to allow
+   it (unless the client is trusted), and then asks `authorize`, as that person, for a
+   code: random, kept as its SHA-256, good for a minute.
+3. The application trades the code at the token endpoint (`redeem`) with the verifier,
+   the same redirect URI and, for a confidential client, its secret: a new session (listed
+   among the person's, named after the application), its token pair and, with the
+   `openid` scope, an ID token for the application (`aud` its client_id, the `nonce` it
+   sent, `auth_time` and `amr` of the sign-in the person made at the web front end).
+
+A code is redeemed once. A second redemption is refused and ends the session the first
+one opened: the code leaked, and whoever redeemed it first may not be the application.
+Every failure to redeem is the same `InvalidGrant`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from auth_service import audit
+from auth_service.accounts import Accounts
+from auth_service.config import OAuthClient
+from auth_service.errors import ClientRefused, InvalidCodeGrant, UnknownClient
+from auth_service.models import OAuthCode, User, UserSession
+from auth_service.passkeys import b64url
+from auth_service.tokens import TokenPair
+from auth_service.user_sessions import Caller, Client, end_sessions
+from common.clock import utcnow
+
+CODE_SECONDS = 60
+SCOPES = ("openid", "email")  # what may be granted; other requested scopes are left out
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636 §4.2's S256 challenge of a verifier."""
+    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def granted(scope: str) -> str:
+    """The scopes of `scope` that are given, space-separated, in a fixed order."""
+    asked = set(scope.split())
+    return " ".join(name for name in SCOPES if name in asked)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """What an application asked for at the authorization endpoint."""
+
+    client_id: str
+    redirect_uri: str
+    code_challenge: str  # S256
+    scope: str = ""
+    nonce: str | None = None
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    pair: TokenPair
+    scope: str
+    id_token: str | None
+
+
+@dataclass
+class OAuth:
+    accounts: Accounts
+    clients: dict[str, OAuthClient]
+
+    def name_of(self, client_id: str | None) -> str | None:
+        """The application's name, for a session it holds (None: not one, or no longer
+        configured)."""
+        found = self.clients.get(client_id) if client_id else None
+        return found.name if found else None
+
+    def client(self, client_id: str, redirect_uri: str) -> OAuthClient:
+        """The client, if `redirect_uri` is one it registered (compared exactly, RFC 6749
+        §3.1.2.3 as OAuth 2.1 has it); else `UnknownClient`."""
+        found = self.clients.get(client_id)
+        if found is None or redirect_uri not in found.redirect_uris:
+            raise UnknownClient
+        return found
+
+    async def authorize(
+        self, caller: Caller, asked: Authorization, ip: str | None = None
+    ) -> tuple[str, str]:
+        """A code for `asked`, allowed by the caller: the code, and the scopes granted."""
+        self.client(asked.client_id, asked.redirect_uri)
+        code = secrets.token_urlsafe(32)
+        scope = granted(asked.scope)
+        async with self.accounts.sessions.begin() as session:
+            signed_in = await session.get(UserSession, caller.session_id)
+            if signed_in is None:  # gone since the caller's token was checked
+                raise UnknownClient
+            now = utcnow()
+            session.add(
+                OAuthCode(
+                    code_hash=code_hash(code),
+                    client_id=asked.client_id,
+                    user_id=caller.user.id,
+                    redirect_uri=asked.redirect_uri,
+                    code_challenge=asked.code_challenge,
+                    scope=scope,
+                    nonce=asked.nonce,
+                    amr=signed_in.amr,
+                    auth_time=signed_in.created_at,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=CODE_SECONDS),
+                )
+            )
+            audit.record(
+                session,
+                "oauth_authorized",
+                user_id=caller.user.id,
+                email=caller.user.email,
+                ip=ip,
+                client=asked.client_id,
+                scope=scope,
+            )
+        return code, scope
+
+    def authenticate(self, client_id: str, secret: str | None) -> OAuthClient:
+        """The client at the token endpoint: a confidential one must give its secret
+        (compared in constant time), a public one gives none."""
+        found = self.clients.get(client_id)
+        if found is None:
+            raise ClientRefused
+        if found.secret_sha256 is None:
+            if secret:  # a public client has no secret to send
+                raise ClientRefused
+            return found
+        given = hashlib.sha256((secret or "").encode()).hexdigest()
+        if not secret or not hmac.compare_digest(given, found.secret_sha256):
+            raise ClientRefused
+        return found
+
+    async def redeem(
+        self, client: OAuthClient, code: str, redirect_uri: str, verifier: str, origin: Client
+    ) -> Redeemed:
+        """The tokens for a code, once (module docstring)."""
+        async with self.accounts.sessions() as session:
+            row = await session.get(OAuthCode, code_hash(code), with_for_update=True)
+            if row is None or row.client_id != client.client_id:
+                raise InvalidCodeGrant
+            if row.session_id is not None:
+                await end_sessions(session, UserSession.id == row.session_id)
+                audit.record(
+                    session, "oauth_code_reused", user_id=row.user_id, client=client.client_id
+                )
+                await session.commit()
+                self.accounts.tokens.wake_relay()
+                raise InvalidCodeGrant
+            right = hmac.compare_digest(s256(verifier), row.code_challenge)
+            if row.expires_at <= utcnow() or row.redirect_uri != redirect_uri or not right:
+                raise InvalidCodeGrant
+            user = await session.scalar(
+                select(User).where(User.id == row.user_id).with_for_update()
+            )
+            if user is None or user.disabled or not user.email_verified:
+                raise InvalidCodeGrant
+            amr = tuple((row.amr or "").split())
+            opened_for = Client(origin.ip, origin.user_agent, client.client_id)
+            grant = self.accounts.tokens.issue(session, user, opened_for, amr)
+            row.session_id = grant.session_id
+            audit.record(
+                session,
+                "login_ok",
+                user_id=user.id,
+                email=user.email,
+                ip=origin.ip,
+                method="oauth",
+                client=client.client_id,
+            )
+            await session.commit()
+        id_token = None
+        if "openid" in row.scope.split():
+            claims: dict[str, object] = {
+                "aud": client.client_id,
+                "sub": str(user.id),
+                "auth_time": int(row.auth_time.timestamp()),
+                "sid": str(grant.session_id),
+            }
+            if row.nonce is not None:
+                claims["nonce"] = row.nonce
+            if amr:
+                claims["amr"] = list(amr)
+            if "email" in row.scope.split():
+                claims["email"] = user.email
+                claims["email_verified"] = user.email_verified
+            id_token = self.accounts.tokens.access_tokens.sign(claims)
+        return Redeemed(grant.sign(), row.scope, id_token)

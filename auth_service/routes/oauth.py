@@ -1,0 +1,68 @@
+"""The authorization endpoint's half in auth (`oauth.py`), for the web front end that
+serves the page: whether a client and redirect URI go together, and a code for a signed-in
+person who allowed the application in. The code is traded at the token endpoint
+(`routes/token.py`, `grant_type=authorization_code`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from auth_service.deps import CallerDep, OAuthDep
+from auth_service.errors import UnknownClient
+from auth_service.http_errors import responses
+from auth_service.oauth import CODE_SECONDS, Authorization
+from auth_service.routes import client_ip, no_store
+
+router = APIRouter(prefix="/v1/auth/oauth", tags=["oauth2"])
+
+
+class ClientIn(BaseModel):
+    client_id: str = Field(max_length=128)
+    redirect_uri: str = Field(max_length=2000)
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    name: str
+    trusted: bool  # first-party: the person is not asked to allow it
+    issuer: str  # for the answer at the redirect URI (`iss`, RFC 9207)
+
+
+class AuthorizeIn(ClientIn):
+    # RFC 7636: S256 only, so a challenge is 32 bytes in base64url.
+    code_challenge: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+    code_challenge_method: Literal["S256"] = "S256"
+    scope: str = Field(default="", max_length=1024)
+    nonce: str | None = Field(default=None, min_length=1, max_length=512)
+
+
+class CodeOut(BaseModel):
+    code: str
+    expires_in: int
+    scope: str  # what is granted: "openid" and "email" where asked for
+
+
+@router.post("/client", response_model=ClientOut, responses=responses(UnknownClient, 422))
+async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut:
+    """The application, if `redirect_uri` is one of its own: else the page must say so
+    and send the browser nowhere (RFC 6749 §4.1.2.1)."""
+    found = oauth.client(body.client_id, body.redirect_uri)
+    issuer = request.app.state.settings.token_issuer
+    return ClientOut(
+        client_id=found.client_id, name=found.name, trusted=found.trusted, issuer=issuer
+    )
+
+
+@router.post("/authorize", response_model=CodeOut, responses=responses(UnknownClient, 401, 422))
+async def authorize(
+    body: AuthorizeIn, caller: CallerDep, oauth: OAuthDep, request: Request
+) -> Response:
+    """A code for the application, allowed by the caller (a live session)."""
+    asked = Authorization(
+        body.client_id, body.redirect_uri, body.code_challenge, body.scope, body.nonce
+    )
+    code, scope = await oauth.authorize(caller, asked, client_ip(request))
+    return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))

@@ -1,0 +1,335 @@
+"""The authorization code grant with PKCE at auth, driven by Authlib as an application
+would drive it: the authorization URL it builds, a code for it (asked for here as the web
+front end asks, with a signed-in person's token), and the token endpoint's answer, checked
+against the published JWKS. Then every way a redemption is refused; the pages of the flow
+are tests/web/test_oauth_pages.py's."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.requests_client import OAuth2Session
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+
+from tests.accounts import Account, bearer, new_account
+from tests.conftest import Stack
+from tests.integration.test_oauth import DISCOVERY, assert_oauth_error, token_call
+from tests.support import (
+    SERVER_REDIRECT,
+    SERVER_SECRET,
+    SPA_REDIRECT,
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+)
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def meta(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # plain HTTP on 127.0.0.1
+    answer: dict[str, Any] = http.get(DISCOVERY).json()
+    return answer
+
+
+def code_for_url(http: httpx.Client, account: Account, url: str) -> str:
+    """What the web front end does once the person allowed it: a code for the request in
+    the authorization URL, asked for with the person's token."""
+    asked = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+    assert asked["response_type"] == "code"
+    assert asked["code_challenge_method"] == "S256"
+    body = {
+        name: asked[name]
+        for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
+        if name in asked
+    }
+    r = http.post("/v1/auth/oauth/authorize", json=body, headers=account.bearer)
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    assert r.json()["expires_in"] == 60
+    code: str = r.json()["code"]
+    return code
+
+
+def id_claims(token: str, meta: dict[str, Any], client_id: str) -> dict[str, Any]:
+    keys = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
+    decoded = jose_jwt.decode(token, keys, algorithms=["RS256"])
+    jose_jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": TEST_ISSUER},
+        aud={"essential": True, "value": client_id},
+        exp={"essential": True},
+        iat={"essential": True},
+        sub={"essential": True},
+        auth_time={"essential": True},
+    ).validate(decoded.claims)
+    return dict(decoded.claims)
+
+
+def spa(**options: Any) -> OAuth2Session:
+    return OAuth2Session(
+        client_id="test-spa",
+        redirect_uri=SPA_REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+        **options,
+    )
+
+
+def test_authlib_signs_in_with_a_code_and_pkce(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    assert meta["authorization_endpoint"].endswith("/oauth/authorize")
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    account = new_account(stack, http, "oauth-code")
+    verifier = generate_token(64)
+    with spa(scope="openid email profile") as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier, nonce="n-0S6_WzA2Mj"
+        )
+        code = code_for_url(http, account, url)
+        token = client.fetch_token(meta["token_endpoint"], code=code, code_verifier=verifier)
+        assert token["scope"] == "openid email"  # "profile" is not given
+        claims = id_claims(token["id_token"], meta, "test-spa")
+        assert claims["sub"] == account.id
+        assert claims["nonce"] == "n-0S6_WzA2Mj"
+        assert claims["email"] == account.email and claims["email_verified"] is True
+        assert claims["amr"] == ["email"]  # the session the person allowed it from
+        assert claims["sid"] != account.sid  # a session of the application's own
+
+        # The access token is an ordinary one: films and auth take it; the ID token is for
+        # the application only, and neither takes it.
+        films = httpx.get(f"{stack.films.url}/v1/films", headers=bearer(token["access_token"]))
+        assert films.status_code == 200
+        access = jose_jwt.decode(token["access_token"], KeySet.import_key_set(
+            httpx.get(meta["jwks_uri"]).json()), algorithms=["RS256"]).claims  # fmt: skip
+        assert access["aud"] == TEST_AUDIENCE and access["sid"] == claims["sid"]
+        for url_, who in ((f"{stack.films.url}/v1/films", "films"), ("/v1/auth/me", "auth")):
+            r = (httpx if who == "films" else http).get(url_, headers=bearer(token["id_token"]))
+            assert r.status_code == 401, who
+
+        # It refreshes like any other session, and is listed among the person's.
+        refreshed = client.refresh_token(meta["token_endpoint"], token["refresh_token"])
+        assert refreshed["access_token"] != token["access_token"]
+        listed = http.get("/v1/auth/sessions", headers=account.bearer).json()["items"]
+        mine = [s for s in listed if s["id"] == claims["sid"]]
+        assert mine and mine[0]["application"] == "Film Diary"
+        assert mine[0]["client_id"] == "test-spa"
+
+
+def test_without_openid_there_is_no_id_token(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    account = new_account(stack, http, "oauth-plain")
+    verifier = generate_token(48)
+    with spa() as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+        token = client.fetch_token(
+            meta["token_endpoint"], code=code_for_url(http, account, url), code_verifier=verifier
+        )
+    assert "id_token" not in token
+    assert token["scope"] == ""
+
+
+def redeem(http: httpx.Client, code: str, verifier: str, /, **form: str) -> httpx.Response:
+    fields = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": SPA_REDIRECT,
+        "code_verifier": verifier,
+        "client_id": "test-spa",
+    }
+    return token_call(http, **(fields | form))
+
+
+def fresh_code(http: httpx.Client, account: Account, meta: dict[str, Any]) -> tuple[str, str]:
+    verifier = generate_token(48)
+    with spa(scope="openid") as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+    return code_for_url(http, account, url), verifier
+
+
+def test_a_code_redeemed_twice_ends_the_first_session(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    account = new_account(stack, http, "oauth-twice")
+    code, verifier = fresh_code(http, account, meta)
+    first = redeem(http, code, verifier)
+    assert first.status_code == 200, first.text
+    assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
+    # Whoever redeemed it first may not be the application: its session is over.
+    refresh = token_call(
+        http, grant_type="refresh_token", refresh_token=first.json()["refresh_token"]
+    )
+    assert_oauth_error(refresh, 400, "invalid_grant")
+    me = http.get("/v1/auth/me", headers=bearer(first.json()["access_token"]))
+    assert me.status_code == 401
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        events = [row[0] for row in db.execute(
+            "SELECT event FROM audit_events WHERE user_id = ? ORDER BY id",
+            (account.id.replace("-", ""),),
+        )]  # fmt: skip
+    assert events[-3:] == ["oauth_authorized", "login_ok", "oauth_code_reused"], events
+
+
+def test_every_wrong_redemption_is_invalid_grant(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    account = new_account(stack, http, "oauth-wrong")
+    code, verifier = fresh_code(http, account, meta)
+    other = generate_token(48)
+    for form in (
+        {"code_verifier": other},  # not the verifier of its challenge
+        {"redirect_uri": SPA_REDIRECT + "/other"},  # not the redirect URI it was sent to
+        {"code": code[:-1] + ("A" if code[-1] != "A" else "B")},  # no such code
+    ):
+        assert_oauth_error(redeem(http, code, verifier, **form), 400, "invalid_grant")
+    # Another client's code, with its own client: refused, and the code is not spent.
+    server = token_call(
+        http,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=SPA_REDIRECT,
+        code_verifier=verifier,
+        client_id="test-server",
+        client_secret=SERVER_SECRET,
+    )
+    assert_oauth_error(server, 400, "invalid_grant")
+    assert redeem(http, code, verifier).status_code == 200
+
+    # A code past its minute.
+    late, late_verifier = fresh_code(http, account, meta)
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        db.execute("UPDATE oauth_codes SET expires_at = '2020-01-01 00:00:00.000000'")
+    assert_oauth_error(redeem(http, late, late_verifier), 400, "invalid_grant")
+
+    # A disabled account's code.
+    code, verifier = fresh_code(http, account, meta)
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        db.execute(
+            "UPDATE users SET disabled_at = '2026-01-01 00:00:00.000000' WHERE email = ?",
+            (account.email,),
+        )
+    assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({"code": None}, "invalid_request"),
+        ({"redirect_uri": None}, "invalid_request"),
+        ({"code_verifier": None}, "invalid_request"),
+        ({"code_verifier": "short"}, "invalid_request"),  # RFC 7636: 43 to 128 characters
+        ({"code_verifier": "x" * 42 + "!"}, "invalid_request"),
+        ({"client_id": None}, "invalid_request"),
+    ],
+)
+def test_an_incomplete_code_grant_is_invalid_request(
+    http: httpx.Client, form: dict[str, str | None], error: str
+) -> None:
+    fields: dict[str, str | None] = {
+        "grant_type": "authorization_code",
+        "code": "c" * 43,
+        "redirect_uri": SPA_REDIRECT,
+        "code_verifier": "v" * 43,
+        "client_id": "test-spa",
+    }
+    fields |= form
+    kept = {name: value for name, value in fields.items() if value is not None}
+    assert_oauth_error(token_call(http, **kept), 400, error)
+
+
+def test_clients_prove_who_they_are(stack: Stack, http: httpx.Client, meta: dict[str, Any]) -> None:
+    """A confidential client gives its secret (HTTP Basic or the form); a public one gives
+    none; an unknown one is refused. Each refusal is 401 invalid_client."""
+    account = new_account(stack, http, "oauth-server")
+    verifier = generate_token(48)
+    grant = {"grant_type": "authorization_code", "code": "c" * 43, "code_verifier": verifier}
+    refusals: list[tuple[tuple[str, str] | None, dict[str, str]]] = [
+        (None, {"client_id": "test-server"}),  # no secret
+        (("test-server", "wrong"), {}),
+        (None, {"client_id": "test-server", "client_secret": "wrong"}),
+        (None, {"client_id": "nobody"}),
+        (None, {"client_id": "test-spa", "client_secret": "a public client has none"}),
+    ]
+    for auth, form in refusals:
+        data = grant | form | {"redirect_uri": SERVER_REDIRECT}
+        r = http.post("/v1/auth/token", data=data, auth=auth or httpx.USE_CLIENT_DEFAULT)
+        assert_oauth_error(r, 401, "invalid_client")
+        assert ("www-authenticate" in r.headers) == (auth is not None)
+
+    with OAuth2Session(
+        client_id="test-server",
+        client_secret=SERVER_SECRET,
+        redirect_uri=SERVER_REDIRECT,
+        scope="openid",
+        code_challenge_method="S256",
+        token_endpoint_auth_method="client_secret_basic",
+    ) as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+        code = code_for_url(http, account, url)
+        token = client.fetch_token(meta["token_endpoint"], code=code, code_verifier=verifier)
+    assert id_claims(token["id_token"], meta, "test-server")["sub"] == account.id
+    assert "nonce" not in id_claims(token["id_token"], meta, "test-server")
+
+
+def test_the_authorize_call_checks_the_client_and_the_challenge(
+    stack: Stack, http: httpx.Client
+) -> None:
+    account = new_account(stack, http, "oauth-checks")
+    known = http.post(
+        "/v1/auth/oauth/client", json={"client_id": "test-spa", "redirect_uri": SPA_REDIRECT}
+    )
+    assert known.json() == {
+        "client_id": "test-spa",
+        "name": "Film Diary",
+        "trusted": False,
+        "issuer": TEST_ISSUER,
+    }
+    for pair in (
+        {"client_id": "nobody", "redirect_uri": SPA_REDIRECT},
+        {"client_id": "test-spa", "redirect_uri": SPA_REDIRECT + "x"},  # compared exactly
+        {"client_id": "test-spa", "redirect_uri": SERVER_REDIRECT},  # another client's
+    ):
+        r = http.post("/v1/auth/oauth/client", json=pair)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_client", r.text
+        asked = pair | {"code_challenge": "c" * 43}
+        r = http.post("/v1/auth/oauth/authorize", json=asked, headers=account.bearer)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_client", r.text
+
+    good = {"client_id": "test-spa", "redirect_uri": SPA_REDIRECT, "code_challenge": "c" * 43}
+    assert http.post("/v1/auth/oauth/authorize", json=good).status_code == 401
+    for bad in (
+        {"code_challenge": "c" * 42},
+        {"code_challenge": "c" * 42 + "="},
+        {"code_challenge_method": "plain"},
+        {"nonce": ""},
+    ):
+        r = http.post("/v1/auth/oauth/authorize", json=good | bad, headers=account.bearer)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["error"] == "invalid_request"
+
+
+def test_authlib_reports_a_refusal_as_the_standard_error(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    with spa() as client, pytest.raises(OAuthError) as refused:
+        client.fetch_token(meta["token_endpoint"], code="c" * 43, code_verifier="v" * 43)
+    assert refused.value.error == "invalid_grant"

@@ -1,0 +1,181 @@
+"""The authorization endpoint's pages in a real browser: an application (Authlib, as a
+real OAuth2/OIDC client) sends the person to /oauth/authorize, they sign in and allow it,
+and the browser is sent back to the application's redirect URI, whose answer Authlib trades
+for tokens at auth. Nothing listens at the redirect URIs: the browser's request for one is
+answered here (Playwright's routing), and its URL is the answer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+import pytest
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from playwright.sync_api import Page, Route, expect
+
+from tests.support import FIRST_PARTY_REDIRECT, SPA_REDIRECT, TEST_ISSUER
+from tests.web.conftest import PASSWORD, Web, log_in, shot
+from tests.web.test_accessibility import serious_violations
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def insecure_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the stack speaks plain HTTP
+
+
+class Application:
+    """An application registered at auth: it builds the authorization URL, and reads the
+    answer the browser brings back to its redirect URI."""
+
+    def __init__(self, web: Web, page: Page, client_id: str, redirect_uri: str) -> None:
+        self.web = web
+        self.verifier = generate_token(48)
+        self.client = OAuth2Session(
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            scope="openid email",
+            code_challenge_method="S256",
+            token_endpoint_auth_method="none",
+        )
+        self.answers: list[str] = []
+        page.route(f"{redirect_uri}*", self._answer)
+
+    def _answer(self, route: Route) -> None:
+        self.answers.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<title>app</title>signed in")
+
+    def url(self, **extra: str) -> str:
+        url, self.state = self.client.create_authorization_url(
+            f"{self.web.url}/oauth/authorize", code_verifier=self.verifier, **extra
+        )
+        return str(url)
+
+    def answer(self) -> dict[str, str]:
+        assert len(self.answers) == 1, self.answers
+        return {
+            name: values[0] for name, values in parse_qs(urlsplit(self.answers[0]).query).items()
+        }
+
+    def tokens(self) -> dict[str, Any]:
+        token: dict[str, Any] = self.client.fetch_token(
+            f"{self.web.stack.auth.url}/v1/auth/token",
+            authorization_response=self.answers[0],
+            code_verifier=self.verifier,
+        )
+        return token
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture
+def spa(web: Web, page: Page) -> Iterator[Application]:
+    app = Application(web, page, "test-spa", SPA_REDIRECT)
+    yield app
+    app.close()
+
+
+def fill_login(page: Page, email: str) -> None:
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_an_application_signs_a_person_in(web: Web, page: Page, spa: Application) -> None:
+    email = web.account("oauth-web")
+    page.goto(spa.url(nonce="web-nonce-1"))
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+    fill_login(page, email)
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
+    expect(page.locator("main")).to_contain_text(email)
+    expect(page.get_by_text("your email address")).to_be_visible()
+    expect(page.get_by_text("You will go back to 127.0.0.1:9.")).to_be_visible()
+    assert serious_violations(page) == []
+    shot(page, "oauth-consent", readme=True)
+    page.get_by_role("button", name="Allow").click()
+
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    answer = spa.answer()
+    assert answer["state"] == spa.state
+    assert answer["iss"] == TEST_ISSUER  # RFC 9207
+    token = spa.tokens()
+    claims = jwt.decode(token["id_token"], options={"verify_signature": False})
+    assert claims["email"] == email and claims["nonce"] == "web-nonce-1"
+    assert claims["amr"] == ["pwd"]  # how the person signed in at the web front end
+
+    # The person sees the application's session among theirs, and can end it.
+    page.goto(web.url + "/account/sessions")
+    expect(page.get_by_role("heading", level=2, name="Film Diary")).to_be_visible()
+
+
+def test_the_person_may_say_no(web: Web, page: Page, spa: Application) -> None:
+    log_in(page, web.account("oauth-no"))
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto(spa.url())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    answer = spa.answer()
+    assert answer["error"] == "access_denied" and answer["state"] == spa.state
+    assert "code" not in answer
+
+
+def test_a_redirect_uri_the_client_did_not_register_goes_nowhere(
+    web: Web, page: Page, spa: Application
+) -> None:
+    """Not even to the registered one: the page says so (RFC 6749 §4.1.2.1). Nor can the
+    consent form's hidden fields be changed on the way."""
+    url = spa.url().replace("127.0.0.1%3A9", "evil.example")
+    assert "evil.example" in url
+    reply = page.goto(url)
+    assert reply is not None and reply.status == 400
+    expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link does not work")
+    page.goto(web.url + "/oauth/authorize?" + urlencode({"client_id": "nobody"}))
+    expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link does not work")
+
+    log_in(page, web.account("oauth-tamper"))
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto(spa.url())
+    page.locator("input[name=redirect_uri]").evaluate(
+        "field => { field.value = 'https://evil.example/cb'; }"
+    )
+    page.get_by_role("button", name="Allow").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link does not work")
+    assert spa.answers == []
+
+
+def test_other_refusals_go_back_to_the_application(web: Web, page: Page, spa: Application) -> None:
+    page.goto(spa.url(prompt="none"))  # not signed in, and nothing may be asked
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    assert spa.answer()["error"] == "login_required"
+
+    spa.answers.clear()
+    no_pkce = spa.url().replace("code_challenge_method=S256", "code_challenge_method=plain")
+    page.goto(no_pkce)
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    assert spa.answer()["error"] == "invalid_request"
+
+    spa.answers.clear()
+    page.goto(spa.url() + "&scope=twice")  # a parameter given twice is a page, not a guess
+    expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link does not work")
+
+
+def test_a_trusted_application_is_not_asked_about(web: Web, page: Page) -> None:
+    """First-party: signing in (a form post) leads straight back to it, through the page
+    that moves on (a redirect to another site after a form post would break the pages'
+    form-action policy)."""
+    app = Application(web, page, "test-first-party", FIRST_PARTY_REDIRECT)
+    try:
+        page.goto(app.url())
+        fill_login(page, web.account("oauth-trusted"))
+        expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
+        assert "code" in app.answer()
+        assert jwt.decode(app.tokens()["access_token"], options={"verify_signature": False})
+    finally:
+        app.close()

@@ -1,0 +1,166 @@
+"""The authorization endpoint of OAuth 2.0's authorization code grant with PKCE (RFC 6749
+§4.1, RFC 7636): where an application in auth's AUTH_OAUTH_CLIENTS sends a person to sign
+in, and gets a code back at its redirect URI to trade for their tokens at auth.
+
+GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
+    &code_challenge_method=S256[&scope][&state][&nonce][&prompt]
+
+- A client_id and redirect_uri that auth does not pair, or a parameter given twice
+  (which redirect URI would be meant?), are a page saying so: the browser is sent nowhere
+  (§4.1.2.1). Every other refusal goes back to the redirect URI as `error` (with `state`
+  and `iss`): an unsupported response type, no S256 challenge, and the person saying no
+  (`access_denied`).
+- The person signs in here first if they have not, any way this site offers, then is
+  asked whether to allow the application (the answer is `POST /oauth/authorize`), unless
+  auth calls it trusted (first-party). `prompt=none` asks nothing (`login_required`,
+  `consent_required`), `prompt=consent` always asks, `prompt=login` signs in again.
+- The code goes back to the redirect URI with `state` and `iss` (RFC 9207) through a page
+  that moves on at once (a meta refresh, with a link). A redirect to another site right
+  after a form post (the login's, the consent's) would break the pages' `form-action
+  'self'` policy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from web_service.api import ApiProblem
+from web_service.auth_pages import log_out
+from web_service.pages import Page, PageDep, SignedInDep
+from web_service.security import safe_next
+
+router = APIRouter()
+
+PATH = "/oauth/authorize"
+PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "code_challenge",
+    "code_challenge_method",
+    "scope",
+    "state",
+    "nonce",
+    "prompt",
+)
+CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # S256's: 32 bytes in base64url
+PROMPTS = ("", "none", "login", "consent")
+
+
+def asked_of(items: list[tuple[str, str]]) -> dict[str, str] | None:
+    """The request's parameters, or None if one is given twice (RFC 6749 §3.1)."""
+    values: dict[str, str] = {}
+    for name, value in items:
+        if name in PARAMS:
+            if name in values:
+                return None
+            values[name] = value
+    return values
+
+
+def back(redirect_uri: str, **answer: str) -> str:
+    """The redirect URI with the answer added to its query (§3.1.2: kept as it is)."""
+    query = urlencode({name: value for name, value in answer.items() if value})
+    return redirect_uri + ("&" if "?" in redirect_uri else "?") + query
+
+
+def refusal(values: dict[str, str]) -> tuple[str, str] | None:
+    """What is wrong with a request from a known client, as an `error` and its words."""
+    if values.get("response_type") != "code":
+        return "unsupported_response_type", "response_type must be code"
+    challenge = values.get("code_challenge", "")
+    if values.get("code_challenge_method") != "S256" or not CHALLENGE.match(challenge):
+        return "invalid_request", "PKCE is required: a code_challenge with method S256"
+    if len(values.get("nonce", "")) > 512 or len(values.get("scope", "")) > 1024:
+        return "invalid_request", "nonce or scope is too long"
+    if values.get("prompt", "") not in PROMPTS:
+        return "invalid_request", "prompt must be none, login or consent"
+    return None
+
+
+async def client_of(page: Page, values: dict[str, str] | None) -> dict[str, Any] | None:
+    """Auth's word on the client, or None where it has no such client and redirect URI."""
+    if values is None or not values.get("client_id") or not values.get("redirect_uri"):
+        return None
+    pair = {"client_id": values["client_id"], "redirect_uri": values["redirect_uri"]}
+    try:
+        found: dict[str, Any] = await page.call("auth", "POST", "/v1/auth/oauth/client", json=pair)
+    except ApiProblem as problem:
+        if problem.status in (400, 422):
+            return None
+        raise
+    return found
+
+
+@router.get(PATH)
+async def authorize_page(page: PageDep) -> Response:
+    return await answer(page, asked_of(page.request.query_params.multi_items()), None)
+
+
+@router.post(PATH)
+async def decide(page: SignedInDep) -> Response:
+    fields = await page.form()
+    return await answer(page, asked_of(list(fields.items())), fields.get("decision") == "allow")
+
+
+async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None) -> Response:
+    """The next step for an authorization request (module docstring); `allowed`: the
+    person's answer on the consent page, None before they were asked."""
+    client = await client_of(page, values)
+    if values is None or client is None:
+        return await page.render(
+            "error.html",
+            status=400,
+            title=page.t("oauth.unknown_title"),
+            detail=page.t("oauth.unknown_detail"),
+        )
+
+    async def go_back(**answer: str) -> Response:
+        target = back(
+            values["redirect_uri"], **answer, state=values.get("state", ""), iss=client["issuer"]
+        )
+        return await page.render("oauth_continue.html", target=target, client=client)
+
+    if refused := refusal(values):
+        return await go_back(error=refused[0], error_description=refused[1])
+    prompt = values.get("prompt", "")
+    if not page.session.signed_in:
+        if prompt == "none":
+            return await go_back(error="login_required")
+        return await page.redirect("/login", next=again(values))
+    if prompt == "login" and allowed is None:  # sign in afresh
+        await log_out(page)
+        return await page.redirect("/login", next=again(values))
+    if allowed is False:
+        return await go_back(error="access_denied")
+    if allowed is None and (not client["trusted"] or prompt == "consent"):
+        if prompt == "none":
+            return await go_back(error="consent_required")
+        scopes = values.get("scope", "").split()
+        kept = {name: value for name, value in values.items() if name != "prompt"}
+        parts = urlsplit(values["redirect_uri"])
+        return await page.render(
+            "oauth_consent.html",
+            client=client,
+            fields=kept,
+            scopes=scopes,
+            destination=parts.netloc or f"{parts.scheme}:",
+        )
+    asked = {
+        name: values[name]
+        for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
+        if values.get(name)
+    }
+    granted = await page.api.call("auth", "POST", "/v1/auth/oauth/authorize", json=asked)
+    return await go_back(code=granted["code"])
+
+
+def again(values: dict[str, str]) -> str:
+    """This request, to come back to once signed in (without `prompt`: done with)."""
+    kept = {name: value for name, value in values.items() if name != "prompt"}
+    return safe_next(f"{PATH}?{urlencode(kept)}", "/")
