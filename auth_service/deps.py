@@ -16,6 +16,7 @@ from fastapi.security import OAuth2PasswordBearer
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin, require_admin
+from auth_service.errors import ApplicationSession
 from auth_service.login_codes import CodeLogin
 from auth_service.oauth import OAuth
 from auth_service.passkeys import Passkeys
@@ -92,17 +93,28 @@ PasskeysDep = Annotated[Passkeys, Depends(get_passkeys)]
 OAuthDep = Annotated[OAuth, Depends(get_oauth)]
 
 
+# What an application's session (an authorization code's) may call here: who it signs in
+# as. The rest acts on the account (password, address, sessions, second factors, roles,
+# codes for other applications), which is the person's own to do, at the site itself.
+APPLICATION_ROUTES = {("GET", "/v1/auth/me")}
+
+
 async def current_caller(
     request: Request,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     user_sessions: UserSessionsDep,
 ) -> Caller:
-    """The verified caller, or 401 with `WWW-Authenticate: Bearer error="invalid_token"`."""
+    """The verified caller, or 401 with `WWW-Authenticate: Bearer error="invalid_token"`;
+    403 `application_session` for an application's session outside APPLICATION_ROUTES."""
     token = (token or "").strip()
     if not token:
         raise invalid_token("missing bearer token")
     claims = await verify_bearer(token, request.app.state.verifier)
-    return await user_sessions.authenticate(claims)
+    caller = await user_sessions.authenticate(claims)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    if caller.application and (request.method, route) not in APPLICATION_ROUTES:
+        raise ApplicationSession
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

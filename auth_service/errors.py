@@ -41,6 +41,16 @@ class UnknownClient(AuthError):
     """No OAuth client has that client_id, or it registered no such redirect URI."""
 
 
+class ApplicationSession(AuthError):
+    """An application's session (opened by an authorization code) calling what only the
+    person may: their password, address, sessions, second factors, the admin API, codes
+    for other applications. It may read who it signs in as, and use the films API."""
+
+
+class SignInTooOld(AuthError):
+    """The person signed in longer ago than the application's `max_age` allows."""
+
+
 class ClientRefused(AuthError):
     """At the token endpoint: an unknown client, or a confidential one without its right
     secret (RFC 6749's invalid_client)."""

@@ -13,6 +13,7 @@ from auth_service.errors import (
     AccountDisabled,
     AccountLocked,
     AdminSelfLockout,
+    ApplicationSession,
     AuthError,
     EmailNotVerified,
     EmailTaken,
@@ -38,6 +39,7 @@ from auth_service.errors import (
     RateLimited,
     RetryLater,
     SessionNotFound,
+    SignInTooOld,
     TooManyCodeAttempts,
     TooManyPasskeys,
     UnknownClient,
@@ -123,6 +125,14 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         "ask for new options and try again",
     ),
     PasskeyExists: Problem(409, "passkey_exists", "that passkey is registered already"),
+    ApplicationSession: Problem(
+        403,
+        "application_session",
+        "an application's session may read who it signs in as, not act on the account",
+    ),
+    SignInTooOld: Problem(
+        403, "login_required", "the sign-in is older than max_age allows: sign in again"
+    ),
     UnknownClient: Problem(
         400,
         "invalid_client",

@@ -313,6 +313,7 @@ class OAuthCode(Base):
     # How, and when, the person who allowed it signed in (their session's).
     amr: Mapped[str | None] = mapped_column(String(64))
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    granted_by: Mapped[uuid.UUID] = mapped_column(Uuid)  # their session, live at redemption
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the one its redemption opened

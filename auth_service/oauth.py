@@ -26,13 +26,20 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
 from auth_service import audit
 from auth_service.accounts import Accounts
 from auth_service.config import OAuthClient
-from auth_service.errors import ClientRefused, InvalidCodeGrant, UnknownClient
+from auth_service.errors import (
+    ClientRefused,
+    InvalidCodeGrant,
+    NotAuthenticated,
+    SignInTooOld,
+    UnknownClient,
+)
 from auth_service.models import OAuthCode, User, UserSession
 from auth_service.passkeys import b64url
 from auth_service.tokens import TokenPair
@@ -40,6 +47,7 @@ from auth_service.user_sessions import Caller, Client, end_sessions
 from common.clock import utcnow
 
 CODE_SECONDS = 60
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")  # not "localhost": a name may resolve elsewhere
 SCOPES = ("openid", "email")  # what may be granted; other requested scopes are left out
 
 
@@ -50,6 +58,24 @@ def s256(verifier: str) -> str:
 
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
+
+
+def registered(uri: str, given: str) -> bool:
+    """Whether `given` is the registered `uri`: the same string (RFC 6749 §3.1.2.3 as
+    OAuth 2.1 has it), or on an http loopback address the same but for the port, where a
+    native app listens on whatever port it got when it started (RFC 8252 §7.3)."""
+    if given == uri:
+        return True
+    ours, theirs = urlsplit(uri), urlsplit(given)
+    if ours.scheme != "http" or ours.hostname not in LOOPBACK_ADDRESSES:
+        return False
+    try:
+        theirs.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        return False
+    if theirs.username is not None or theirs.password is not None:
+        return False
+    return ours._replace(netloc=ours.hostname) == theirs._replace(netloc=theirs.hostname or "")
 
 
 def granted(scope: str) -> str:
@@ -67,6 +93,7 @@ class Authorization:
     code_challenge: str  # S256
     scope: str = ""
     nonce: str | None = None
+    max_age: int | None = None  # seconds the person's sign-in may be old (OIDC)
 
 
 @dataclass(frozen=True)
@@ -88,25 +115,29 @@ class OAuth:
         return found.name if found else None
 
     def client(self, client_id: str, redirect_uri: str) -> OAuthClient:
-        """The client, if `redirect_uri` is one it registered (compared exactly, RFC 6749
-        §3.1.2.3 as OAuth 2.1 has it); else `UnknownClient`."""
+        """The client, if `redirect_uri` is one it registered; else `UnknownClient`."""
         found = self.clients.get(client_id)
-        if found is None or redirect_uri not in found.redirect_uris:
+        if found is None or not any(registered(uri, redirect_uri) for uri in found.redirect_uris):
             raise UnknownClient
         return found
 
     async def authorize(
         self, caller: Caller, asked: Authorization, ip: str | None = None
     ) -> tuple[str, str]:
-        """A code for `asked`, allowed by the caller: the code, and the scopes granted."""
+        """A code for `asked`, allowed by the caller: the code, and the scopes granted.
+        `SignInTooOld` where the caller signed in longer ago than `asked.max_age`."""
         self.client(asked.client_id, asked.redirect_uri)
         code = secrets.token_urlsafe(32)
         scope = granted(asked.scope)
         async with self.accounts.sessions.begin() as session:
             signed_in = await session.get(UserSession, caller.session_id)
-            if signed_in is None:  # gone since the caller's token was checked
-                raise UnknownClient
+            if signed_in is None or signed_in.ended_at is not None:  # since the token's check
+                raise NotAuthenticated
             now = utcnow()
+            if asked.max_age is not None and now - signed_in.created_at > timedelta(
+                seconds=asked.max_age
+            ):
+                raise SignInTooOld
             session.add(
                 OAuthCode(
                     code_hash=code_hash(code),
@@ -118,6 +149,7 @@ class OAuth:
                     nonce=asked.nonce,
                     amr=signed_in.amr,
                     auth_time=signed_in.created_at,
+                    granted_by=caller.session_id,
                     created_at=now,
                     expires_at=now + timedelta(seconds=CODE_SECONDS),
                 )
@@ -156,7 +188,11 @@ class OAuth:
             row = await session.get(OAuthCode, code_hash(code), with_for_update=True)
             if row is None or row.client_id != client.client_id:
                 raise InvalidCodeGrant
-            if row.session_id is not None:
+            right = hmac.compare_digest(s256(verifier), row.code_challenge)
+            if row.session_id is not None and right:
+                # Again, with the verifier: so by whoever holds it, the application or one
+                # that took the code and the verifier from it. Either way, end what the
+                # first redemption opened. (Without the verifier, a leaked code ends nothing.)
                 await end_sessions(session, UserSession.id == row.session_id)
                 audit.record(
                     session, "oauth_code_reused", user_id=row.user_id, client=client.client_id
@@ -164,13 +200,17 @@ class OAuth:
                 await session.commit()
                 self.accounts.tokens.wake_relay()
                 raise InvalidCodeGrant
-            right = hmac.compare_digest(s256(verifier), row.code_challenge)
-            if row.expires_at <= utcnow() or row.redirect_uri != redirect_uri or not right:
+            fresh = row.expires_at > utcnow() and row.session_id is None
+            if not fresh or row.redirect_uri != redirect_uri or not right:
                 raise InvalidCodeGrant
             user = await session.scalar(
                 select(User).where(User.id == row.user_id).with_for_update()
             )
-            if user is None or user.disabled or not user.email_verified:
+            # The session that allowed it must still be live: signing out, or a password
+            # change, within the code's minute voids it.
+            allowed_by = await session.get(UserSession, row.granted_by)
+            live = allowed_by is not None and allowed_by.ended_at is None
+            if user is None or user.disabled or not user.email_verified or not live:
                 raise InvalidCodeGrant
             amr = tuple((row.amr or "").split())
             opened_for = Client(origin.ip, origin.user_agent, client.client_id)

@@ -309,13 +309,6 @@ async def reset(page: PageDep) -> Response:
 @router.post("/logout")
 async def logout(page: PageDep) -> Response:
     await page.form()
-    await log_out(page)
-    page.notice("notice.signed_out")
-    return await page.redirect("/login")
-
-
-async def log_out(page: Page) -> None:
-    """End the session, here and at auth."""
     tokens = page.session.tokens
     if tokens is not None:
         body: dict[str, Any] = {"refresh_token": tokens.refresh_token}
@@ -325,3 +318,5 @@ async def log_out(page: Page) -> None:
             # The session ends here all the same; auth's runs out in its own time.
             log.warning("logout: auth refused or did not answer: %s", problem)
     await page.sign_out()
+    page.notice("notice.signed_out")
+    return await page.redirect("/login")

@@ -13,7 +13,9 @@ GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
 - The person signs in here first if they have not, any way this site offers, then is
   asked whether to allow the application (the answer is `POST /oauth/authorize`), unless
   auth calls it trusted (first-party). `prompt=none` asks nothing (`login_required`,
-  `consent_required`), `prompt=consent` always asks, `prompt=login` signs in again.
+  `consent_required`), `prompt=consent` always asks, `prompt=login` and a `max_age` older
+  than the sign-in send the person to the login page first (the ID token's `auth_time`
+  says when they signed in; nobody is signed out by a link).
 - The code goes back to the redirect URI with `state` and `iss` (RFC 9207) through a page
   that moves on at once (a meta refresh, with a link). A redirect to another site right
   after a form post (the login's, the consent's) would break the pages' `form-action
@@ -23,14 +25,14 @@ GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from web_service.api import ApiProblem
-from web_service.auth_pages import log_out
+from web_service.api import ApiProblem, SessionEnded
 from web_service.pages import Page, PageDep, SignedInDep
 from web_service.security import safe_next
 
@@ -47,8 +49,10 @@ PARAMS = (
     "state",
     "nonce",
     "prompt",
+    "max_age",
 )
-CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # S256's: 32 bytes in base64url
+CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
+MAX_AGE = re.compile(r"[0-9]{1,9}")
 PROMPTS = ("", "none", "login", "consent")
 
 
@@ -74,12 +78,16 @@ def refusal(values: dict[str, str]) -> tuple[str, str] | None:
     if values.get("response_type") != "code":
         return "unsupported_response_type", "response_type must be code"
     challenge = values.get("code_challenge", "")
-    if values.get("code_challenge_method") != "S256" or not CHALLENGE.match(challenge):
+    if values.get("code_challenge_method") != "S256" or not CHALLENGE.fullmatch(challenge):
         return "invalid_request", "PKCE is required: a code_challenge with method S256"
     if len(values.get("nonce", "")) > 512 or len(values.get("scope", "")) > 1024:
         return "invalid_request", "nonce or scope is too long"
     if values.get("prompt", "") not in PROMPTS:
         return "invalid_request", "prompt must be none, login or consent"
+    if "max_age" in values and not MAX_AGE.fullmatch(values["max_age"]):
+        return "invalid_request", "max_age must be a number of seconds"
+    if again(values) == "/":  # too long to carry through a sign-in
+        return "invalid_request", "the request is too long"
     return None
 
 
@@ -133,8 +141,8 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         if prompt == "none":
             return await go_back(error="login_required")
         return await page.redirect("/login", next=again(values))
-    if prompt == "login" and allowed is None:  # sign in afresh
-        await log_out(page)
+    if allowed is None and (prompt == "login" or too_old(page, values.get("max_age"))):
+        # Sign in afresh first (the ID token's auth_time says when).
         return await page.redirect("/login", next=again(values))
     if allowed is False:
         return await go_back(error="access_denied")
@@ -151,16 +159,40 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
             scopes=scopes,
             destination=parts.netloc or f"{parts.scheme}:",
         )
-    asked = {
+    asked: dict[str, str | int] = {
         name: values[name]
         for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
         if values.get(name)
     }
-    granted = await page.api.call("auth", "POST", "/v1/auth/oauth/authorize", json=asked)
+    if "max_age" in values:
+        asked["max_age"] = int(values["max_age"])
+    try:
+        granted = await page.api.call("auth", "POST", "/v1/auth/oauth/authorize", json=asked)
+    except SessionEnded:  # the sign-in behind this page ended meanwhile
+        if prompt != "none":
+            raise  # to the login page, and back here
+        await page.sign_out()
+        return await go_back(error="login_required")
+    except ApiProblem as problem:
+        if problem.error != "login_required":  # signed in longer ago than max_age
+            raise
+        if prompt == "none":
+            return await go_back(error="login_required")
+        return await page.redirect("/login", next=again(values))
     return await go_back(code=granted["code"])
 
 
 def again(values: dict[str, str]) -> str:
-    """This request, to come back to once signed in (without `prompt`: done with)."""
-    kept = {name: value for name, value in values.items() if name != "prompt"}
+    """This request, to come back to once signed in (without `prompt` and `max_age`: the
+    sign-in they asked for is the one just made)."""
+    kept = {name: value for name, value in values.items() if name not in ("prompt", "max_age")}
     return safe_next(f"{PATH}?{urlencode(kept)}", "/")
+
+
+def too_old(page: Page, max_age: str | None) -> bool:
+    """Whether this browser signed in longer than `max_age` seconds ago (auth checks it
+    again when it hands out the code)."""
+    if max_age is None:
+        return False
+    signed_in_at = page.session.data.get("signed_in_at")
+    return not isinstance(signed_in_at, float) or time.time() - signed_in_at > int(max_age)

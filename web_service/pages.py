@@ -7,6 +7,7 @@ prefix) when the page was served over HTTPS.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -118,7 +119,11 @@ class Page:
         """Start a new session (new id) holding the pair; what the visitor was told carries
         over."""
         tokens = tokens_from(pair)
-        keep = {"email": email, "notices": self.session.data.get("notices", [])}
+        keep = {
+            "email": email,
+            "notices": self.session.data.get("notices", []),
+            "signed_in_at": time.time(),  # for an application's max_age (oauth_pages.py)
+        }
         self.session = await self.web.store.sign_in(
             self.session, tokens, str(claims_of(tokens.access_token).get("sub", "")), keep
         )

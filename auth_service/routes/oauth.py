@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from auth_service.deps import CallerDep, OAuthDep
-from auth_service.errors import UnknownClient
+from auth_service.errors import ApplicationSession, SignInTooOld, UnknownClient
 from auth_service.http_errors import responses
 from auth_service.oauth import CODE_SECONDS, Authorization
 from auth_service.routes import client_ip, no_store
@@ -37,6 +37,7 @@ class AuthorizeIn(ClientIn):
     code_challenge_method: Literal["S256"] = "S256"
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
+    max_age: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
 
 
 class CodeOut(BaseModel):
@@ -56,13 +57,22 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
     )
 
 
-@router.post("/authorize", response_model=CodeOut, responses=responses(UnknownClient, 401, 422))
+@router.post(
+    "/authorize",
+    response_model=CodeOut,
+    responses=responses(UnknownClient, SignInTooOld, ApplicationSession, 401, 422),
+)
 async def authorize(
     body: AuthorizeIn, caller: CallerDep, oauth: OAuthDep, request: Request
 ) -> Response:
     """A code for the application, allowed by the caller (a live session)."""
     asked = Authorization(
-        body.client_id, body.redirect_uri, body.code_challenge, body.scope, body.nonce
+        body.client_id,
+        body.redirect_uri,
+        body.code_challenge,
+        body.scope,
+        body.nonce,
+        body.max_age,
     )
     code, scope = await oauth.authorize(caller, asked, client_ip(request))
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))

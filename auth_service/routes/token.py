@@ -191,7 +191,7 @@ async def token(
     return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 
 
-VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
+VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
 
 
 async def _code_grant(
@@ -201,7 +201,7 @@ async def _code_grant(
         return oauth_error(
             400, "invalid_request", "code, redirect_uri and code_verifier are required"
         )
-    if not VERIFIER.match(form.code_verifier):
+    if not VERIFIER.fullmatch(form.code_verifier):
         return oauth_error(400, "invalid_request", "code_verifier is not an RFC 7636 verifier")
     await limit(request, "oauth_token")
     basic = _basic_credentials(request)

@@ -31,6 +31,7 @@ from auth_service.models import (
     AuditEvent,
     Base,
     MfaChallenge,
+    OAuthCode,
     OneTimeCode,
     OutboxEvent,
     PasskeyChallenge,
@@ -267,6 +268,27 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-live", "login", None, now + timedelta(minutes=4)),
         ]
     )
+    # Authorization codes: kept a day past their minute (a second redemption then still
+    # ends the session the first one opened).
+    session.add_all(
+        OAuthCode(
+            code_hash=name,
+            client_id="app",
+            user_id=kept_user.id,
+            redirect_uri="https://app.example/cb",
+            code_challenge="c" * 43,
+            scope="openid",
+            auth_time=expires - HOUR,
+            granted_by=uuid.uuid4(),
+            created_at=expires - timedelta(minutes=1),
+            expires_at=expires,
+        )
+        for name, expires in [
+            ("gone-expired", now - 25 * HOUR),
+            ("kept-expired", now - 23 * HOUR),
+            ("kept-live", now + timedelta(seconds=30)),
+        ]
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -303,6 +325,7 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
                 await session.scalars(select(PasskeyChallenge.challenge_hash))
             ),
             "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
+            "oauth_codes": sorted(await session.scalars(select(OAuthCode.code_hash))),
             "factors": sorted(
                 await session.scalars(
                     select(User.email).join(TotpFactor, TotpFactor.user_id == User.id)
@@ -332,6 +355,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "mfa_challenges": 2,
         "passkey_challenges": 2,
         "recovery_codes": 1,
+        "oauth_codes": 1,
         "totp_factors": 1,
         "address_throttle": 3,
         "outbox": 2,

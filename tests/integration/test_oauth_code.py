@@ -19,10 +19,11 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from tests.accounts import Account, bearer, new_account
+from tests.accounts import PASSWORD, Account, bearer, grant, login, new_account
 from tests.conftest import Stack
 from tests.integration.test_oauth import DISCOVERY, assert_oauth_error, token_call
 from tests.support import (
+    FIRST_PARTY_REDIRECT,
     SERVER_REDIRECT,
     SERVER_SECRET,
     SPA_REDIRECT,
@@ -164,15 +165,18 @@ def fresh_code(http: httpx.Client, account: Account, meta: dict[str, Any]) -> tu
     return code_for_url(http, account, url), verifier
 
 
-def test_a_code_redeemed_twice_ends_the_first_session(
+def test_a_code_redeemed_twice_with_its_verifier_ends_the_first_session(
     stack: Stack, http: httpx.Client, meta: dict[str, Any]
 ) -> None:
     account = new_account(stack, http, "oauth-twice")
     code, verifier = fresh_code(http, account, meta)
     first = redeem(http, code, verifier)
     assert first.status_code == 200, first.text
+    # A leaked code without its verifier: refused, and it ends nothing.
+    assert_oauth_error(redeem(http, code, generate_token(48)), 400, "invalid_grant")
+    assert http.get("/v1/auth/me", headers=bearer(first.json()["access_token"])).is_success
+    # With it: whoever redeemed it first may not be the application, so its session ends.
     assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
-    # Whoever redeemed it first may not be the application: its session is over.
     refresh = token_call(
         http, grant_type="refresh_token", refresh_token=first.json()["refresh_token"]
     )
@@ -333,3 +337,73 @@ def test_authlib_reports_a_refusal_as_the_standard_error(
     with spa() as client, pytest.raises(OAuthError) as refused:
         client.fetch_token(meta["token_endpoint"], code="c" * 43, code_verifier="v" * 43)
     assert refused.value.error == "invalid_grant"
+
+
+def test_an_applications_session_reads_who_it_is_and_no_more(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """Its tokens are the person's on the films API, and read `/v1/auth/me`; what acts on
+    the account (sessions, password, codes for other applications, the admin API, even for
+    an admin) is the person's own to do at the site: 403 application_session."""
+    account = new_account(stack, http, "oauth-powers")
+    grant(stack, account.email)
+    admin = login(stack, http, account.email)  # a session that holds the role
+    code, verifier = fresh_code(http, admin, meta)
+    app = bearer(redeem(http, code, verifier).json()["access_token"])
+    assert http.get("/v1/auth/me", headers=app).status_code == 200
+    films = httpx.get(f"{stack.films.url}/v1/me/favourites", headers=app)
+    assert films.status_code == 200
+    body = {"client_id": "test-first-party", "redirect_uri": FIRST_PARTY_REDIRECT,
+            "code_challenge": "c" * 43}  # fmt: skip
+    for method, path, json in (
+        ("GET", "/v1/auth/sessions", None),
+        ("DELETE", "/v1/auth/sessions", None),
+        ("POST", "/v1/auth/password/change",
+         {"current_password": PASSWORD, "new_password": "another fine passphrase"}),
+        ("POST", "/v1/auth/oauth/authorize", body),
+        ("GET", "/v1/admin/users", None),
+        ("POST", "/v1/auth/mfa/totp", {"password": PASSWORD}),
+    ):  # fmt: skip
+        r = http.request(method, path, json=json, headers=app)
+        assert r.status_code == 403, (path, r.text)
+        assert r.json()["error"] == "application_session"
+    assert http.get("/v1/admin/users", headers=admin.bearer).status_code == 200  # the person
+
+
+def test_a_code_dies_with_the_sign_in_that_allowed_it(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    account = new_account(stack, http, "oauth-logout")
+    code, verifier = fresh_code(http, account, meta)
+    out = http.post("/v1/auth/logout", json={"refresh_token": account.refresh_token})
+    assert out.status_code == 204
+    assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
+
+
+def test_max_age_asks_for_a_recent_sign_in(stack: Stack, http: httpx.Client) -> None:
+    account = new_account(stack, http, "oauth-max-age")
+    asked = {"client_id": "test-spa", "redirect_uri": SPA_REDIRECT, "code_challenge": "c" * 43}
+    stale = http.post(
+        "/v1/auth/oauth/authorize", json=asked | {"max_age": 0}, headers=account.bearer
+    )
+    assert stale.status_code == 403 and stale.json()["error"] == "login_required", stale.text
+    recent = http.post(
+        "/v1/auth/oauth/authorize", json=asked | {"max_age": 3600}, headers=account.bearer
+    )
+    assert recent.status_code == 200, recent.text
+
+
+def test_a_loopback_redirect_uri_may_use_any_port(http: httpx.Client) -> None:
+    """RFC 8252 §7.3, for a native app's listener on an IP literal; not for a name."""
+
+    def known(client_id: str, redirect_uri: str) -> int:
+        pair = {"client_id": client_id, "redirect_uri": redirect_uri}
+        return http.post("/v1/auth/oauth/client", json=pair).status_code
+
+    assert known("test-spa", "http://127.0.0.1:54321/callback") == 200
+    assert known("test-spa", "http://127.0.0.1/callback") == 200
+    assert known("test-spa", "http://127.0.0.1:54321/other") == 400
+    assert known("test-spa", "http://127.0.0.1:x/callback") == 400
+    assert known("test-spa", "http://u@127.0.0.1:54321/callback") == 400
+    assert known("test-spa", "https://127.0.0.1:54321/callback") == 400
+    assert known("test-first-party", FIRST_PARTY_REDIRECT.replace(":9", ":10")) == 400

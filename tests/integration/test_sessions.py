@@ -54,7 +54,17 @@ def test_sessions_are_listed_with_where_they_came_from(stack: Stack, http: httpx
     assert by_id[phone.sid]["user_agent"] == "FilmsApp/2.1 (Android)"
     assert by_id[phone.sid]["ip"] == "127.0.0.1"
     assert listed[0]["id"] == phone.sid  # most recently used first
-    assert set(listed[0]) == {"id", "created_at", "last_used_at", "ip", "user_agent", "current"}
+    assert set(listed[0]) == {
+        "id",
+        "created_at",
+        "last_used_at",
+        "ip",
+        "user_agent",
+        "current",
+        "client_id",
+        "application",
+    }
+    assert listed[0]["client_id"] is None and listed[0]["application"] is None  # a login's
 
     # A refresh keeps the session and marks it used.
     rotated = refresh(http, first).json()

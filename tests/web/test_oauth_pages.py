@@ -7,6 +7,7 @@ answered here (Playwright's routing), and its URL is the answer."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -177,5 +178,35 @@ def test_a_trusted_application_is_not_asked_about(web: Web, page: Page) -> None:
         expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
         assert "code" in app.answer()
         assert jwt.decode(app.tokens()["access_token"], options={"verify_signature": False})
+    finally:
+        app.close()
+
+
+def test_an_application_may_ask_for_a_fresh_sign_in(web: Web, page: Page) -> None:
+    """`prompt=login` or a `max_age` the sign-in is older than: the login page first, and
+    a link alone signs nobody out. `prompt=consent` asks even for a trusted application."""
+    app = Application(web, page, "test-first-party", FIRST_PARTY_REDIRECT)
+    try:
+        email = web.account("oauth-fresh")
+        log_in(page, email)
+        expect(page).to_have_url(re.compile(r"/films"))
+        for extra in ({"prompt": "login"}, {"max_age": "0"}):
+            page.goto(app.url(**extra))
+            expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+            page.goto(web.url + "/account")  # still signed in
+            expect(page).to_have_url(re.compile(r"/account$"))
+
+        page.goto(app.url(max_age="3600"))  # a recent enough sign-in: straight back
+        expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
+        app.answers.clear()
+        page.goto(app.url(prompt="consent"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Films Mobile?")
+
+        page.goto(app.url(prompt="login"))
+        signing_in = int(time.time())
+        fill_login(page, email)  # the login page comes back to the request, prompt done
+        expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
+        claims = jwt.decode(app.tokens()["id_token"], options={"verify_signature": False})
+        assert claims["auth_time"] >= signing_in - 1  # this sign-in's, not the first one's
     finally:
         app.close()

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -280,7 +281,12 @@ def test_the_button_takes_over_from_a_waiting_autofill(
     page = autofill_page
     _, credential = passkey_of(browser, web, "passkey-button")
     page.goto("/login")  # no authenticator yet: the autofill request waits
-    page.wait_for_function("window.autofillAsked === true")
+    # Not page.wait_for_function: its polling evaluates a string, which the pages' CSP
+    # refuses (no 'unsafe-eval'); a function passed to evaluate is not such a string.
+    deadline = time.monotonic() + 15
+    while not page.evaluate("() => window.autofillAsked === true"):
+        assert time.monotonic() < deadline, "the page never asked for autofill"
+        page.wait_for_timeout(50)
     Authenticator(page).holds(credential)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url.split("/", 3)[3]))

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("nonce", sa.String(length=512), nullable=True),
         sa.Column("amr", sa.String(length=64), nullable=True),
         sa.Column("auth_time", common.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("granted_by", sa.Uuid(), nullable=False),
         sa.Column("created_at", common.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", common.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("session_id", sa.Uuid(), nullable=True),
