@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -407,3 +408,18 @@ def test_a_loopback_redirect_uri_may_use_any_port(http: httpx.Client) -> None:
     assert known("test-spa", "http://u@127.0.0.1:54321/callback") == 400
     assert known("test-spa", "https://127.0.0.1:54321/callback") == 400
     assert known("test-first-party", FIRST_PARTY_REDIRECT.replace(":9", ":10")) == 400
+
+
+def test_two_redemptions_at_once_give_one_session(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """The code's row is locked while it is redeemed: of two requests racing with the same
+    code and verifier, one gets tokens, the other invalid_grant, and the reuse ends the
+    winner's session (it came with the verifier)."""
+    account = new_account(stack, http, "oauth-race")
+    code, verifier = fresh_code(http, account, meta)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: redeem(http, code, verifier), range(2)))
+    assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
+    (won,) = [r for r in answers if r.status_code == 200]
+    assert http.get("/v1/auth/me", headers=bearer(won.json()["access_token"])).status_code == 401

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 import pytest
 from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Page, Route, expect
 
@@ -113,7 +114,15 @@ def test_an_application_signs_a_person_in(web: Web, page: Page, spa: Application
 
     # The person sees the application's session among theirs, and can end it.
     page.goto(web.url + "/account/sessions")
-    expect(page.get_by_role("heading", level=2, name="Film Diary")).to_be_visible()
+    card = page.locator(".session-card", has=page.get_by_role("heading", name="Film Diary"))
+    expect(card).to_contain_text("An application you allowed to sign you in.")
+    card.get_by_role("button", name="End this session").click()
+    expect(page.get_by_role("heading", level=2, name="Film Diary")).to_have_count(0)
+    with pytest.raises(OAuthError) as ended:
+        spa.client.refresh_token(
+            f"{web.stack.auth.url}/v1/auth/token", refresh_token=token["refresh_token"]
+        )
+    assert ended.value.error == "invalid_grant"
 
 
 def test_the_person_may_say_no(web: Web, page: Page, spa: Application) -> None:
