@@ -69,7 +69,7 @@ _TOUCH = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
-    .returning(_SESSIONS.c.amr)
+    .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id)
 )
 # The grace path: the unused successor of a token rotated at `after` (a rotation creates
 # the successor at the instant it revokes the token), rotated in its turn and marked so:
@@ -124,6 +124,16 @@ class RefreshTokens:
     # The outbox relay's notify: ending sessions writes an event (`end_sessions`), to be
     # published now, not at the next poll.
     wake_relay: Callable[[], None] = _nothing
+
+    def _refreshes(self, holder: str | None, caller: str | None) -> bool:
+        """Whether a client that proved itself as `caller` (None: none did) may refresh a
+        session opened for `holder` (None: a person's own). A confidential client's tokens
+        are refreshed by that client alone (RFC 6749 §6); a client that names itself gets
+        only its own; a public client's, like a person's, by whoever holds them."""
+        if caller is not None:
+            return caller == holder
+        confidential = {c.client_id for c in self.settings.oauth_clients if c.secret_sha256}
+        return holder not in confidential
 
     def issue(
         self, session: AsyncSession, user: User, client: Client, amr: tuple[str, ...]
@@ -214,8 +224,8 @@ class RefreshTokens:
             raise InvalidGrant
         touch = {"sid": spent.family_id, "now": now, "ip": client.ip, "ua": client.user_agent}
         touched = (await conn.execute(_TOUCH, touch)).one_or_none()
-        if touched is None:  # the session ended
-            raise InvalidGrant
+        if touched is None or not self._refreshes(touched.client_id, client.application):
+            raise InvalidGrant  # the session ended, or is another client's
         refresh = new_refresh_token()
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)

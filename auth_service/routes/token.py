@@ -11,8 +11,10 @@ Basic (§2.3.1) or as `client_secret`. Success is §5.1 (`Cache-Control: no-stor
 `unsupported_grant_type`, `invalid_client` (401) for a client that is unknown or gave a
 wrong secret, and `invalid_grant` for anything wrong with the credentials, the refresh
 token or the code (which includes unverified, disabled and locked accounts). Past a rate
-limit the answer stays 429 with `Retry-After`. The password and refresh grants ignore a
-`client_id`.
+limit the answer stays 429 with `Retry-After`. The password grant ignores a `client_id`,
+and so does the refresh grant unless it names an application in AUTH_OAUTH_CLIENTS: then
+the client must prove itself, and gets only its own sessions refreshed. A confidential
+client's session is refreshed by that client alone (RFC 6749 §6).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus
 
@@ -30,6 +33,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
+from auth_service.config import OAuthClient
 from auth_service.deps import TOKEN_URL, AccountsDep, OAuthDep, RefreshTokensDep
 from auth_service.errors import (
     AccountDisabled,
@@ -165,7 +169,11 @@ async def token(
             if not form.refresh_token:
                 return oauth_error(400, "invalid_request", "refresh_token is required")
             await limit(request, "refresh")
-            pair = await tokens.rotate(form.refresh_token, client)
+            named = _client(request, form, oauth, required=False)
+            if isinstance(named, JSONResponse):
+                return named
+            as_named = replace(client, application=named.client_id if named else None)
+            pair = await tokens.rotate(form.refresh_token, as_named)
         elif not form.grant_type:
             return oauth_error(400, "invalid_request", "grant_type is required")
         else:
@@ -204,19 +212,9 @@ async def _code_grant(
     if not VERIFIER.fullmatch(form.code_verifier):
         return oauth_error(400, "invalid_request", "code_verifier is not an RFC 7636 verifier")
     await limit(request, "oauth_token")
-    basic = _basic_credentials(request)
-    if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
-        return oauth_error(400, "invalid_request", "the client is named twice")
-    client_id, secret = basic or (form.client_id, form.client_secret)
-    if not client_id:
-        return oauth_error(400, "invalid_request", "client_id is required")
-    try:
-        client = oauth.authenticate(client_id, secret)
-    except ClientRefused:
-        headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
-        return oauth_error(
-            401, "invalid_client", "the client is unknown, or its secret is wrong", headers
-        )
+    client = _client(request, form, oauth, required=True)
+    if not isinstance(client, OAuthClient):
+        return client or oauth_error(400, "invalid_request", "client_id is required")
     redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
     pair = redeemed.pair
     body = OAuthTokenOut(
@@ -227,6 +225,28 @@ async def _code_grant(
         scope=redeemed.scope,
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+def _client(
+    request: Request, form: TokenForm, oauth: OAuthDep, *, required: bool
+) -> OAuthClient | JSONResponse | None:
+    """The client the request names and proves (HTTP Basic, or client_id and client_secret
+    in the form: RFC 6749 §2.3.1), or the §5.2 refusal. None where it names none, or (not
+    `required`) only a client_id no application has: the password and refresh grants
+    ignore those, as they always did."""
+    basic = _basic_credentials(request)
+    if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
+        return oauth_error(400, "invalid_request", "the client is named twice")
+    client_id, secret = basic or (form.client_id, form.client_secret)
+    if not client_id or (not required and basic is None and client_id not in oauth.clients):
+        return None
+    try:
+        return oauth.authenticate(client_id, secret)
+    except ClientRefused:
+        headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+        return oauth_error(
+            401, "invalid_client", "the client is unknown, or its secret is wrong", headers
+        )
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

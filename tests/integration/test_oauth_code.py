@@ -423,3 +423,54 @@ def test_two_redemptions_at_once_give_one_session(
     assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
     (won,) = [r for r in answers if r.status_code == 200]
     assert http.get("/v1/auth/me", headers=bearer(won.json()["access_token"])).status_code == 401
+
+
+def test_a_confidential_clients_refresh_tokens_are_its_own(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """RFC 6749 §6: it authenticates to refresh. Without its secret, or as another client,
+    the token is refused and not spent; the JSON refresh, which names no client, refuses it
+    too. A public client's refresh token needs no secret, but a client that names itself
+    gets only its own."""
+    account = new_account(stack, http, "oauth-refresh")
+    verifier = generate_token(48)
+    with OAuth2Session(
+        client_id="test-server",
+        client_secret=SERVER_SECRET,
+        redirect_uri=SERVER_REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="client_secret_basic",
+    ) as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+        token = client.fetch_token(
+            meta["token_endpoint"], code=code_for_url(http, account, url), code_verifier=verifier
+        )
+        held = token["refresh_token"]
+        for form in (
+            {},
+            {"client_id": "test-spa"},
+            {"client_id": "films-cli"},  # no application: ignored, as ever
+        ):
+            r = token_call(http, grant_type="refresh_token", refresh_token=held, **form)
+            assert_oauth_error(r, 400, "invalid_grant")
+        wrong = http.post(
+            "/v1/auth/token",
+            data={"grant_type": "refresh_token", "refresh_token": held},
+            auth=("test-server", "wrong"),
+        )
+        assert_oauth_error(wrong, 401, "invalid_client")
+        assert http.post("/v1/auth/token/refresh", json={"refresh_token": held}).status_code == 401
+        refreshed = client.refresh_token(meta["token_endpoint"], refresh_token=held)
+        assert refreshed["refresh_token"] != held  # none of the refusals spent it
+
+    spa_code, spa_verifier = fresh_code(http, account, meta)
+    spa_token = redeem(http, spa_code, spa_verifier).json()["refresh_token"]
+    as_server = http.post(
+        "/v1/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": spa_token},
+        auth=("test-server", SERVER_SECRET),
+    )
+    assert_oauth_error(as_server, 400, "invalid_grant")
+    assert http.post("/v1/auth/token/refresh", json={"refresh_token": spa_token}).is_success
