@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -47,7 +47,6 @@ from auth_service.user_sessions import Caller, Client, end_sessions
 from common.clock import utcnow
 
 CODE_SECONDS = 60
-LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")  # not "localhost": a name may resolve elsewhere
 SCOPES = ("openid", "email")  # what may be granted; other requested scopes are left out
 
 
@@ -60,22 +59,23 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+# An http redirect URI on a loopback address: its host, port and the rest (path and query;
+# no fragment, no whitespace or control characters).
+LOOPBACK_URI = re.compile(
+    r"http://(127\.0\.0\.1|\[::1\])(?::([1-9][0-9]{0,4}))?([/?][^#\x00-\x20\x7f]*)?"
+)
+
+
 def registered(uri: str, given: str) -> bool:
     """Whether `given` is the registered `uri`: the same string (RFC 6749 §3.1.2.3 as
-    OAuth 2.1 has it), or on an http loopback address the same but for the port, where a
-    native app listens on whatever port it got when it started (RFC 8252 §7.3)."""
+    OAuth 2.1 has it), or for http on 127.0.0.1 or [::1] the same string but for the port,
+    where a native app listens on whatever port it got when it started (RFC 8252 §7.3)."""
     if given == uri:
         return True
-    ours, theirs = urlsplit(uri), urlsplit(given)
-    if ours.scheme != "http" or ours.hostname not in LOOPBACK_ADDRESSES:
+    ours, theirs = LOOPBACK_URI.fullmatch(uri), LOOPBACK_URI.fullmatch(given)
+    if ours is None or theirs is None or int(theirs.group(2) or 80) > 65535:
         return False
-    try:
-        theirs.port  # noqa: B018 (raises for a port that is not a number)
-    except ValueError:
-        return False
-    if theirs.username is not None or theirs.password is not None:
-        return False
-    return ours._replace(netloc=ours.hostname) == theirs._replace(netloc=theirs.hostname or "")
+    return ours.group(1, 3) == theirs.group(1, 3)
 
 
 def granted(scope: str) -> str:

@@ -83,6 +83,12 @@ _INSERT = insert(_TOKENS)
 _OPEN = insert(_SESSIONS)
 
 
+def roles_for(roles: list[str], application: str | None) -> list[str]:
+    """The roles an access token carries: none in an application's session (an
+    authorization code's), so no service's admin check passes for an application."""
+    return [] if application else roles
+
+
 def signed_in_as(stored: str | None) -> tuple[str, ...]:
     """A session's `amr`, as its column holds it."""
     return tuple(stored.split()) if stored else ()
@@ -132,8 +138,11 @@ class RefreshTokens:
         only its own; a public client's, like a person's, by whoever holds them."""
         if caller is not None:
             return caller == holder
-        confidential = {c.client_id for c in self.settings.oauth_clients if c.secret_sha256}
-        return holder not in confidential
+        if holder is None:
+            return True
+        return not any(
+            c.client_id == holder and c.secret_sha256 for c in self.settings.oauth_clients
+        )
 
     def issue(
         self, session: AsyncSession, user: User, client: Client, amr: tuple[str, ...]
@@ -141,14 +150,20 @@ class RefreshTokens:
         """A new grant in a new session, signed in as `amr` says; the rows join the
         caller's transaction, and the caller signs the grant once that commits."""
         session_id = open_session(session, user.id, client, amr)
-        return self._next(session, user, session_id, amr)
+        return self._next(session, user, session_id, amr, client.application)
 
     def _next(
-        self, session: AsyncSession, user: User, session_id: uuid.UUID, amr: tuple[str, ...]
+        self,
+        session: AsyncSession,
+        user: User,
+        session_id: uuid.UUID,
+        amr: tuple[str, ...],
+        application: str | None,
     ) -> Grant:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
-        return Grant(self.access_tokens, user.id, list(user.roles), session_id, refresh, amr)
+        roles = roles_for(list(user.roles), application)
+        return Grant(self.access_tokens, user.id, roles, session_id, refresh, amr)
 
     async def open(
         self,
@@ -191,8 +206,12 @@ class RefreshTokens:
             .values(revoked_at=utcnow(), superseded=True)
             .execution_options(synchronize_session=False)
         )
-        amr = await session.scalar(select(UserSession.amr).where(UserSession.id == session_id))
-        return self._next(session, user, session_id, signed_in_as(amr))
+        amr, application = (
+            await session.execute(
+                select(UserSession.amr, UserSession.client_id).where(UserSession.id == session_id)
+            )
+        ).one()
+        return self._next(session, user, session_id, signed_in_as(amr), application)
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
@@ -229,7 +248,8 @@ class RefreshTokens:
         refresh = new_refresh_token()
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)
-        return Grant(self.access_tokens, spent.user_id, spent.roles, spent.family_id, refresh, amr)
+        roles = roles_for(spent.roles, touched.client_id)
+        return Grant(self.access_tokens, spent.user_id, roles, spent.family_id, refresh, amr)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -142,6 +142,8 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
             return await go_back(error="login_required")
         return await page.redirect("/login", next=again(values))
     if allowed is None and (prompt == "login" or too_old(page, values.get("max_age"))):
+        if prompt == "none":  # an exceeded max_age, and no page may be shown
+            return await go_back(error="login_required")
         # Sign in afresh first (the ID token's auth_time says when).
         return await page.redirect("/login", next=again(values))
     if allowed is False:

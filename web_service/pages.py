@@ -7,6 +7,7 @@ prefix) when the page was served over HTTPS.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from web_service.forms import read_form
 from web_service.i18n import LANG_COOKIE, LANGUAGES, Translator, choose
 from web_service.security import safe_next
 from web_service.sessions import Session, SessionStore
+
+log = logging.getLogger(__name__)
 
 COOKIE = "session"
 SECURE_COOKIE = "__Host-session"  # the prefix makes browsers insist on Secure, Path=/, no Domain
@@ -117,7 +120,15 @@ class Page:
 
     async def sign_in(self, pair: dict[str, Any], email: str) -> None:
         """Start a new session (new id) holding the pair; what the visitor was told carries
-        over."""
+        over. A session this browser held until now (a sign-in again over it, as an
+        application's prompt=login asks) is ended at auth too, as a logout would."""
+        previous = self.session.tokens
+        if previous is not None:
+            body = {"refresh_token": previous.refresh_token}
+            try:
+                await self.call("auth", "POST", "/v1/auth/logout", json=body)
+            except ApiProblem as problem:  # it runs out in its own time
+                log.warning("could not end the session signed in over: %s", problem)
         tokens = tokens_from(pair)
         keep = {
             "email": email,

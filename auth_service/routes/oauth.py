@@ -37,7 +37,7 @@ class AuthorizeIn(ClientIn):
     code_challenge_method: Literal["S256"] = "S256"
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
-    max_age: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    max_age: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class CodeOut(BaseModel):

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from auth_service.app import create_app
 from auth_service.config import AuthSettings
+from auth_service.oauth import registered
 from common.kafka import KafkaSettings
 from mailer_service.config import MailerSettings
 from tests.conftest import auth_settings_for
@@ -247,3 +248,30 @@ def test_a_misconfigured_application_stops_the_start(
 ) -> None:
     with pytest.raises(ValidationError, match=said):
         AuthSettings(oauth_clients=clients, authorization_endpoint=endpoint)
+
+
+@pytest.mark.parametrize(
+    ("given", "same"),
+    [
+        ("http://127.0.0.1:9/callback", True),
+        ("http://127.0.0.1:54321/callback", True),
+        ("http://127.0.0.1/callback", True),
+        ("http://127.0.0.1:65535/callback", True),
+        ("http://127.0.0.1:65536/callback", False),
+        ("http://127.0.0.1:/callback", False),
+        ("http://127.0.0.1:0/callback", False),
+        ("http://127.0.0.1:05/callback", False),
+        ("HTTP://127.0.0.1:5/callback", False),
+        ("http://127.0.0.1:5/callback#x", False),
+        ("http://127.0.0.1:5/callback?", False),
+        ("http://127.0.0.1:5/call\tback", False),
+        ("http://127.0.0.1:5/Callback", False),
+        ("http://127.0.0.1.evil.example:5/callback", False),
+        ("http://u@127.0.0.1:5/callback", False),
+        ("http://[::1]:5/callback", False),  # another host
+        ("http://[x/callback", False),  # not even a URL
+    ],
+)
+def test_a_loopback_redirect_uri_differs_in_its_port_alone(given: str, same: bool) -> None:
+    assert registered("http://127.0.0.1:9/callback", given) is same
+    assert registered("https://app.example/cb", given.replace("http://127.0.0.1:9", "")) is False

@@ -211,11 +211,22 @@ def test_an_application_may_ask_for_a_fresh_sign_in(web: Web, page: Page) -> Non
         page.goto(app.url(prompt="consent"))
         expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Films Mobile?")
 
+        page.goto(app.url(prompt="none", max_age="0"))  # too old, and nothing may be asked
+        expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
+        assert app.answer()["error"] == "login_required"
+        app.answers.clear()
+
         page.goto(app.url(prompt="login"))
         signing_in = int(time.time())
         fill_login(page, email)  # the login page comes back to the request, prompt done
         expect(page).to_have_url(re.compile(r"^http://localhost:9/signed-in\?"))
         claims = jwt.decode(app.tokens()["id_token"], options={"verify_signature": False})
         assert claims["auth_time"] >= signing_in - 1  # this sign-in's, not the first one's
+        # Signing in over the earlier session ended it at auth: one browser session left
+        # (beside the application's, and the one the account was made with over HTTP).
+        page.goto(web.url + "/account/sessions")
+        headings = page.locator(".session-card h2")
+        expect(headings.filter(has_text="Chrome")).to_have_count(1)
+        expect(headings.filter(has_text="Films Mobile")).to_have_count(1)
     finally:
         app.close()
