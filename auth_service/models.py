@@ -95,8 +95,10 @@ class UserSession(Base):
     # How it was signed in: RFC 8176 `amr` values, space-separated ("pwd", "pwd otp mfa"),
     # carried by every access token of the session. NULL for sessions from before.
     amr: Mapped[str | None] = mapped_column(String(64))
-    # The application (AUTH_OAUTH_CLIENTS) it was opened for by an authorization code.
+    # The application (AUTH_OAUTH_CLIENTS) it was opened for by an authorization code, and
+    # the scopes granted to it (space-separated).
     client_id: Mapped[str | None] = mapped_column(String(128))
+    scope: Mapped[str | None] = mapped_column(String(256))
 
 
 class RefreshToken(Base):

@@ -215,6 +215,9 @@ class OAuth:
             amr = tuple((row.amr or "").split())
             opened_for = Client(origin.ip, origin.user_agent, client.client_id)
             grant = self.accounts.tokens.issue(session, user, opened_for, amr)
+            opened = await session.get(UserSession, grant.session_id)
+            assert opened is not None  # added by `issue`, in this transaction
+            opened.scope = row.scope
             row.session_id = grant.session_id
             audit.record(
                 session,

@@ -42,6 +42,7 @@ class Caller:
     session_id: uuid.UUID
     two_step: bool = False  # the token's session passed two-step sign-in
     application: str | None = None  # the OAuth client the session was opened for
+    scope: str = ""  # what was granted to that client
 
 
 def session_row(
@@ -116,14 +117,14 @@ class UserSessions:
         async with self.sessions() as session:
             found = (
                 await session.execute(
-                    select(User, UserSession.ended_at, UserSession.client_id)
+                    select(User, UserSession.ended_at, UserSession.client_id, UserSession.scope)
                     .join(UserSession, UserSession.user_id == User.id)
                     .where(User.id == user_id, UserSession.id == session_id)
                 )
             ).one_or_none()
         if found is None or found[1] is not None or found[0].disabled:
             raise NotAuthenticated
-        return Caller(found[0], session_id, passed_two_steps(claims), found[2])
+        return Caller(found[0], session_id, passed_two_steps(claims), found[2], found[3] or "")
 
     async def live(self, user_id: uuid.UUID) -> list[UserSession]:
         """The account's live sessions, most recently used first."""

@@ -47,6 +47,7 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
     if settings.authorization_endpoint:
         meta |= {
             "authorization_endpoint": settings.authorization_endpoint,
+            "userinfo_endpoint": f"{base}/v1/auth/oauth/userinfo",
             "grant_types_supported": ["authorization_code", "password", "refresh_token"],
             "token_endpoint_auth_methods_supported": [
                 "none",

@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from auth_service.deps import CallerDep, OAuthDep
 from auth_service.errors import ApplicationSession, SignInTooOld, UnknownClient
 from auth_service.http_errors import responses
 from auth_service.oauth import CODE_SECONDS, Authorization
-from auth_service.routes import client_ip, no_store
+from auth_service.routes import NO_STORE, client_ip, no_store
 
 router = APIRouter(prefix="/v1/auth/oauth", tags=["oauth2"])
 
@@ -76,3 +77,22 @@ async def authorize(
     )
     code, scope = await oauth.authorize(caller, asked, client_ip(request))
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))
+
+
+class UserInfoOut(BaseModel):
+    """OpenID Connect Core §5.3: `sub`, and the address where the `email` scope was
+    granted (always, to the person's own session)."""
+
+    sub: str
+    email: str | None = None
+    email_verified: bool | None = None
+
+
+@router.get("/userinfo", response_model=UserInfoOut, responses=responses(401))
+async def userinfo(caller: CallerDep) -> Response:
+    """Who the access token signs in as, as an OpenID Connect library asks."""
+    info = UserInfoOut(sub=str(caller.user.id))
+    if caller.application is None or "email" in caller.scope.split():
+        info.email = caller.user.email
+        info.email_verified = caller.user.email_verified
+    return JSONResponse(info.model_dump(exclude_none=True), headers=NO_STORE)

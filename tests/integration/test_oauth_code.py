@@ -122,6 +122,12 @@ def test_authlib_signs_in_with_a_code_and_pkce(
             r = (httpx if who == "films" else http).get(url_, headers=bearer(token["id_token"]))
             assert r.status_code == 401, who
 
+        # OpenID Connect's userinfo, as a library asks it with the access token.
+        assert meta["userinfo_endpoint"] == f"{stack.auth.url}/v1/auth/oauth/userinfo"
+        info = http.get(meta["userinfo_endpoint"], headers=bearer(token["access_token"]))
+        assert info.status_code == 200 and info.headers["cache-control"] == "no-store"
+        assert info.json() == {"sub": account.id, "email": account.email, "email_verified": True}
+
         # It refreshes like any other session, and is listed among the person's.
         refreshed = client.refresh_token(meta["token_endpoint"], token["refresh_token"])
         assert refreshed["access_token"] != token["access_token"]
@@ -145,6 +151,12 @@ def test_without_openid_there_is_no_id_token(
         )
     assert "id_token" not in token
     assert token["scope"] == ""
+    # No `email` scope: userinfo names the account only. The person's own session gets all.
+    info = http.get("/v1/auth/oauth/userinfo", headers=bearer(token["access_token"]))
+    assert info.json() == {"sub": account.id}
+    own = http.get("/v1/auth/oauth/userinfo", headers=account.bearer).json()
+    assert own == {"sub": account.id, "email": account.email, "email_verified": True}
+    assert http.get("/v1/auth/oauth/userinfo").status_code == 401
 
 
 def redeem(http: httpx.Client, code: str, verifier: str, /, **form: str) -> httpx.Response:

@@ -41,10 +41,12 @@ def upgrade() -> None:
     op.create_index(op.f("ix_oauth_codes_expires_at"), "oauth_codes", ["expires_at"], unique=False)
     op.create_index(op.f("ix_oauth_codes_user_id"), "oauth_codes", ["user_id"], unique=False)
     op.add_column("sessions", sa.Column("client_id", sa.String(length=128), nullable=True))
+    op.add_column("sessions", sa.Column("scope", sa.String(length=256), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("scope")
         batch.drop_column("client_id")
     op.drop_index(op.f("ix_oauth_codes_user_id"), table_name="oauth_codes")
     op.drop_index(op.f("ix_oauth_codes_expires_at"), table_name="oauth_codes")
