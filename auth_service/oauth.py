@@ -14,9 +14,10 @@ Connect's ID token, for the applications in AUTH_OAUTH_CLIENTS.
    `openid` scope, an ID token for the application (`aud` its client_id, the `nonce` it
    sent, `auth_time` and `amr` of the sign-in the person made at the web front end).
 
-A code is redeemed once. A second redemption is refused and ends the session the first
-one opened: the code leaked, and whoever redeemed it first may not be the application.
-Every failure to redeem is the same `InvalidGrant`.
+A code is redeemed once. A second redemption is refused, and with the right verifier it
+also ends the session the first one opened: someone holds both, and whoever redeemed first
+may not be the application (a leaked code alone ends nothing). Every failure to redeem is
+the same `InvalidGrant`.
 """
 
 from __future__ import annotations

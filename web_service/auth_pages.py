@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
@@ -309,14 +308,7 @@ async def reset(page: PageDep) -> Response:
 @router.post("/logout")
 async def logout(page: PageDep) -> Response:
     await page.form()
-    tokens = page.session.tokens
-    if tokens is not None:
-        body: dict[str, Any] = {"refresh_token": tokens.refresh_token}
-        try:
-            await page.call("auth", "POST", "/v1/auth/logout", json=body)
-        except ApiProblem as problem:
-            # The session ends here all the same; auth's runs out in its own time.
-            log.warning("logout: auth refused or did not answer: %s", problem)
+    await page.end_at_auth()  # the session ends here all the same
     await page.sign_out()
     page.notice("notice.signed_out")
     return await page.redirect("/login")

@@ -122,13 +122,7 @@ class Page:
         """Start a new session (new id) holding the pair; what the visitor was told carries
         over. A session this browser held until now (a sign-in again over it, as an
         application's prompt=login asks) is ended at auth too, as a logout would."""
-        previous = self.session.tokens
-        if previous is not None:
-            body = {"refresh_token": previous.refresh_token}
-            try:
-                await self.call("auth", "POST", "/v1/auth/logout", json=body)
-            except ApiProblem as problem:  # it runs out in its own time
-                log.warning("could not end the session signed in over: %s", problem)
+        await self.end_at_auth()
         tokens = tokens_from(pair)
         keep = {
             "email": email,
@@ -138,6 +132,17 @@ class Page:
         self.session = await self.web.store.sign_in(
             self.session, tokens, str(claims_of(tokens.access_token).get("sub", "")), keep
         )
+
+    async def end_at_auth(self) -> None:
+        """End this browser's session at auth (a logout there), if it holds one."""
+        tokens = self.session.tokens
+        if tokens is None:
+            return
+        body = {"refresh_token": tokens.refresh_token}
+        try:
+            await self.call("auth", "POST", "/v1/auth/logout", json=body)
+        except ApiProblem as problem:  # it runs out at auth in its own time
+            log.warning("could not end the session at auth: %s", problem)
 
     async def sign_out(self) -> None:
         await self.web.store.end(self.session)

@@ -193,8 +193,17 @@ async def token(
         return JSONResponse(second, problem.status, headers=NO_STORE)
     except AuthError as exc:
         return _refusal(exc)
+    return _tokens(pair)
+
+
+def _tokens(pair: TokenPair, id_token: str | None = None, scope: str | None = None) -> Response:
+    """RFC 6749 §5.1's answer (members that do not apply left out)."""
     body = OAuthTokenOut(
-        access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
+        access_token=pair.access_token,
+        expires_in=pair.expires_in,
+        refresh_token=pair.refresh_token,
+        id_token=id_token,
+        scope=scope,
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 
@@ -216,15 +225,7 @@ async def _code_grant(
     if not isinstance(client, OAuthClient):
         return client or oauth_error(400, "invalid_request", "client_id is required")
     redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
-    pair = redeemed.pair
-    body = OAuthTokenOut(
-        access_token=pair.access_token,
-        expires_in=pair.expires_in,
-        refresh_token=pair.refresh_token,
-        id_token=redeemed.id_token,
-        scope=redeemed.scope,
-    )
-    return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
+    return _tokens(redeemed.pair, redeemed.id_token, redeemed.scope)
 
 
 def _client(
