@@ -63,8 +63,9 @@ EVENTS = {
     "passkey_removed",
     "passkeys_removed",  # every passkey of the account, by an admin (detail: admin, count)
     "passkey_failed",  # an answer that did not check out (detail: action)
-    "oauth_authorized",  # a person let an application in (detail: client, scope)
+    "oauth_authorized",  # a person let an application in (detail: client, scope, consented)
     "oauth_code_reused",  # a redeemed code again: its session ended (detail: client)
+    "oauth_consent_revoked",  # a person took back an application's yes (detail: client)
 }
 
 

@@ -47,6 +47,15 @@ class OAuthClient(BaseModel):
     # First-party: signed-in people are sent back without being asked to allow it.
     trusted: bool = False
 
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, client_id: str) -> str:
+        """Not dots alone: it names a path segment (`/v1/auth/oauth/consents/{client_id}`),
+        where "." and ".." mean something else."""
+        if not client_id.strip("."):
+            raise ValueError("a client_id is not dots alone")
+        return client_id
+
     @field_validator("redirect_uris")
     @classmethod
     def _redirect_uris(cls, uris: list[str]) -> list[str]:

@@ -94,10 +94,10 @@ OAuthDep = Annotated[OAuth, Depends(get_oauth)]
 
 
 # What an application's session (an authorization code's) may call here: who it signs in
-# as (`me`, and OpenID Connect's userinfo). The rest acts on the account (password,
-# address, sessions, second factors, roles, codes for other applications), which is the
-# person's own to do, at the site itself.
-APPLICATION_ROUTES = {("GET", "/v1/auth/me"), ("GET", "/v1/auth/oauth/userinfo")}
+# as, OpenID Connect's userinfo, which tells it no more than its scopes allow. The rest
+# (`me` with the address and roles, password, address, sessions, second factors, consents,
+# codes for other applications) is the person's own, at the site itself.
+APPLICATION_ROUTES = {("GET", "/v1/auth/oauth/userinfo")}
 
 
 async def current_caller(

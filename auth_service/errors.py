@@ -44,11 +44,21 @@ class UnknownClient(AuthError):
 class ApplicationSession(AuthError):
     """An application's session (opened by an authorization code) calling what only the
     person may: their password, address, sessions, second factors, the admin API, codes
-    for other applications. It may read who it signs in as, and use the films API."""
+    for other applications, `me` (the address and roles whatever its scopes). It reads
+    OpenID Connect's userinfo, and uses the films API with the `films` scope."""
 
 
 class SignInTooOld(AuthError):
     """The person signed in longer ago than the application's `max_age` allows."""
+
+
+class ConsentRequired(AuthError):
+    """The person has not allowed the application what it asks for (or not yet all of
+    it): the page must ask them."""
+
+
+class ConsentNotFound(AuthError):
+    """The person allowed no such application."""
 
 
 class ClientRefused(AuthError):

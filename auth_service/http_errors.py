@@ -15,6 +15,8 @@ from auth_service.errors import (
     AdminSelfLockout,
     ApplicationSession,
     AuthError,
+    ConsentNotFound,
+    ConsentRequired,
     EmailNotVerified,
     EmailTaken,
     EmailUnchanged,
@@ -128,11 +130,15 @@ PROBLEMS: dict[type[AuthError], Problem] = {
     ApplicationSession: Problem(
         403,
         "application_session",
-        "an application's session may read who it signs in as, not act on the account",
+        "an application's session reads userinfo here, and nothing else of the account",
     ),
     SignInTooOld: Problem(
         403, "login_required", "the sign-in is older than max_age allows: sign in again"
     ),
+    ConsentRequired: Problem(
+        403, "consent_required", "the person has not allowed this application all it asks for"
+    ),
+    ConsentNotFound: Problem(404, "consent_not_found", "you allowed no application by that id"),
     UnknownClient: Problem(
         400,
         "invalid_client",

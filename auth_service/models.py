@@ -319,3 +319,19 @@ class OAuthCode(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the one its redemption opened
+
+
+class OAuthConsent(Base):
+    """A person's yes to an application that is not trusted: the scopes they allowed it.
+    While it covers what the application asks for, they are not asked again; they take it
+    back from their account's Applications page, which also ends the application's
+    sessions."""
+
+    __tablename__ = "oauth_consents"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(256))  # what was allowed, space-separated
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -26,29 +26,37 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit
 from auth_service.accounts import Accounts
 from auth_service.config import OAuthClient
 from auth_service.errors import (
     ClientRefused,
+    ConsentNotFound,
+    ConsentRequired,
     InvalidCodeGrant,
     NotAuthenticated,
     SignInTooOld,
     UnknownClient,
 )
-from auth_service.models import OAuthCode, User, UserSession
+from auth_service.models import Base, OAuthCode, OAuthConsent, User, UserSession
 from auth_service.passkeys import b64url
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Caller, Client, end_sessions
 from common.clock import utcnow
+from common.db import upsert
 
 CODE_SECONDS = 60
-SCOPES = ("openid", "email")  # what may be granted; other requested scopes are left out
+_CONSENTS = Base.metadata.tables[OAuthConsent.__tablename__]
+# What may be granted (other requested scopes are left out): an ID token, the address in
+# it, and the films API (films refuses an application's token without it).
+SCOPES = ("openid", "email", "films")
 
 
 def s256(verifier: str) -> str:
@@ -83,6 +91,29 @@ def granted(scope: str) -> str:
     """The scopes of `scope` that are given, space-separated, in a fixed order."""
     asked = set(scope.split())
     return " ".join(name for name in SCOPES if name in asked)
+
+
+def covers(allowed: str, scope: str) -> bool:
+    """Whether scopes `allowed` include every one of `scope`."""
+    return set(scope.split()) <= set(allowed.split())
+
+
+def assured(client: OAuthClient, redirect_uri: str) -> bool:
+    """Whether the answer can only reach `client`, so that an earlier yes may stand for
+    the person's: a confidential client (the code is useless without its secret), or an
+    https redirect URI. A public client's loopback port or private scheme can be taken by
+    any program on the device, so the person is asked every time (RFC 8252 §8.6)."""
+    return client.secret_sha256 is not None or redirect_uri.startswith("https://")
+
+
+@dataclass(frozen=True)
+class Consent:
+    """An application a person allowed, as their Applications page lists it."""
+
+    client_id: str
+    name: str
+    scope: str
+    granted_at: datetime
 
 
 @dataclass(frozen=True)
@@ -123,11 +154,18 @@ class OAuth:
         return found
 
     async def authorize(
-        self, caller: Caller, asked: Authorization, ip: str | None = None
+        self,
+        caller: Caller,
+        asked: Authorization,
+        ip: str | None = None,
+        consented: bool = False,
     ) -> tuple[str, str]:
         """A code for `asked`, allowed by the caller: the code, and the scopes granted.
-        `SignInTooOld` where the caller signed in longer ago than `asked.max_age`."""
-        self.client(asked.client_id, asked.redirect_uri)
+        `consented`: the person said yes just now, which is remembered; without it, an
+        application that is not trusted needs an earlier yes that covers the scopes
+        (`ConsentRequired`). `SignInTooOld` where the caller signed in longer ago than
+        `asked.max_age`."""
+        client = self.client(asked.client_id, asked.redirect_uri)
         code = secrets.token_urlsafe(32)
         scope = granted(asked.scope)
         async with self.accounts.sessions.begin() as session:
@@ -138,7 +176,10 @@ class OAuth:
             if asked.max_age is not None and now - signed_in.created_at > timedelta(
                 seconds=asked.max_age
             ):
-                raise SignInTooOld
+                raise SignInTooOld  # before consent: sign in again, then be asked
+            if not client.trusted:
+                remembered = assured(client, asked.redirect_uri)
+                await self._consent(session, caller.user.id, client, scope, consented, remembered)
             session.add(
                 OAuthCode(
                     code_hash=code_hash(code),
@@ -163,8 +204,83 @@ class OAuth:
                 ip=ip,
                 client=asked.client_id,
                 scope=scope,
+                consented=consented and not client.trusted,
             )
         return code, scope
+
+    async def _consent(
+        self,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        client: OAuthClient,
+        scope: str,
+        given: bool,
+        remembered: bool,
+    ) -> None:
+        """Remember a yes just `given` to `scope` (with what was allowed before), or check
+        that an earlier one covers it (where a yes may be `remembered` for this request).
+        The row is locked: a revocation waits for this code, and then takes it too."""
+        client_id = client.client_id
+        before = await session.get(OAuthConsent, (user_id, client_id), with_for_update=True)
+        if not given:
+            if not remembered or before is None or not covers(before.scope, scope):
+                raise ConsentRequired
+            return
+        allowed = f"{before.scope} {scope}" if before is not None else scope
+        # An upsert: of two tabs saying yes at once, the later write stands (a scope only
+        # the other named is asked for again next time), and neither fails.
+        row = {"user_id": user_id, "client_id": client_id}
+        when = {"scope": granted(allowed), "granted_at": utcnow()}
+        await session.execute(upsert(session, _CONSENTS, row, when))
+
+    async def consents(self, user_id: uuid.UUID) -> list[Consent]:
+        """The applications the person allowed, most recent first (those still
+        configured: another's consent means nothing, and comes back if it does)."""
+        async with self.accounts.sessions() as session:
+            rows = await session.scalars(
+                select(OAuthConsent)
+                .where(OAuthConsent.user_id == user_id)
+                .order_by(OAuthConsent.granted_at.desc())
+            )
+            return [
+                Consent(row.client_id, self.clients[row.client_id].name, row.scope, row.granted_at)
+                for row in rows
+                if row.client_id in self.clients
+            ]
+
+    async def revoke(self, caller: Caller, client_id: str, ip: str | None = None) -> None:
+        """Take back the person's yes to an application and end its sessions: it is
+        signed out at once, and its next request asks them again."""
+        async with self.accounts.sessions.begin() as session:
+            gone = await session.execute(
+                delete(OAuthConsent).where(
+                    OAuthConsent.user_id == caller.user.id, OAuthConsent.client_id == client_id
+                )
+            )
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                raise ConsentNotFound
+            # Its codes not yet redeemed go too, before its sessions end: a redemption
+            # under way holds its code's row, and the session it opens is then among those
+            # that end here.
+            await session.execute(
+                delete(OAuthCode).where(
+                    OAuthCode.user_id == caller.user.id,
+                    OAuthCode.client_id == client_id,
+                    OAuthCode.session_id.is_(None),
+                )
+            )
+            await end_sessions(
+                session, UserSession.user_id == caller.user.id, UserSession.client_id == client_id
+            )
+            audit.record(
+                session,
+                "oauth_consent_revoked",
+                user_id=caller.user.id,
+                email=caller.user.email,
+                ip=ip,
+                client=client_id,
+            )
+        self.accounts.tokens.wake_relay()
 
     def authenticate(self, client_id: str, secret: str | None) -> OAuthClient:
         """The client at the token endpoint: a confidential one must give its secret
@@ -215,10 +331,7 @@ class OAuth:
                 raise InvalidCodeGrant
             amr = tuple((row.amr or "").split())
             opened_for = Client(origin.ip, origin.user_agent, client.client_id)
-            grant = self.accounts.tokens.issue(session, user, opened_for, amr)
-            opened = await session.get(UserSession, grant.session_id)
-            assert opened is not None  # added by `issue`, in this transaction
-            opened.scope = row.scope
+            grant = self.accounts.tokens.issue(session, user, opened_for, amr, row.scope)
             row.session_id = grant.session_id
             audit.record(
                 session,

@@ -69,7 +69,7 @@ _TOUCH = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
-    .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id)
+    .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id, _SESSIONS.c.scope)
 )
 # The grace path: the unused successor of a token rotated at `after` (a rotation creates
 # the successor at the instant it revokes the token), rotated in its turn and marked so:
@@ -106,11 +106,15 @@ class Grant:
     session_id: uuid.UUID
     refresh_token: str
     amr: tuple[str, ...]  # how the session was signed in
+    application: str | None = None  # the OAuth client an application's session is for
+    scope: str | None = None  # and what was granted to it
 
     def sign(self) -> TokenPair:
         # Signing with a key already in memory does not fail in practice; if it ever did,
         # the client would hold a revoked token and log in again (a retry reads as reuse).
-        access_token = self.access_tokens.issue(self.user_id, self.roles, self.session_id, self.amr)
+        access_token = self.access_tokens.issue(
+            self.user_id, self.roles, self.session_id, self.amr, self.application, self.scope
+        )
         return TokenPair(
             access_token=access_token,
             refresh_token=self.refresh_token,
@@ -145,12 +149,18 @@ class RefreshTokens:
         )
 
     def issue(
-        self, session: AsyncSession, user: User, client: Client, amr: tuple[str, ...]
+        self,
+        session: AsyncSession,
+        user: User,
+        client: Client,
+        amr: tuple[str, ...],
+        scope: str | None = None,
     ) -> Grant:
-        """A new grant in a new session, signed in as `amr` says; the rows join the
-        caller's transaction, and the caller signs the grant once that commits."""
-        session_id = open_session(session, user.id, client, amr)
-        return self._next(session, user, session_id, amr, client.application)
+        """A new grant in a new session, signed in as `amr` says (`scope`: what an
+        application's session was granted); the rows join the caller's transaction, and
+        the caller signs the grant once that commits."""
+        session_id = open_session(session, user.id, client, amr, scope)
+        return self._next(session, user, session_id, amr, client.application, scope)
 
     def _next(
         self,
@@ -159,11 +169,14 @@ class RefreshTokens:
         session_id: uuid.UUID,
         amr: tuple[str, ...],
         application: str | None,
+        scope: str | None,
     ) -> Grant:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
         roles = roles_for(list(user.roles), application)
-        return Grant(self.access_tokens, user.id, roles, session_id, refresh, amr)
+        return Grant(
+            self.access_tokens, user.id, roles, session_id, refresh, amr, application, scope
+        )
 
     async def open(
         self,
@@ -206,12 +219,14 @@ class RefreshTokens:
             .values(revoked_at=utcnow(), superseded=True)
             .execution_options(synchronize_session=False)
         )
-        amr, application = (
+        amr, application, scope = (
             await session.execute(
-                select(UserSession.amr, UserSession.client_id).where(UserSession.id == session_id)
+                select(UserSession.amr, UserSession.client_id, UserSession.scope).where(
+                    UserSession.id == session_id
+                )
             )
         ).one()
-        return self._next(session, user, session_id, signed_in_as(amr), application)
+        return self._next(session, user, session_id, signed_in_as(amr), application, scope)
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
@@ -249,7 +264,16 @@ class RefreshTokens:
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)
         roles = roles_for(spent.roles, touched.client_id)
-        return Grant(self.access_tokens, spent.user_id, roles, spent.family_id, refresh, amr)
+        return Grant(
+            self.access_tokens,
+            spent.user_id,
+            roles,
+            spent.family_id,
+            refresh,
+            amr,
+            touched.client_id,
+            touched.scope,
+        )
 
     @property
     def engine(self) -> AsyncEngine:

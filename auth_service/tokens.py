@@ -58,8 +58,17 @@ class AccessTokenIssuer:
         self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
 
     def issue(
-        self, user_id: uuid.UUID, roles: list[str], session_id: uuid.UUID, amr: tuple[str, ...]
+        self,
+        user_id: uuid.UUID,
+        roles: list[str],
+        session_id: uuid.UUID,
+        amr: tuple[str, ...],
+        application: str | None = None,
+        scope: str | None = None,
     ) -> str:
+        """An access token; `application` and `scope` for an application's session (an
+        authorization code's): its `client_id` and the scopes granted to it (RFC 9068
+        §2.2), by which a service tells it from the person and limits it."""
         claims: dict[str, Any] = {
             "sub": str(user_id),
             "aud": self._audience,
@@ -70,6 +79,9 @@ class AccessTokenIssuer:
         }
         if amr:  # how the session was signed in: a service may ask for "mfa"
             claims["amr"] = list(amr)
+        if application is not None:
+            claims["client_id"] = application
+            claims["scope"] = scope or ""
         return self.sign(claims)
 
     def sign(self, claims: dict[str, Any]) -> str:

@@ -46,9 +46,14 @@ class Caller:
 
 
 def session_row(
-    user_id: uuid.UUID, client: Client, now: datetime, amr: tuple[str, ...]
+    user_id: uuid.UUID,
+    client: Client,
+    now: datetime,
+    amr: tuple[str, ...],
+    scope: str | None = None,
 ) -> dict[str, Any]:
-    """A new session's row, for the ORM or Core alike; `amr`: how it was signed in."""
+    """A new session's row, for the ORM or Core alike; `amr`: how it was signed in;
+    `scope`: what an application's session was granted."""
     return {
         "id": uuid.uuid4(),
         "user_id": user_id,
@@ -58,13 +63,18 @@ def session_row(
         "user_agent": client.user_agent,
         "amr": " ".join(amr) or None,
         "client_id": client.application,
+        "scope": scope,
     }
 
 
 def open_session(
-    session: AsyncSession, user_id: uuid.UUID, client: Client, amr: tuple[str, ...]
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    client: Client,
+    amr: tuple[str, ...],
+    scope: str | None = None,
 ) -> uuid.UUID:
-    row = UserSession(**session_row(user_id, client, utcnow(), amr))
+    row = UserSession(**session_row(user_id, client, utcnow(), amr, scope))
     session.add(row)
     return row.id
 

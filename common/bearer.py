@@ -2,6 +2,11 @@
 
 Each app puts its verifier at `app.state.verifier`. The security scheme is declared in
 OpenAPI, so Swagger's "Authorize" button works on every protected route.
+
+An application's token (an authorization code's: it carries the application's `client_id`
+and the `scope` the person allowed it, RFC 9068) is taken only by a service that names the
+scope it needs, and only with that scope; a service that names none takes the person's own
+tokens alone.
 """
 
 from __future__ import annotations
@@ -24,13 +29,38 @@ bearer_scheme = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def use_verifier(app: FastAPI, verifier: Verifier) -> None:
-    """Set the verifier the bearer dependencies use (typed, so it must be a Verifier)."""
+def use_verifier(app: FastAPI, verifier: Verifier, application_scope: str | None = None) -> None:
+    """Set the verifier the bearer dependencies use (typed, so it must be a Verifier), and
+    the scope an application's token needs here (None: no application's token is taken)."""
     app.state.verifier = verifier
+    app.state.application_scope = application_scope
 
 
 def invalid_token(message: str) -> ApiError:
     return ApiError(401, "invalid_token", message, INVALID_TOKEN_HEADERS)
+
+
+def insufficient_scope(needed: str | None) -> ApiError:
+    """An application's token without the scope this service needs (RFC 6750 §3.1)."""
+    if needed is None:
+        challenge, message = (
+            'Bearer error="insufficient_scope"',
+            "this takes no application's token",
+        )
+    else:
+        challenge = f'Bearer error="insufficient_scope", scope="{needed}"'
+        message = f"an application's token needs the {needed} scope here"
+    return ApiError(403, "insufficient_scope", message, {"WWW-Authenticate": challenge})
+
+
+def check_application(claims: Claims, needed: str | None) -> None:
+    """Nothing for the person's own token; for an application's, that it was granted
+    `needed` (None: refused)."""
+    if "client_id" not in claims:
+        return
+    scope = claims.get("scope")
+    if needed is None or not isinstance(scope, str) or needed not in scope.split():
+        raise insufficient_scope(needed)
 
 
 async def verify_bearer(token: str, verifier: Verifier) -> Claims:
@@ -49,7 +79,8 @@ async def verify_bearer(token: str, verifier: Verifier) -> Claims:
 
 async def request_claims(request: Request, credentials: Credentials) -> Claims:
     """FastAPI dependency: the claims, verified by the app's `state.verifier`, of a token
-    auth has not taken back (`state.revocations`, where the app keeps one)."""
+    auth has not taken back (`state.revocations`, where the app keeps one), and, if an
+    application's, granted `state.application_scope` (module docstring)."""
     token = credentials.credentials.strip() if credentials else ""
     if not token:
         raise invalid_token("missing bearer token")
@@ -60,6 +91,7 @@ async def request_claims(request: Request, credentials: Credentials) -> Claims:
             "token taken back: its session ended, its account was disabled or deleted, or "
             "its password changed"
         )
+    check_application(claims, getattr(request.app.state, "application_scope", None))
     return claims
 
 

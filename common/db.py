@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, event
+from sqlalchemy import DateTime, Dialect, Insert, Table, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
@@ -144,6 +144,20 @@ def ping_when_idle(engine: Engine) -> None:
             raise InvalidatePoolError() from exc
         if not alive:
             raise InvalidatePoolError()
+
+
+def upsert(
+    session: AsyncSession, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> Insert:
+    """An INSERT of the row `key` with `values`, or where that row exists, an UPDATE of it
+    to `values`: one statement, so two at once neither fail nor leave two rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # not the PostgreSQL dialect where SQLite is used
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    statement = insert(table).values({**key, **values})
+    changed = {name: statement.excluded[name] for name in values}
+    return statement.on_conflict_do_update(index_elements=list(key), set_=changed)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

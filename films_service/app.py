@@ -32,6 +32,10 @@ from films_service.user_events import handler
 
 log = logging.getLogger(__name__)
 
+# What an application's token must have been granted to reach the catalogue and the
+# person's favourites (auth's `films` scope; the person's own tokens need none).
+FILMS_SCOPE = "films"
+
 
 def create_app(
     settings: FilmsSettings | None = None, kafka: KafkaSettings | None = None
@@ -43,7 +47,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dump_tasks_on_sigusr1()
-        use_verifier(app, verification.verifier)
+        use_verifier(app, verification.verifier, application_scope=FILMS_SCOPE)
         app.state.admin_requires_mfa = settings.admin_requires_mfa
         engine = make_engine(settings.database_url)
         await migrate_apart(engine, Base)

@@ -144,12 +144,17 @@ TEST_AUDIENCE = "api"
 
 # Applications the test stack's auth knows (AUTH_OAUTH_CLIENTS). Nothing listens at their
 # redirect URIs: the tests read the answer from the URL the browser is sent to.
-SPA_REDIRECT = "http://127.0.0.1:9/callback"
+SPA_REDIRECT = "http://127.0.0.1:9/callback"  # a loopback port: any program could listen
+SPA_WEB_REDIRECT = "https://diary.example.test/callback"  # only the application's site
 SERVER_REDIRECT = "https://app.example.test/oauth/callback?from=films"
 FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
 SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
 TEST_OAUTH_CLIENTS = [
-    {"client_id": "test-spa", "name": "Film Diary", "redirect_uris": [SPA_REDIRECT]},
+    {
+        "client_id": "test-spa",
+        "name": "Film Diary",
+        "redirect_uris": [SPA_REDIRECT, SPA_WEB_REDIRECT],
+    },
     {
         "client_id": "test-server",
         "name": "Cinema Club",

@@ -81,6 +81,7 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "admin_self_lockout": (FORM_LEVEL, "error.admin_self_lockout"),
     "user_not_found": (FORM_LEVEL, "error.user_not_found"),
     "session_not_found": (FORM_LEVEL, "error.session_not_found"),
+    "consent_not_found": (FORM_LEVEL, "error.consent_not_found"),
     "film_not_found": (FORM_LEVEL, "error.film_not_found"),
     "too_many_favourites": (FORM_LEVEL, "error.too_many_favourites"),
     "mfa_already_enabled": (FORM_LEVEL, "error.mfa_already_enabled"),

@@ -12,10 +12,12 @@ GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
   (`access_denied`).
 - The person signs in here first if they have not, any way this site offers, then is
   asked whether to allow the application (the answer is `POST /oauth/authorize`), unless
-  auth calls it trusted (first-party). `prompt=none` asks nothing (`login_required`,
-  `consent_required`), `prompt=consent` always asks, `prompt=login` and a `max_age` older
-  than the sign-in send the person to the login page first (the ID token's `auth_time`
-  says when they signed in; nobody is signed out by a link).
+  auth calls it trusted (first-party) or they allowed it these scopes before (auth
+  remembers a yes; their account's Applications page, `/account/applications`, takes it
+  back). `prompt=none` asks nothing (`login_required`, `consent_required`),
+  `prompt=consent` always asks, `prompt=login` and a `max_age` older than the sign-in send
+  the person to the login page first (the ID token's `auth_time` says when they signed
+  in; nobody is signed out by a link).
 - The code goes back to the redirect URI with `state` and `iss` (RFC 9207) through a page
   that moves on at once (a meta refresh, with a link). A redirect to another site right
   after a form post (the login's, the consent's) would break the pages' `form-action
@@ -53,6 +55,7 @@ PARAMS = (
 )
 CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
 MAX_AGE = re.compile(r"[0-9]{1,9}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")  # as auth's settings allow them
 PROMPTS = ("", "none", "login", "consent")
 
 
@@ -148,26 +151,17 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         return await page.redirect("/login", next=again(values))
     if allowed is False:
         return await go_back(error="access_denied")
-    if allowed is None and (not client["trusted"] or prompt == "consent"):
-        if prompt == "none":
-            return await go_back(error="consent_required")
-        scopes = values.get("scope", "").split()
-        kept = {name: value for name, value in values.items() if name != "prompt"}
-        parts = urlsplit(values["redirect_uri"])
-        return await page.render(
-            "oauth_consent.html",
-            client=client,
-            fields=kept,
-            scopes=scopes,
-            destination=parts.netloc or f"{parts.scheme}:",
-        )
-    asked: dict[str, str | int] = {
+    if allowed is None and prompt == "consent":
+        return await ask(page, client, values)
+    asked: dict[str, str | int | bool] = {
         name: values[name]
         for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
         if values.get(name)
     }
     if "max_age" in values:
         asked["max_age"] = int(values["max_age"])
+    if allowed:
+        asked["consented"] = True
     try:
         granted = await page.api.call("auth", "POST", "/v1/auth/oauth/authorize", json=asked)
     except SessionEnded:  # the sign-in behind this page ended meanwhile
@@ -176,12 +170,50 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         await page.sign_out()
         return await go_back(error="login_required")
     except ApiProblem as problem:
+        if problem.error == "consent_required":  # not allowed these scopes before
+            if prompt == "none":
+                return await go_back(error="consent_required")
+            return await ask(page, client, values)
         if problem.error != "login_required":  # signed in longer ago than max_age
             raise
         if prompt == "none":
             return await go_back(error="login_required")
         return await page.redirect("/login", next=again(values))
     return await go_back(code=granted["code"])
+
+
+async def ask(page: Page, client: dict[str, Any], values: dict[str, str]) -> Response:
+    """The consent page: whether to allow the application what it asks for."""
+    kept = {name: value for name, value in values.items() if name != "prompt"}
+    parts = urlsplit(values["redirect_uri"])
+    return await page.render(
+        "oauth_consent.html",
+        client=client,
+        fields=kept,
+        scopes=values.get("scope", "").split(),
+        destination=parts.netloc or f"{parts.scheme}:",
+    )
+
+
+@router.get("/account/applications")
+async def applications(page: SignedInDep) -> Response:
+    """The applications the person allowed, each with "remove access"."""
+    listed = await page.api.call("auth", "GET", "/v1/auth/oauth/consents")
+    return await page.render("applications.html", applications=listed["items"])
+
+
+@router.post("/account/applications/remove")
+async def remove_application(page: SignedInDep) -> Response:
+    client_id = (await page.form()).get("client_id", "")
+    if not CLIENT_ID.fullmatch(client_id) or not client_id.strip("."):  # "..": a path
+        raise ApiProblem(404, "consent_not_found")
+    try:
+        await page.api.call("auth", "DELETE", f"/v1/auth/oauth/consents/{client_id}")
+    except ApiProblem as problem:
+        if problem.error != "consent_not_found":  # removed already (another tab)
+            raise
+    page.notice("notice.application_removed")
+    return await page.redirect("/account/applications")
 
 
 def again(values: dict[str, str]) -> str:

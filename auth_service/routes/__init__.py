@@ -19,6 +19,7 @@ from auth_service.deps import AccountsDep, CallerDep, RefreshTokensDep, user_age
 from auth_service.errors import (
     AccountDisabled,
     AccountLocked,
+    ApplicationSession,
     EmailNotVerified,
     InvalidCode,
     InvalidCredentials,
@@ -239,7 +240,7 @@ async def reset(body: ResetIn, accounts: AccountsDep, request: Request) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/me", response_model=MeOut, responses=responses(401))
+@router.get("/me", response_model=MeOut, responses=responses(ApplicationSession, 401))
 async def me(caller: CallerDep) -> MeOut:
     user = caller.user
     return MeOut(

@@ -1,18 +1,26 @@
 """The authorization endpoint's half in auth (`oauth.py`), for the web front end that
 serves the page: whether a client and redirect URI go together, and a code for a signed-in
 person who allowed the application in. The code is traded at the token endpoint
-(`routes/token.py`, `grant_type=authorization_code`)."""
+(`routes/token.py`, `grant_type=authorization_code`). The applications a person allowed are
+listed, and taken back, here too; and OpenID Connect's userinfo."""
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from auth_service.deps import CallerDep, OAuthDep
-from auth_service.errors import ApplicationSession, SignInTooOld, UnknownClient
+from auth_service.errors import (
+    ApplicationSession,
+    ConsentNotFound,
+    ConsentRequired,
+    SignInTooOld,
+    UnknownClient,
+)
 from auth_service.http_errors import responses
 from auth_service.oauth import CODE_SECONDS, Authorization
 from auth_service.routes import NO_STORE, client_ip, no_store
@@ -39,12 +47,15 @@ class AuthorizeIn(ClientIn):
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
     max_age: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    # The person said yes just now (remembered); without it, an application that is not
+    # trusted needs an earlier yes to these scopes, or the answer is 403 consent_required.
+    consented: bool = False
 
 
 class CodeOut(BaseModel):
     code: str
     expires_in: int
-    scope: str  # what is granted: "openid" and "email" where asked for
+    scope: str  # what is granted: "openid", "email" and "films" where asked for
 
 
 @router.post("/client", response_model=ClientOut, responses=responses(UnknownClient, 422))
@@ -61,7 +72,7 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
 @router.post(
     "/authorize",
     response_model=CodeOut,
-    responses=responses(UnknownClient, SignInTooOld, ApplicationSession, 401, 422),
+    responses=responses(UnknownClient, SignInTooOld, ConsentRequired, ApplicationSession, 401, 422),
 )
 async def authorize(
     body: AuthorizeIn, caller: CallerDep, oauth: OAuthDep, request: Request
@@ -75,7 +86,7 @@ async def authorize(
         body.nonce,
         body.max_age,
     )
-    code, scope = await oauth.authorize(caller, asked, client_ip(request))
+    code, scope = await oauth.authorize(caller, asked, client_ip(request), body.consented)
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))
 
 
@@ -96,3 +107,40 @@ async def userinfo(caller: CallerDep) -> Response:
         info.email = caller.user.email
         info.email_verified = caller.user.email_verified
     return JSONResponse(info.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+class ConsentOut(BaseModel):
+    client_id: str
+    name: str
+    scope: str  # what the person allowed it, space-separated
+    granted_at: datetime  # their latest yes
+
+
+class ConsentsOut(BaseModel):
+    items: list[ConsentOut]
+
+
+@router.get("/consents", response_model=ConsentsOut, responses=responses(ApplicationSession, 401))
+async def consents(caller: CallerDep, oauth: OAuthDep) -> ConsentsOut:
+    """The applications the caller allowed, most recent first (trusted ones ask nobody,
+    so they are not among them): each keeps signing them in without asking until taken
+    back."""
+    items = [ConsentOut(**vars(c)) for c in await oauth.consents(caller.user.id)]
+    return ConsentsOut(items=items)
+
+
+@router.delete(
+    "/consents/{client_id}",
+    status_code=204,
+    responses=responses(ConsentNotFound, ApplicationSession, 401),
+)
+async def revoke_consent(
+    client_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._~-]{1,128}$")],
+    caller: CallerDep,
+    oauth: OAuthDep,
+    request: Request,
+) -> Response:
+    """Take back the caller's yes to the application: its sessions end at once (its
+    tokens are refused), and it must ask again."""
+    await oauth.revoke(caller, client_id, client_ip(request))
+    return Response(status_code=204)

@@ -53,7 +53,7 @@ def test_discovery_metadata_is_valid_openid_provider_metadata(
     ]
     assert meta["response_types_supported"] == ["code"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
-    assert meta["scopes_supported"] == ["openid", "email"]
+    assert meta["scopes_supported"] == ["openid", "email", "films"]
     assert meta["userinfo_endpoint"] == f"{stack.auth.url}/v1/auth/oauth/userinfo"
     assert meta["id_token_signing_alg_values_supported"] == ["RS256"]
     meta.validate()  # every member, as Authlib checks an OpenID Provider's

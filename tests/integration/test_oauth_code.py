@@ -29,6 +29,7 @@ from tests.support import (
     SERVER_REDIRECT,
     SERVER_SECRET,
     SPA_REDIRECT,
+    SPA_WEB_REDIRECT,
     TEST_AUDIENCE,
     TEST_ISSUER,
 )
@@ -47,17 +48,21 @@ def meta(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return answer
 
 
+USERINFO = "/v1/auth/oauth/userinfo"
+
+
 def code_for_url(http: httpx.Client, account: Account, url: str) -> str:
     """What the web front end does once the person allowed it: a code for the request in
-    the authorization URL, asked for with the person's token."""
+    the authorization URL, asked for with the person's token and their yes."""
     asked = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
     assert asked["response_type"] == "code"
     assert asked["code_challenge_method"] == "S256"
-    body = {
+    body: dict[str, str | bool] = {
         name: asked[name]
         for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
         if name in asked
     }
+    body["consented"] = True
     r = http.post("/v1/auth/oauth/authorize", json=body, headers=account.bearer)
     assert r.status_code == 200, r.text
     assert r.headers["cache-control"] == "no-store"
@@ -97,13 +102,13 @@ def test_authlib_signs_in_with_a_code_and_pkce(
     assert meta["code_challenge_methods_supported"] == ["S256"]
     account = new_account(stack, http, "oauth-code")
     verifier = generate_token(64)
-    with spa(scope="openid email profile") as client:
+    with spa(scope="openid email films profile") as client:
         url, _ = client.create_authorization_url(
             meta["authorization_endpoint"], code_verifier=verifier, nonce="n-0S6_WzA2Mj"
         )
         code = code_for_url(http, account, url)
         token = client.fetch_token(meta["token_endpoint"], code=code, code_verifier=verifier)
-        assert token["scope"] == "openid email"  # "profile" is not given
+        assert token["scope"] == "openid email films"  # "profile" is not given
         claims = id_claims(token["id_token"], meta, "test-spa")
         assert claims["sub"] == account.id
         assert claims["nonce"] == "n-0S6_WzA2Mj"
@@ -111,14 +116,16 @@ def test_authlib_signs_in_with_a_code_and_pkce(
         assert claims["amr"] == ["email"]  # the session the person allowed it from
         assert claims["sid"] != account.sid  # a session of the application's own
 
-        # The access token is an ordinary one: films and auth take it; the ID token is for
-        # the application only, and neither takes it.
+        # The access token is the application's (RFC 9068's client_id and scope): films
+        # takes it, for the films scope, and so does auth; the ID token is for the
+        # application only, and neither takes it.
         films = httpx.get(f"{stack.films.url}/v1/films", headers=bearer(token["access_token"]))
         assert films.status_code == 200
         access = jose_jwt.decode(token["access_token"], KeySet.import_key_set(
             httpx.get(meta["jwks_uri"]).json()), algorithms=["RS256"]).claims  # fmt: skip
         assert access["aud"] == TEST_AUDIENCE and access["sid"] == claims["sid"]
-        for url_, who in ((f"{stack.films.url}/v1/films", "films"), ("/v1/auth/me", "auth")):
+        assert access["client_id"] == "test-spa" and access["scope"] == "openid email films"
+        for url_, who in ((f"{stack.films.url}/v1/films", "films"), (USERINFO, "auth")):
             r = (httpx if who == "films" else http).get(url_, headers=bearer(token["id_token"]))
             assert r.status_code == 401, who
 
@@ -131,6 +138,8 @@ def test_authlib_signs_in_with_a_code_and_pkce(
         # It refreshes like any other session, and is listed among the person's.
         refreshed = client.refresh_token(meta["token_endpoint"], token["refresh_token"])
         assert refreshed["access_token"] != token["access_token"]
+        again = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
+        assert (again["client_id"], again["scope"]) == ("test-spa", "openid email films")
         listed = http.get("/v1/auth/sessions", headers=account.bearer).json()["items"]
         mine = [s for s in listed if s["id"] == claims["sid"]]
         assert mine and mine[0]["application"] == "Film Diary"
@@ -172,7 +181,7 @@ def redeem(http: httpx.Client, code: str, verifier: str, /, **form: str) -> http
 
 def fresh_code(http: httpx.Client, account: Account, meta: dict[str, Any]) -> tuple[str, str]:
     verifier = generate_token(48)
-    with spa(scope="openid") as client:
+    with spa(scope="openid films") as client:
         url, _ = client.create_authorization_url(
             meta["authorization_endpoint"], code_verifier=verifier
         )
@@ -188,14 +197,14 @@ def test_a_code_redeemed_twice_with_its_verifier_ends_the_first_session(
     assert first.status_code == 200, first.text
     # A leaked code without its verifier: refused, and it ends nothing.
     assert_oauth_error(redeem(http, code, generate_token(48)), 400, "invalid_grant")
-    assert http.get("/v1/auth/me", headers=bearer(first.json()["access_token"])).is_success
+    assert http.get(USERINFO, headers=bearer(first.json()["access_token"])).is_success
     # With it: whoever redeemed it first may not be the application, so its session ends.
     assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
     refresh = token_call(
         http, grant_type="refresh_token", refresh_token=first.json()["refresh_token"]
     )
     assert_oauth_error(refresh, 400, "invalid_grant")
-    me = http.get("/v1/auth/me", headers=bearer(first.json()["access_token"]))
+    me = http.get(USERINFO, headers=bearer(first.json()["access_token"]))
     assert me.status_code == 401
     with sqlite3.connect(stack.work / "auth.db") as db:
         events = [row[0] for row in db.execute(
@@ -356,16 +365,17 @@ def test_authlib_reports_a_refusal_as_the_standard_error(
 def test_an_applications_session_reads_who_it_is_and_no_more(
     stack: Stack, http: httpx.Client, meta: dict[str, Any]
 ) -> None:
-    """Its tokens are the person's on the films API, and read `/v1/auth/me`; what acts on
-    the account (sessions, password, codes for other applications, the admin API, even for
-    an admin) is the person's own to do at the site: 403 application_session."""
+    """Its tokens are the person's on the films API (with the films scope), and read
+    userinfo; `/v1/auth/me` and what acts on the account (sessions, password, codes for
+    other applications, the admin API, even for an admin) are the person's own, at the
+    site: 403 application_session."""
     account = new_account(stack, http, "oauth-powers")
     grant(stack, account.email)
     admin = login(stack, http, account.email)  # a session that holds the role
     code, verifier = fresh_code(http, admin, meta)
     redeemed = redeem(http, code, verifier).json()
     app = bearer(redeemed["access_token"])
-    assert http.get("/v1/auth/me", headers=app).status_code == 200
+    assert http.get(USERINFO, headers=app).status_code == 200
     films = httpx.get(f"{stack.films.url}/v1/me/favourites", headers=app)
     assert films.status_code == 200
     # Its tokens carry no roles, refreshed ones neither: no service's admin check passes.
@@ -384,6 +394,7 @@ def test_an_applications_session_reads_who_it_is_and_no_more(
     body = {"client_id": "test-first-party", "redirect_uri": FIRST_PARTY_REDIRECT,
             "code_challenge": "c" * 43}  # fmt: skip
     for method, path, json in (
+        ("GET", "/v1/auth/me", None),  # the address and roles, whatever its scopes
         ("GET", "/v1/auth/sessions", None),
         ("DELETE", "/v1/auth/sessions", None),
         ("POST", "/v1/auth/password/change",
@@ -410,7 +421,8 @@ def test_a_code_dies_with_the_sign_in_that_allowed_it(
 
 def test_max_age_asks_for_a_recent_sign_in(stack: Stack, http: httpx.Client) -> None:
     account = new_account(stack, http, "oauth-max-age")
-    asked = {"client_id": "test-spa", "redirect_uri": SPA_REDIRECT, "code_challenge": "c" * 43}
+    asked = {"client_id": "test-spa", "redirect_uri": SPA_REDIRECT, "code_challenge": "c" * 43,
+             "consented": True}  # fmt: skip
     stale = http.post(
         "/v1/auth/oauth/authorize", json=asked | {"max_age": 0}, headers=account.bearer
     )
@@ -450,7 +462,7 @@ def test_two_redemptions_at_once_give_one_session(
         answers = list(pool.map(lambda _: redeem(http, code, verifier), range(2)))
     assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
     (won,) = [r for r in answers if r.status_code == 200]
-    assert http.get("/v1/auth/me", headers=bearer(won.json()["access_token"])).status_code == 401
+    assert http.get(USERINFO, headers=bearer(won.json()["access_token"])).status_code == 401
 
 
 def test_a_confidential_clients_refresh_tokens_are_its_own(
@@ -502,3 +514,110 @@ def test_a_confidential_clients_refresh_tokens_are_its_own(
     )
     assert_oauth_error(as_server, 400, "invalid_grant")
     assert http.post("/v1/auth/token/refresh", json={"refresh_token": spa_token}).is_success
+
+
+def authorize(http: httpx.Client, account: Account, scope: str, **also: Any) -> httpx.Response:
+    asked = {"client_id": "test-spa", "redirect_uri": SPA_WEB_REDIRECT,
+             "code_challenge": "c" * 43}  # fmt: skip
+    return http.post(
+        "/v1/auth/oauth/authorize", json=asked | {"scope": scope} | also, headers=account.bearer
+    )
+
+
+def test_a_yes_is_remembered_until_the_person_takes_it_back(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """Auth, not the page, holds the yes: a code for an application that is not trusted
+    needs the person's yes now (`consented`) or an earlier one covering the scopes. Taking
+    it back ends the application's sessions, and it must ask again."""
+    account = new_account(stack, http, "oauth-consent")
+    refused = authorize(http, account, "openid")
+    assert refused.status_code == 403 and refused.json()["error"] == "consent_required"
+    assert http.get("/v1/auth/oauth/consents", headers=account.bearer).json() == {"items": []}
+
+    assert authorize(http, account, "openid", consented=True).status_code == 200
+    assert authorize(http, account, "openid").status_code == 200  # remembered
+    # Not where the answer could reach another program on the device (RFC 8252 §8.6):
+    # a public client's loopback redirect asks every time.
+    loopback = authorize(http, account, "openid", redirect_uri=SPA_REDIRECT)
+    assert loopback.status_code == 403 and loopback.json()["error"] == "consent_required"
+    assert authorize(http, account, "").status_code == 200  # less than was allowed
+    more = authorize(http, account, "openid films")
+    assert more.status_code == 403 and more.json()["error"] == "consent_required"
+    assert authorize(http, account, "email", consented=True).status_code == 200
+    assert authorize(http, account, "openid email").status_code == 200  # the two yeses
+    # A trusted application asks nobody, and is not listed.
+    trusted = {"client_id": "test-first-party", "redirect_uri": FIRST_PARTY_REDIRECT,
+               "code_challenge": "c" * 43}  # fmt: skip
+    assert http.post("/v1/auth/oauth/authorize", json=trusted, headers=account.bearer).is_success
+    (listed,) = http.get("/v1/auth/oauth/consents", headers=account.bearer).json()["items"]
+    assert listed["client_id"] == "test-spa" and listed["name"] == "Film Diary"
+    assert listed["scope"] == "openid email"
+
+    # The application's session, and its tokens, end with the yes; so does a code it holds.
+    code, verifier = fresh_code(http, account, meta)
+    app = redeem(http, code, verifier).json()
+    unspent, unspent_verifier = fresh_code(http, account, meta)
+    app_bearer = bearer(app["access_token"])
+    assert http.get("/v1/auth/oauth/consents", headers=app_bearer).status_code == 403
+    assert http.delete("/v1/auth/oauth/consents/test-spa", headers=app_bearer).status_code == 403
+    gone = http.delete("/v1/auth/oauth/consents/test-spa", headers=account.bearer)
+    assert gone.status_code == 204, gone.text
+    assert http.get(USERINFO, headers=app_bearer).status_code == 401
+    refresh = token_call(http, grant_type="refresh_token", refresh_token=app["refresh_token"])
+    assert_oauth_error(refresh, 400, "invalid_grant")
+    assert http.get("/v1/auth/me", headers=account.bearer).is_success  # the person's own
+    assert_oauth_error(redeem(http, unspent, unspent_verifier), 400, "invalid_grant")
+    assert authorize(http, account, "openid").json()["error"] == "consent_required"
+    again = http.delete("/v1/auth/oauth/consents/test-spa", headers=account.bearer)
+    assert again.status_code == 404 and again.json()["error"] == "consent_not_found"
+    odd = http.delete("/v1/auth/oauth/consents/a%20b", headers=account.bearer)
+    assert odd.status_code == 422 and odd.json()["error"] == "invalid_request"
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        events = [row[0] for row in db.execute(
+            "SELECT event FROM audit_events WHERE user_id = ? ORDER BY id",
+            (account.id.replace("-", ""),),
+        )]  # fmt: skip
+    assert "oauth_consent_revoked" in events
+
+
+def test_max_age_comes_before_consent(stack: Stack, http: httpx.Client) -> None:
+    """Sign in again first, then be asked: not the other way round."""
+    account = new_account(stack, http, "oauth-order")
+    stale = authorize(http, account, "openid", max_age=0)
+    assert stale.json()["error"] == "login_required", stale.text
+
+
+def test_an_applications_token_reaches_films_with_the_films_scope_only(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """Films takes an application's token for the `films` scope (RFC 6750 §3.1's
+    insufficient_scope otherwise); the mailer, which names no scope, takes none."""
+    account = new_account(stack, http, "oauth-films-scope")
+    grant(stack, account.email, "admin")
+    admin = login(stack, http, account.email)
+    tokens = {}
+    for scope in ("openid", "openid films"):
+        verifier = generate_token(48)
+        with spa(scope=scope) as client:
+            url, _ = client.create_authorization_url(
+                meta["authorization_endpoint"], code_verifier=verifier
+            )
+        tokens[scope] = redeem(http, code_for_url(http, admin, url), verifier).json()
+    films = f"{stack.films.url}/v1/films"
+    for path in (films, f"{films}/1", f"{stack.films.url}/v1/me/favourites"):
+        narrow = httpx.get(path, headers=bearer(tokens["openid"]["access_token"]))
+        assert narrow.status_code == 403, (path, narrow.text)
+        assert narrow.json()["error"] == "insufficient_scope"
+        assert narrow.headers["www-authenticate"] == (
+            'Bearer error="insufficient_scope", scope="films"'
+        )
+        wide = httpx.get(path, headers=bearer(tokens["openid films"]["access_token"]))
+        assert wide.status_code == 200, (path, wide.text)
+        assert httpx.get(path, headers=admin.bearer).status_code == 200  # the person's own
+    deliveries = f"{stack.mailer.url}/v1/deliveries"
+    mail = httpx.get(deliveries, params={"email": account.email},
+                     headers=bearer(tokens["openid films"]["access_token"]))  # fmt: skip
+    assert mail.status_code == 403 and mail.json()["error"] == "insufficient_scope", mail.text
+    own = httpx.get(deliveries, params={"email": account.email}, headers=admin.bearer)
+    assert own.status_code == 200, own.text

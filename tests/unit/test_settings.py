@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings
 
 from auth_service.app import create_app
 from auth_service.config import AuthSettings
-from auth_service.oauth import registered
+from auth_service.oauth import assured, registered
 from common.kafka import KafkaSettings
 from mailer_service.config import MailerSettings
 from tests.conftest import auth_settings_for
@@ -237,6 +237,7 @@ def test_an_application_may_come_back_to(redirect_uri: str) -> None:
         ([client(), client()], None, "given twice"),
         ([client(client_id="api")], None, "AUTH_TOKEN_AUDIENCE"),  # ID tokens as access
         ([client(client_id="a b")], None, "client_id"),
+        ([client(client_id="..")], None, "dots alone"),  # a path segment of its own
         ([client(secret_sha256="not hex")], None, "secret_sha256"),
         ([client(scopes=["x"])], None, "Extra inputs"),
         ([], "ftp://web.example/oauth/authorize", "AUTH_AUTHORIZATION_ENDPOINT"),
@@ -275,3 +276,24 @@ def test_a_misconfigured_application_stops_the_start(
 def test_a_loopback_redirect_uri_differs_in_its_port_alone(given: str, same: bool) -> None:
     assert registered("http://127.0.0.1:9/callback", given) is same
     assert registered("https://app.example/cb", given.replace("http://127.0.0.1:9", "")) is False
+
+
+@pytest.mark.parametrize(
+    ("secret", "redirect_uri", "remembered"),
+    [
+        (None, "https://app.example/cb", True),  # only the application's site gets it
+        ("0" * 64, "http://127.0.0.1:9/cb", True),  # useless without the secret
+        ("0" * 64, "com.example.app:/cb", True),
+        (None, "http://127.0.0.1:9/cb", False),  # any program may hold the port
+        (None, "http://localhost:9/cb", False),
+        (None, "com.example.app:/cb", False),  # or claim the scheme
+    ],
+)
+def test_an_earlier_yes_stands_only_where_the_answer_reaches_the_application_alone(
+    secret: str | None, redirect_uri: str, remembered: bool
+) -> None:
+    """RFC 8252 §8.6: a public native client's redirect can be taken by another program."""
+    app = AuthSettings(
+        oauth_clients=[client(redirect_uris=[redirect_uri], secret_sha256=secret)]
+    ).oauth_clients[0]
+    assert assured(app, redirect_uri) is remembered

@@ -19,7 +19,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Page, Route, expect
 
-from tests.support import FIRST_PARTY_REDIRECT, SPA_REDIRECT, TEST_ISSUER
+from tests.support import FIRST_PARTY_REDIRECT, SPA_REDIRECT, SPA_WEB_REDIRECT, TEST_ISSUER
 from tests.web.conftest import PASSWORD, Web, log_in, shot
 from tests.web.test_accessibility import serious_violations
 
@@ -41,7 +41,7 @@ class Application:
         self.client = OAuth2Session(
             client_id=client_id,
             redirect_uri=redirect_uri,
-            scope="openid email",
+            scope="openid email films",
             code_challenge_method="S256",
             token_endpoint_auth_method="none",
         )
@@ -83,6 +83,14 @@ def spa(web: Web, page: Page) -> Iterator[Application]:
     app.close()
 
 
+@pytest.fixture
+def web_spa(web: Web, page: Page) -> Iterator[Application]:
+    """The same application, at its https redirect URI (its own site's)."""
+    app = Application(web, page, "test-spa", SPA_WEB_REDIRECT)
+    yield app
+    app.close()
+
+
 def fill_login(page: Page, email: str) -> None:
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -98,6 +106,7 @@ def test_an_application_signs_a_person_in(web: Web, page: Page, spa: Application
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
     expect(page.locator("main")).to_contain_text(email)
     expect(page.get_by_text("your email address")).to_be_visible()
+    expect(page.get_by_text("access to this site's films and your favourites")).to_be_visible()
     expect(page.get_by_text("You will go back to 127.0.0.1:9.")).to_be_visible()
     assert serious_violations(page) == []
     shot(page, "oauth-consent", readme=True)
@@ -230,3 +239,46 @@ def test_an_application_may_ask_for_a_fresh_sign_in(web: Web, page: Page) -> Non
         expect(headings.filter(has_text="Films Mobile")).to_have_count(1)
     finally:
         app.close()
+
+
+def test_a_yes_is_remembered_until_taken_back(web: Web, page: Page, web_spa: Application) -> None:
+    """The application's next sign-in at its https redirect URI asks nothing, unless it
+    says `prompt=consent`; the account's Applications page lists what each may do, and
+    takes it back: the application is signed out, and must ask again."""
+    spa = web_spa
+    log_in(page, web.account("oauth-remember"))
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto(spa.url(prompt="none"))  # never asked yet, and nothing may be asked now
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/callback\?"))
+    assert spa.answer()["error"] == "consent_required"
+    spa.answers.clear()
+    page.goto(spa.url())
+    page.get_by_role("button", name="Allow").click()
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/callback\?"))
+    token = spa.tokens()
+    for extra in ({}, {"prompt": "none"}):  # asked nothing the next times
+        spa.answers.clear()
+        page.goto(spa.url(**extra))
+        expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/callback\?"))
+        assert "code" in spa.answer(), extra
+    page.goto(spa.url(prompt="consent"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
+
+    page.goto(web.url + "/account")
+    page.get_by_role("link", name="Applications you allowed").click()
+    card = page.locator(".session-card", has=page.get_by_role("heading", name="Film Diary"))
+    expect(card).to_contain_text("your email address")
+    expect(card).to_contain_text("access to this site's films and your favourites")
+    assert serious_violations(page) == []
+    shot(page, "oauth-applications", readme=True)
+    card.get_by_role("button", name="Remove access").click()
+    expect(page.get_by_role("status")).to_contain_text("The application's access is removed")
+    expect(page.get_by_text("You have not allowed any application")).to_be_visible()
+    with pytest.raises(OAuthError) as ended:
+        spa.client.refresh_token(
+            f"{web.stack.auth.url}/v1/auth/token", refresh_token=token["refresh_token"]
+        )
+    assert ended.value.error == "invalid_grant"
+    spa.answers.clear()
+    page.goto(spa.url())
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
