@@ -343,6 +343,38 @@ class RefreshTokens:
             audit.record(session, "logout", user_id=row.user_id, ip=ip)
         self.wake_relay()
 
+    async def revoke_for(
+        self,
+        caller: str | None,
+        ip: str | None,
+        *,
+        refresh_token: str | None = None,
+        signed_in: tuple[uuid.UUID, uuid.UUID] | None = None,
+    ) -> None:
+        """RFC 7009's revocation: end the session of a refresh token, or of an access
+        token's (`signed_in`: its session and account), where the client that proved
+        itself as `caller` (None: none did) could refresh it; else nothing, and no word
+        of it (§2.2: the answer is the same)."""
+        async with self.sessions.begin() as session:
+            found = select(UserSession.id, UserSession.user_id, UserSession.client_id)
+            if refresh_token is not None:
+                family = select(RefreshToken.family_id).where(
+                    RefreshToken.token_hash == hash_refresh_token(refresh_token)
+                )
+                found = found.where(UserSession.id == family.scalar_subquery())
+            elif signed_in is not None:
+                found = found.where(
+                    UserSession.id == signed_in[0], UserSession.user_id == signed_in[1]
+                )
+            else:
+                return
+            row = (await session.execute(found)).one_or_none()
+            if row is None or not self._refreshes(row.client_id, caller):
+                return
+            await end_sessions(session, UserSession.id == row.id)
+            audit.record(session, "logout", user_id=row.user_id, ip=ip, client=row.client_id)
+        self.wake_relay()
+
     @staticmethod
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:
         """End every session of the account."""

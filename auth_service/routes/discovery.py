@@ -27,6 +27,7 @@ router = APIRouter(tags=["keys"])
 CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "roles", "sid"]
 
 
+CLIENT_AUTH = ["none", "client_secret_basic", "client_secret_post"]
 ID_CLAIMS = ["auth_time", "nonce", "amr", "email", "email_verified"]
 
 
@@ -35,9 +36,11 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "issuer": settings.token_issuer,
         "token_endpoint": f"{base}{TOKEN_URL}",
+        "revocation_endpoint": f"{base}/v1/auth/revoke",
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "response_types_supported": [],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALGORITHM],
@@ -49,11 +52,8 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             "authorization_endpoint": settings.authorization_endpoint,
             "userinfo_endpoint": f"{base}/v1/auth/oauth/userinfo",
             "grant_types_supported": ["authorization_code", "password", "refresh_token"],
-            "token_endpoint_auth_methods_supported": [
-                "none",
-                "client_secret_basic",
-                "client_secret_post",
-            ],
+            "token_endpoint_auth_methods_supported": CLIENT_AUTH,
+            "revocation_endpoint_auth_methods_supported": CLIENT_AUTH,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],

@@ -15,12 +15,16 @@ limit the answer stays 429 with `Retry-After`. The password grant ignores a `cli
 and so does the refresh grant unless it names an application in AUTH_OAUTH_CLIENTS: then
 the client must prove itself, and gets only its own sessions refreshed. A confidential
 client's session is refreshed by that client alone (RFC 6749 §6).
+
+`POST /v1/auth/revoke` is RFC 7009's revocation endpoint, with the same client
+authentication: a token's session ends (`revoke`).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -48,9 +52,10 @@ from auth_service.errors import (
     RetryLater,
 )
 from auth_service.http_errors import problem_for
-from auth_service.routes import NO_STORE, limit, request_client
+from auth_service.routes import NO_STORE, client_ip, limit, request_client
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
+from common.jwt import InvalidToken
 from common.schemas import Email
 
 FORM = "application/x-www-form-urlencoded"
@@ -86,7 +91,14 @@ class OAuthTokenOut(BaseModel):
     scope: str | None = None  # the authorization code grant: what was granted
 
 
-class TokenForm(BaseModel):
+class ClientForm(BaseModel):
+    """A client's own name and secret, where it does not send them in HTTP Basic."""
+
+    client_id: str | None = Field(default=None, max_length=256)
+    client_secret: str | None = Field(default=None, max_length=256)
+
+
+class TokenForm(ClientForm):
     grant_type: str | None = Field(default=None, max_length=64)
     username: str | None = Field(default=None, max_length=1024, description="the email")
     password: str | None = Field(default=None, max_length=1024)
@@ -95,8 +107,15 @@ class TokenForm(BaseModel):
     redirect_uri: str | None = Field(default=None, max_length=2000)
     code_verifier: str | None = Field(default=None, max_length=128)
     scope: str | None = Field(default=None, max_length=1024, description="ignored")
-    client_id: str | None = Field(default=None, max_length=256)
-    client_secret: str | None = Field(default=None, max_length=256)
+
+
+class RevokeForm(ClientForm):
+    """RFC 7009 §2.1."""
+
+    token: str | None = Field(default=None, max_length=8192)
+    token_type_hint: str | None = Field(
+        default=None, max_length=64, description="access_token or refresh_token; a hint only"
+    )
 
 
 def oauth_error(
@@ -154,8 +173,7 @@ async def token(
 ) -> Response:
     """Tokens for a code, an email and password, or a refresh token (RFC 6749 §4.1.3,
     §4.3, §6)."""
-    repeated = [k for k, v in (await request.form()).multi_items() if k in TokenForm.model_fields]
-    if len(repeated) != len(set(repeated)):
+    if await _repeated(request, TokenForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     client = request_client(request)
     try:
@@ -196,6 +214,48 @@ async def token(
     return _tokens(pair)
 
 
+async def _repeated(request: Request, form: type[BaseModel]) -> bool:
+    """Whether one of the form's parameters was sent more than once (RFC 6749 §3.2)."""
+    named = [k for k, _ in (await request.form()).multi_items() if k in form.model_fields]
+    return len(named) != len(set(named))
+
+
+@router.post("/revoke", responses=ERRORS | {200: {"description": "revoked, or nothing to do"}})
+async def revoke(
+    form: Annotated[RevokeForm, Form()],
+    request: Request,
+    tokens: RefreshTokensDep,
+    oauth: OAuthDep,
+) -> Response:
+    """RFC 7009: end the session of a refresh token or an access token (an access token
+    cannot be taken back alone: its session ends, and films and the mailer refuse it once
+    they hear). A registered client proves itself as at the token endpoint, and ends only
+    sessions it could refresh; without one, the person's own and public clients'. Unknown,
+    expired or someone else's tokens get the same 200 (§2.2)."""
+    if await _repeated(request, RevokeForm):
+        return oauth_error(400, "invalid_request", "a parameter was sent more than once")
+    if not form.token:
+        return oauth_error(400, "invalid_request", "token is required")
+    try:
+        await limit(request, "oauth_token")
+    except AuthError as exc:
+        return _refusal(exc)
+    named = _client(request, form, oauth, required=False)
+    if isinstance(named, JSONResponse):
+        return named
+    caller, ip = (named.client_id if named else None), client_ip(request)
+    if form.token.count(".") == 2:  # a JWT: an access token, if ours and still good
+        try:
+            claims = request.app.state.verifier.verify(form.token)
+            signed_in = (uuid.UUID(str(claims["sid"])), uuid.UUID(str(claims["sub"])))
+        except (InvalidToken, KeyError, ValueError):
+            return Response(headers=NO_STORE)
+        await tokens.revoke_for(caller, ip, signed_in=signed_in)
+    else:
+        await tokens.revoke_for(caller, ip, refresh_token=form.token)
+    return Response(headers=NO_STORE)
+
+
 def _tokens(pair: TokenPair, id_token: str | None = None, scope: str | None = None) -> Response:
     """RFC 6749 §5.1's answer (members that do not apply left out)."""
     body = OAuthTokenOut(
@@ -229,7 +289,7 @@ async def _code_grant(
 
 
 def _client(
-    request: Request, form: TokenForm, oauth: OAuthDep, *, required: bool
+    request: Request, form: ClientForm, oauth: OAuthDep, *, required: bool
 ) -> OAuthClient | JSONResponse | None:
     """The client the request names and proves (HTTP Basic, or client_id and client_secret
     in the form: RFC 6749 §2.3.1), or the §5.2 refusal. None where it names none, or (not

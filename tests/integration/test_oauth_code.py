@@ -95,6 +95,29 @@ def spa(**options: Any) -> OAuth2Session:
     )
 
 
+def signed_in(
+    client: OAuth2Session, http: httpx.Client, account: Account, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The application's tokens, once the person allowed it (`code_for_url`)."""
+    verifier = generate_token(48)
+    url, _ = client.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier)
+    code = code_for_url(http, account, url)
+    token: dict[str, Any] = client.fetch_token(
+        meta["token_endpoint"], code=code, code_verifier=verifier
+    )
+    return token
+
+
+def server() -> OAuth2Session:
+    return OAuth2Session(
+        client_id="test-server",
+        client_secret=SERVER_SECRET,
+        redirect_uri=SERVER_REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="client_secret_basic",
+    )
+
+
 def test_authlib_signs_in_with_a_code_and_pkce(
     stack: Stack, http: httpx.Client, meta: dict[str, Any]
 ) -> None:
@@ -150,14 +173,8 @@ def test_without_openid_there_is_no_id_token(
     stack: Stack, http: httpx.Client, meta: dict[str, Any]
 ) -> None:
     account = new_account(stack, http, "oauth-plain")
-    verifier = generate_token(48)
     with spa() as client:
-        url, _ = client.create_authorization_url(
-            meta["authorization_endpoint"], code_verifier=verifier
-        )
-        token = client.fetch_token(
-            meta["token_endpoint"], code=code_for_url(http, account, url), code_verifier=verifier
-        )
+        token = signed_in(client, http, account, meta)
     assert "id_token" not in token
     assert token["scope"] == ""
     # No `email` scope: userinfo names the account only. The person's own session gets all.
@@ -473,20 +490,8 @@ def test_a_confidential_clients_refresh_tokens_are_its_own(
     too. A public client's refresh token needs no secret, but a client that names itself
     gets only its own."""
     account = new_account(stack, http, "oauth-refresh")
-    verifier = generate_token(48)
-    with OAuth2Session(
-        client_id="test-server",
-        client_secret=SERVER_SECRET,
-        redirect_uri=SERVER_REDIRECT,
-        code_challenge_method="S256",
-        token_endpoint_auth_method="client_secret_basic",
-    ) as client:
-        url, _ = client.create_authorization_url(
-            meta["authorization_endpoint"], code_verifier=verifier
-        )
-        token = client.fetch_token(
-            meta["token_endpoint"], code=code_for_url(http, account, url), code_verifier=verifier
-        )
+    with server() as client:
+        token = signed_in(client, http, account, meta)
         held = token["refresh_token"]
         for form in (
             {},
@@ -621,3 +626,68 @@ def test_an_applications_token_reaches_films_with_the_films_scope_only(
     assert mail.status_code == 403 and mail.json()["error"] == "insufficient_scope", mail.text
     own = httpx.get(deliveries, params={"email": account.email}, headers=admin.bearer)
     assert own.status_code == 200, own.text
+
+
+REVOKE = "/v1/auth/revoke"
+
+
+def test_an_application_revokes_its_tokens(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """RFC 7009, as Authlib calls it: a refresh token or an access token ends its session
+    (both tokens stop working); unknown tokens get the same 200; a malformed call is
+    invalid_request."""
+    assert meta["revocation_endpoint"] == f"{stack.auth.url}{REVOKE}"
+    account = new_account(stack, http, "oauth-revoke")
+    for kind in ("refresh_token", "access_token"):
+        code, verifier = fresh_code(http, account, meta)
+        held = redeem(http, code, verifier).json()
+        assert http.get(USERINFO, headers=bearer(held["access_token"])).is_success
+        with spa() as client:
+            done = client.revoke_token(
+                meta["revocation_endpoint"], token=held[kind], token_type_hint=kind
+            )
+        assert done.status_code == 200 and done.headers["cache-control"] == "no-store", kind
+        assert http.get(USERINFO, headers=bearer(held["access_token"])).status_code == 401
+        again = token_call(http, grant_type="refresh_token", refresh_token=held["refresh_token"])
+        assert_oauth_error(again, 400, "invalid_grant")
+        assert http.post(REVOKE, data={"token": held[kind]}).status_code == 200  # ended already
+    for token in ("never-issued", "a.b.c", "x" * 8192):
+        assert http.post(REVOKE, data={"token": token, "client_id": "test-spa"}).status_code == 200
+    assert http.get("/v1/auth/me", headers=account.bearer).is_success  # the person's own
+    assert_oauth_error(http.post(REVOKE, data={"client_id": "test-spa"}), 400, "invalid_request")
+    assert_oauth_error(http.post(REVOKE, json={"token": "x"}), 400, "invalid_request")
+    assert_oauth_error(http.post(REVOKE, data={"token": "x" * 8193}), 400, "invalid_request")
+    twice = http.post(REVOKE, content=b"token=a&token=b",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert_oauth_error(twice, 400, "invalid_request")
+
+
+def test_a_token_is_revoked_only_by_a_client_that_could_refresh_it(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """A confidential client's tokens by that client, with its secret; a person's own, or
+    a public client's, by whoever holds them, but not by a client naming another. Each
+    refusal is the same 200, and ends nothing."""
+    account = new_account(stack, http, "oauth-revoke-who")
+    with server() as client:
+        token = signed_in(client, http, account, meta)
+        for form in ({}, {"client_id": "test-spa"}, {"client_id": "films-cli"}):
+            r = http.post(REVOKE, data={"token": token["refresh_token"]} | form)
+            assert r.status_code == 200, r.text
+        wrong = http.post(REVOKE, data={"token": token["refresh_token"]}, auth=("test-server", "x"))
+        assert_oauth_error(wrong, 401, "invalid_client")
+        assert http.get(USERINFO, headers=bearer(token["access_token"])).is_success  # still on
+        assert (
+            client.revoke_token(
+                meta["revocation_endpoint"], token=token["access_token"]
+            ).status_code
+            == 200
+        )
+        assert http.get(USERINFO, headers=bearer(token["access_token"])).status_code == 401
+
+    mine = {"token": account.refresh_token}
+    assert http.post(REVOKE, data=mine | {"client_id": "test-spa"}).status_code == 200
+    assert http.get("/v1/auth/me", headers=account.bearer).is_success  # not the app's to end
+    assert http.post(REVOKE, data=mine).status_code == 200
+    assert http.get("/v1/auth/me", headers=account.bearer).status_code == 401  # a logout

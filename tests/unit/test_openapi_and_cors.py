@@ -35,6 +35,7 @@ PUBLIC = {
     ("post", "/v1/auth/login/passkey/options"),
     ("post", "/v1/auth/login/passkey"),
     ("post", "/v1/auth/oauth/client"),
+    ("post", "/v1/auth/revoke"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/healthz"),
