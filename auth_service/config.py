@@ -46,6 +46,9 @@ class OAuthClient(BaseModel):
     secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     # First-party: signed-in people are sent back without being asked to allow it.
     trusted: bool = False
+    # Where the web front end's logout page may send the browser back to, when the
+    # application asks it to sign the person out (OpenID Connect RP-Initiated Logout).
+    post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=20)
 
     @field_validator("client_id")
     @classmethod
@@ -56,7 +59,7 @@ class OAuthClient(BaseModel):
             raise ValueError("a client_id is not dots alone")
         return client_id
 
-    @field_validator("redirect_uris")
+    @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
     def _redirect_uris(cls, uris: list[str]) -> list[str]:
         """Absolute, no fragment (RFC 6749 §3.1.2); https, or http on this machine's
@@ -133,10 +136,12 @@ class AuthSettings(BaseSettings):
     passkey_rp_id: str | None = Field(default=None, min_length=1, max_length=253)
 
     # Applications that send people here to sign in, as JSON: [{"client_id", "name",
-    # "redirect_uris", "secret_sha256"?, "trusted"?}] (OAuthClient), and the page where
-    # they do (the web front end's /oauth/authorize), for the OpenID metadata.
+    # "redirect_uris", "secret_sha256"?, "trusted"?, "post_logout_redirect_uris"?}]
+    # (OAuthClient), and the pages where they do, and where they sign them out (the web
+    # front end's /oauth/authorize and /oauth/logout), for the OpenID metadata.
     oauth_clients: list[OAuthClient] = Field(default_factory=list)
     authorization_endpoint: str | None = Field(default=None, max_length=2000)
+    end_session_endpoint: str | None = Field(default=None, max_length=2000)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.
@@ -220,9 +225,13 @@ class AuthSettings(BaseSettings):
             raise ValueError("AUTH_OAUTH_CLIENTS: a client_id is given twice")
         if self.token_audience in ids:  # its ID tokens would pass for access tokens
             raise ValueError("AUTH_OAUTH_CLIENTS: a client_id may not be AUTH_TOKEN_AUDIENCE")
-        parts = urlsplit(self.authorization_endpoint or "https://x")
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
-            raise ValueError("AUTH_AUTHORIZATION_ENDPOINT: not a web URL")
+        for name, url in (
+            ("AUTH_AUTHORIZATION_ENDPOINT", self.authorization_endpoint),
+            ("AUTH_END_SESSION_ENDPOINT", self.end_session_endpoint),
+        ):
+            parts = urlsplit(url or "https://x")
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+                raise ValueError(f"{name}: not a web URL")
         return self
 
     @model_validator(mode="after")

@@ -57,6 +57,12 @@ class ConsentRequired(AuthError):
     it): the page must ask them."""
 
 
+class LogoutRefused(AuthError):
+    """An application's logout request whose ID token hint is not ours or not for one of
+    our applications, whose client_id is another, or whose post-logout redirect URI that
+    application did not register."""
+
+
 class ConsentNotFound(AuthError):
     """The person allowed no such application."""
 

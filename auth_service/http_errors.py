@@ -27,6 +27,7 @@ from auth_service.errors import (
     InvalidMfaToken,
     InvalidPasskey,
     InvalidPassword,
+    LogoutRefused,
     MfaAlreadyEnabled,
     MfaNotEnabled,
     MfaRequired,
@@ -139,6 +140,12 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         403, "consent_required", "the person has not allowed this application all it asks for"
     ),
     ConsentNotFound: Problem(404, "consent_not_found", "you allowed no application by that id"),
+    LogoutRefused: Problem(
+        400,
+        "invalid_logout_request",
+        "the id_token_hint is not ours, or it, client_id and post_logout_redirect_uri do not "
+        "name one application and an address it registered",
+    ),
     UnknownClient: Problem(
         400,
         "invalid_client",

@@ -283,5 +283,10 @@ class KeyRing:
         self.refresh()
         return self.verifier.verify(token)
 
+    def signed(self, token: str) -> dict[str, Any]:
+        """An ID token hint's claims (TokenVerifier.signed)."""
+        self.refresh()
+        return self.verifier.signed(token)
+
     async def refresh_unknown(self) -> bool:
         return False  # verify() already re-reads the key files every RELOAD_SECONDS

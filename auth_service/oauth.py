@@ -29,6 +29,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +42,7 @@ from auth_service.errors import (
     ConsentNotFound,
     ConsentRequired,
     InvalidCodeGrant,
+    LogoutRefused,
     NotAuthenticated,
     SignInTooOld,
     UnknownClient,
@@ -104,6 +106,16 @@ def assured(client: OAuthClient, redirect_uri: str) -> bool:
     https redirect URI. A public client's loopback port or private scheme can be taken by
     any program on the device, so the person is asked every time (RFC 8252 §8.6)."""
     return client.secret_sha256 is not None or redirect_uri.startswith("https://")
+
+
+@dataclass(frozen=True)
+class LogoutRequest:
+    """An application's request to sign the person out, checked (`OAuth.logout_request`)."""
+
+    client: OAuthClient | None
+    post_logout_redirect_uri: str | None  # one the client registered
+    sub: str | None  # whom its ID token hint signed in, and in which session
+    sid: str | None
 
 
 @dataclass(frozen=True)
@@ -232,6 +244,44 @@ class OAuth:
         row = {"user_id": user_id, "client_id": client_id}
         when = {"scope": granted(allowed), "granted_at": utcnow()}
         await session.execute(upsert(session, _CONSENTS, row, when))
+
+    def logout_request(
+        self,
+        hint: dict[str, Any] | None,
+        client_id: str | None,
+        post_logout_redirect_uri: str | None,
+    ) -> LogoutRequest:
+        """What an application's request to sign the person out names (OpenID Connect
+        RP-Initiated Logout §2-3): the application, by the audience of its ID token
+        (`hint`, verified as ours) or its client_id, which must agree; and an address to
+        send the browser back to, only one that application registered. Else
+        `LogoutRefused`."""
+        client = None
+        if hint is not None:
+            audience = hint.get("aud")
+            client = self.clients.get(audience) if isinstance(audience, str) else None
+            if client is None:
+                raise LogoutRefused
+        if client_id is not None:
+            named = self.clients.get(client_id)
+            if named is None or (client is not None and named is not client):
+                raise LogoutRefused
+            client = named
+        if post_logout_redirect_uri is not None and (
+            client is None
+            or not any(
+                registered(uri, post_logout_redirect_uri)
+                for uri in client.post_logout_redirect_uris
+            )
+        ):
+            raise LogoutRefused
+        sub, sid = (hint.get("sub"), hint.get("sid")) if hint else (None, None)
+        return LogoutRequest(
+            client,
+            post_logout_redirect_uri,
+            sub if isinstance(sub, str) else None,
+            sid if isinstance(sid, str) else None,
+        )
 
     async def consents(self, user_id: uuid.UUID) -> list[Consent]:
         """The applications the person allowed, most recent first (those still

@@ -16,9 +16,18 @@ from typing import Any, Protocol
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.types import Options
 
 ALGORITHM = "RS256"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
+# An ID token handed back as a hint: ours (signature, issuer), for any audience, old or not.
+HINT_CHECKS: Options = {
+    "require": ["iss", "sub", "aud"],
+    "verify_aud": False,
+    "verify_exp": False,
+    "verify_iat": False,
+    "verify_nbf": False,
+}
 LEEWAY = 5  # seconds of clock skew allowed on exp, nbf and iat
 # Tokens whose signature and claims one TokenVerifier has checked, kept until they expire.
 VERIFIED_TOKENS = 2048
@@ -129,7 +138,13 @@ class TokenVerifier:
         self._verified[token] = (float(claims["exp"]), claims)
         return _copy(claims)
 
-    def _verify(self, token: str) -> dict[str, Any]:
+    def signed(self, token: str) -> dict[str, Any]:
+        """The claims of a token one of these keys signed for our issuer, whatever its
+        audience and even if expired: an ID token handed back as OpenID Connect's
+        `id_token_hint`, which names a sign-in and grants nothing. Never a credential."""
+        return self._verify(token, hint=True)
+
+    def _verify(self, token: str, hint: bool = False) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -147,9 +162,9 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[ALGORITHM],
-                audience=self._audience,
+                audience=None if hint else self._audience,
                 issuer=self._issuer,
-                options={"require": REQUIRED_CLAIMS},
+                options=HINT_CHECKS if hint else {"require": REQUIRED_CLAIMS},
                 leeway=LEEWAY,
             )
         except jwt.PyJWTError as exc:

@@ -196,13 +196,14 @@ class Topology:
     def _passkey_origin(self, env: dict[str, str], port: str | int) -> None:
         """Auth takes passkeys from the web front end as browsers open it by name,
         http://localhost:<port>, unless told where they come from; and names its
-        authorization page in the OpenID metadata."""
+        authorization and logout pages in the OpenID metadata."""
         if "web" in self.only and not {"AUTH_PASSKEY_ORIGINS", "AUTH_PUBLIC_URL"} & env.keys():
             env["AUTH_PASSKEY_ORIGINS"] = f"http://localhost:{port}"
         if "web" in self.only:  # and applications sign people in there (OAuth)
             env.setdefault(
                 "AUTH_AUTHORIZATION_ENDPOINT", f"http://localhost:{port}/oauth/authorize"
             )
+            env.setdefault("AUTH_END_SESSION_ENDPOINT", f"http://localhost:{port}/oauth/logout")
 
     def _databases(self, env: dict[str, str]) -> None:
         wanted = {

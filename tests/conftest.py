@@ -168,6 +168,7 @@ def stack(
         # Applications that sign people in at the web front end (test_oauth*.py).
         "AUTH_OAUTH_CLIENTS": json.dumps(TEST_OAUTH_CLIENTS),
         "AUTH_AUTHORIZATION_ENDPOINT": f"http://localhost:{web_port}/oauth/authorize",
+        "AUTH_END_SESSION_ENDPOINT": f"http://localhost:{web_port}/oauth/logout",
         "FILMS_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_PUBLIC_KEY_PATH": str(key_dir / "public.pem"),
         "MAILER_SMTP_HOST": "127.0.0.1",

@@ -146,6 +146,7 @@ TEST_AUDIENCE = "api"
 # redirect URIs: the tests read the answer from the URL the browser is sent to.
 SPA_REDIRECT = "http://127.0.0.1:9/callback"  # a loopback port: any program could listen
 SPA_WEB_REDIRECT = "https://diary.example.test/callback"  # only the application's site
+SPA_SIGNED_OUT = "https://diary.example.test/signed-out"  # after RP-initiated logout
 SERVER_REDIRECT = "https://app.example.test/oauth/callback?from=films"
 FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
 SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
@@ -154,6 +155,7 @@ TEST_OAUTH_CLIENTS = [
         "client_id": "test-spa",
         "name": "Film Diary",
         "redirect_uris": [SPA_REDIRECT, SPA_WEB_REDIRECT],
+        "post_logout_redirect_uris": [SPA_SIGNED_OUT],
     },
     {
         "client_id": "test-server",

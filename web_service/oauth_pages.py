@@ -35,7 +35,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from web_service.api import ApiProblem, SessionEnded
-from web_service.pages import Page, PageDep, SignedInDep
+from web_service.pages import Page, PageDep, SignedInDep, path_id
 from web_service.security import safe_next
 
 router = APIRouter()
@@ -59,11 +59,13 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")  # as auth's settings allow th
 PROMPTS = ("", "none", "login", "consent")
 
 
-def asked_of(items: list[tuple[str, str]]) -> dict[str, str] | None:
+def asked_of(
+    items: list[tuple[str, str]], names: tuple[str, ...] = PARAMS
+) -> dict[str, str] | None:
     """The request's parameters, or None if one is given twice (RFC 6749 §3.1)."""
     values: dict[str, str] = {}
     for name, value in items:
-        if name in PARAMS:
+        if name in names:
             if name in values:
                 return None
             values[name] = value
@@ -124,11 +126,8 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
     person's answer on the consent page, None before they were asked."""
     client = await client_of(page, values)
     if values is None or client is None:
-        return await page.render(
-            "error.html",
-            status=400,
-            title=page.t("oauth.unknown_title"),
-            detail=page.t("oauth.unknown_detail"),
+        return await link_refused(
+            page, page.t("oauth.unknown_title"), page.t("oauth.unknown_detail")
         )
 
     async def go_back(**answer: str) -> Response:
@@ -216,6 +215,12 @@ async def remove_application(page: SignedInDep) -> Response:
     return await page.redirect("/account/applications")
 
 
+async def link_refused(page: Page, title: str, detail: str) -> Response:
+    """The page for a link that names no application of ours, or an address it did not
+    register: it says so, and sends the browser nowhere."""
+    return await page.render("error.html", status=400, title=title, detail=detail)
+
+
 def again(values: dict[str, str]) -> str:
     """This request, to come back to once signed in (without `prompt` and `max_age`: the
     sign-in they asked for is the one just made)."""
@@ -230,3 +235,77 @@ def too_old(page: Page, max_age: str | None) -> bool:
         return False
     signed_in_at = page.session.data.get("signed_in_at")
     return not isinstance(signed_in_at, float) or time.time() - signed_in_at > int(max_age)
+
+
+# --- RP-initiated logout -------------------------------------------------------------------
+
+LOGOUT_PATH = "/oauth/logout"
+# OpenID Connect RP-Initiated Logout §2 (ui_locales and logout_hint are read and left).
+LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
+
+
+@router.get(LOGOUT_PATH)
+async def logout_page(page: PageDep) -> Response:
+    items = page.request.query_params.multi_items()
+    return await log_out(page, asked_of(items, LOGOUT_PARAMS), None)
+
+
+@router.post(LOGOUT_PATH)
+async def logout_decide(page: PageDep) -> Response:
+    fields = await page.form()
+    return await log_out(
+        page, asked_of(list(fields.items()), LOGOUT_PARAMS), fields.get("decision")
+    )
+
+
+async def log_out(page: Page, values: dict[str, str] | None, decision: str | None) -> Response:
+    """An application asks to sign the person out of this site (OpenID Connect
+    RP-Initiated Logout). Auth checks what it names; a signed-in person is asked (a link
+    alone signs nobody out), and "Log out" ends this browser's session and, where the ID
+    token hint names one of theirs, the application's. Then the browser goes back to the
+    application's registered post-logout address, with `state`, or to the login page."""
+    checked = await logout_request_of(page, values)
+    if values is None or checked is None:
+        title, detail = page.t("oauth.logout_unknown_title"), page.t("oauth.logout_unknown_detail")
+        return await link_refused(page, title, detail)
+    if page.session.signed_in and decision is None:
+        return await page.render("oauth_logout.html", application=checked["name"], fields=values)
+    if page.session.signed_in and decision == "logout":
+        await end_application_session(page, checked)
+        await page.end_at_auth()
+        await page.sign_out()
+        page.notice("notice.signed_out")
+    target = checked["post_logout_redirect_uri"]
+    if target is None:
+        return await page.redirect("/films" if page.session.signed_in else "/login")
+    # Through the page that moves on (after a form post, the pages' form-action policy
+    # would stop a redirect to another site).
+    target = back(target, state=values.get("state", ""))
+    return await page.render("oauth_continue.html", target=target, client=checked)
+
+
+async def logout_request_of(page: Page, values: dict[str, str] | None) -> dict[str, Any] | None:
+    """Auth's check of the request, or None where it refuses it."""
+    if values is None:
+        return None
+    asked = {name: values[name] for name in LOGOUT_PARAMS[:3] if values.get(name)}
+    try:
+        checked: dict[str, Any] = await page.call(
+            "auth", "POST", "/v1/auth/oauth/logout-request", json=asked
+        )
+    except ApiProblem as problem:
+        if problem.status in (400, 422):
+            return None
+        raise
+    return checked
+
+
+async def end_application_session(page: Page, checked: dict[str, Any]) -> None:
+    """The application's session its ID token hint names, if it is this person's."""
+    if not checked["sid"] or checked["sub"] != page.claims.get("sub"):
+        return
+    try:
+        sid = path_id(checked["sid"], "session_not_found")
+        await page.api.call("auth", "DELETE", f"/v1/auth/sessions/{sid}")
+    except (ApiProblem, SessionEnded):  # ended already; or this browser's own has
+        pass

@@ -62,6 +62,8 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             # RFC 9207: the answer at the redirect URI names its issuer (`iss`).
             "authorization_response_iss_parameter_supported": True,
         }
+    if settings.end_session_endpoint:  # OpenID Connect RP-Initiated Logout
+        meta["end_session_endpoint"] = settings.end_session_endpoint
     return meta
 
 

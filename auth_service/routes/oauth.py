@@ -18,12 +18,14 @@ from auth_service.errors import (
     ApplicationSession,
     ConsentNotFound,
     ConsentRequired,
+    LogoutRefused,
     SignInTooOld,
     UnknownClient,
 )
 from auth_service.http_errors import responses
 from auth_service.oauth import CODE_SECONDS, Authorization
 from auth_service.routes import NO_STORE, client_ip, no_store
+from common.jwt import InvalidToken
 
 router = APIRouter(prefix="/v1/auth/oauth", tags=["oauth2"])
 
@@ -88,6 +90,52 @@ async def authorize(
     )
     code, scope = await oauth.authorize(caller, asked, client_ip(request), body.consented)
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))
+
+
+class LogoutRequestIn(BaseModel):
+    """OpenID Connect RP-Initiated Logout §2's parameters, as the application sent them."""
+
+    id_token_hint: str | None = Field(default=None, max_length=8192)
+    client_id: str | None = Field(default=None, max_length=128)
+    post_logout_redirect_uri: str | None = Field(default=None, max_length=2000)
+
+
+class LogoutRequestOut(BaseModel):
+    client_id: str | None  # the application asking, where the request names one
+    name: str | None
+    post_logout_redirect_uri: str | None  # registered: where the browser may go after
+    sub: str | None  # from the ID token hint: whom it signed in, in which session
+    sid: str | None
+    issuer: str
+
+
+@router.post(
+    "/logout-request",
+    response_model=LogoutRequestOut,
+    responses=responses(LogoutRefused, 422),
+)
+async def logout_request(body: LogoutRequestIn, oauth: OAuthDep, request: Request) -> Response:
+    """For the web front end's logout page: what an application's request to sign the
+    person out names, checked. The ID token hint must be one we signed for one of our
+    applications (expired ones too); client_id, if given, that same application; the
+    post-logout redirect URI one it registered. A hint grants nothing: the page still
+    asks the person, and acts as their session."""
+    hint = None
+    if body.id_token_hint is not None:
+        try:
+            hint = request.app.state.verifier.signed(body.id_token_hint)
+        except InvalidToken:
+            raise LogoutRefused from None
+    checked = oauth.logout_request(hint, body.client_id, body.post_logout_redirect_uri)
+    answer = LogoutRequestOut(
+        client_id=checked.client.client_id if checked.client else None,
+        name=checked.client.name if checked.client else None,
+        post_logout_redirect_uri=checked.post_logout_redirect_uri,
+        sub=checked.sub,
+        sid=checked.sid,
+        issuer=request.app.state.settings.token_issuer,
+    )
+    return no_store(answer)
 
 
 class UserInfoOut(BaseModel):

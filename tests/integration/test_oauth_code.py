@@ -29,9 +29,11 @@ from tests.support import (
     SERVER_REDIRECT,
     SERVER_SECRET,
     SPA_REDIRECT,
+    SPA_SIGNED_OUT,
     SPA_WEB_REDIRECT,
     TEST_AUDIENCE,
     TEST_ISSUER,
+    Minter,
 )
 
 
@@ -691,3 +693,47 @@ def test_a_token_is_revoked_only_by_a_client_that_could_refresh_it(
     assert http.get("/v1/auth/me", headers=account.bearer).is_success  # not the app's to end
     assert http.post(REVOKE, data=mine).status_code == 200
     assert http.get("/v1/auth/me", headers=account.bearer).status_code == 401  # a logout
+
+
+def test_a_logout_request_names_one_application_and_an_address_it_registered(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """OpenID Connect RP-Initiated Logout, auth's half (the page is the web front end's):
+    an ID token hint we signed for one of our applications, expired or not; a client_id
+    that agrees with it; a post-logout address that application registered."""
+    assert meta["end_session_endpoint"].endswith("/oauth/logout")
+    account = new_account(stack, http, "oauth-logout-request")
+    with spa(scope="openid") as client:
+        hint = signed_in(client, http, account, meta)["id_token"]
+    claims = jwt.decode(hint, options={"verify_signature": False})
+
+    def check(**asked: str) -> httpx.Response:
+        return http.post("/v1/auth/oauth/logout-request", json=asked)
+
+    answer = check(id_token_hint=hint, post_logout_redirect_uri=SPA_SIGNED_OUT)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "client_id": "test-spa",
+        "name": "Film Diary",
+        "post_logout_redirect_uri": SPA_SIGNED_OUT,
+        "sub": account.id,
+        "sid": claims["sid"],
+        "issuer": TEST_ISSUER,
+    }
+    assert check(client_id="test-spa", post_logout_redirect_uri=SPA_SIGNED_OUT).is_success
+    assert check().json()["client_id"] is None  # names nothing: the page just asks
+    minter = Minter(stack.key_dir)
+    old = minter.token(aud="test-spa", sub=account.id, iat=1, exp=2)  # long expired
+    assert check(id_token_hint=old).json()["sub"] == account.id
+    for refused in (
+        {"id_token_hint": hint, "post_logout_redirect_uri": SPA_WEB_REDIRECT},  # a login URI
+        {"id_token_hint": hint, "client_id": "test-server"},  # another application
+        {"post_logout_redirect_uri": SPA_SIGNED_OUT},  # whose?
+        {"client_id": "nobody"},
+        {"id_token_hint": account.access_token},  # for the API, not an application
+        {"id_token_hint": minter.token(aud="test-spa", iss="https://elsewhere")},
+        {"id_token_hint": hint[:-4] + "AAAA"},  # not our signature
+        {"id_token_hint": "not a token"},
+    ):
+        r = check(**refused)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_logout_request", refused

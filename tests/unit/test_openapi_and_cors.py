@@ -36,6 +36,7 @@ PUBLIC = {
     ("post", "/v1/auth/login/passkey"),
     ("post", "/v1/auth/oauth/client"),
     ("post", "/v1/auth/revoke"),
+    ("post", "/v1/auth/oauth/logout-request"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/healthz"),

@@ -240,6 +240,7 @@ def test_an_application_may_come_back_to(redirect_uri: str) -> None:
         ([client(client_id="..")], None, "dots alone"),  # a path segment of its own
         ([client(secret_sha256="not hex")], None, "secret_sha256"),
         ([client(scopes=["x"])], None, "Extra inputs"),
+        ([client(post_logout_redirect_uris=["http://app.example/bye"])], None, "redirect URI"),
         ([], "ftp://web.example/oauth/authorize", "AUTH_AUTHORIZATION_ENDPOINT"),
         ([], "https://web.example/oauth/authorize#x", "AUTH_AUTHORIZATION_ENDPOINT"),
     ],
@@ -249,6 +250,9 @@ def test_a_misconfigured_application_stops_the_start(
 ) -> None:
     with pytest.raises(ValidationError, match=said):
         AuthSettings(oauth_clients=clients, authorization_endpoint=endpoint)
+    if endpoint is not None:  # the logout page's address is checked alike
+        with pytest.raises(ValidationError, match="AUTH_END_SESSION_ENDPOINT"):
+            AuthSettings(end_session_endpoint=endpoint)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,13 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Page, Route, expect
 
-from tests.support import FIRST_PARTY_REDIRECT, SPA_REDIRECT, SPA_WEB_REDIRECT, TEST_ISSUER
+from tests.support import (
+    FIRST_PARTY_REDIRECT,
+    SPA_REDIRECT,
+    SPA_SIGNED_OUT,
+    SPA_WEB_REDIRECT,
+    TEST_ISSUER,
+)
 from tests.web.conftest import PASSWORD, Web, log_in, shot
 from tests.web.test_accessibility import serious_violations
 
@@ -282,3 +288,55 @@ def test_a_yes_is_remembered_until_taken_back(web: Web, page: Page, web_spa: App
     spa.answers.clear()
     page.goto(spa.url())
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
+
+
+def test_an_application_signs_the_person_out(web: Web, page: Page, spa: Application) -> None:
+    """OpenID Connect RP-Initiated Logout: the application sends the browser to
+    /oauth/logout with its ID token; the person is asked, and "Log out" ends this
+    browser's session and the application's, then goes back to the address the
+    application registered, with its `state`. "Stay logged in" changes nothing; signed out
+    already, the browser goes straight back; an address it did not register goes nowhere."""
+    signed_out: list[str] = []
+
+    def answer(route: Route) -> None:
+        signed_out.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<title>app</title>bye")
+
+    page.route(f"{SPA_SIGNED_OUT}*", answer)
+    page.goto(spa.url())
+    fill_login(page, web.account("oauth-logout-web"))
+    page.get_by_role("button", name="Allow").click()
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    token = spa.tokens()
+
+    def logout_url(**extra: str) -> str:
+        asked = {"id_token_hint": token["id_token"], "post_logout_redirect_uri": SPA_SIGNED_OUT}
+        return f"{web.url}/oauth/logout?" + urlencode(asked | extra)
+
+    page.goto(logout_url(post_logout_redirect_uri="https://evil.example/bye"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("This logout link does not work")
+    page.goto(logout_url(state="s-1"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Log out of Films?")
+    expect(page.locator("main")).to_contain_text("Film Diary asks to log you out")
+    assert serious_violations(page) == []
+    page.get_by_role("button", name="Stay logged in").click()
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/signed-out\?"))
+    assert parse_qs(urlsplit(signed_out.pop()).query) == {"state": ["s-1"]}
+    page.goto(web.url + "/account")
+    expect(page).to_have_url(re.compile(r"/account$"))  # still logged in
+
+    page.goto(logout_url(state="s-2"))
+    page.locator("main").get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/signed-out\?"))
+    assert parse_qs(urlsplit(signed_out.pop()).query) == {"state": ["s-2"]}
+    page.goto(web.url + "/account")
+    expect(page).to_have_url(re.compile(r"/login"))
+    with pytest.raises(OAuthError) as ended:
+        spa.client.refresh_token(
+            f"{web.stack.auth.url}/v1/auth/token", refresh_token=token["refresh_token"]
+        )
+    assert ended.value.error == "invalid_grant"
+
+    page.goto(logout_url(state="s-3"))  # logged out already: nothing to ask
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/signed-out\?"))
+    assert parse_qs(urlsplit(signed_out.pop()).query) == {"state": ["s-3"]}
