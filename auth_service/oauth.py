@@ -268,12 +268,8 @@ class OAuth:
                 raise LogoutRefused
             client = named
         if post_logout_redirect_uri is not None and (
-            client is None
-            or not any(
-                registered(uri, post_logout_redirect_uri)
-                for uri in client.post_logout_redirect_uris
-            )
-        ):
+            client is None or post_logout_redirect_uri not in client.post_logout_redirect_uris
+        ):  # exactly as registered (§3: no port of the loopback's own choosing)
             raise LogoutRefused
         sub, sid = (hint.get("sub"), hint.get("sid")) if hint else (None, None)
         return LogoutRequest(

@@ -331,32 +331,23 @@ class RefreshTokens:
         await session.commit()
         return grant
 
-    async def revoke(self, presented: str, ip: str | None = None) -> None:
-        """Logout: end the presented token's whole login session."""
-        async with self.sessions.begin() as session:
-            row = await session.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
-            )
-            if row is None:
-                return
-            await end_sessions(session, UserSession.id == row.family_id)
-            audit.record(session, "logout", user_id=row.user_id, ip=ip)
-        self.wake_relay()
-
-    async def revoke_for(
+    async def revoke(
         self,
         caller: str | None,
         ip: str | None,
         *,
         refresh_token: str | None = None,
         signed_in: tuple[uuid.UUID, uuid.UUID] | None = None,
-    ) -> None:
-        """RFC 7009's revocation: end the session of a refresh token, or of an access
-        token's (`signed_in`: its session and account), where the client that proved
-        itself as `caller` (None: none did) could refresh it; else nothing, and no word
-        of it (§2.2: the answer is the same)."""
+    ) -> bool:
+        """A logout, and RFC 7009's revocation: end the live session of a refresh token,
+        or of an access token's (`signed_in`: its session and account), if the client that
+        proved itself as `caller` (None: none did) could refresh it. False where it could
+        not (the token is another client's, or a confidential client's and it did not
+        prove itself); True otherwise, also where there was nothing to end."""
         async with self.sessions.begin() as session:
-            found = select(UserSession.id, UserSession.user_id, UserSession.client_id)
+            found = select(UserSession.id, UserSession.user_id, UserSession.client_id).where(
+                UserSession.ended_at.is_(None)
+            )
             if refresh_token is not None:
                 family = select(RefreshToken.family_id).where(
                     RefreshToken.token_hash == hash_refresh_token(refresh_token)
@@ -367,13 +358,16 @@ class RefreshTokens:
                     UserSession.id == signed_in[0], UserSession.user_id == signed_in[1]
                 )
             else:
-                return
+                return True
             row = (await session.execute(found)).one_or_none()
-            if row is None or not self._refreshes(row.client_id, caller):
-                return
+            if row is None:
+                return True
+            if not self._refreshes(row.client_id, caller):
+                return False
             await end_sessions(session, UserSession.id == row.id)
             audit.record(session, "logout", user_id=row.user_id, ip=ip, client=row.client_id)
         self.wake_relay()
+        return True
 
     @staticmethod
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -18,19 +18,24 @@ MAX_FIELDS = 50
 FORM_LEVEL = ""  # the key of errors about the whole form
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The posted fields (first value of each); empty for anything but a urlencoded form."""
+async def read_form_items(request: Request) -> list[tuple[str, str]]:
+    """The posted fields in order, repeats too; none for anything but a urlencoded form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
-        return {}
+        return []
     body = (await request.body()).decode("utf-8", errors="replace")
     try:
         pairs = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS)
     except ValueError:
-        return {}
+        return []
+    return [(name, value.replace("\x00", "")) for name, value in pairs]
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The posted fields (first value of each); empty for anything but a urlencoded form."""
     fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value.replace("\x00", ""))
+    for name, value in await read_form_items(request):
+        fields.setdefault(name, value)
     return fields
 
 

@@ -35,6 +35,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from web_service.api import ApiProblem, SessionEnded
+from web_service.forms import read_form, read_form_items
 from web_service.pages import Page, PageDep, SignedInDep, path_id
 from web_service.security import safe_next
 
@@ -75,6 +76,8 @@ def asked_of(
 def back(redirect_uri: str, **answer: str) -> str:
     """The redirect URI with the answer added to its query (§3.1.2: kept as it is)."""
     query = urlencode({name: value for name, value in answer.items() if value})
+    if not query:
+        return redirect_uri
     return redirect_uri + ("&" if "?" in redirect_uri else "?") + query
 
 
@@ -240,7 +243,8 @@ def too_old(page: Page, max_age: str | None) -> bool:
 # --- RP-initiated logout -------------------------------------------------------------------
 
 LOGOUT_PATH = "/oauth/logout"
-# OpenID Connect RP-Initiated Logout §2 (ui_locales and logout_hint are read and left).
+# OpenID Connect RP-Initiated Logout §2's parameters that are used; ui_locales and
+# logout_hint are ignored (the page speaks the visitor's language; the hint names them).
 LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 
 
@@ -252,10 +256,14 @@ async def logout_page(page: PageDep) -> Response:
 
 @router.post(LOGOUT_PATH)
 async def logout_decide(page: PageDep) -> Response:
-    fields = await page.form()
-    return await log_out(
-        page, asked_of(list(fields.items()), LOGOUT_PARAMS), fields.get("decision")
-    )
+    """The application's request by form post (§2: as the link, so without this site's
+    CSRF token, and it changes nothing), or the person's answer (which must carry it,
+    where there is a session to end)."""
+    items, fields = await read_form_items(page.request), await read_form(page.request)
+    decision = fields.get("decision")
+    if decision is not None and page.session.signed_in:
+        page.check_csrf(fields)
+    return await log_out(page, asked_of(items, LOGOUT_PARAMS), decision)
 
 
 async def log_out(page: Page, values: dict[str, str] | None, decision: str | None) -> Response:

@@ -95,8 +95,12 @@ class Page:
     async def form(self) -> dict[str, str]:
         """The posted form, after the CSRF checks (raises csrf.CsrfRejected)."""
         fields = await read_form(self.request)
-        csrf.check(self.request, self.session, fields, self.web.settings.public_origin)
+        self.check_csrf(fields)
         return fields
+
+    def check_csrf(self, fields: dict[str, str]) -> None:
+        """The CSRF checks of a form read otherwise (raises csrf.CsrfRejected)."""
+        csrf.check(self.request, self.session, fields, self.web.settings.public_origin)
 
     async def render(self, template: str, status: int = 200, **context: Any) -> Response:
         notices = [self.t(key, **args) for key, args in self.session.pop("notices", [])]

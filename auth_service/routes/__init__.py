@@ -211,7 +211,9 @@ async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -
 @router.post("/logout", status_code=204, responses=responses(400, 422))
 async def logout(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> Response:
     # Same answer for unknown tokens: logout is idempotent and reveals nothing.
-    await tokens.revoke(body.refresh_token, client_ip(request))
+    # (A confidential client's token is not ended here: that client revokes it, with its
+    # secret, at /v1/auth/revoke.)
+    await tokens.revoke(None, client_ip(request), refresh_token=body.refresh_token)
     return Response(status_code=204)
 
 

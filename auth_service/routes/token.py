@@ -231,7 +231,9 @@ async def revoke(
     cannot be taken back alone: its session ends, and films and the mailer refuse it once
     they hear). A registered client proves itself as at the token endpoint, and ends only
     sessions it could refresh; without one, the person's own and public clients'. Unknown,
-    expired or someone else's tokens get the same 200 (§2.2)."""
+    expired and already revoked tokens get the same 200 (§2.2); a live one of another
+    client is refused (§2.1): 401 invalid_client where no client proved itself, else 400
+    unauthorized_client."""
     if await _repeated(request, RevokeForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     if not form.token:
@@ -250,9 +252,13 @@ async def revoke(
             signed_in = (uuid.UUID(str(claims["sid"])), uuid.UUID(str(claims["sub"])))
         except (InvalidToken, KeyError, ValueError):
             return Response(headers=NO_STORE)
-        await tokens.revoke_for(caller, ip, signed_in=signed_in)
+        ended = await tokens.revoke(caller, ip, signed_in=signed_in)
     else:
-        await tokens.revoke_for(caller, ip, refresh_token=form.token)
+        ended = await tokens.revoke(caller, ip, refresh_token=form.token)
+    if not ended:  # §2.1: the client is told (it holds the token: nothing is given away)
+        if caller is None:
+            return oauth_error(401, "invalid_client", "this token's client must authenticate")
+        return oauth_error(400, "unauthorized_client", "the token was issued to another client")
     return Response(headers=NO_STORE)
 
 

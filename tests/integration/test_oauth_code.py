@@ -669,27 +669,31 @@ def test_a_token_is_revoked_only_by_a_client_that_could_refresh_it(
     stack: Stack, http: httpx.Client, meta: dict[str, Any]
 ) -> None:
     """A confidential client's tokens by that client, with its secret; a person's own, or
-    a public client's, by whoever holds them, but not by a client naming another. Each
-    refusal is the same 200, and ends nothing."""
+    a public client's, by whoever holds them, but not by a client naming another. A
+    refusal says so (RFC 7009 §2.1) and ends nothing; the JSON logout ends no
+    confidential client's session."""
     account = new_account(stack, http, "oauth-revoke-who")
     with server() as client:
         token = signed_in(client, http, account, meta)
-        for form in ({}, {"client_id": "test-spa"}, {"client_id": "films-cli"}):
-            r = http.post(REVOKE, data={"token": token["refresh_token"]} | form)
-            assert r.status_code == 200, r.text
-        wrong = http.post(REVOKE, data={"token": token["refresh_token"]}, auth=("test-server", "x"))
+        held = {"token": token["refresh_token"]}
+        for form, status, error in (
+            ({}, 401, "invalid_client"),  # it must prove itself
+            ({"client_id": "films-cli"}, 401, "invalid_client"),  # no application: nobody
+            ({"client_id": "test-spa"}, 400, "unauthorized_client"),
+        ):
+            assert_oauth_error(http.post(REVOKE, data=held | form), status, error)
+        wrong = http.post(REVOKE, data=held, auth=("test-server", "x"))
         assert_oauth_error(wrong, 401, "invalid_client")
+        out = http.post("/v1/auth/logout", json={"refresh_token": token["refresh_token"]})
+        assert out.status_code == 204
         assert http.get(USERINFO, headers=bearer(token["access_token"])).is_success  # still on
-        assert (
-            client.revoke_token(
-                meta["revocation_endpoint"], token=token["access_token"]
-            ).status_code
-            == 200
-        )
+        done = client.revoke_token(meta["revocation_endpoint"], token=token["access_token"])
+        assert done.status_code == 200
         assert http.get(USERINFO, headers=bearer(token["access_token"])).status_code == 401
 
     mine = {"token": account.refresh_token}
-    assert http.post(REVOKE, data=mine | {"client_id": "test-spa"}).status_code == 200
+    theirs = http.post(REVOKE, data=mine | {"client_id": "test-spa"})
+    assert_oauth_error(theirs, 400, "unauthorized_client")
     assert http.get("/v1/auth/me", headers=account.bearer).is_success  # not the app's to end
     assert http.post(REVOKE, data=mine).status_code == 200
     assert http.get("/v1/auth/me", headers=account.bearer).status_code == 401  # a logout

@@ -108,6 +108,6 @@ async def test_a_logout_wakes_the_relay(
                 expires_at=utcnow().replace(year=2100),
             )
         )
-    await tokens.revoke("the token")
+    await tokens.revoke(None, None, refresh_token="the token")
     assert woken == [True]
     assert [e.session_ids for e in await _published(sessions)] == [[str(family)]]
