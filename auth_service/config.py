@@ -32,6 +32,10 @@ def web_origin(url: str) -> str | None:
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
+# What an application may be granted: an ID token, the address in it, the films API.
+Scope = Literal["openid", "email", "films"]
+
+
 class OAuthClient(BaseModel):
     """An application that sends people here to sign in (OAuth 2.0's authorization code
     with PKCE, oauth.py), and gets their tokens back at one of its `redirect_uris`."""
@@ -49,6 +53,9 @@ class OAuthClient(BaseModel):
     # Where the web front end's logout page may send the browser back to, when the
     # application asks it to sign the person out (OpenID Connect RP-Initiated Logout).
     post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=20)
+    # The scopes it may be granted (None: every one; see oauth.SCOPES); others it asks for
+    # are left out, as unknown ones are.
+    scopes: list[Scope] | None = None
 
     @field_validator("client_id")
     @classmethod

@@ -27,16 +27,17 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit
 from auth_service.accounts import Accounts
-from auth_service.config import OAuthClient
+from auth_service.config import OAuthClient, Scope
 from auth_service.errors import (
     ClientRefused,
     ConsentNotFound,
@@ -58,7 +59,7 @@ CODE_SECONDS = 60
 _CONSENTS = Base.metadata.tables[OAuthConsent.__tablename__]
 # What may be granted (other requested scopes are left out): an ID token, the address in
 # it, and the films API (films refuses an application's token without it).
-SCOPES = ("openid", "email", "films")
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 
 def s256(verifier: str) -> str:
@@ -89,10 +90,13 @@ def registered(uri: str, given: str) -> bool:
     return ours.group(1, 3) == theirs.group(1, 3)
 
 
-def granted(scope: str) -> str:
-    """The scopes of `scope` that are given, space-separated, in a fixed order."""
+def granted(scope: str, allowed: Sequence[str] | None = None) -> str:
+    """The scopes of `scope` that are given (of those `allowed`, None: any), space-
+    separated, in a fixed order."""
     asked = set(scope.split())
-    return " ".join(name for name in SCOPES if name in asked)
+    return " ".join(
+        name for name in SCOPES if name in asked and (allowed is None or name in allowed)
+    )
 
 
 def covers(allowed: str, scope: str) -> bool:
@@ -179,7 +183,7 @@ class OAuth:
         `asked.max_age`."""
         client = self.client(asked.client_id, asked.redirect_uri)
         code = secrets.token_urlsafe(32)
-        scope = granted(asked.scope)
+        scope = granted(asked.scope, client.scopes)
         async with self.accounts.sessions.begin() as session:
             signed_in = await session.get(UserSession, caller.session_id)
             if signed_in is None or signed_in.ended_at is not None:  # since the token's check

@@ -162,6 +162,7 @@ TEST_OAUTH_CLIENTS = [
         "name": "Cinema Club",
         "redirect_uris": [SERVER_REDIRECT],
         "secret_sha256": hashlib.sha256(SERVER_SECRET.encode()).hexdigest(),
+        "scopes": ["openid", "email"],  # not the films API
     },
     {
         "client_id": "test-first-party",

@@ -138,9 +138,11 @@ async def resend(page: PageDep) -> Response:
 
 
 @router.get("/login")
-async def login_form(page: PageDep, next: str | None = None) -> Response:
+async def login_form(page: PageDep, next: str | None = None, email: str | None = None) -> Response:
+    """`email` fills in the address (an application's `login_hint`, through /oauth/authorize)."""
+    form = Form({"email": email} if email and len(email) <= 254 else {})
     return await page.render(
-        "login.html", form=Form(), next=safe_next(next), unverified=False, autofill=True
+        "login.html", form=form, next=safe_next(next), unverified=False, autofill=True
     )
 
 

@@ -53,6 +53,7 @@ PARAMS = (
     "nonce",
     "prompt",
     "max_age",
+    "login_hint",
 )
 CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
 MAX_AGE = re.compile(r"[0-9]{1,9}")
@@ -145,12 +146,12 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
     if not page.session.signed_in:
         if prompt == "none":
             return await go_back(error="login_required")
-        return await page.redirect("/login", next=again(values))
+        return await to_login(page, values)
     if allowed is None and (prompt == "login" or too_old(page, values.get("max_age"))):
         if prompt == "none":  # an exceeded max_age, and no page may be shown
             return await go_back(error="login_required")
         # Sign in afresh first (the ID token's auth_time says when).
-        return await page.redirect("/login", next=again(values))
+        return await to_login(page, values)
     if allowed is False:
         return await go_back(error="access_denied")
     if allowed is None and prompt == "consent":
@@ -180,7 +181,7 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
             raise
         if prompt == "none":
             return await go_back(error="login_required")
-        return await page.redirect("/login", next=again(values))
+        return await to_login(page, values)
     return await go_back(code=granted["code"])
 
 
@@ -188,11 +189,12 @@ async def ask(page: Page, client: dict[str, Any], values: dict[str, str]) -> Res
     """The consent page: whether to allow the application what it asks for."""
     kept = {name: value for name, value in values.items() if name != "prompt"}
     parts = urlsplit(values["redirect_uri"])
+    allowed = client.get("scopes") or ("openid", "email", "films")  # an older auth: all
     return await page.render(
         "oauth_consent.html",
         client=client,
         fields=kept,
-        scopes=values.get("scope", "").split(),
+        scopes=[name for name in values.get("scope", "").split() if name in allowed],
         destination=parts.netloc or f"{parts.scheme}:",
     )
 
@@ -222,6 +224,16 @@ async def link_refused(page: Page, title: str, detail: str) -> Response:
     """The page for a link that names no application of ours, or an address it did not
     register: it says so, and sends the browser nowhere."""
     return await page.render("error.html", status=400, title=title, detail=detail)
+
+
+async def to_login(page: Page, values: dict[str, str]) -> Response:
+    """The login page, coming back to this request once signed in; with the address
+    field filled in where the application gave an address as OpenID Connect's
+    `login_hint` (anything else there is only a hint, and is left)."""
+    hint = values.get("login_hint", "")
+    if 3 <= len(hint) <= 254 and "@" in hint:
+        return await page.redirect("/login", next=again(values), email=hint)
+    return await page.redirect("/login", next=again(values))
 
 
 def again(values: dict[str, str]) -> str:

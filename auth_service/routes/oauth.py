@@ -23,7 +23,7 @@ from auth_service.errors import (
     UnknownClient,
 )
 from auth_service.http_errors import responses
-from auth_service.oauth import CODE_SECONDS, Authorization
+from auth_service.oauth import CODE_SECONDS, SCOPES, Authorization
 from auth_service.routes import NO_STORE, client_ip, no_store
 from common.jwt import InvalidToken
 
@@ -40,6 +40,7 @@ class ClientOut(BaseModel):
     name: str
     trusted: bool  # first-party: the person is not asked to allow it
     issuer: str  # for the answer at the redirect URI (`iss`, RFC 9207)
+    scopes: list[str]  # what it may be granted (the consent page names no other)
 
 
 class AuthorizeIn(ClientIn):
@@ -67,7 +68,11 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
     found = oauth.client(body.client_id, body.redirect_uri)
     issuer = request.app.state.settings.token_issuer
     return ClientOut(
-        client_id=found.client_id, name=found.name, trusted=found.trusted, issuer=issuer
+        client_id=found.client_id,
+        name=found.name,
+        trusted=found.trusted,
+        issuer=issuer,
+        scopes=list(found.scopes if found.scopes is not None else SCOPES),
     )
 
 

@@ -319,21 +319,16 @@ def test_clients_prove_who_they_are(stack: Stack, http: httpx.Client, meta: dict
         assert_oauth_error(r, 401, "invalid_client")
         assert ("www-authenticate" in r.headers) == (auth is not None)
 
-    with OAuth2Session(
-        client_id="test-server",
-        client_secret=SERVER_SECRET,
-        redirect_uri=SERVER_REDIRECT,
-        scope="openid",
-        code_challenge_method="S256",
-        token_endpoint_auth_method="client_secret_basic",
-    ) as client:
-        url, _ = client.create_authorization_url(
-            meta["authorization_endpoint"], code_verifier=verifier
-        )
-        code = code_for_url(http, account, url)
-        token = client.fetch_token(meta["token_endpoint"], code=code, code_verifier=verifier)
+    with server() as client:
+        client.scope = "openid email films"  # films is not among the scopes it may have
+        token = signed_in(client, http, account, meta)
+    assert token["scope"] == "openid email"
     assert id_claims(token["id_token"], meta, "test-server")["sub"] == account.id
     assert "nonce" not in id_claims(token["id_token"], meta, "test-server")
+    served = http.post(
+        "/v1/auth/oauth/client", json={"client_id": "test-server", "redirect_uri": SERVER_REDIRECT}
+    )
+    assert served.json()["scopes"] == ["openid", "email"]
 
 
 def test_the_authorize_call_checks_the_client_and_the_challenge(
@@ -348,6 +343,7 @@ def test_the_authorize_call_checks_the_client_and_the_challenge(
         "name": "Film Diary",
         "trusted": False,
         "issuer": TEST_ISSUER,
+        "scopes": ["openid", "email", "films"],
     }
     for pair in (
         {"client_id": "nobody", "redirect_uri": SPA_REDIRECT},

@@ -105,8 +105,9 @@ def fill_login(page: Page, email: str) -> None:
 
 def test_an_application_signs_a_person_in(web: Web, page: Page, spa: Application) -> None:
     email = web.account("oauth-web")
-    page.goto(spa.url(nonce="web-nonce-1"))
+    page.goto(spa.url(nonce="web-nonce-1", login_hint=email))
     expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+    expect(page.get_by_label("Email address")).to_have_value(email)  # OIDC's login_hint
     fill_login(page, email)
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
