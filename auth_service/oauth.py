@@ -5,9 +5,11 @@ Connect's ID token, for the applications in AUTH_OAUTH_CLIENTS.
    end's /oauth/authorize) with its client_id, one of its registered redirect URIs and the
    S256 challenge of a verifier it keeps to itself.
 2. The web front end asks `client` whether that client and redirect URI go together (if
-   not, it must send the browser nowhere), signs the person in, asks them whether to allow
-   it (unless the client is trusted), and then asks `authorize`, as that person, for a
-   code: random, kept as its SHA-256, good for a minute.
+   not, it must send the browser nowhere), signs the person in, and asks `authorize`, as
+   that person, for a code: random, kept as its SHA-256, good for a minute. For a client
+   that is not trusted, `authorize` wants the person's yes: given just now (the page asked
+   them), or remembered from before for these scopes where the code can reach that client
+   alone (`assured`); they take it back with `revoke`.
 3. The application trades the code at the token endpoint (`redeem`) with the verifier,
    the same redirect URI and, for a confidential client, its secret: a new session (listed
    among the person's, named after the application), its token pair and, with the
