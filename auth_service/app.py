@@ -12,6 +12,7 @@ from auth_service import http_errors
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin
+from auth_service.backchannel import PASS_SECONDS, Backchannel
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
 from auth_service.floors import AnswerFloors
@@ -129,13 +130,22 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             accounts.resume_signups,
             should_run=lambda: relay.leader,
         )
+        backchannel = Backchannel(sessions, refresh_tokens.access_tokens, app.state.oauth.clients)
+        notices = Housekeeper(
+            PASS_SECONDS if backchannel.wanted else 0,  # 0: none runs
+            backchannel.deliver_due,
+            should_run=lambda: relay.leader,
+        )
         relay.start()
         housekeeper.start()
         resume.start()
+        notices.start()
         give_back_free_memory()
         try:
             yield
         finally:
+            await notices.stop()
+            await backchannel.close()
             await resume.stop()
             await accounts.finished()  # their emails reach the outbox first
             await housekeeper.stop()

@@ -56,6 +56,9 @@ class OAuthClient(BaseModel):
     # The scopes it may be granted (None: every one; see oauth.SCOPES); others it asks for
     # are left out, as unknown ones are.
     scopes: list[Scope] | None = None
+    # Where auth tells it that one of its sessions ended, server to server (OpenID Connect
+    # Back-Channel Logout): https, or http on this machine's loopback.
+    backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
 
     @field_validator("client_id")
     @classmethod
@@ -65,6 +68,16 @@ class OAuthClient(BaseModel):
         if not client_id.strip("."):
             raise ValueError("a client_id is not dots alone")
         return client_id
+
+    @field_validator("backchannel_logout_uri")
+    @classmethod
+    def _backchannel_logout_uri(cls, uri: str | None) -> str | None:
+        parts = urlsplit(uri or "https://x")
+        scheme = parts.scheme.lower()
+        web = scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK)
+        if not web or not parts.hostname or parts.fragment:
+            raise ValueError(f"{uri!r} is not a back-channel logout URI: https, no fragment")
+        return uri
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

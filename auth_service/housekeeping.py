@@ -48,6 +48,7 @@ from auth_service.config import AuthSettings
 from auth_service.models import (
     AddressThrottle,
     AuditEvent,
+    LogoutNotice,
     MfaChallenge,
     OAuthCode,
     OneTimeCode,
@@ -123,6 +124,8 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         ),
         # Kept past their minute, so a code redeemed twice still ends the session it opened.
         Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
+        # Given up on (after about an hour), or for an application that does not listen.
+        Rule("logout_notices", LogoutNotice.session_id, LogoutNotice.created_at < spent),
         # An authenticator app set up and never confirmed.
         Rule(
             "totp_factors",

@@ -335,3 +335,22 @@ class OAuthConsent(Base):
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     scope: Mapped[str] = mapped_column(String(256))  # what was allowed, space-separated
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LogoutNotice(Base):
+    """An application's session that ended, to tell the application at its back-channel
+    logout URI (OpenID Connect Back-Channel Logout): written with the end, in its
+    transaction, so none is lost; delivered by `backchannel.py`, which deletes it once the
+    application answered, or gives up after its last attempt and keeps it, marked, for
+    housekeeping to clear."""
+
+    __tablename__ = "logout_notices"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # no key: it outlives the account
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gave up
+    error: Mapped[str | None] = mapped_column(String(200))  # the last attempt's

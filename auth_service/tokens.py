@@ -84,7 +84,7 @@ class AccessTokenIssuer:
             claims["scope"] = scope or ""
         return self.sign(claims)
 
-    def sign(self, claims: dict[str, Any]) -> str:
+    def sign(self, claims: dict[str, Any], typ: str | None = None) -> str:
         """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime), signed with
         the current key: an access token, or an ID token (whose `aud` is an application)."""
         now = utcnow()
@@ -95,6 +95,5 @@ class AccessTokenIssuer:
             **claims,
         }
         self._keys.refresh()
-        return jwt.encode(
-            issued, self._keys.private_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
-        )
+        headers = {"kid": self._keys.kid} | ({"typ": typ} if typ else {})
+        return jwt.encode(issued, self._keys.private_key, algorithm=ALGORITHM, headers=headers)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service import audit, events
 from auth_service.config import AuthSettings
 from auth_service.errors import NotAuthenticated, SessionNotFound
-from auth_service.models import RefreshToken, User, UserSession
+from auth_service.models import LogoutNotice, RefreshToken, User, UserSession
 from common.bearer import passed_two_steps
 from common.clock import utcnow
 
@@ -85,7 +85,8 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
     rotates its token, then touches its session), so the two never deadlock on
     PostgreSQL. A token a refresh adds meanwhile is refused by its ended session. The
     ended sessions are announced on `auth.session-events` (one event per account), so
-    films and the mailer refuse their access tokens too."""
+    films and the mailer refuse their access tokens too; an application's, to the
+    application as well (a `LogoutNotice`)."""
     now = utcnow()
     await session.execute(
         update(RefreshToken)
@@ -100,12 +101,23 @@ async def end_sessions(session: AsyncSession, *where: ColumnElement[bool]) -> No
         update(UserSession)
         .where(*where, UserSession.ended_at.is_(None))
         .values(ended_at=now)
-        .returning(UserSession.user_id, UserSession.id)
+        .returning(UserSession.user_id, UserSession.id, UserSession.client_id)
         .execution_options(synchronize_session=False)
     )
     by_account: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for user_id, session_id in ended:
+    for user_id, session_id, client_id in ended:
         by_account.setdefault(user_id, []).append(session_id)
+        if client_id is not None:  # an application's: it is told (backchannel.py)
+            session.add(
+                LogoutNotice(
+                    session_id=session_id,
+                    client_id=client_id,
+                    user_id=user_id,
+                    created_at=now,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
     for user_id, session_ids in by_account.items():
         events.sessions_ended(session, user_id, session_ids)
 

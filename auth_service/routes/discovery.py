@@ -61,6 +61,9 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             "claims_supported": CLAIMS + ID_CLAIMS,
             # RFC 9207: the answer at the redirect URI names its issuer (`iss`).
             "authorization_response_iss_parameter_supported": True,
+            # OpenID Connect Back-Channel Logout (backchannel.py), `sid` in its tokens.
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
         }
     if settings.end_session_endpoint:  # OpenID Connect RP-Initiated Logout
         meta["end_session_endpoint"] = settings.end_session_endpoint

@@ -30,6 +30,7 @@ from auth_service.models import (
     AddressThrottle,
     AuditEvent,
     Base,
+    LogoutNotice,
     MfaChallenge,
     OAuthCode,
     OneTimeCode,
@@ -289,6 +290,20 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-live", now + timedelta(seconds=30)),
         ]
     )
+    # Back-channel logout notices: gone a day after the session ended (told, given up on,
+    # or for an application that does not listen).
+    session.add_all(
+        LogoutNotice(
+            session_id=uuid.uuid4(),
+            client_id="app",
+            user_id=kept_user.id,
+            created_at=created,
+            attempts=6,
+            next_attempt_at=created,
+            error=name,
+        )
+        for name, created in [("gone-old", now - 25 * HOUR), ("kept-young", now - 23 * HOUR)]
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -326,6 +341,9 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
             ),
             "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
             "oauth_codes": sorted(await session.scalars(select(OAuthCode.code_hash))),
+            "logout_notices": sorted(
+                s or "" for s in await session.scalars(select(LogoutNotice.error))
+            ),
             "factors": sorted(
                 await session.scalars(
                     select(User.email).join(TotpFactor, TotpFactor.user_id == User.id)
@@ -356,6 +374,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "passkey_challenges": 2,
         "recovery_codes": 1,
         "oauth_codes": 1,
+        "logout_notices": 1,
         "totp_factors": 1,
         "address_throttle": 3,
         "outbox": 2,

@@ -4,46 +4,20 @@ and at once (the relay is woken), not at the next poll."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.config import AuthSettings
-from auth_service.keys import KeyRing, generate_missing
-from auth_service.models import Base, OutboxEvent, RefreshToken, User, UserSession
+from auth_service.keys import KeyRing
+from auth_service.models import OutboxEvent, RefreshToken, User, UserSession
 from auth_service.refresh import RefreshTokens
 from auth_service.tokens import AccessTokenIssuer, hash_refresh_token
 from auth_service.user_sessions import Client, end_sessions, session_row
 from common.clock import utcnow
-from common.db import make_engine, make_sessionmaker, migrate
 from common.events import SESSION_EVENTS_TOPIC, SESSIONS_PER_EVENT, SessionsEnded
-from tests.conftest import auth_settings_for
 
 KAFKA_MAX_REQUEST = 1_048_576  # aiokafka's default max_request_size, and Kafka's
-
-
-@pytest.fixture
-async def settings(tmp_path: Path) -> AuthSettings:
-    made = auth_settings_for(
-        tmp_path,
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/auth.db",
-        retired_keys_dir=tmp_path / "retired",
-    )
-    generate_missing(made)
-    return made
-
-
-@pytest.fixture
-async def sessions(settings: AuthSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(settings.database_url)
-    await migrate(engine, Base)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _account_with_sessions(

@@ -240,6 +240,8 @@ def test_an_application_may_come_back_to(redirect_uri: str) -> None:
         ([client(client_id="..")], None, "dots alone"),  # a path segment of its own
         ([client(secret_sha256="not hex")], None, "secret_sha256"),
         ([client(grant_types=["x"])], None, "Extra inputs"),
+        ([client(backchannel_logout_uri="http://app.example/bc")], None, "back-channel"),
+        ([client(backchannel_logout_uri="com.example.app:/bc")], None, "back-channel"),
         ([client(scopes=["profile"])], None, "scopes"),  # not one auth grants
         ([client(post_logout_redirect_uris=["http://app.example/bye"])], None, "redirect URI"),
         ([], "ftp://web.example/oauth/authorize", "AUTH_AUTHORIZATION_ENDPOINT"),
