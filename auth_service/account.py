@@ -26,10 +26,10 @@ from auth_service.errors import (
     NotAuthenticated,
     RateLimited,
 )
-from auth_service.models import User
+from auth_service.models import User, UserSession
 from auth_service.tokens import TokenPair
 from auth_service.totp import drop_challenges
-from auth_service.user_sessions import Caller, Client, end_others
+from auth_service.user_sessions import Caller, Client, end_others, end_sessions
 from common.clock import utcnow
 from common.events import EmailEventType, UserEventType
 
@@ -151,6 +151,8 @@ class SelfService:
             audit.record(session, "account_deleted", user_id=row.id, ip=ip)
             # The address, so the mailer can forget its history; nothing else about it.
             events.user_event(session, UserEventType.DELETED, row.id, email=row.email)
+            # Ended first, as every end is: its applications are told (backchannel.py).
+            await end_sessions(session, UserSession.user_id == row.id)
             await session.delete(row)  # codes, sessions and tokens go by ON DELETE CASCADE
         a.relay.notify()
 

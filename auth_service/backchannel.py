@@ -40,6 +40,8 @@ TIMEOUT_SECONDS = 5.0
 # Seconds before each attempt after the first: MAX_ATTEMPTS in all, over about an hour.
 BACKOFF = (5, 30, 120, 600, 3000)
 MAX_ATTEMPTS = len(BACKOFF) + 1
+RETRYING_SECONDS = sum(BACKOFF) + MAX_ATTEMPTS * TIMEOUT_SECONDS  # the longest a notice is tried
+LOGOUT_TOKEN_SECONDS = 120  # a logout token's life: it is used at once
 
 
 @dataclass
@@ -68,7 +70,9 @@ class Backchannel:
             )
         if not due:
             return 0
-        errors = await asyncio.gather(*(self._tell(notice) for notice in due))
+        # (A leader that lost its lock meanwhile finishes this pass: the new one may post
+        # the same notices again, which an application takes as it took the first.)
+        errors = await asyncio.gather(*(self._told(notice) for notice in due))
         async with self.sessions.begin() as session:
             for notice, error in zip(due, errors, strict=True):
                 await self._record(session, notice, error)
@@ -105,6 +109,18 @@ class Backchannel:
             .values(attempts=attempts, error=error[:200], **changes)
         )
 
+    async def _told(self, notice: LogoutNotice) -> str | None:
+        """`_tell`, within TIMEOUT_SECONDS in all, and whatever goes wrong as the reason:
+        one notice's failure is recorded as such, never the pass's."""
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                return await self._tell(notice)
+        except TimeoutError:
+            return f"no answer within {TIMEOUT_SECONDS:.0f} s"
+        except Exception as exc:  # an address httpx cannot use, say
+            log.exception("telling %s that session %s ended", notice.client_id, notice.session_id)
+            return f"{type(exc).__name__}: {exc}"[:200]
+
     async def _tell(self, notice: LogoutNotice) -> str | None:
         """Post the notice's logout token: None once the application took it, else why
         not. A client without the URI (or no longer configured) takes it as told."""
@@ -121,18 +137,21 @@ class Backchannel:
                 "events": {EVENT: {}},
             },
             typ="logout+jwt",
+            ttl=timedelta(seconds=LOGOUT_TOKEN_SECONDS),
         )
         import httpx  # only where an application listens: auth's memory stays as it was
 
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+        if self._http is None:  # no proxy from the environment: straight to the application
+            self._http = httpx.AsyncClient(
+                timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+            )
         try:
-            answer = await self._http.post(uri, data={"logout_token": token})
+            # Streamed, and the body never read: only the status counts.
+            async with self._http.stream("POST", uri, data={"logout_token": token}) as answer:
+                status = answer.status_code
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if answer.status_code in (200, 204):
-            return None
-        return f"HTTP {answer.status_code}"
+        return None if status in (200, 204) else f"HTTP {status}"
 
     async def close(self) -> None:
         if self._http is not None:

@@ -44,6 +44,7 @@ from sqlalchemy import Row, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth_service import audit, events
+from auth_service.backchannel import RETRYING_SECONDS
 from auth_service.config import AuthSettings
 from auth_service.models import (
     AddressThrottle,
@@ -124,8 +125,16 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         ),
         # Kept past their minute, so a code redeemed twice still ends the session it opened.
         Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
-        # Given up on (after about an hour), or for an application that does not listen.
-        Rule("logout_notices", LogoutNotice.session_id, LogoutNotice.created_at < spent),
+        # Given up on (after about an hour of attempts), or for an application that does
+        # not listen while none does (so no pass drops them); never one still tried.
+        Rule(
+            "logout_notices",
+            LogoutNotice.session_id,
+            or_(
+                LogoutNotice.failed_at < spent,
+                LogoutNotice.created_at < spent - timedelta(seconds=RETRYING_SECONDS),
+            ),
+        ),
         # An authenticator app set up and never confirmed.
         Rule(
             "totp_factors",

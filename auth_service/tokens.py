@@ -84,14 +84,17 @@ class AccessTokenIssuer:
             claims["scope"] = scope or ""
         return self.sign(claims)
 
-    def sign(self, claims: dict[str, Any], typ: str | None = None) -> str:
-        """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime), signed with
-        the current key: an access token, or an ID token (whose `aud` is an application)."""
+    def sign(
+        self, claims: dict[str, Any], typ: str | None = None, ttl: timedelta | None = None
+    ) -> str:
+        """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime, or `ttl`),
+        signed with the current key: an access token, an ID token (whose `aud` is an
+        application), or a logout token (`typ` logout+jwt)."""
         now = utcnow()
         issued = {
             "iss": self._issuer,
             "iat": int(now.timestamp()),
-            "exp": int((now + self.ttl).timestamp()),
+            "exp": int((now + (ttl or self.ttl)).timestamp()),
             **claims,
         }
         self._keys.refresh()

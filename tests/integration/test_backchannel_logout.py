@@ -15,20 +15,13 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from tests.accounts import bearer, new_account
+from tests.accounts import PASSWORD, bearer, new_account
 from tests.conftest import Stack
-from tests.integration.test_oauth_code import signed_in
-from tests.support import (
-    SERVER_REDIRECT,
-    SERVER_SECRET,
-    TEST_ISSUER,
-    TEST_OAUTH_CLIENTS,
-    wait_until,
-)
+from tests.integration.test_oauth_code import server, signed_in
+from tests.support import TEST_ISSUER, TEST_OAUTH_CLIENTS, wait_until
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -90,14 +83,8 @@ def test_an_application_is_told_when_its_session_ends(
             assert meta["backchannel_logout_supported"] is True
             assert meta["backchannel_logout_session_supported"] is True
             account = new_account(stack, http, "backchannel", auth=auth.url)
-            with OAuth2Session(
-                client_id="test-server",
-                client_secret=SERVER_SECRET,
-                redirect_uri=SERVER_REDIRECT,
-                scope="openid",
-                code_challenge_method="S256",
-                token_endpoint_auth_method="client_secret_basic",
-            ) as app:
+            with server() as app:
+                app.scope = "openid"
                 token = signed_in(app, http, account, meta)
             sid = jose_jwt.decode(token["id_token"], keys(http, meta)).claims["sid"]
             listener.statuses = [503]  # the application is busy at first
@@ -125,6 +112,19 @@ def test_an_application_is_told_when_its_session_ends(
             )
             with sqlite3.connect(stack.work / "auth-backchannel.db") as db:
                 assert db.execute("SELECT count(*) FROM logout_notices").fetchone() == (0,)
+
+            # Deleting the account ends its sessions as any end does: the application hears.
+            with server() as app:
+                app.scope = "openid"
+                again = signed_in(app, http, account, meta)
+            sid = jose_jwt.decode(again["id_token"], keys(http, meta)).claims["sid"]
+            gone = http.request(
+                "DELETE", "/v1/auth/me", json={"password": PASSWORD}, headers=account.bearer
+            )
+            assert gone.status_code == 204, gone.text
+            wait_until(lambda: len(listener.posts) == 3, timeout=60)
+            (last,) = listener.posts[-1]["form"]["logout_token"]
+            assert jose_jwt.decode(last, keys(http, meta)).claims["sid"] == sid
     finally:
         auth.stop()
 

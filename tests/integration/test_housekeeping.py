@@ -290,19 +290,25 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-live", now + timedelta(seconds=30)),
         ]
     )
-    # Back-channel logout notices: gone a day after the session ended (told, given up on,
-    # or for an application that does not listen).
+    # Back-channel logout notices: a day after they were given up on; one never tried (no
+    # application listened) a day after it could have been tried last.
     session.add_all(
         LogoutNotice(
             session_id=uuid.uuid4(),
             client_id="app",
             user_id=kept_user.id,
             created_at=created,
-            attempts=6,
+            attempts=6 if failed else 0,
             next_attempt_at=created,
+            failed_at=failed,
             error=name,
         )
-        for name, created in [("gone-old", now - 25 * HOUR), ("kept-young", now - 23 * HOUR)]
+        for name, created, failed in [
+            ("gone-failed", now - 26 * HOUR, now - 25 * HOUR),
+            ("gone-never-tried", now - 26 * HOUR, None),
+            ("kept-failed", now - 24 * HOUR, now - 23 * HOUR),
+            ("kept-pending", now - 24.5 * HOUR, None),
+        ]
     )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
@@ -374,7 +380,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "passkey_challenges": 2,
         "recovery_codes": 1,
         "oauth_codes": 1,
-        "logout_notices": 1,
+        "logout_notices": 2,
         "totp_factors": 1,
         "address_throttle": 3,
         "outbox": 2,
