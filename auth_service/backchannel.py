@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,6 +43,12 @@ BACKOFF = (5, 30, 120, 600, 3000)
 MAX_ATTEMPTS = len(BACKOFF) + 1
 RETRYING_SECONDS = sum(BACKOFF) + MAX_ATTEMPTS * TIMEOUT_SECONDS  # the longest a notice is tried
 LOGOUT_TOKEN_SECONDS = 120  # a logout token's life: it is used at once
+OUTCOMES = Counter(
+    "auth_backchannel_logout_total",
+    "Back-channel logout notices: told, retried later, given up on, or dropped (the client "
+    "does not listen)",
+    ["outcome"],
+)
 
 
 @dataclass
@@ -82,6 +89,7 @@ class Backchannel:
         which = LogoutNotice.session_id == notice.session_id
         if error is None:
             await session.execute(delete(LogoutNotice).where(which))
+            OUTCOMES.labels("told" if self._listener(notice) else "dropped").inc()
             return
         attempts = notice.attempts + 1
         now = utcnow()
@@ -94,6 +102,7 @@ class Backchannel:
                 error,
             )
             changes: dict[str, Any] = {"failed_at": now}
+            OUTCOMES.labels("given_up").inc()
         else:
             log.warning(
                 "could not tell %s that session %s ended (attempt %d): %s",
@@ -103,6 +112,7 @@ class Backchannel:
                 error,
             )
             changes = {"next_attempt_at": now + timedelta(seconds=BACKOFF[attempts - 1])}
+            OUTCOMES.labels("retried").inc()
         await session.execute(
             update(LogoutNotice)
             .where(which)
@@ -124,8 +134,7 @@ class Backchannel:
     async def _tell(self, notice: LogoutNotice) -> str | None:
         """Post the notice's logout token: None once the application took it, else why
         not. A client without the URI (or no longer configured) takes it as told."""
-        client = self.clients.get(notice.client_id)
-        uri = client.backchannel_logout_uri if client else None
+        uri = self._listener(notice)
         if uri is None:
             return None
         token = self.tokens.sign(
@@ -152,6 +161,11 @@ class Backchannel:
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None if status in (200, 204) else f"HTTP {status}"
+
+    def _listener(self, notice: LogoutNotice) -> str | None:
+        """Where the notice's application listens (None: it does not, or is gone)."""
+        client = self.clients.get(notice.client_id)
+        return client.backchannel_logout_uri if client else None
 
     async def close(self) -> None:
         if self._http is not None:

@@ -112,6 +112,9 @@ def test_an_application_is_told_when_its_session_ends(
             )
             with sqlite3.connect(stack.work / "auth-backchannel.db") as db:
                 assert db.execute("SELECT count(*) FROM logout_notices").fetchone() == (0,)
+            metrics = http.get("/metrics").text
+            assert 'auth_backchannel_logout_total{outcome="retried"} 1.0' in metrics
+            assert 'auth_backchannel_logout_total{outcome="told"} 1.0' in metrics
 
             # Deleting the account ends its sessions as any end does: the application hears.
             with server() as app:

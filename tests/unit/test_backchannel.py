@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import uuid
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +18,12 @@ from auth_service.models import LogoutNotice, User, UserSession
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.user_sessions import Client, end_sessions, session_row
 from common.clock import utcnow
+
+
+def counted(outcome: str) -> float:
+    """auth_backchannel_logout_total{outcome} in this process."""
+    value = REGISTRY.get_sample_value("auth_backchannel_logout_total", {"outcome": outcome})
+    return value or 0.0
 
 
 def closed_port() -> int:
@@ -58,6 +65,7 @@ async def test_an_undeliverable_notice_is_given_up_on_and_kept(
         {"app": listening, "deaf": deaf},
     )
     assert backchannel.wanted
+    before = {outcome: counted(outcome) for outcome in ("dropped", "retried", "given_up")}
     await end_applications_sessions(sessions, "app", "deaf", None)
     async with sessions() as session:  # one notice per application's session
         assert sorted(await session.scalars(select(LogoutNotice.client_id))) == ["app", "deaf"]
@@ -76,6 +84,8 @@ async def test_an_undeliverable_notice_is_given_up_on_and_kept(
                 else:
                     assert notice.failed_at is not None  # given up: kept, for housekeeping
         assert await backchannel.deliver_due() == 0
+        after = {outcome: counted(outcome) - before[outcome] for outcome in before}
+        assert after == {"dropped": 1, "retried": MAX_ATTEMPTS - 1, "given_up": 1}
     finally:
         await backchannel.close()
 
