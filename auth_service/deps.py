@@ -112,9 +112,10 @@ async def current_caller(
         raise invalid_token("missing bearer token")
     claims = await verify_bearer(token, request.app.state.verifier)
     caller = await user_sessions.authenticate(claims)
-    route = getattr(request.scope.get("route"), "path", request.url.path)
-    if caller.application and (request.method, route) not in APPLICATION_ROUTES:
-        raise ApplicationSession
+    if caller.application:  # (the route looked up for an application's session alone)
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        if (request.method, route) not in APPLICATION_ROUTES:
+            raise ApplicationSession
     return caller
 
 

@@ -83,12 +83,6 @@ _INSERT = insert(_TOKENS)
 _OPEN = insert(_SESSIONS)
 
 
-def roles_for(roles: list[str], application: str | None) -> list[str]:
-    """The roles an access token carries: none in an application's session (an
-    authorization code's), so no service's admin check passes for an application."""
-    return [] if application else roles
-
-
 def signed_in_as(stored: str | None) -> tuple[str, ...]:
     """A session's `amr`, as its column holds it."""
     return tuple(stored.split()) if stored else ()
@@ -102,7 +96,7 @@ class Grant:
 
     access_tokens: AccessTokenIssuer
     user_id: uuid.UUID
-    roles: list[str]
+    roles: list[str]  # the account's; an application's token carries none (`sign`)
     session_id: uuid.UUID
     refresh_token: str
     amr: tuple[str, ...]  # how the session was signed in
@@ -112,8 +106,11 @@ class Grant:
     def sign(self) -> TokenPair:
         # Signing with a key already in memory does not fail in practice; if it ever did,
         # the client would hold a revoked token and log in again (a retry reads as reuse).
+        # An application's session carries no roles, so no service's admin check passes
+        # for an application.
+        roles = [] if self.application else self.roles
         access_token = self.access_tokens.issue(
-            self.user_id, self.roles, self.session_id, self.amr, self.application, self.scope
+            self.user_id, roles, self.session_id, self.amr, self.application, self.scope
         )
         return TokenPair(
             access_token=access_token,
@@ -173,9 +170,15 @@ class RefreshTokens:
     ) -> Grant:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
-        roles = roles_for(list(user.roles), application)
         return Grant(
-            self.access_tokens, user.id, roles, session_id, refresh, amr, application, scope
+            self.access_tokens,
+            user.id,
+            list(user.roles),
+            session_id,
+            refresh,
+            amr,
+            application,
+            scope,
         )
 
     async def open(
@@ -263,11 +266,10 @@ class RefreshTokens:
         refresh = new_refresh_token()
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)
-        roles = roles_for(spent.roles, touched.client_id)
         return Grant(
             self.access_tokens,
             spent.user_id,
-            roles,
+            spent.roles,
             spent.family_id,
             refresh,
             amr,
@@ -344,21 +346,18 @@ class RefreshTokens:
         proved itself as `caller` (None: none did) could refresh it. False where it could
         not (the token is another client's, or a confidential client's and it did not
         prove itself); True otherwise, also where there was nothing to end."""
-        async with self.sessions.begin() as session:
-            found = select(UserSession.id, UserSession.user_id, UserSession.client_id).where(
-                UserSession.ended_at.is_(None)
+        if refresh_token is not None:
+            family = select(RefreshToken.family_id).where(
+                RefreshToken.token_hash == hash_refresh_token(refresh_token)
             )
-            if refresh_token is not None:
-                family = select(RefreshToken.family_id).where(
-                    RefreshToken.token_hash == hash_refresh_token(refresh_token)
-                )
-                found = found.where(UserSession.id == family.scalar_subquery())
-            elif signed_in is not None:
-                found = found.where(
-                    UserSession.id == signed_in[0], UserSession.user_id == signed_in[1]
-                )
-            else:
-                return True
+            which = [UserSession.id == family.scalar_subquery()]
+        else:
+            assert signed_in is not None  # one of the two, always
+            which = [UserSession.id == signed_in[0], UserSession.user_id == signed_in[1]]
+        found = select(UserSession.id, UserSession.user_id, UserSession.client_id).where(
+            UserSession.ended_at.is_(None), *which
+        )
+        async with self.sessions.begin() as session:
             row = (await session.execute(found)).one_or_none()
             if row is None:
                 return True

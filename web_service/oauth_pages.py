@@ -189,12 +189,11 @@ async def ask(page: Page, client: dict[str, Any], values: dict[str, str]) -> Res
     """The consent page: whether to allow the application what it asks for."""
     kept = {name: value for name, value in values.items() if name != "prompt"}
     parts = urlsplit(values["redirect_uri"])
-    allowed = client.get("scopes") or ("openid", "email", "films")  # an older auth: all
     return await page.render(
         "oauth_consent.html",
         client=client,
         fields=kept,
-        scopes=[name for name in values.get("scope", "").split() if name in allowed],
+        scopes=[name for name in values.get("scope", "").split() if name in client["scopes"]],
         destination=parts.netloc or f"{parts.scheme}:",
     )
 
