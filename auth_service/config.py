@@ -38,13 +38,16 @@ Scope = Literal["openid", "email", "films"]
 
 class OAuthClient(BaseModel):
     """An application that sends people here to sign in (OAuth 2.0's authorization code
-    with PKCE, oauth.py), and gets their tokens back at one of its `redirect_uris`."""
+    with PKCE, oauth.py), and gets their tokens back at one of its `redirect_uris`; or a
+    resource server, which signs nobody in and asks auth whether a token is live (RFC
+    7662, `introspect`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     client_id: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
     name: str = Field(min_length=1, max_length=100)  # what the consent page calls it
-    redirect_uris: list[str] = Field(min_length=1, max_length=20)
+    # Empty only for a resource server.
+    redirect_uris: list[str] = Field(default_factory=list, max_length=20)
     # A confidential client (a server, which can keep a secret): the SHA-256 of its
     # secret, in hex. None: a public one (a single-page or native app), PKCE alone.
     secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -59,6 +62,24 @@ class OAuthClient(BaseModel):
     # Where auth tells it that one of its sessions ended, server to server (OpenID Connect
     # Back-Channel Logout): https, or http on this machine's loopback.
     backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
+    # May introspect access tokens (RFC 7662): a confidential client alone.
+    introspect: bool = False
+
+    @model_validator(mode="after")
+    def _signs_in_or_introspects(self) -> OAuthClient:
+        """An introspecting client proves itself; one without redirect URIs is a resource
+        server, which introspects and has nothing of an application's."""
+        name = f"client {self.client_id!r}"
+        if self.introspect and self.secret_sha256 is None:
+            raise ValueError(f"{name}: only a confidential client may introspect")
+        if self.redirect_uris:
+            return self
+        if not self.introspect:
+            raise ValueError(f"{name}: redirect_uris are needed, unless it introspects")
+        signs_in = {"trusted", "post_logout_redirect_uris", "scopes", "backchannel_logout_uri"}
+        if given := sorted(signs_in & self.model_fields_set):
+            raise ValueError(f"{name}: a resource server (no redirect_uris) has no {given}")
+        return self
 
     @field_validator("client_id")
     @classmethod
@@ -155,8 +176,8 @@ class AuthSettings(BaseSettings):
     passkey_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     passkey_rp_id: str | None = Field(default=None, min_length=1, max_length=253)
 
-    # Applications that send people here to sign in, as JSON: [{"client_id", "name",
-    # "redirect_uris", "secret_sha256"?, "trusted"?, "post_logout_redirect_uris"?}]
+    # Applications that send people here to sign in, and resource servers that
+    # introspect tokens, as JSON: [{"client_id", "name", "redirect_uris"?, ...}]
     # (OAuthClient), and the pages where they do, and where they sign them out (the web
     # front end's /oauth/authorize and /oauth/logout), for the OpenID metadata.
     oauth_clients: list[OAuthClient] = Field(default_factory=list)

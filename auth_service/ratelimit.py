@@ -17,8 +17,9 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -67,14 +68,23 @@ class RateLimiter:
 
     async def hit(self, scope: str, key: str, limit: Limit) -> None:
         """Count one request; raise RateLimited (429 + Retry-After) past the limit."""
+        await self._ask(self._count, scope, key, limit)
+
+    async def check(self, scope: str, key: str, limit: Limit) -> None:
+        """Raise RateLimited where the limit is spent, without counting this request: for
+        a budget of failures, which `hit` counts once one happens."""
+        await self._ask(self._test, scope, key, limit)
+
+    async def _ask(self, call: Check, scope: str, key: str, limit: Limit) -> None:
+        """`call` against Redis where there is one and it answers, else this process's
+        counters."""
         if not self.enabled:
             return
         item = limit.item
-        strategy = self._memory
         if self._redis is not None and time.monotonic() >= self._redis_down_until:
             try:
                 async with asyncio.timeout(REDIS_TIMEOUT):
-                    await self._check(self._redis, item, scope, key)
+                    await call(self._redis, item, scope, key)
                 return
             except RateLimited:
                 raise
@@ -83,16 +93,21 @@ class RateLimiter:
                 # the timeout leaves its connection closed under the client, which then
                 # raises uvloop's RuntimeError on every later use of it.
                 self._redis_failed(exc)
-        await self._check(strategy, item, scope, key)
+        await call(self._memory, item, scope, key)
 
     @staticmethod
-    async def _check(
+    async def _count(
         strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
     ) -> None:
-        if await strategy.hit(item, scope, key):
-            return
-        reset_at, _ = await strategy.get_window_stats(item, scope, key)
-        raise RateLimited(max(1, math.ceil(reset_at - time.time())))
+        if not await strategy.hit(item, scope, key):
+            await _refuse(strategy, item, scope, key)
+
+    @staticmethod
+    async def _test(
+        strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
+    ) -> None:
+        if not await strategy.test(item, scope, key):
+            await _refuse(strategy, item, scope, key)
 
     def _redis_failed(self, exc: BaseException) -> None:
         REDIS_FAILURES.inc()
@@ -118,6 +133,16 @@ class RateLimiter:
                 return bool(await self._redis_storage.check())
         except Exception:  # as in hit(): any failure means "not answering"
             return False
+
+
+Check = Callable[[MovingWindowRateLimiter, RateLimitItem, str, str], Awaitable[None]]
+
+
+async def _refuse(
+    strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
+) -> NoReturn:
+    reset_at, _ = await strategy.get_window_stats(item, scope, key)
+    raise RateLimited(max(1, math.ceil(reset_at - time.time())))
 
 
 def disconnect(storage: RedisStorage) -> None:
@@ -166,6 +191,10 @@ PER_IP = {
     "passkey_add": Limit(10, 60),
     # Codes are random and live a minute; this bounds a client that retries in a loop.
     "oauth_token": Limit(60, 60),
+    # Failed client authentications at the introspection endpoint, per address and
+    # client_id: a budget of guesses at a secret, checked before each attempt and spent
+    # by each failure.
+    "client_auth": Limit(30, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
 PER_ACCOUNT = {
@@ -185,16 +214,25 @@ PER_ACCOUNT = {
 }
 
 
+# Per OAuth client, once it proved itself: a resource server may introspect on each
+# request it serves, so only a runaway one meets this.
+PER_CLIENT = {
+    "introspect": Limit(6000, 60),
+}
+
+
 def configured(overrides: dict[str, tuple[int, float]]) -> dict[str, dict[str, Limit]]:
     """The limits in force: the defaults above, with AUTH_RATE_LIMITS overrides applied,
-    keyed "ip:<action>" or "account:<action>" -> [requests, seconds]."""
+    keyed "ip:<action>", "account:<action>" or "client:<action>" -> [requests, seconds]."""
     limits = {
         "ip": dict(PER_IP),
         "account": dict(PER_ACCOUNT),
+        "client": dict(PER_CLIENT),
     }
+    known = {"ip": PER_IP, "account": PER_IP, "client": PER_CLIENT}
     for key, (requests, seconds) in overrides.items():
         scope, _, action = key.partition(":")
-        if scope not in limits or action not in PER_IP:
+        if scope not in known or action not in known[scope]:
             raise ValueError(f"AUTH_RATE_LIMITS: unknown limit {key!r}")
         limits[scope][action] = Limit(int(requests), float(seconds))
     return limits

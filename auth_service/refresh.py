@@ -119,6 +119,18 @@ class Grant:
         )
 
 
+@dataclass(frozen=True)
+class LiveRefreshToken:
+    """A refresh token that would refresh now, as introspection tells of it (RFC 7662)."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    client_id: str | None  # the application whose session it is; None: the person's own
+    scope: str | None
+    issued_at: datetime
+    expires_at: datetime
+
+
 def _nothing() -> None:
     return None
 
@@ -367,6 +379,34 @@ class RefreshTokens:
             audit.record(session, "logout", user_id=row.user_id, ip=ip, client=row.client_id)
         self.wake_relay()
         return True
+
+    async def live(self, presented: str) -> LiveRefreshToken | None:
+        """The token, if `rotate` would take it now: not rotated, revoked or expired, its
+        session live and its account verified and enabled. None otherwise (a rotated
+        token within the grace period too: it is no longer its holder's current one)."""
+        found = (
+            select(
+                RefreshToken.user_id,
+                RefreshToken.family_id,
+                UserSession.client_id,
+                UserSession.scope,
+                RefreshToken.created_at,
+                RefreshToken.expires_at,
+            )
+            .join(UserSession, UserSession.id == RefreshToken.family_id)
+            .join(User, User.id == RefreshToken.user_id)
+            .where(
+                RefreshToken.token_hash == hash_refresh_token(presented),
+                RefreshToken.revoked_at.is_(None),
+                RefreshToken.expires_at > utcnow(),
+                UserSession.ended_at.is_(None),
+                User.email_verified.is_(True),
+                User.disabled_at.is_(None),
+            )
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(found)).one_or_none()
+        return None if row is None else LiveRefreshToken(*row)
 
     @staticmethod
     async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -150,6 +150,7 @@ SPA_SIGNED_OUT = "https://diary.example.test/signed-out"  # after RP-initiated l
 SERVER_REDIRECT = "https://app.example.test/oauth/callback?from=films"
 FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
 SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
+RESOURCE_SECRET = "test-api-secret-0123456789abcdefghijklmnopqr"
 TEST_OAUTH_CLIENTS = [
     {
         "client_id": "test-spa",
@@ -163,6 +164,12 @@ TEST_OAUTH_CLIENTS = [
         "redirect_uris": [SERVER_REDIRECT],
         "secret_sha256": hashlib.sha256(SERVER_SECRET.encode()).hexdigest(),
         "scopes": ["openid", "email"],  # not the films API
+    },
+    {  # a resource server: it introspects tokens and signs nobody in
+        "client_id": "test-api",
+        "name": "Reviews API",
+        "secret_sha256": hashlib.sha256(RESOURCE_SECRET.encode()).hexdigest(),
+        "introspect": True,
     },
     {
         "client_id": "test-first-party",

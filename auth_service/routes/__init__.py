@@ -78,6 +78,25 @@ async def limit_account(request: Request, action: str, account: str) -> None:
         await limiter.hit(f"account:{action}", account, limits["account"][action])
 
 
+async def limit_failures(request: Request, action: str, key: str, *, failed: bool) -> None:
+    """A budget of failures per client address and `key` (what the attempt names): checked
+    before each attempt, spent by each failure (`failed`). RateLimited once spent."""
+    limiter: RateLimiter = request.app.state.limiter
+    limits = request.app.state.limits
+    counted = f"{ip_key(client_ip(request))} {key}"
+    if failed:
+        await limiter.hit(f"ip:{action}", counted, limits["ip"][action])
+    else:
+        await limiter.check(f"ip:{action}", counted, limits["ip"][action])
+
+
+async def limit_client(request: Request, action: str, client_id: str) -> None:
+    """Count one request of an OAuth client that proved itself."""
+    limiter: RateLimiter = request.app.state.limiter
+    limits = request.app.state.limits
+    await limiter.hit(f"client:{action}", client_id, limits["client"][action])
+
+
 # RFC 6749 §5.1: an answer holding tokens is not kept by any cache along the way.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

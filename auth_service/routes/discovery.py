@@ -3,9 +3,10 @@ Discovery 1.0, RFC 8414), so an ordinary OAuth2/OIDC library finds the token end
 the keys without reading our code.
 
 What it says is what there is: a token endpoint with the password and refresh-token
-grants, RS256-signed JWT access tokens, the JWKS; and, where AUTH_AUTHORIZATION_ENDPOINT
-names the web front end's page, the authorization code grant with PKCE (S256) for the
-applications in AUTH_OAUTH_CLIENTS, with ID tokens for the `openid` scope (`oauth.py`).
+grants, RS256-signed JWT access tokens, the JWKS, revocation and introspection; and, where
+AUTH_AUTHORIZATION_ENDPOINT names the web front end's page, the authorization code grant
+with PKCE (S256) for the applications in AUTH_OAUTH_CLIENTS, with ID tokens for the
+`openid` scope (`oauth.py`).
 `issuer` is AUTH_TOKEN_ISSUER, the `iss` of every token; URLs start at AUTH_PUBLIC_URL,
 or else at the address the request came to.
 """
@@ -27,7 +28,8 @@ router = APIRouter(tags=["keys"])
 CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "roles", "sid"]
 
 
-CLIENT_AUTH = ["none", "client_secret_basic", "client_secret_post"]
+SECRET_AUTH = ["client_secret_basic", "client_secret_post"]
+CLIENT_AUTH = ["none", *SECRET_AUTH]
 ID_CLAIMS = ["auth_time", "nonce", "amr", "email", "email_verified"]
 
 
@@ -37,6 +39,9 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         "issuer": settings.token_issuer,
         "token_endpoint": f"{base}{TOKEN_URL}",
         "revocation_endpoint": f"{base}/v1/auth/revoke",
+        # RFC 7662, for confidential clients (resource servers among them).
+        "introspection_endpoint": f"{base}/v1/auth/introspect",
+        "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],

@@ -17,28 +17,38 @@ the client must prove itself, and gets only its own sessions refreshed. A confid
 client's session is refreshed by that client alone (RFC 6749 §6).
 
 `POST /v1/auth/revoke` is RFC 7009's revocation endpoint, with the same client
-authentication: a token's session ends (`revoke`).
+authentication: a token's session ends (`revoke`). `POST /v1/auth/introspect` is RFC
+7662's introspection endpoint, for confidential clients only: whether a token is live now,
+which auth knows at once (`introspect`).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBasic
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from auth_service.config import OAuthClient
-from auth_service.deps import TOKEN_URL, AccountsDep, OAuthDep, RefreshTokensDep
+from auth_service.deps import (
+    TOKEN_URL,
+    AccountsDep,
+    OAuthDep,
+    RefreshTokensDep,
+    UserSessionsDep,
+)
 from auth_service.errors import (
     AccountDisabled,
     AccountLocked,
@@ -49,10 +59,18 @@ from auth_service.errors import (
     InvalidCredentials,
     InvalidGrant,
     MfaRequired,
+    NotAuthenticated,
     RetryLater,
 )
 from auth_service.http_errors import problem_for
-from auth_service.routes import NO_STORE, client_ip, limit, request_client
+from auth_service.routes import (
+    NO_STORE,
+    client_ip,
+    limit,
+    limit_client,
+    limit_failures,
+    request_client,
+)
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 from common.jwt import InvalidToken
@@ -116,6 +134,39 @@ class RevokeForm(ClientForm):
     token_type_hint: str | None = Field(
         default=None, max_length=64, description="access_token or refresh_token; a hint only"
     )
+
+
+class IntrospectForm(ClientForm):
+    """RFC 7662 §2.1."""
+
+    token: str | None = Field(default=None, max_length=8192)
+    token_type_hint: str | None = Field(
+        default=None, max_length=64, description="access_token or refresh_token; a hint only"
+    )
+
+
+class IntrospectionOut(BaseModel):
+    """RFC 7662 §2.2: `active`, and of an active token what it is (members that do not
+    apply left out): an access token's claims, with the account's roles as they are now,
+    and `token_type` Bearer; a refresh token's client, scope, holder, session and life."""
+
+    active: bool
+    token_type: Literal["Bearer"] | None = None
+    client_id: str | None = None  # the application it was issued to
+    scope: str | None = None  # what was granted to that application
+    sub: str | None = None
+    iss: str | None = None
+    aud: str | list[str] | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    sid: str | None = None  # its session, as in the ID token and logout tokens
+    roles: list[str] | None = None
+    amr: list[str] | None = None
+
+
+INACTIVE = IntrospectionOut(active=False)
+BEARER: Literal["Bearer"] = "Bearer"
 
 
 def oauth_error(
@@ -260,6 +311,119 @@ async def revoke(
             return oauth_error(401, "invalid_client", "this token's client must authenticate")
         return oauth_error(400, "unauthorized_client", "the token was issued to another client")
     return Response(headers=NO_STORE)
+
+
+class ClientBasic(HTTPBasic):
+    """The client's HTTP Basic in the OpenAPI schema, read by `_client` (which answers a
+    malformed header in §5.2's format, as invalid_client)."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+INTROSPECT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorOut, "description": "`error`: invalid_request"},
+    401: {
+        "model": OAuthErrorOut,
+        "description": "`error`: invalid_client (no client, a public one, a wrong secret)",
+    },
+    429: ERRORS[429],
+}
+# What an active access token's answer repeats of its claims (`roles` is read anew).
+ANSWERED_CLAIMS = frozenset(
+    {"client_id", "scope", "sub", "iss", "aud", "exp", "iat", "jti", "sid", "amr"}
+)
+
+
+@router.post(
+    "/introspect",
+    response_model=IntrospectionOut,
+    responses=INTROSPECT_ERRORS,
+    dependencies=[Security(ClientBasic(scheme_name="clientSecret", auto_error=False))],
+)
+async def introspect(
+    form: Annotated[IntrospectForm, Form()],
+    request: Request,
+    tokens: RefreshTokensDep,
+    user_sessions: UserSessionsDep,
+    oauth: OAuthDep,
+) -> Response:
+    """RFC 7662: whether a token is live now, for a confidential client that proves itself
+    (§2.1) with its secret, in HTTP Basic or in the form. An access token is active to a
+    client registered to introspect (a resource server), while it verifies, has not
+    expired and its session and account are live, which auth knows at once and films and
+    the mailer only once they hear; a refresh token is active to the client whose session
+    it is, while it would refresh. Anything else is `{"active": false}` (§2.2, §4)."""
+    if await _repeated(request, IntrospectForm):
+        return oauth_error(400, "invalid_request", "a parameter was sent more than once")
+    # Failed authentications spend a budget per address and client_id, checked before
+    # each attempt, so guesses at a secret stop there; a client that proves itself is
+    # counted on its own, so nobody else at its address spends its budget.
+    basic = _basic_credentials(request)
+    named = (basic[0] if basic else form.client_id) or ""
+    try:
+        await limit_failures(request, "client_auth", named, failed=False)
+        caller = _client(request, form, oauth, required=True)
+        if not isinstance(caller, OAuthClient) or caller.secret_sha256 is None:
+            await limit_failures(request, "client_auth", named, failed=True)
+            return caller if isinstance(caller, JSONResponse) else _not_confidential(basic)
+        await limit_client(request, "introspect", caller.client_id)
+    except AuthError as exc:
+        return _refusal(exc)
+    if not form.token:
+        return oauth_error(400, "invalid_request", "token is required")
+    if form.token.count(".") == 2:  # a JWT: an access token, if ours
+        return _introspected(await _access_token(request, form.token, caller, user_sessions))
+    live = await tokens.live(form.token)
+    if live is None or live.client_id != caller.client_id:
+        return _introspected(INACTIVE)
+    settings = request.app.state.settings
+    return _introspected(
+        IntrospectionOut(
+            active=True,
+            client_id=live.client_id,
+            scope=live.scope,
+            sub=str(live.user_id),
+            iss=settings.token_issuer,
+            exp=int(live.expires_at.timestamp()),
+            iat=int(live.issued_at.timestamp()),
+            sid=str(live.session_id),
+        )
+    )
+
+
+def _not_confidential(basic: tuple[str, str] | None) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+    return oauth_error(
+        401,
+        "invalid_client",
+        "introspection is for confidential clients, with their secret",
+        headers,
+    )
+
+
+async def _access_token(
+    request: Request, token: str, caller: OAuthClient, user_sessions: UserSessionsDep
+) -> IntrospectionOut:
+    """An access token's answer: active to a client that may introspect, while it verifies
+    and has not expired (without the verifier's leeway for clocks) and its session and
+    account are live; its claims, with the account's roles as they are now."""
+    if not caller.introspect:
+        return INACTIVE
+    try:
+        claims = request.app.state.verifier.verify(token)
+        live = await user_sessions.authenticate(claims)
+    except (InvalidToken, NotAuthenticated):
+        return INACTIVE
+    if claims["exp"] <= time.time():
+        return INACTIVE
+    roles = [] if live.application else list(live.user.roles)
+    known = {name: claims[name] for name in ANSWERED_CLAIMS & claims.keys()}
+    return IntrospectionOut(active=True, token_type=BEARER, roles=roles, **known)
+
+
+def _introspected(body: IntrospectionOut) -> Response:
+    return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 
 
 def _tokens(pair: TokenPair, id_token: str | None = None, scope: str | None = None) -> Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,12 +24,6 @@ from tests.integration.test_auth_api import wrong
 from tests.support import Minter, unique_email, wait_until
 
 NEW_PASSWORD = "an entirely new passphrase"
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def refresh(http: httpx.Client, account: Account) -> httpx.Response:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,12 +24,6 @@ from tests.conftest import Stack
 from tests.integration.test_auth_api import signup
 from tests.integration.test_keys_and_roles import run_cli
 from tests.support import unique_email
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,12 +15,6 @@ from tests.integration.test_auth_api import PASSWORD, signup, verify, wrong
 from tests.support import unique_email
 
 LOCKOUT_THRESHOLD = 30  # the default
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def login(http: httpx.Client, email: str, password: str) -> httpx.Response:

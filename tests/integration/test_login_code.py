@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,12 +15,6 @@ from tests.integration.test_auth_api import wrong
 from tests.support import unique_email
 
 SUBJECT = "Your Films sign-in code"
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def ask(http: httpx.Client, email: str, locale: str = "en") -> httpx.Response:

@@ -5,7 +5,6 @@ against the published JWKS; then the endpoint's refusals, each an RFC 6749 §5.2
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,15 +16,8 @@ from joserfc.jwk import KeySet
 
 from tests.accounts import PASSWORD, new_account
 from tests.conftest import Stack
+from tests.integration.conftest import DISCOVERY
 from tests.support import TEST_AUDIENCE, TEST_ISSUER, unique_email
-
-DISCOVERY = "/.well-known/openid-configuration"
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ are tests/web/test_oauth_pages.py's."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +22,7 @@ from joserfc.jwk import KeySet
 
 from tests.accounts import PASSWORD, Account, bearer, grant, login, new_account
 from tests.conftest import Stack
-from tests.integration.test_oauth import DISCOVERY, assert_oauth_error, token_call
+from tests.integration.test_oauth import assert_oauth_error, token_call
 from tests.support import (
     FIRST_PARTY_REDIRECT,
     SERVER_REDIRECT,
@@ -35,20 +34,6 @@ from tests.support import (
     TEST_ISSUER,
     Minter,
 )
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def meta(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # plain HTTP on 127.0.0.1
-    answer: dict[str, Any] = http.get(DISCOVERY).json()
-    return answer
-
 
 USERINFO = "/v1/auth/oauth/userinfo"
 
@@ -110,13 +95,14 @@ def signed_in(
     return token
 
 
-def server() -> OAuth2Session:
+def server(**options: Any) -> OAuth2Session:
     return OAuth2Session(
         client_id="test-server",
         client_secret=SERVER_SECRET,
         redirect_uri=SERVER_REDIRECT,
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic",
+        **options,
     )
 
 

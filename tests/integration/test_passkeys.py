@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jwt
-import pytest
 
 from tests.accounts import PASSWORD, Account, audit_rows, auth_rows, new_account, new_admin
 from tests.conftest import Stack
 from tests.integration.test_two_step import mfa_token, second_step, turn_on
 from tests.passkey_device import Device, b64url, from_b64url
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def add_options(http: httpx.Client, account: Account) -> dict[str, Any]:

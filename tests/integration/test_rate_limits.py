@@ -11,7 +11,7 @@ import pytest
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
-from tests.support import unique_email
+from tests.support import RESOURCE_SECRET, SERVER_SECRET, unique_email
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,45 @@ def test_sign_in_codes_are_limited_per_account(limited_auth: str) -> None:
             for _ in range(allowed + 1)
         ]
     assert codes == [202] * allowed + [429]
+
+
+INTROSPECT = "/v1/auth/introspect"
+
+
+def test_introspection_stops_guesses_at_a_secret(limited_auth: str) -> None:
+    """Wrong secrets spend a budget per address and client; once it is spent even the
+    right secret is refused, so guessing stops. Another client is not held up."""
+    allowed = PER_IP["client_auth"].requests
+    form = {"token": "never-issued"}
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        guesses = [
+            http.post(INTROSPECT, data=form, auth=("test-api", f"guess-{n}")).status_code
+            for n in range(allowed + 1)
+        ]
+        right = http.post(INTROSPECT, data=form, auth=("test-api", RESOURCE_SECRET))
+        other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
+    assert guesses == [401] * allowed + [429]
+    assert right.status_code == 429 and right.json()["error"] == "rate_limited"
+    assert other.status_code == 200 and other.json() == {"active": False}
+
+
+def test_introspection_counts_each_client_apart(stack: Stack) -> None:
+    """A client that proves itself has a budget of its own (`client:introspect`)."""
+    service = stack.spawn(
+        "auth_service",
+        "auth-introspect-limited",
+        AUTH_RATE_LIMIT_ENABLED="true",
+        AUTH_RATE_LIMITS='{"client:introspect": [3, 60]}',
+    )
+    form = {"token": "never-issued"}
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            asked = [
+                http.post(INTROSPECT, data=form, auth=("test-api", RESOURCE_SECRET)).status_code
+                for _ in range(4)
+            ]
+            other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
+    finally:
+        service.stop()
+    assert asked == [200, 200, 200, 429]
+    assert other.status_code == 200

@@ -5,20 +5,12 @@ user's session id is answered as if it did not exist."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from tests.accounts import Account, login, new_account
 from tests.conftest import Stack
 from tests.support import Minter
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def sessions(http: httpx.Client, account: Account) -> list[dict[str, object]]:

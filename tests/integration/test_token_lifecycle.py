@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import httpx
 import jwt
-import pytest
 
 from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD, signup, verify, wrong
 from tests.support import unique_email
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 def new_account(stack: Stack, http: httpx.Client) -> tuple[str, dict[str, str]]:

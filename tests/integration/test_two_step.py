@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,12 +27,6 @@ from tests.accounts import (
     new_admin,
 )
 from tests.conftest import TEST_CODE_BUDGET, Stack
-
-
-@pytest.fixture
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.auth.url, timeout=30) as client:
-        yield client
 
 
 class App:

@@ -80,10 +80,13 @@ def test_every_protected_operation_declares_its_scheme(key_dir: Path, service: s
 
 
 def test_auth_authorizes_through_its_token_endpoint(key_dir: Path) -> None:
-    schemes = apps(key_dir)["auth"].openapi()["components"]["securitySchemes"]
-    (scheme,) = schemes.values()
-    assert scheme["type"] == "oauth2"
-    assert scheme["flows"]["password"]["tokenUrl"] == "/v1/auth/token"
+    """People through the token endpoint; services, to introspect, as clients."""
+    openapi = apps(key_dir)["auth"].openapi()
+    people, clients = openapi["components"]["securitySchemes"].values()
+    assert people["type"] == "oauth2"
+    assert people["flows"]["password"]["tokenUrl"] == "/v1/auth/token"
+    assert clients == {"type": "http", "scheme": "basic"}
+    assert openapi["paths"]["/v1/auth/introspect"]["post"]["security"] == [{"clientSecret": []}]
 
 
 @pytest.mark.parametrize("service", ["films", "mailer"])

@@ -63,6 +63,29 @@ async def test_keys_and_scopes_are_independent() -> None:
         await limiter.hit("login", "a", Limit(1, 60))
 
 
+async def spend_a_budget_of_failures(limiter: RateLimiter) -> None:
+    """Checked before each attempt, spent by the failures alone."""
+    budget = Limit(2, 60)
+    for _ in range(5):
+        await limiter.check("ip:client_auth", "k", budget)
+    await limiter.hit("ip:client_auth", "k", budget)
+    await limiter.check("ip:client_auth", "k", budget)
+    await limiter.hit("ip:client_auth", "k", budget)
+    with pytest.raises(RateLimited) as refused:
+        await limiter.check("ip:client_auth", "k", budget)
+    assert 1 <= refused.value.retry_after <= 60
+    await limiter.check("ip:client_auth", "another", budget)
+    limiter.close()
+
+
+async def test_a_check_counts_nothing_and_refuses_once_hits_spent_the_budget() -> None:
+    await spend_a_budget_of_failures(RateLimiter())
+
+
+async def test_a_check_reads_the_counts_in_redis(prefix: str) -> None:
+    await spend_a_budget_of_failures(RateLimiter(redis_url=REDIS_URL, key_prefix=prefix))
+
+
 async def test_disabled_never_refuses() -> None:
     limiter = RateLimiter(enabled=False)
     for _ in range(100):
@@ -140,6 +163,9 @@ def test_limits_are_configurable_and_misspellings_refused() -> None:
     assert limits["ip"]["verify"] == PER_IP["verify"]
     with pytest.raises(ValueError):
         configured({"ip:logn": (3, 10)})
+    assert configured({"client:introspect": (5, 1)})["client"]["introspect"] == Limit(5, 1)
+    with pytest.raises(ValueError):
+        configured({"client:login": (3, 10)})  # no client budget of that name
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,11 @@ def test_an_application_may_come_back_to(redirect_uri: str) -> None:
     assert settings.oauth_clients[0].redirect_uris == [redirect_uri]
 
 
+def test_a_resource_server_is_a_confidential_client_without_redirect_uris() -> None:
+    api = client(redirect_uris=[], secret_sha256="0" * 64, introspect=True)
+    assert AuthSettings(oauth_clients=[api]).oauth_clients[0].redirect_uris == []
+
+
 @pytest.mark.parametrize(
     ("clients", "endpoint", "said"),
     [
@@ -233,7 +238,14 @@ def test_an_application_may_come_back_to(redirect_uri: str) -> None:
         ([client(redirect_uris=["https://a.example/cb#x"])], None, "not a redirect URI"),
         ([client(redirect_uris=["/cb"])], None, "not a redirect URI"),
         ([client(redirect_uris=["javascript:alert(1)"])], None, "not a redirect URI"),
-        ([client(redirect_uris=[])], None, "at least 1"),
+        ([client(redirect_uris=[])], None, "redirect_uris are needed"),
+        ([client(redirect_uris=[], secret_sha256="0" * 64)], None, "unless it introspects"),
+        ([client(introspect=True)], None, "only a confidential client may introspect"),
+        (
+            [client(redirect_uris=[], secret_sha256="0" * 64, introspect=True, trusted=False)],
+            None,
+            "a resource server .* has no .'trusted'.",
+        ),
         ([client(), client()], None, "given twice"),
         ([client(client_id="api")], None, "AUTH_TOKEN_AUDIENCE"),  # ID tokens as access
         ([client(client_id="a b")], None, "client_id"),
