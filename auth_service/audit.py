@@ -66,6 +66,7 @@ EVENTS = {
     "oauth_authorized",  # a person let an application in (detail: client, scope, consented)
     "oauth_code_reused",  # a redeemed code again: its session ended (detail: client)
     "oauth_consent_revoked",  # a person took back an application's yes (detail: client)
+    "client_token",  # a client's own access token (detail: client, scope)
 }
 
 

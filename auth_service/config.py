@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -36,17 +37,26 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 Scope = Literal["openid", "email", "films"]
 
 
+def _uuid_like(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
+
+
 class OAuthClient(BaseModel):
     """An application that sends people here to sign in (OAuth 2.0's authorization code
     with PKCE, oauth.py), and gets their tokens back at one of its `redirect_uris`; or a
-    resource server, which signs nobody in and asks auth whether a token is live (RFC
-    7662, `introspect`)."""
+    service, which signs nobody in: it asks auth whether a token is live (RFC 7662,
+    `introspect`), or gets tokens of its own to call the APIs as itself (RFC 6749 §4.4,
+    `client_credentials`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     client_id: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
     name: str = Field(min_length=1, max_length=100)  # what the consent page calls it
-    # Empty only for a resource server.
+    # Empty only for a service.
     redirect_uris: list[str] = Field(default_factory=list, max_length=20)
     # A confidential client (a server, which can keep a secret): the SHA-256 of its
     # secret, in hex. None: a public one (a single-page or native app), PKCE alone.
@@ -64,21 +74,31 @@ class OAuthClient(BaseModel):
     backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
     # May introspect access tokens (RFC 7662): a confidential client alone.
     introspect: bool = False
+    # May get access tokens of its own (`sub` its client_id) for the scopes it may be
+    # granted, beyond openid and email (RFC 6749 §4.4): a confidential client alone.
+    client_credentials: bool = False
 
     @model_validator(mode="after")
-    def _signs_in_or_introspects(self) -> OAuthClient:
-        """An introspecting client proves itself; one without redirect URIs is a resource
-        server, which introspects and has nothing of an application's."""
+    def _signs_in_or_serves(self) -> OAuthClient:
+        """A service (introspecting, or with tokens of its own) proves itself; one without
+        redirect URIs is a service alone, and has nothing of an application's. A client
+        with tokens of its own is never named like an account: its client_id is their
+        `sub`, and an account's is a UUID."""
         name = f"client {self.client_id!r}"
-        if self.introspect and self.secret_sha256 is None:
-            raise ValueError(f"{name}: only a confidential client may introspect")
+        service = self.introspect or self.client_credentials
+        if service and self.secret_sha256 is None:
+            raise ValueError(f"{name}: introspect and client_credentials need a secret")
+        if self.client_credentials and _uuid_like(self.client_id):
+            raise ValueError(f"{name}: with client_credentials, a client_id is no UUID")
         if self.redirect_uris:
             return self
-        if not self.introspect:
-            raise ValueError(f"{name}: redirect_uris are needed, unless it introspects")
-        signs_in = {"trusted", "post_logout_redirect_uris", "scopes", "backchannel_logout_uri"}
+        if not service:
+            raise ValueError(
+                f"{name}: redirect_uris are needed, unless it introspects or has client_credentials"
+            )
+        signs_in = {"trusted", "post_logout_redirect_uris", "backchannel_logout_uri"}
         if given := sorted(signs_in & self.model_fields_set):
-            raise ValueError(f"{name}: a resource server (no redirect_uris) has no {given}")
+            raise ValueError(f"{name}: a service (no redirect_uris) has no {given}")
         return self
 
     @field_validator("client_id")

@@ -72,6 +72,11 @@ class ClientRefused(AuthError):
     secret (RFC 6749's invalid_client)."""
 
 
+class NoScope(AuthError):
+    """The client credentials grant: nothing asked for is a scope the client may get
+    (RFC 6749's invalid_scope)."""
+
+
 class AccountDisabled(AuthError):
     """Right credentials, but an admin disabled the account."""
 

@@ -84,6 +84,19 @@ class AccessTokenIssuer:
             claims["scope"] = scope or ""
         return self.sign(claims)
 
+    def issue_to_client(self, client_id: str, scope: str) -> str:
+        """An access token of a client's own (the client credentials grant): `sub` and
+        `client_id` both the client's (RFC 9068 §2.2), no session and no roles."""
+        claims = {
+            "sub": client_id,
+            "aud": self._audience,
+            "jti": str(uuid.uuid4()),
+            "roles": [],
+            "client_id": client_id,
+            "scope": scope,
+        }
+        return self.sign(claims)
+
     def sign(
         self, claims: dict[str, Any], typ: str | None = None, ttl: timedelta | None = None
     ) -> str:

@@ -6,7 +6,9 @@ OpenAPI, so Swagger's "Authorize" button works on every protected route.
 An application's token (an authorization code's: it carries the application's `client_id`
 and the `scope` the person allowed it, RFC 9068) is taken only by a service that names the
 scope it needs, and only with that scope; a service that names none takes the person's own
-tokens alone.
+tokens alone. A client's own token (the client credentials grant, `clients_own`) is an
+application's token too, and speaks for no person: routes about the caller's own data
+refuse it (`person_required`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def insufficient_scope(needed: str | None) -> ApiError:
         challenge = f'Bearer error="insufficient_scope", scope="{needed}"'
         message = f"an application's token needs the {needed} scope here"
     return ApiError(403, "insufficient_scope", message, {"WWW-Authenticate": challenge})
+
+
+def clients_own(claims: Claims) -> bool:
+    """Whether the token is a client's own (the client credentials grant: `sub` is its
+    client_id), speaking for no person."""
+    return "client_id" in claims and claims["client_id"] == claims.get("sub")
+
+
+def person_required() -> ApiError:
+    return ApiError(403, "forbidden", "this needs a person's token, not a client's own")
 
 
 def check_application(claims: Claims, needed: str | None) -> None:

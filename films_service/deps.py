@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bearer import ClaimsDep
+from common.bearer import ClaimsDep, clients_own, person_required
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -18,7 +18,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def subject(claims: ClaimsDep) -> str:
-    """The caller's user id: the access token's `sub`."""
+    """The caller's user id: the access token's `sub`; 403 for a client's own token,
+    which speaks for no person."""
+    if clients_own(claims):
+        raise person_required()
     return str(claims["sub"])
 
 

@@ -165,11 +165,12 @@ TEST_OAUTH_CLIENTS = [
         "secret_sha256": hashlib.sha256(SERVER_SECRET.encode()).hexdigest(),
         "scopes": ["openid", "email"],  # not the films API
     },
-    {  # a resource server: it introspects tokens and signs nobody in
+    {  # a service: it introspects tokens, calls the films API as itself, signs nobody in
         "client_id": "test-api",
         "name": "Reviews API",
         "secret_sha256": hashlib.sha256(RESOURCE_SECRET.encode()).hexdigest(),
         "introspect": True,
+        "client_credentials": True,
     },
     {
         "client_id": "test-first-party",

@@ -39,7 +39,7 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         "issuer": settings.token_issuer,
         "token_endpoint": f"{base}{TOKEN_URL}",
         "revocation_endpoint": f"{base}/v1/auth/revoke",
-        # RFC 7662, for confidential clients (resource servers among them).
+        # RFC 7662, for confidential clients (services among them).
         "introspection_endpoint": f"{base}/v1/auth/introspect",
         "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
         "jwks_uri": f"{base}/.well-known/jwks.json",
@@ -70,6 +70,9 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
         }
+    if any(client.client_credentials for client in settings.oauth_clients):
+        meta["grant_types_supported"] = [*meta["grant_types_supported"], "client_credentials"]
+        meta["token_endpoint_auth_methods_supported"] = CLIENT_AUTH
     if settings.end_session_endpoint:  # OpenID Connect RP-Initiated Logout
         meta["end_session_endpoint"] = settings.end_session_endpoint
     return meta

@@ -59,6 +59,7 @@ from auth_service.errors import (
     InvalidCredentials,
     InvalidGrant,
     MfaRequired,
+    NoScope,
     NotAuthenticated,
     RetryLater,
 )
@@ -73,6 +74,7 @@ from auth_service.routes import (
 )
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
+from common.bearer import clients_own
 from common.jwt import InvalidToken
 from common.schemas import Email
 
@@ -104,9 +106,10 @@ class OAuthTokenOut(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = None  # not for a client's own token (§4.4.3)
     id_token: str | None = None  # the authorization code grant, `openid` granted
-    scope: str | None = None  # the authorization code grant: what was granted
+    # The authorization code and client credentials grants: what was granted.
+    scope: str | None = None
 
 
 class ClientForm(BaseModel):
@@ -124,7 +127,9 @@ class TokenForm(ClientForm):
     code: str | None = Field(default=None, max_length=256)
     redirect_uri: str | None = Field(default=None, max_length=2000)
     code_verifier: str | None = Field(default=None, max_length=128)
-    scope: str | None = Field(default=None, max_length=1024, description="ignored")
+    scope: str | None = Field(
+        default=None, max_length=1024, description="client_credentials: the scopes asked for"
+    )
 
 
 class RevokeForm(ClientForm):
@@ -230,6 +235,8 @@ async def token(
     try:
         if form.grant_type == "authorization_code":
             return await _code_grant(request, form, oauth, client)
+        if form.grant_type == "client_credentials":
+            return await _client_credentials(request, form, oauth)
         if form.grant_type == "password":
             if not form.username or not form.password:
                 return oauth_error(400, "invalid_request", "username and password are required")
@@ -249,7 +256,8 @@ async def token(
             return oauth_error(
                 400,
                 "unsupported_grant_type",
-                "grant_type must be authorization_code, password or refresh_token",
+                "grant_type must be authorization_code, password, refresh_token or "
+                "client_credentials",
             )
     except MfaRequired as exc:  # as Auth0 answers it: the second step is /v1/auth/login/mfa
         problem = problem_for(exc)
@@ -366,14 +374,17 @@ async def introspect(
         caller = _client(request, form, oauth, required=True)
         if not isinstance(caller, OAuthClient) or caller.secret_sha256 is None:
             await limit_failures(request, "client_auth", named, failed=True)
-            return caller if isinstance(caller, JSONResponse) else _not_confidential(basic)
+            if isinstance(caller, JSONResponse):
+                return caller
+            return _not_confidential(basic, "introspection")
         await limit_client(request, "introspect", caller.client_id)
     except AuthError as exc:
         return _refusal(exc)
     if not form.token:
         return oauth_error(400, "invalid_request", "token is required")
     if form.token.count(".") == 2:  # a JWT: an access token, if ours
-        return _introspected(await _access_token(request, form.token, caller, user_sessions))
+        answer = await _access_token(request, form.token, caller, oauth, user_sessions)
+        return _introspected(answer)
     live = await tokens.live(form.token)
     if live is None or live.client_id != caller.client_id:
         return _introspected(INACTIVE)
@@ -392,32 +403,41 @@ async def introspect(
     )
 
 
-def _not_confidential(basic: tuple[str, str] | None) -> JSONResponse:
+def _not_confidential(basic: tuple[str, str] | None, what: str) -> JSONResponse:
+    """401 invalid_client for a public client, or none (with the challenge where it came
+    in HTTP Basic: §5.2)."""
     headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
-    return oauth_error(
-        401,
-        "invalid_client",
-        "introspection is for confidential clients, with their secret",
-        headers,
-    )
+    description = f"{what} is for confidential clients, with their secret"
+    return oauth_error(401, "invalid_client", description, headers)
 
 
 async def _access_token(
-    request: Request, token: str, caller: OAuthClient, user_sessions: UserSessionsDep
+    request: Request,
+    token: str,
+    caller: OAuthClient,
+    oauth: OAuthDep,
+    user_sessions: UserSessionsDep,
 ) -> IntrospectionOut:
     """An access token's answer: active to a client that may introspect, while it verifies
-    and has not expired (without the verifier's leeway for clocks) and its session and
-    account are live; its claims, with the account's roles as they are now."""
+    and has not expired (without the verifier's leeway for clocks), and its session and
+    account are live, or for a client's own token, while that client may still have one;
+    its claims, with the account's roles as they are now."""
     if not caller.introspect:
         return INACTIVE
     try:
         claims = request.app.state.verifier.verify(token)
-        live = await user_sessions.authenticate(claims)
+        if clients_own(claims):
+            holder = oauth.clients.get(claims["sub"])
+            if holder is None or not holder.client_credentials:
+                return INACTIVE
+            roles: list[str] = []
+        else:
+            live = await user_sessions.authenticate(claims)
+            roles = [] if live.application else list(live.user.roles)
     except (InvalidToken, NotAuthenticated):
         return INACTIVE
     if claims["exp"] <= time.time():
         return INACTIVE
-    roles = [] if live.application else list(live.user.roles)
     known = {name: claims[name] for name in ANSWERED_CLAIMS & claims.keys()}
     return IntrospectionOut(active=True, token_type=BEARER, roles=roles, **known)
 
@@ -456,6 +476,27 @@ async def _code_grant(
         return client or oauth_error(400, "invalid_request", "client_id is required")
     redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
     return _tokens(redeemed.pair, redeemed.id_token, redeemed.scope)
+
+
+async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep) -> Response:
+    """A confidential client's own access token (§4.4): its secret, the grant allowed to
+    it, and a scope it may be granted; no refresh token (§4.4.3)."""
+    await limit(request, "oauth_token")
+    client = _client(request, form, oauth, required=True)
+    if isinstance(client, JSONResponse):
+        return client
+    if client is None or client.secret_sha256 is None:
+        return _not_confidential(_basic_credentials(request), "this grant")
+    if not client.client_credentials:
+        return oauth_error(400, "unauthorized_client", "this client may not use this grant")
+    try:
+        issued = await oauth.client_token(client, form.scope, client_ip(request))
+    except NoScope:
+        return oauth_error(400, "invalid_scope", "no scope asked for may be granted to it")
+    body = OAuthTokenOut(
+        access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 
 
 def _client(

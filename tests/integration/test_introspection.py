@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from authlib.integrations.requests_client import OAuth2Session
 
 from tests.accounts import PASSWORD, grant, login, new_account
@@ -23,17 +21,6 @@ from tests.support import RESOURCE_SECRET, SERVER_SECRET, TEST_AUDIENCE, TEST_IS
 INTROSPECT = "/v1/auth/introspect"
 
 
-@pytest.fixture
-def resource_server() -> Iterator[OAuth2Session]:
-    """The test stack's `test-api`: a confidential client with no redirect URIs."""
-    with OAuth2Session(
-        client_id="test-api",
-        client_secret=RESOURCE_SECRET,
-        token_endpoint_auth_method="client_secret_basic",
-    ) as session:
-        yield session
-
-
 def asked(api: OAuth2Session, meta: dict[str, Any], token: str, **hint: str) -> dict[str, Any]:
     r = api.introspect_token(meta["introspection_endpoint"], token=token, **hint)
     assert r.status_code == 200, r.text
@@ -43,7 +30,7 @@ def asked(api: OAuth2Session, meta: dict[str, Any], token: str, **hint: str) -> 
 
 
 def test_a_persons_access_token_is_active_until_its_session_ends(
-    stack: Stack, http: httpx.Client, meta: dict[str, Any], resource_server: OAuth2Session
+    stack: Stack, http: httpx.Client, meta: dict[str, Any], service: OAuth2Session
 ) -> None:
     """The answer holds the token's own claims with the account's roles as they are now,
     and goes inactive at once when the session ends: no event, no expiry to wait for."""
@@ -53,7 +40,7 @@ def test_a_persons_access_token_is_active_until_its_session_ends(
         "client_secret_post",
     ]
     account = new_account(stack, http, "introspect-person")
-    answer = asked(resource_server, meta, account.access_token, token_type_hint="access_token")
+    answer = asked(service, meta, account.access_token, token_type_hint="access_token")
     claims = account.claims
     assert answer == {
         "active": True,
@@ -70,24 +57,24 @@ def test_a_persons_access_token_is_active_until_its_session_ends(
     }
     assert answer["exp"] > time.time()
     grant(stack, account.email)  # the token still says roles: []
-    assert asked(resource_server, meta, account.access_token)["roles"] == ["admin"]
+    assert asked(service, meta, account.access_token)["roles"] == ["admin"]
     # A refresh token the person holds is no business of a resource server's.
-    assert asked(resource_server, meta, account.refresh_token) == {"active": False}
+    assert asked(service, meta, account.refresh_token) == {"active": False}
 
     r = http.post("/v1/auth/logout", json={"refresh_token": account.refresh_token})
     assert r.status_code == 204
-    assert asked(resource_server, meta, account.access_token) == {"active": False}
+    assert asked(service, meta, account.access_token) == {"active": False}
 
 
 def test_an_applications_tokens_say_whose_they_are(
-    stack: Stack, http: httpx.Client, meta: dict[str, Any], resource_server: OAuth2Session
+    stack: Stack, http: httpx.Client, meta: dict[str, Any], service: OAuth2Session
 ) -> None:
     """An application's access token names its client and scope; its refresh token is
     active to that client alone, and neither is once the application revokes them."""
     account = new_account(stack, http, "introspect-app")
     with server(scope="openid email") as app:
         token = signed_in(app, http, account, meta)
-        answer = asked(resource_server, meta, token["access_token"])
+        answer = asked(service, meta, token["access_token"])
         assert answer["active"] is True
         assert answer["client_id"] == "test-server" and answer["scope"] == "openid email"
         assert answer["sub"] == account.id and answer["roles"] == []
@@ -102,7 +89,7 @@ def test_an_applications_tokens_say_whose_they_are(
             "iss": TEST_ISSUER,
             "sid": answer["sid"],
         }
-        assert asked(resource_server, meta, token["refresh_token"]) == {"active": False}
+        assert asked(service, meta, token["refresh_token"]) == {"active": False}
 
         # Rotated: the old refresh token is no longer its holder's.
         refreshed = app.refresh_token(meta["token_endpoint"], refresh_token=token["refresh_token"])
@@ -113,7 +100,7 @@ def test_an_applications_tokens_say_whose_they_are(
         assert done.status_code == 200
         for held in (refreshed["access_token"], refreshed["refresh_token"]):
             assert asked(app, meta, held) == {"active": False}
-            assert asked(resource_server, meta, held) == {"active": False}
+            assert asked(service, meta, held) == {"active": False}
 
 
 def test_only_a_confidential_client_with_its_secret_may_ask(
@@ -150,7 +137,7 @@ def test_only_a_confidential_client_with_its_secret_may_ask(
 
 
 def test_whatever_is_not_a_live_token_is_inactive(
-    stack: Stack, http: httpx.Client, meta: dict[str, Any], resource_server: OAuth2Session
+    stack: Stack, http: httpx.Client, meta: dict[str, Any], service: OAuth2Session
 ) -> None:
     """Unknown, malformed and foreign tokens alike; an ID token is not an access token;
     a disabled account's tokens are inactive at once. A malformed call is invalid_request."""
@@ -162,9 +149,7 @@ def test_whatever_is_not_a_live_token_is_inactive(
     minter = Minter(stack.key_dir)
     sub, sid = account.id, account.sid
     just_expired = minter.token(sub=sub, sid=sid, exp=int(time.time()) - 2)  # within the leeway
-    assert (
-        asked(resource_server, meta, minter.token(sub=sub, sid=sid))["active"] is True
-    )  # the control
+    assert asked(service, meta, minter.token(sub=sub, sid=sid))["active"] is True  # the control
     for token in (
         "never-issued",
         "a.b.c",
@@ -176,20 +161,20 @@ def test_whatever_is_not_a_live_token_is_inactive(
         minter.token(sub=sub, sid=sid, iss="https://elsewhere.example"),
         minter.token(headers={"kid": "retired-long-ago"}, sub=sub, sid=sid),
     ):
-        assert asked(resource_server, meta, token) == {"active": False}
+        assert asked(service, meta, token) == {"active": False}
 
     victim = login(stack, http, account.email, PASSWORD)
-    assert asked(resource_server, meta, victim.refresh_token) == {"active": False}  # not its
-    assert asked(resource_server, meta, victim.access_token)["active"] is True
+    assert asked(service, meta, victim.refresh_token) == {"active": False}  # not its
+    assert asked(service, meta, victim.access_token)["active"] is True
     with sqlite3.connect(stack.work / "auth.db") as db:  # disabled, its sessions left alone
         db.execute("UPDATE users SET disabled_at = '2026-01-01 00:00:00.000000' WHERE email = ?",
                    (account.email,))  # fmt: skip
     try:
-        assert asked(resource_server, meta, victim.access_token) == {"active": False}
+        assert asked(service, meta, victim.access_token) == {"active": False}
     finally:
         with sqlite3.connect(stack.work / "auth.db") as db:
             db.execute("UPDATE users SET disabled_at = NULL WHERE email = ?", (account.email,))
-    assert asked(resource_server, meta, victim.access_token)["active"] is True
+    assert asked(service, meta, victim.access_token)["active"] is True
 
     basic = ("test-api", RESOURCE_SECRET)
     assert_oauth_error(http.post(INTROSPECT, data={}, auth=basic), 400, "invalid_request")
@@ -202,7 +187,7 @@ def test_whatever_is_not_a_live_token_is_inactive(
     assert_oauth_error(as_json, 400, "invalid_request")
 
 
-def test_a_resource_server_signs_nobody_in(http: httpx.Client, stack: Stack) -> None:
+def test_a_service_signs_nobody_in(http: httpx.Client, stack: Stack) -> None:
     """A client without redirect URIs gets no code."""
     account = new_account(stack, http, "introspect-no-sign-in")
     r = http.post(

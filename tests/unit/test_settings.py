@@ -4,6 +4,7 @@ message; and no message about a setting ever shows a secret."""
 from __future__ import annotations
 
 import ssl
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -240,11 +241,17 @@ def test_a_resource_server_is_a_confidential_client_without_redirect_uris() -> N
         ([client(redirect_uris=["javascript:alert(1)"])], None, "not a redirect URI"),
         ([client(redirect_uris=[])], None, "redirect_uris are needed"),
         ([client(redirect_uris=[], secret_sha256="0" * 64)], None, "unless it introspects"),
-        ([client(introspect=True)], None, "only a confidential client may introspect"),
+        ([client(introspect=True)], None, "need a secret"),
+        ([client(client_credentials=True)], None, "need a secret"),
+        (
+            [client(client_id=str(uuid.uuid4()), secret_sha256="0" * 64, client_credentials=True)],
+            None,
+            "a client_id is no UUID",  # its tokens' sub: never an account's
+        ),
         (
             [client(redirect_uris=[], secret_sha256="0" * 64, introspect=True, trusted=False)],
             None,
-            "a resource server .* has no .'trusted'.",
+            "a service .* has no .'trusted'.",
         ),
         ([client(), client()], None, "given twice"),
         ([client(client_id="api")], None, "AUTH_TOKEN_AUDIENCE"),  # ID tokens as access
