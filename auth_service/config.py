@@ -90,6 +90,8 @@ class OAuthClient(BaseModel):
             raise ValueError(f"{name}: introspect and client_credentials need a secret")
         if self.client_credentials and _uuid_like(self.client_id):
             raise ValueError(f"{name}: with client_credentials, a client_id is no UUID")
+        if self.client_credentials and self.scopes is not None and "films" not in self.scopes:
+            raise ValueError(f"{name}: client_credentials, but no scope a service may get")
         if self.redirect_uris:
             return self
         if not service:
@@ -97,6 +99,8 @@ class OAuthClient(BaseModel):
                 f"{name}: redirect_uris are needed, unless it introspects or has client_credentials"
             )
         signs_in = {"trusted", "post_logout_redirect_uris", "backchannel_logout_uri"}
+        if not self.client_credentials:
+            signs_in.add("scopes")  # nothing is granted to it
         if given := sorted(signs_in & self.model_fields_set):
             raise ValueError(f"{name}: a service (no redirect_uris) has no {given}")
         return self
@@ -196,8 +200,8 @@ class AuthSettings(BaseSettings):
     passkey_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     passkey_rp_id: str | None = Field(default=None, min_length=1, max_length=253)
 
-    # Applications that send people here to sign in, and resource servers that
-    # introspect tokens, as JSON: [{"client_id", "name", "redirect_uris"?, ...}]
+    # Applications that send people here to sign in, and services that introspect tokens
+    # or get their own, as JSON: [{"client_id", "name", "redirect_uris"?, ...}]
     # (OAuthClient), and the pages where they do, and where they sign them out (the web
     # front end's /oauth/authorize and /oauth/logout), for the OpenID metadata.
     oauth_clients: list[OAuthClient] = Field(default_factory=list)

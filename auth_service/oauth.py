@@ -104,6 +104,12 @@ def granted(scope: str, allowed: Sequence[str] | None = None) -> str:
     )
 
 
+def service_scopes(client: OAuthClient) -> list[str]:
+    """What a client's own token may be granted: its scopes about no person."""
+    mine = SCOPES if client.scopes is None else client.scopes
+    return [scope for scope in mine if scope in SERVICE_SCOPES]
+
+
 def covers(allowed: str, scope: str) -> bool:
     """Whether scopes `allowed` include every one of `scope`."""
     return set(scope.split()) <= set(allowed.split())
@@ -350,7 +356,7 @@ class OAuth:
         """An access token of the client's own (RFC 6749 §4.4), for the service scopes
         asked (all it may be granted, where it asks for none) that it may be granted;
         `NoScope` where that leaves none. Audited."""
-        allowed = [s for s in (client.scopes or SCOPES) if s in SERVICE_SCOPES]
+        allowed = service_scopes(client)
         scope = granted(asked or " ".join(allowed), allowed)
         if not scope:
             raise NoScope

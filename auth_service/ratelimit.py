@@ -191,9 +191,9 @@ PER_IP = {
     "passkey_add": Limit(10, 60),
     # Codes are random and live a minute; this bounds a client that retries in a loop.
     "oauth_token": Limit(60, 60),
-    # Failed client authentications at the introspection endpoint, per address and
-    # client_id: a budget of guesses at a secret, checked before each attempt and spent
-    # by each failure.
+    # Wrong client secrets, per address and client_id (unknown ids share one count),
+    # wherever a secret is checked: a budget of guesses, checked before each attempt and
+    # spent by each failure.
     "client_auth": Limit(30, 60),
 }
 # Per account (the email): a six-digit code or a password is guessed one account at a time.
@@ -214,10 +214,12 @@ PER_ACCOUNT = {
 }
 
 
-# Per OAuth client, once it proved itself: a resource server may introspect on each
-# request it serves, so only a runaway one meets this.
+# Per OAuth client, once it proved itself: a service may introspect on each request it
+# serves, and asks for a token of its own when the last one is about to expire, so only a
+# runaway one meets these.
 PER_CLIENT = {
     "introspect": Limit(6000, 60),
+    "client_token": Limit(600, 60),
 }
 
 

@@ -57,8 +57,10 @@ def insufficient_scope(needed: str | None) -> ApiError:
 
 def clients_own(claims: Claims) -> bool:
     """Whether the token is a client's own (the client credentials grant: `sub` is its
-    client_id), speaking for no person."""
-    return "client_id" in claims and claims["client_id"] == claims.get("sub")
+    client_id, and no session holds it), speaking for no person."""
+    return (
+        "client_id" in claims and claims["client_id"] == claims.get("sub") and ("sid" not in claims)
+    )
 
 
 def person_required() -> ApiError:

@@ -6,7 +6,7 @@ What it says is what there is: a token endpoint with the password and refresh-to
 grants, RS256-signed JWT access tokens, the JWKS, revocation and introspection; and, where
 AUTH_AUTHORIZATION_ENDPOINT names the web front end's page, the authorization code grant
 with PKCE (S256) for the applications in AUTH_OAUTH_CLIENTS, with ID tokens for the
-`openid` scope (`oauth.py`).
+`openid` scope (`oauth.py`); the client credentials grant where a client may use it.
 `issuer` is AUTH_TOKEN_ISSUER, the `iss` of every token; URLs start at AUTH_PUBLIC_URL,
 or else at the address the request came to.
 """

@@ -15,6 +15,10 @@ limit the answer stays 429 with `Retry-After`. The password grant ignores a `cli
 and so does the refresh grant unless it names an application in AUTH_OAUTH_CLIENTS: then
 the client must prove itself, and gets only its own sessions refreshed. A confidential
 client's session is refreshed by that client alone (RFC 6749 §6).
+`grant_type=client_credentials` (§4.4) gives a confidential client registered for it an
+access token of its own, and no refresh token: `unauthorized_client` for a client that
+may not use it, `invalid_scope` where nothing asked for may be granted to it. Wherever a
+client's secret is checked, wrong ones spend a budget (`_client`).
 
 `POST /v1/auth/revoke` is RFC 7009's revocation endpoint, with the same client
 authentication: a token's session ends (`revoke`). `POST /v1/auth/introspect` is RFC
@@ -64,6 +68,7 @@ from auth_service.errors import (
     RetryLater,
 )
 from auth_service.http_errors import problem_for
+from auth_service.oauth import covers, service_scopes
 from auth_service.routes import (
     NO_STORE,
     client_ip,
@@ -209,8 +214,10 @@ router = APIRouter(prefix="/v1/auth", tags=["oauth2"], route_class=OAuthFormRout
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OAuthErrorOut,
-        "description": "`error`: invalid_request, invalid_grant or unsupported_grant_type",
+        "description": "`error`: invalid_request, invalid_grant, unsupported_grant_type, "
+        "unauthorized_client or invalid_scope",
     },
+    401: {"model": OAuthErrorOut, "description": "`error`: invalid_client"},
     403: {
         "model": OAuthErrorOut,
         "description": "`error`: mfa_required, with `mfa_token` and `expires_in`",
@@ -228,7 +235,7 @@ async def token(
     oauth: OAuthDep,
 ) -> Response:
     """Tokens for a code, an email and password, or a refresh token (RFC 6749 §4.1.3,
-    §4.3, §6)."""
+    §4.3, §6); a client's own access token (§4.4)."""
     if await _repeated(request, TokenForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     client = request_client(request)
@@ -245,7 +252,7 @@ async def token(
             if not form.refresh_token:
                 return oauth_error(400, "invalid_request", "refresh_token is required")
             await limit(request, "refresh")
-            named = _client(request, form, oauth, required=False)
+            named = await _client(request, form, oauth, required=False)
             if isinstance(named, JSONResponse):
                 return named
             as_named = replace(client, application=named.client_id if named else None)
@@ -299,9 +306,9 @@ async def revoke(
         return oauth_error(400, "invalid_request", "token is required")
     try:
         await limit(request, "oauth_token")
+        named = await _client(request, form, oauth, required=False)
     except AuthError as exc:
         return _refusal(exc)
-    named = _client(request, form, oauth, required=False)
     if isinstance(named, JSONResponse):
         return named
     caller, ip = (named.client_id if named else None), client_ip(request)
@@ -364,19 +371,13 @@ async def introspect(
     it is, while it would refresh. Anything else is `{"active": false}` (§2.2, §4)."""
     if await _repeated(request, IntrospectForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
-    # Failed authentications spend a budget per address and client_id, checked before
-    # each attempt, so guesses at a secret stop there; a client that proves itself is
-    # counted on its own, so nobody else at its address spends its budget.
-    basic = _basic_credentials(request)
-    named = (basic[0] if basic else form.client_id) or ""
     try:
-        await limit_failures(request, "client_auth", named, failed=False)
-        caller = _client(request, form, oauth, required=True)
-        if not isinstance(caller, OAuthClient) or caller.secret_sha256 is None:
-            await limit_failures(request, "client_auth", named, failed=True)
-            if isinstance(caller, JSONResponse):
-                return caller
-            return _not_confidential(basic, "introspection")
+        caller = await _client(request, form, oauth, required=True)
+        if isinstance(caller, JSONResponse):
+            return caller
+        if caller is None or caller.secret_sha256 is None:
+            return _not_confidential(_basic_credentials(request), "introspection")
+        # Counted on its own once it proved itself (wrong secrets: `_client`).
         await limit_client(request, "introspect", caller.client_id)
     except AuthError as exc:
         return _refusal(exc)
@@ -429,7 +430,9 @@ async def _access_token(
         if clients_own(claims):
             holder = oauth.clients.get(claims["sub"])
             if holder is None or not holder.client_credentials:
-                return INACTIVE
+                return INACTIVE  # removed, or no longer allowed the grant
+            if not covers(" ".join(service_scopes(holder)), str(claims.get("scope", ""))):
+                return INACTIVE  # a scope since taken from it
             roles: list[str] = []
         else:
             live = await user_sessions.authenticate(claims)
@@ -471,7 +474,7 @@ async def _code_grant(
     if not VERIFIER.fullmatch(form.code_verifier):
         return oauth_error(400, "invalid_request", "code_verifier is not an RFC 7636 verifier")
     await limit(request, "oauth_token")
-    client = _client(request, form, oauth, required=True)
+    client = await _client(request, form, oauth, required=True)
     if not isinstance(client, OAuthClient):
         return client or oauth_error(400, "invalid_request", "client_id is required")
     redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
@@ -481,14 +484,14 @@ async def _code_grant(
 async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep) -> Response:
     """A confidential client's own access token (§4.4): its secret, the grant allowed to
     it, and a scope it may be granted; no refresh token (§4.4.3)."""
-    await limit(request, "oauth_token")
-    client = _client(request, form, oauth, required=True)
+    client = await _client(request, form, oauth, required=True)
     if isinstance(client, JSONResponse):
         return client
     if client is None or client.secret_sha256 is None:
         return _not_confidential(_basic_credentials(request), "this grant")
     if not client.client_credentials:
         return oauth_error(400, "unauthorized_client", "this client may not use this grant")
+    await limit_client(request, "client_token", client.client_id)
     try:
         issued = await oauth.client_token(client, form.scope, client_ip(request))
     except NoScope:
@@ -499,22 +502,29 @@ async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep
     return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 
 
-def _client(
+async def _client(
     request: Request, form: ClientForm, oauth: OAuthDep, *, required: bool
 ) -> OAuthClient | JSONResponse | None:
     """The client the request names and proves (HTTP Basic, or client_id and client_secret
     in the form: RFC 6749 §2.3.1), or the §5.2 refusal. None where it names none, or (not
     `required`) only a client_id no application has: the password and refresh grants
-    ignore those, as they always did."""
+    ignore those, as they always did.
+
+    Wrong secrets spend a budget per address and client (`client_auth`; unknown ids
+    share one), checked before each attempt, so that guesses at a secret stop there
+    (RateLimited) wherever a secret is checked."""
     basic = _basic_credentials(request)
     if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
         return oauth_error(400, "invalid_request", "the client is named twice")
     client_id, secret = basic or (form.client_id, form.client_secret)
     if not client_id or (not required and basic is None and client_id not in oauth.clients):
         return None
+    counted = client_id if client_id in oauth.clients else "?"
+    await limit_failures(request, "client_auth", counted, failed=False)
     try:
         return oauth.authenticate(client_id, secret)
     except ClientRefused:
+        await limit_failures(request, "client_auth", counted, failed=True)
         headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
         return oauth_error(
             401, "invalid_client", "the client is unknown, or its secret is wrong", headers

@@ -59,6 +59,10 @@ def test_a_service_gets_a_token_of_its_own_and_reads_the_catalogue(
         f"{stack.mailer.url}/v1/deliveries", params={"email": "a@example.com"}, headers=as_service
     )
     assert deliveries.status_code == 403  # the mailer takes no application's token
+    assert deliveries.json()["error"] == "insufficient_scope"
+    film = {"title": "X", "year": 2000, "genres": [], "director": "Y", "runtime_minutes": 90}
+    edit = httpx.post(films, json=film, headers=as_service)
+    assert edit.status_code == 403 and edit.json()["error"] == "forbidden"  # no roles
 
     answer = service.introspect_token(meta["introspection_endpoint"], token=token["access_token"])
     assert answer.json() | {"exp": 0, "iat": 0, "jti": ""} == {

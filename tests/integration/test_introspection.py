@@ -163,6 +163,16 @@ def test_whatever_is_not_a_live_token_is_inactive(
     ):
         assert asked(service, meta, token) == {"active": False}
 
+    # A client's own token: active while that client may have one, with those scopes.
+    own = minter.token(sub="test-api", client_id="test-api", scope="films")
+    assert asked(service, meta, own)["active"] is True  # the control
+    for token in (
+        minter.token(sub="test-server", client_id="test-server", scope="films"),  # not for it
+        minter.token(sub="gone-api", client_id="gone-api", scope="films"),  # removed
+        minter.token(sub="test-api", client_id="test-api", scope="films openid"),
+    ):
+        assert asked(service, meta, token) == {"active": False}
+
     victim = login(stack, http, account.email, PASSWORD)
     assert asked(service, meta, victim.refresh_token) == {"active": False}  # not its
     assert asked(service, meta, victim.access_token)["active"] is True

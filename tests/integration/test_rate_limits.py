@@ -148,9 +148,10 @@ def test_sign_in_codes_are_limited_per_account(limited_auth: str) -> None:
 INTROSPECT = "/v1/auth/introspect"
 
 
-def test_introspection_stops_guesses_at_a_secret(limited_auth: str) -> None:
-    """Wrong secrets spend a budget per address and client; once it is spent even the
-    right secret is refused, so guessing stops. Another client is not held up."""
+def test_guesses_at_a_clients_secret_stop(limited_auth: str) -> None:
+    """Wrong secrets spend a budget per address and client, wherever a secret is checked;
+    once it is spent even the right secret is refused, so guessing stops. Another client
+    is not held up."""
     allowed = PER_IP["client_auth"].requests
     form = {"token": "never-issued"}
     with httpx.Client(base_url=limited_auth, timeout=30) as http:
@@ -159,29 +160,35 @@ def test_introspection_stops_guesses_at_a_secret(limited_auth: str) -> None:
             for n in range(allowed + 1)
         ]
         right = http.post(INTROSPECT, data=form, auth=("test-api", RESOURCE_SECRET))
+        own = {"grant_type": "client_credentials"}
+        token = http.post("/v1/auth/token", data=own, auth=("test-api", RESOURCE_SECRET))
+        revoke = http.post("/v1/auth/revoke", data=form, auth=("test-api", RESOURCE_SECRET))
         other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
     assert guesses == [401] * allowed + [429]
-    assert right.status_code == 429 and right.json()["error"] == "rate_limited"
+    for refused in (right, token, revoke):
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
     assert other.status_code == 200 and other.json() == {"active": False}
 
 
-def test_introspection_counts_each_client_apart(stack: Stack) -> None:
-    """A client that proves itself has a budget of its own (`client:introspect`)."""
+def test_a_service_is_counted_on_its_own(stack: Stack) -> None:
+    """A client that proves itself has budgets of its own (`client:introspect`,
+    `client:client_token`), which no other client spends."""
     service = stack.spawn(
         "auth_service",
-        "auth-introspect-limited",
+        "auth-client-limited",
         AUTH_RATE_LIMIT_ENABLED="true",
-        AUTH_RATE_LIMITS='{"client:introspect": [3, 60]}',
+        AUTH_RATE_LIMITS='{"client:introspect": [3, 60], "client:client_token": [2, 60]}',
     )
-    form = {"token": "never-issued"}
+    form, own = {"token": "never-issued"}, {"grant_type": "client_credentials"}
+    api = ("test-api", RESOURCE_SECRET)
     try:
         with httpx.Client(base_url=service.url, timeout=30) as http:
-            asked = [
-                http.post(INTROSPECT, data=form, auth=("test-api", RESOURCE_SECRET)).status_code
-                for _ in range(4)
-            ]
+            asked = [http.post(INTROSPECT, data=form, auth=api).status_code for _ in range(4)]
             other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
+            tokens = [http.post("/v1/auth/token", data=own, auth=api) for _ in range(3)]
     finally:
         service.stop()
     assert asked == [200, 200, 200, 429]
     assert other.status_code == 200
+    assert [t.status_code for t in tokens] == [200, 200, 429]
+    assert tokens[2].json()["error"] == "rate_limited"

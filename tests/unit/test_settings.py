@@ -244,6 +244,16 @@ def test_a_resource_server_is_a_confidential_client_without_redirect_uris() -> N
         ([client(introspect=True)], None, "need a secret"),
         ([client(client_credentials=True)], None, "need a secret"),
         (
+            [client(secret_sha256="0" * 64, client_credentials=True, scopes=["openid"])],
+            None,
+            "no scope a service may get",
+        ),
+        (
+            [client(redirect_uris=[], secret_sha256="0" * 64, introspect=True, scopes=[])],
+            None,
+            "has no .'scopes'.",  # nothing is granted to it
+        ),
+        (
             [client(client_id=str(uuid.uuid4()), secret_sha256="0" * 64, client_credentials=True)],
             None,
             "a client_id is no UUID",  # its tokens' sub: never an account's
