@@ -131,6 +131,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             should_run=lambda: relay.leader,
         )
         backchannel = Backchannel(sessions, refresh_tokens.access_tokens, app.state.oauth.clients)
+        app.state.backchannel = backchannel
         notices = Housekeeper(
             PASS_SECONDS if backchannel.wanted else 0,  # 0: none runs
             backchannel.deliver_due,
@@ -171,6 +172,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
     ):
         app.include_router(resource)
     app.include_router(admin.router)
+    app.include_router(admin.notices_router)
     app.include_router(jwks)
     app.include_router(discovery.router)
     app.include_router(health_router(lambda: app.state.checks))

@@ -16,6 +16,7 @@ from fastapi.security import OAuth2PasswordBearer
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
 from auth_service.admin_users import UserAdmin, require_admin
+from auth_service.backchannel import Backchannel
 from auth_service.errors import ApplicationSession
 from auth_service.login_codes import CodeLogin
 from auth_service.oauth import OAuth
@@ -67,6 +68,11 @@ async def get_user_admin(request: Request) -> UserAdmin:
     return user_admin
 
 
+async def get_backchannel(request: Request) -> Backchannel:
+    backchannel: Backchannel = request.app.state.backchannel
+    return backchannel
+
+
 async def get_two_step(request: Request) -> TwoStep:
     two_step: TwoStep = request.app.state.two_step
     return two_step
@@ -91,6 +97,7 @@ UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
 TwoStepDep = Annotated[TwoStep, Depends(get_two_step)]
 PasskeysDep = Annotated[Passkeys, Depends(get_passkeys)]
 OAuthDep = Annotated[OAuth, Depends(get_oauth)]
+BackchannelDep = Annotated[Backchannel, Depends(get_backchannel)]
 
 
 # What an application's session (an authorization code's) may call here: who it signs in

@@ -126,13 +126,14 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         # Kept past their minute, so a code redeemed twice still ends the session it opened.
         Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
         # Given up on (after about an hour of attempts), or for an application that does
-        # not listen while none does (so no pass drops them); never one still tried.
+        # not listen while none does (so no pass drops them); never one still tried, an
+        # admin's retry of an old one among them (its next attempt is near).
         Rule(
             "logout_notices",
             LogoutNotice.session_id,
             or_(
                 LogoutNotice.failed_at < spent,
-                LogoutNotice.created_at < spent - timedelta(seconds=RETRYING_SECONDS),
+                LogoutNotice.next_attempt_at < spent - timedelta(seconds=RETRYING_SECONDS),
             ),
         ),
         # An authenticator app set up and never confirmed.

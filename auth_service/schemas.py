@@ -291,6 +291,34 @@ class UserPage(BaseModel):
     offset: int
 
 
+class LogoutNoticeOut(BaseModel):
+    """A back-channel logout notice not yet told (auth_service/backchannel.py)."""
+
+    client_id: str
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    created_at: datetime  # when the session ended
+    attempts: int
+    next_attempt_at: datetime
+    failed_at: datetime | None  # given up on: no attempt comes
+    error: str | None  # the last attempt's
+
+
+class LogoutNoticePage(BaseModel):
+    items: list[LogoutNoticeOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RetryIn(StrictModel):
+    client_id: str | None = Field(default=None, max_length=128, description="all if left out")
+
+
+class RetriedOut(BaseModel):
+    retried: int
+
+
 class UserPatch(StrictModel):
     """What an admin may change; omitted fields stay as they are. `roles` replaces the
     list: roles in it and not on the account are granted, the others revoked."""

@@ -1,6 +1,7 @@
 """The admin API (Bearer, role `admin` as the database has it): find users, read one,
 disable or enable them, grant or revoke roles, turn two-step sign-in off, remove their
-passkeys. See `admin_users.py` for the rules."""
+passkeys (see `admin_users.py` for the rules); and the back-channel logout notices not yet
+told, tried again once given up on (`backchannel.py`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from auth_service.admin_users import Found
-from auth_service.deps import AdminCallerDep, UserAdminDep
+from auth_service.deps import AdminCallerDep, BackchannelDep, UserAdminDep
 from auth_service.errors import AdminSelfLockout, Forbidden, OwnTwoStep, UserNotFound
 from auth_service.http_errors import responses
 from auth_service.routes import client_ip
-from auth_service.schemas import UserOut, UserPage, UserPatch
+from auth_service.schemas import (
+    LogoutNoticeOut,
+    LogoutNoticePage,
+    RetriedOut,
+    RetryIn,
+    UserOut,
+    UserPage,
+    UserPatch,
+)
 from common.errors import ApiError
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"])
+notices_router = APIRouter(prefix="/v1/admin/logout-notices", tags=["admin"])
 
 
 def user_out(found: Found) -> UserOut:
@@ -98,3 +108,35 @@ async def remove_passkeys(
     (none when there were none). The sessions they opened stay: disable the account to
     end those too."""
     return user_out(await user_admin.remove_passkeys(caller, user_id, client_ip(request)))
+
+
+@notices_router.get("", response_model=LogoutNoticePage, responses=responses(Forbidden, 401, 422))
+async def logout_notices(
+    caller: AdminCallerDep,
+    backchannel: BackchannelDep,
+    failed: bool | None = None,
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> LogoutNoticePage:
+    """Back-channel logout notices not yet told, oldest first: `failed=true` those given
+    up on (kept a day), `false` those still tried; one application's with `client_id`."""
+    items, total = await backchannel.listed(
+        failed=failed, client_id=client_id, limit=limit, offset=offset
+    )
+    return LogoutNoticePage(
+        items=[LogoutNoticeOut.model_validate(n, from_attributes=True) for n in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@notices_router.post("/retry", response_model=RetriedOut, responses=responses(Forbidden, 401, 422))
+async def retry_logout_notices(
+    body: RetryIn, caller: AdminCallerDep, backchannel: BackchannelDep, request: Request
+) -> RetriedOut:
+    """Try the notices given up on again (one application's, or all), with every attempt
+    afresh: once an application that was down for longer than the retries is back."""
+    retried = await backchannel.retry_failed(caller.user.id, body.client_id, client_ip(request))
+    return RetriedOut(retried=retried)

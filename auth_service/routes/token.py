@@ -365,10 +365,11 @@ async def introspect(
 ) -> Response:
     """RFC 7662: whether a token is live now, for a confidential client that proves itself
     (§2.1) with its secret, in HTTP Basic or in the form. An access token is active to a
-    client registered to introspect (a resource server), while it verifies, has not
-    expired and its session and account are live, which auth knows at once and films and
-    the mailer only once they hear; a refresh token is active to the client whose session
-    it is, while it would refresh. Anything else is `{"active": false}` (§2.2, §4)."""
+    client registered to introspect, while it verifies, has not expired and its session
+    and account are live (which auth knows at once, and films and the mailer only once
+    they hear), or, a client's own, while that client may have it; a refresh token is
+    active to the client whose session it is, while it would refresh. Anything else is
+    `{"active": false}` (§2.2, §4)."""
     if await _repeated(request, IntrospectForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     try:

@@ -192,3 +192,25 @@ def test_reads_are_audited_too(stack: Stack, http: httpx.Client, admin: Account)
             "SELECT detail FROM audit_events WHERE event = 'users_listed' ORDER BY id DESC"
         ).fetchall()
     assert {"admin": admin.id, "q": "looked-at"} in [json.loads(d) for (d,) in searches]
+
+
+def test_admins_read_the_untold_logout_notices_and_retry_them(
+    stack: Stack, http: httpx.Client, admin: Account
+) -> None:
+    """Over HTTP, with the rules of every admin route; what they hold and how a retry
+    runs is tests/unit/test_backchannel.py's (the test stack's applications listen
+    nowhere, so none is written here)."""
+    user = new_account(stack, http, "not-admin-notices")
+    notices = "/v1/admin/logout-notices"
+    for method, path in [("GET", notices), ("POST", f"{notices}/retry")]:
+        assert http.request(method, path, json={}).status_code == 401
+        assert http.request(method, path, json={}, headers=user.bearer).status_code == 403
+    page = http.get(notices, params={"failed": "true", "limit": 5}, headers=admin.bearer)
+    assert page.status_code == 200, page.text
+    assert page.json() == {"items": [], "total": 0, "limit": 5, "offset": 0}
+    retried = http.post(f"{notices}/retry", json={"client_id": "test-spa"}, headers=admin.bearer)
+    assert retried.status_code == 200 and retried.json() == {"retried": 0}
+    for bad in ({"limit": 0}, {"failed": "maybe"}, {"client_id": "x" * 129}):
+        assert http.get(notices, params=bad, headers=admin.bearer).status_code == 422, bad
+    unknown = http.post(f"{notices}/retry", json={"everything": True}, headers=admin.bearer)
+    assert unknown.status_code == 422

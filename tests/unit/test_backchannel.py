@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from auth_service.backchannel import BACKOFF, MAX_ATTEMPTS, Backchannel
 from auth_service.config import AuthSettings, OAuthClient
 from auth_service.keys import KeyRing
-from auth_service.models import LogoutNotice, User, UserSession
+from auth_service.models import AuditEvent, LogoutNotice, User, UserSession
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.user_sessions import Client, end_sessions, session_row
 from common.clock import utcnow
@@ -86,6 +86,21 @@ async def test_an_undeliverable_notice_is_given_up_on_and_kept(
         assert await backchannel.deliver_due() == 0
         after = {outcome: counted(outcome) - before[outcome] for outcome in before}
         assert after == {"dropped": 1, "retried": MAX_ATTEMPTS - 1, "given_up": 1}
+
+        # An admin reads what was given up on, and has it tried again, afresh.
+        (failed,), total = await backchannel.listed(failed=True, client_id=None, limit=10, offset=0)
+        assert total == 1 and failed.client_id == "app" and failed.attempts == MAX_ATTEMPTS
+        assert (await backchannel.listed(failed=False, client_id=None, limit=10, offset=0))[1] == 0
+        assert await backchannel.retry_failed(uuid.uuid4(), "deaf", "127.0.0.1") == 0
+        assert await backchannel.retry_failed(uuid.uuid4(), None, "127.0.0.1") == 1
+        assert await backchannel.deliver_due() == 1
+        async with sessions() as session:
+            (notice,) = await session.scalars(select(LogoutNotice))
+            assert notice.attempts == 1 and notice.failed_at is None  # tried again, not given up
+            retries = await session.scalars(
+                select(AuditEvent.detail).where(AuditEvent.event == "logout_notices_retried")
+            )
+            assert [d["count"] for d in retries if d] == [0, 1]
     finally:
         await backchannel.close()
 
