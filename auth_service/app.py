@@ -11,6 +11,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from auth_service import http_errors
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
+from auth_service.admin_notices import LogoutNotices
 from auth_service.admin_users import UserAdmin
 from auth_service.backchannel import PASS_SECONDS, Backchannel
 from auth_service.codes import CodeHasher, Codes
@@ -104,6 +105,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.oauth = OAuth(accounts, {c.client_id: c for c in settings.oauth_clients})
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
+        app.state.logout_notices = LogoutNotices(sessions, app.state.oauth.clients)
         use_verifier(app, keys)  # the current key and the retired ones still live
         app.state.keys = keys
         app.state.settings = settings
@@ -131,7 +133,6 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             should_run=lambda: relay.leader,
         )
         backchannel = Backchannel(sessions, refresh_tokens.access_tokens, app.state.oauth.clients)
-        app.state.backchannel = backchannel
         notices = Housekeeper(
             PASS_SECONDS if backchannel.wanted else 0,  # 0: none runs
             backchannel.deliver_due,

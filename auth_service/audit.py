@@ -67,6 +67,7 @@ EVENTS = {
     "oauth_code_reused",  # a redeemed code again: its session ended (detail: client)
     "oauth_consent_revoked",  # a person took back an application's yes (detail: client)
     "client_token",  # a client's own access token (detail: client, scope)
+    "logout_notices_listed",  # an admin read them (detail: admin, client, failed)
     "logout_notices_retried",  # back-channel notices given up on, again (admin, client, count)
 }
 

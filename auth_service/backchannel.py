@@ -24,10 +24,9 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from auth_service import audit
 from auth_service.config import OAuthClient
 from auth_service.models import LogoutNotice
 from auth_service.tokens import AccessTokenIssuer
@@ -114,9 +113,11 @@ class Backchannel:
             )
             changes = {"next_attempt_at": now + timedelta(seconds=BACKOFF[attempts - 1])}
             OUTCOMES.labels("retried").inc()
+        # Only the notice as this pass read it: an admin's retry meanwhile stands.
+        as_read = (LogoutNotice.attempts == notice.attempts, LogoutNotice.failed_at.is_(None))
         await session.execute(
             update(LogoutNotice)
-            .where(which)
+            .where(which, *as_read)
             .values(attempts=attempts, error=error[:200], **changes)
         )
 
@@ -162,55 +163,6 @@ class Backchannel:
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None if status in (200, 204) else f"HTTP {status}"
-
-    async def listed(
-        self, *, failed: bool | None, client_id: str | None, limit: int, offset: int
-    ) -> tuple[list[LogoutNotice], int]:
-        """Notices not yet told (`failed`: only those given up on, or only those still
-        tried), oldest first, and how many there are in all."""
-        which: list[ColumnElement[bool]] = []
-        if failed is not None:
-            which.append(
-                LogoutNotice.failed_at.is_not(None) if failed else LogoutNotice.failed_at.is_(None)
-            )
-        if client_id is not None:
-            which.append(LogoutNotice.client_id == client_id)
-        async with self.sessions() as session:
-            total = await session.scalar(
-                select(func.count()).select_from(LogoutNotice).where(*which)
-            )
-            items = await session.scalars(
-                select(LogoutNotice)
-                .where(*which)
-                .order_by(LogoutNotice.created_at, LogoutNotice.session_id)
-                .limit(limit)
-                .offset(offset)
-            )
-            return list(items), total or 0
-
-    async def retry_failed(self, caller: uuid.UUID, client_id: str | None, ip: str) -> int:
-        """The notices given up on (one application's, or all) tried again from now, with
-        MAX_ATTEMPTS afresh: after an application's outage outlasted the retries. Audited;
-        how many."""
-        which: list[ColumnElement[bool]] = [LogoutNotice.failed_at.is_not(None)]
-        if client_id is not None:
-            which.append(LogoutNotice.client_id == client_id)
-        async with self.sessions.begin() as session:
-            retried = await session.execute(
-                update(LogoutNotice)
-                .where(*which)
-                .values(failed_at=None, attempts=0, next_attempt_at=utcnow())
-            )
-            count: int = retried.rowcount or 0  # type: ignore[attr-defined]  # an UPDATE's
-            audit.record(
-                session,
-                "logout_notices_retried",
-                ip=ip,
-                admin=str(caller),
-                client=client_id,
-                count=count,
-            )
-        return count
 
     def _listener(self, notice: LogoutNotice) -> str | None:
         """Where the notice's application listens (None: it does not, or is gone)."""

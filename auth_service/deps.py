@@ -15,8 +15,8 @@ from fastapi.security import OAuth2PasswordBearer
 
 from auth_service.account import SelfService
 from auth_service.accounts import Accounts
+from auth_service.admin_notices import LogoutNotices
 from auth_service.admin_users import UserAdmin, require_admin
-from auth_service.backchannel import Backchannel
 from auth_service.errors import ApplicationSession
 from auth_service.login_codes import CodeLogin
 from auth_service.oauth import OAuth
@@ -68,9 +68,9 @@ async def get_user_admin(request: Request) -> UserAdmin:
     return user_admin
 
 
-async def get_backchannel(request: Request) -> Backchannel:
-    backchannel: Backchannel = request.app.state.backchannel
-    return backchannel
+async def get_logout_notices(request: Request) -> LogoutNotices:
+    notices: LogoutNotices = request.app.state.logout_notices
+    return notices
 
 
 async def get_two_step(request: Request) -> TwoStep:
@@ -97,7 +97,7 @@ UserAdminDep = Annotated[UserAdmin, Depends(get_user_admin)]
 TwoStepDep = Annotated[TwoStep, Depends(get_two_step)]
 PasskeysDep = Annotated[Passkeys, Depends(get_passkeys)]
 OAuthDep = Annotated[OAuth, Depends(get_oauth)]
-BackchannelDep = Annotated[Backchannel, Depends(get_backchannel)]
+LogoutNoticesDep = Annotated[LogoutNotices, Depends(get_logout_notices)]
 
 
 # What an application's session (an authorization code's) may call here: who it signs in

@@ -105,6 +105,11 @@ class SessionNotFound(AuthError):
     """No session of the caller's has that id (another user's counts as none)."""
 
 
+class NotListening(AuthError):
+    """An admin's retry of back-channel logout notices for an application that does not
+    listen for them (or is not configured)."""
+
+
 class UserNotFound(AuthError):
     """No account has that id."""
 

@@ -35,6 +35,7 @@ from auth_service.errors import (
     MfaSetupNotStarted,
     MfaUnavailable,
     NotAuthenticated,
+    NotListening,
     OwnTwoStep,
     PasskeyExists,
     PasskeyNotAccepted,
@@ -83,6 +84,11 @@ PROBLEMS: dict[type[AuthError], Problem] = {
     EmailUnchanged: Problem(400, "email_unchanged", "that is the account's address already"),
     SessionNotFound: Problem(404, "session_not_found", "you have no session with that id"),
     UserNotFound: Problem(404, "user_not_found", "no account has that id"),
+    NotListening: Problem(
+        404,
+        "client_not_listening",
+        "no configured application of that id has a back-channel logout URI",
+    ),
     AdminSelfLockout: Problem(
         409,
         "admin_self_lockout",

@@ -312,7 +312,9 @@ class LogoutNoticePage(BaseModel):
 
 
 class RetryIn(StrictModel):
-    client_id: str | None = Field(default=None, max_length=128, description="all if left out")
+    client_id: Annotated[str, Field(max_length=128), NoNul] | None = Field(
+        default=None, description="every listening application's if left out"
+    )
 
 
 class RetriedOut(BaseModel):

@@ -11,8 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from auth_service.admin_users import Found
-from auth_service.deps import AdminCallerDep, BackchannelDep, UserAdminDep
-from auth_service.errors import AdminSelfLockout, Forbidden, OwnTwoStep, UserNotFound
+from auth_service.deps import AdminCallerDep, LogoutNoticesDep, UserAdminDep
+from auth_service.errors import (
+    AdminSelfLockout,
+    Forbidden,
+    NotListening,
+    OwnTwoStep,
+    UserNotFound,
+)
 from auth_service.http_errors import responses
 from auth_service.routes import client_ip
 from auth_service.schemas import (
@@ -113,16 +119,22 @@ async def remove_passkeys(
 @notices_router.get("", response_model=LogoutNoticePage, responses=responses(Forbidden, 401, 422))
 async def logout_notices(
     caller: AdminCallerDep,
-    backchannel: BackchannelDep,
+    notices: LogoutNoticesDep,
+    request: Request,
     failed: bool | None = None,
-    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    client_id: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> LogoutNoticePage:
     """Back-channel logout notices not yet told, oldest first: `failed=true` those given
-    up on (kept a day), `false` those still tried; one application's with `client_id`."""
-    items, total = await backchannel.listed(
-        failed=failed, client_id=client_id, limit=limit, offset=offset
+    up on (kept a day), `false` the others; one application's with `client_id`."""
+    items, total = await notices.listed(
+        caller,
+        failed=failed,
+        client_id=client_id,
+        limit=limit,
+        offset=offset,
+        ip=client_ip(request),
     )
     return LogoutNoticePage(
         items=[LogoutNoticeOut.model_validate(n, from_attributes=True) for n in items],
@@ -132,11 +144,19 @@ async def logout_notices(
     )
 
 
-@notices_router.post("/retry", response_model=RetriedOut, responses=responses(Forbidden, 401, 422))
+@notices_router.post(
+    "/retry",
+    response_model=RetriedOut,
+    responses=responses(Forbidden, NotListening, 401, 422),
+)
 async def retry_logout_notices(
-    body: RetryIn, caller: AdminCallerDep, backchannel: BackchannelDep, request: Request
+    caller: AdminCallerDep,
+    notices: LogoutNoticesDep,
+    request: Request,
+    body: RetryIn | None = None,
 ) -> RetriedOut:
-    """Try the notices given up on again (one application's, or all), with every attempt
-    afresh: once an application that was down for longer than the retries is back."""
-    retried = await backchannel.retry_failed(caller.user.id, body.client_id, client_ip(request))
-    return RetriedOut(retried=retried)
+    """Try the notices given up on again, with every attempt afresh, once an application
+    that was down for longer than the retries is back: that application's, or (no body,
+    or no `client_id`) those of every application that listens now."""
+    client_id = body.client_id if body else None
+    return RetriedOut(retried=await notices.retry(caller, client_id, client_ip(request)))

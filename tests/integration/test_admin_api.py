@@ -197,20 +197,50 @@ def test_reads_are_audited_too(stack: Stack, http: httpx.Client, admin: Account)
 def test_admins_read_the_untold_logout_notices_and_retry_them(
     stack: Stack, http: httpx.Client, admin: Account
 ) -> None:
-    """Over HTTP, with the rules of every admin route; what they hold and how a retry
-    runs is tests/unit/test_backchannel.py's (the test stack's applications listen
-    nowhere, so none is written here)."""
+    """Over HTTP, with the rules of every admin route, a notice given up on as the
+    delivery leaves it (how a retry runs is tests/unit/test_backchannel.py's: the test
+    stack's applications listen nowhere, so a retry here has none to try)."""
     user = new_account(stack, http, "not-admin-notices")
     notices = "/v1/admin/logout-notices"
     for method, path in [("GET", notices), ("POST", f"{notices}/retry")]:
-        assert http.request(method, path, json={}).status_code == 401
-        assert http.request(method, path, json={}, headers=user.bearer).status_code == 403
-    page = http.get(notices, params={"failed": "true", "limit": 5}, headers=admin.bearer)
-    assert page.status_code == 200, page.text
-    assert page.json() == {"items": [], "total": 0, "limit": 5, "offset": 0}
-    retried = http.post(f"{notices}/retry", json={"client_id": "test-spa"}, headers=admin.bearer)
-    assert retried.status_code == 200 and retried.json() == {"retried": 0}
-    for bad in ({"limit": 0}, {"failed": "maybe"}, {"client_id": "x" * 129}):
+        assert http.request(method, path).status_code == 401
+        assert http.request(method, path, headers=user.bearer).status_code == 403
+    session_id = uuid.uuid4()
+    with sqlite3.connect(stack.work / "auth.db") as db:
+        db.execute(
+            "INSERT INTO logout_notices (session_id, client_id, user_id, created_at, attempts,"
+            " next_attempt_at, failed_at, error) VALUES (?, 'test-spa', ?,"
+            " '2026-01-01 00:00:00.000000', 6, '2026-01-01 01:00:00.000000',"
+            " '2026-01-01 01:00:00.000000', 'HTTP 503')",
+            (session_id.hex, uuid.UUID(user.id).hex),
+        )
+    try:
+        page = http.get(notices, params={"failed": "true"}, headers=admin.bearer)
+        assert page.status_code == 200, page.text
+        (item,) = [i for i in page.json()["items"] if i["session_id"] == str(session_id)]
+        assert item["client_id"] == "test-spa" and item["user_id"] == user.id
+        assert item["attempts"] == 6 and item["error"] == "HTTP 503" and item["failed_at"]
+        still = http.get(notices, params={"failed": "false", "client_id": "test-spa"},
+                         headers=admin.bearer)  # fmt: skip
+        assert still.json()["total"] == 0
+        elsewhere = http.get(notices, params={"client_id": "test-server"}, headers=admin.bearer)
+        assert elsewhere.json()["items"] == []
+        named = http.post(f"{notices}/retry", json={"client_id": "test-spa"}, headers=admin.bearer)
+        assert named.status_code == 404 and named.json()["error"] == "client_not_listening"
+        everyone = http.post(f"{notices}/retry", headers=admin.bearer)  # no body: all listening
+        assert everyone.status_code == 200 and everyone.json() == {"retried": 0}
+    finally:
+        with sqlite3.connect(stack.work / "auth.db") as db:
+            db.execute("DELETE FROM logout_notices WHERE session_id = ?", (session_id.hex,))
+            listed = db.execute(
+                "SELECT count(*) FROM audit_events WHERE event = 'logout_notices_listed'"
+                " AND detail LIKE ?",
+                (f'%"{admin.id}"%',),
+            ).fetchone()
+    assert listed[0] >= 3
+    for bad in ({"limit": 0}, {"failed": "maybe"}, {"client_id": "x" * 129},
+                {"client_id": "a\x00b"}):  # fmt: skip
         assert http.get(notices, params=bad, headers=admin.bearer).status_code == 422, bad
-    unknown = http.post(f"{notices}/retry", json={"everything": True}, headers=admin.bearer)
-    assert unknown.status_code == 422
+    for body in ({"everything": True}, {"client_id": "a\u0000b"}, {"client_id": 7}):
+        r = http.post(f"{notices}/retry", json=body, headers=admin.bearer)
+        assert r.status_code == 422, body

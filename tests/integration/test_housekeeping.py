@@ -310,6 +310,17 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-pending", now - 24.5 * HOUR, None),
         ]
     )
+    session.add(  # old, but an admin had it tried again: its next attempt is near
+        LogoutNotice(
+            session_id=uuid.uuid4(),
+            client_id="app",
+            user_id=kept_user.id,
+            created_at=now - 30 * HOUR,
+            attempts=0,
+            next_attempt_at=now,
+            error="kept-retried",
+        )
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -393,6 +404,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
     assert len(left["throttle"]) == 3 and len(left["outbox"]) == 5
     assert left["audit"] == ["kept", "kept"]
     assert len(left["challenges"]) == len(left["recovery"]) == len(left["factors"]) == 2
+    assert left["logout_notices"] == ["kept-failed", "kept-pending", "kept-retried"]
     assert await _count(engine, RefreshToken) == 4
     assert await _count(engine, OneTimeCode) == 3
     assert await sweep(engine, SETTINGS, now) == dict.fromkeys(counts, 0)  # nothing left to do

@@ -491,6 +491,9 @@ def test_admin_routes_may_require_a_two_step_session(stack: Stack, http: httpx.C
         assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
         refused = http.delete(f"{users}/{admin.id}/passkeys", headers=admin.bearer)
         assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
+        notices = f"{strict_auth.url}/v1/admin/logout-notices"
+        refused = http.get(notices, headers=admin.bearer)
+        assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
         refused = http.patch(film, json={"year": 2000}, headers=admin.bearer)
         assert (refused.status_code, error(refused)) == (403, "mfa_session_required")
         assert http.get(f"{stack.auth.url}/v1/admin/users", headers=admin.bearer).is_success
@@ -499,6 +502,7 @@ def test_admin_routes_may_require_a_two_step_session(stack: Stack, http: httpx.C
         pair = second_step(http, mfa_token(http, admin), app.code())
         two_step = bearer(pair.json()["access_token"])
         assert http.get(users, headers=two_step).status_code == 200
+        assert http.get(notices, headers=two_step).status_code == 200
         # Past the check: the film simply does not exist.
         assert http.patch(film, json={"year": 2000}, headers=two_step).status_code == 404
     finally:

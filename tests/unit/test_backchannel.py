@@ -7,16 +7,19 @@ from __future__ import annotations
 import socket
 import uuid
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from auth_service.admin_notices import LogoutNotices
 from auth_service.backchannel import BACKOFF, MAX_ATTEMPTS, Backchannel
 from auth_service.config import AuthSettings, OAuthClient
+from auth_service.errors import NotListening
 from auth_service.keys import KeyRing
 from auth_service.models import AuditEvent, LogoutNotice, User, UserSession
 from auth_service.tokens import AccessTokenIssuer
-from auth_service.user_sessions import Client, end_sessions, session_row
+from auth_service.user_sessions import Caller, Client, end_sessions, session_row
 from common.clock import utcnow
 
 
@@ -88,19 +91,36 @@ async def test_an_undeliverable_notice_is_given_up_on_and_kept(
         assert after == {"dropped": 1, "retried": MAX_ATTEMPTS - 1, "given_up": 1}
 
         # An admin reads what was given up on, and has it tried again, afresh.
-        (failed,), total = await backchannel.listed(failed=True, client_id=None, limit=10, offset=0)
+        admin = Caller(
+            User(id=uuid.uuid4(), email="admin@example.com", roles=["admin"]), uuid.uuid4()
+        )
+        notices = LogoutNotices(sessions, {"app": listening, "deaf": deaf})
+        (failed,), total = await notices.listed(
+            admin, failed=True, client_id=None, limit=10, offset=0
+        )
         assert total == 1 and failed.client_id == "app" and failed.attempts == MAX_ATTEMPTS
-        assert (await backchannel.listed(failed=False, client_id=None, limit=10, offset=0))[1] == 0
-        assert await backchannel.retry_failed(uuid.uuid4(), "deaf", "127.0.0.1") == 0
-        assert await backchannel.retry_failed(uuid.uuid4(), None, "127.0.0.1") == 1
+        others = await notices.listed(admin, failed=False, client_id="app", limit=10, offset=0)
+        assert others == ([], 0)
+        with pytest.raises(NotListening):
+            await notices.retry(admin, "deaf", "127.0.0.1")  # it would be dropped as told
+        assert await notices.retry(admin, None, "127.0.0.1") == 1
+        async with sessions() as session:
+            (notice,) = await session.scalars(select(LogoutNotice))
+            assert (notice.attempts, notice.failed_at, notice.error) == (0, None, None)
         assert await backchannel.deliver_due() == 1
         async with sessions() as session:
             (notice,) = await session.scalars(select(LogoutNotice))
             assert notice.attempts == 1 and notice.failed_at is None  # tried again, not given up
-            retries = await session.scalars(
-                select(AuditEvent.detail).where(AuditEvent.event == "logout_notices_retried")
+            audited = await session.execute(
+                select(AuditEvent.event, AuditEvent.detail)
+                .where(AuditEvent.event.like("logout_notices_%"))
+                .order_by(AuditEvent.id)
             )
-            assert [d["count"] for d in retries if d] == [0, 1]
+            assert [(event, (detail or {})["admin"]) for event, detail in audited] == [
+                ("logout_notices_listed", str(admin.user.id)),
+                ("logout_notices_listed", str(admin.user.id)),
+                ("logout_notices_retried", str(admin.user.id)),
+            ]
     finally:
         await backchannel.close()
 
