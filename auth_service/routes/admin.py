@@ -1,7 +1,7 @@
 """The admin API (Bearer, role `admin` as the database has it): find users, read one,
 disable or enable them, grant or revoke roles, turn two-step sign-in off, remove their
 passkeys (see `admin_users.py` for the rules); and the back-channel logout notices not yet
-told, tried again once given up on (`backchannel.py`)."""
+told, tried again once given up on (`admin_notices.py`)."""
 
 from __future__ import annotations
 
