@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from auth_service.config import AuthSettings
 from common.clock import utcnow
-from common.jwt import ALGORITHM
+from common.jwt import ACCESS_TOKEN_TYPE, ALGORITHM
 
 # How a session was signed in, as its access tokens' `amr` claim says (RFC 8176; the
 # registered values where one fits).
@@ -82,7 +82,7 @@ class AccessTokenIssuer:
         if application is not None:
             claims["client_id"] = application
             claims["scope"] = scope or ""
-        return self.sign(claims)
+        return self.sign(claims, typ=ACCESS_TOKEN_TYPE)
 
     def issue_to_client(self, client_id: str, scope: str) -> str:
         """An access token of a client's own (the client credentials grant): `sub` and
@@ -95,14 +95,14 @@ class AccessTokenIssuer:
             "client_id": client_id,
             "scope": scope,
         }
-        return self.sign(claims)
+        return self.sign(claims, typ=ACCESS_TOKEN_TYPE)
 
     def sign(
         self, claims: dict[str, Any], typ: str | None = None, ttl: timedelta | None = None
     ) -> str:
         """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime, or `ttl`),
-        signed with the current key: an access token, an ID token (whose `aud` is an
-        application), or a logout token (`typ` logout+jwt)."""
+        signed with the current key: an access token (`typ` at+jwt), an ID token (whose
+        `aud` is an application; PyJWT's `typ` JWT), or a logout token (`typ` logout+jwt)."""
         now = utcnow()
         issued = {
             "iss": self._issuer,

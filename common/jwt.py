@@ -19,6 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.types import Options
 
 ALGORITHM = "RS256"
+# RFC 9068 §2.1: what an access token's `typ` says. A verifier also takes PyJWT's default
+# `JWT`, which every token had before, and none at all (DESIGN.md's contract names only
+# `kid`); any other kind of token (a logout token's logout+jwt) is refused by its type.
+ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TYPES = {ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}", "jwt"}
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
 # An ID token handed back as a hint: ours (signature, issuer), for any audience, old or not.
 HINT_CHECKS: Options = {
@@ -77,6 +82,12 @@ class Verifier(Protocol):
     async def refresh_unknown(self) -> bool:
         """Called after UnknownKey: True if the verifier learnt new keys worth a retry."""
         ...
+
+
+def _typed_for_access(typ: object) -> bool:
+    """Whether a token's `typ` header allows it as an access token (ACCESS_TYPES, or
+    none), compared without case as media types are."""
+    return typ is None or (isinstance(typ, str) and typ.lower() in ACCESS_TYPES)
 
 
 def _copy(claims: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +163,8 @@ class TokenVerifier:
         # Pin the algorithm before touching keys: rules out `none` and HS256-with-public-key.
         if header.get("alg") != ALGORITHM:
             raise InvalidToken("unexpected algorithm")
+        if not hint and not _typed_for_access(header.get("typ")):
+            raise InvalidToken("not an access token")
         key = self._keys.get(header.get("kid", ""))
         if key is None:
             if "kid" in header or len(self._keys) != 1:

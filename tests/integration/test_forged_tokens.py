@@ -66,6 +66,7 @@ FORGERIES: dict[str, Callable[[Minter], str | None]] = {
     "no jti": lambda m: m.token(jti=None),
     "not yet valid": lambda m: m.token(nbf=int(time.time()) + 3600),
     "roles not a list": lambda m: m.token(roles="admin"),
+    "a logout token's type": lambda m: m.token(headers={"typ": "logout+jwt"}),
     "truncated signature": lambda m: m.token()[:-10],
 }
 

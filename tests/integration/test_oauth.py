@@ -61,6 +61,7 @@ def verified_claims(token: str, meta: dict[str, Any]) -> dict[str, Any]:
     """The token checked as an outside resource server would: keys from `jwks_uri`."""
     keys = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
     decoded = jose_jwt.decode(token, keys, algorithms=["RS256"])
+    assert decoded.header["typ"] == "at+jwt"  # RFC 9068 §2.1
     jose_jwt.JWTClaimsRegistry(
         iss={"essential": True, "value": meta["issuer"]},
         aud={"essential": True, "value": TEST_AUDIENCE},

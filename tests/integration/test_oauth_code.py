@@ -61,6 +61,7 @@ def code_for_url(http: httpx.Client, account: Account, url: str) -> str:
 def id_claims(token: str, meta: dict[str, Any], client_id: str) -> dict[str, Any]:
     keys = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
     decoded = jose_jwt.decode(token, keys, algorithms=["RS256"])
+    assert decoded.header["typ"] == "JWT"  # not an access token's at+jwt
     jose_jwt.JWTClaimsRegistry(
         iss={"essential": True, "value": TEST_ISSUER},
         aud={"essential": True, "value": client_id},

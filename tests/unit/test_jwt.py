@@ -42,6 +42,34 @@ def test_the_verifier_accepts_only_what_it_should() -> None:
         verifier.verify(jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "other"}))
 
 
+@pytest.mark.parametrize(
+    ("typ", "taken"),
+    [
+        ("at+jwt", True),  # RFC 9068, as auth issues them
+        ("application/AT+JWT", True),  # a media type, compared without case
+        ("JWT", True),  # PyJWT's default, which every token had before
+        (None, True),  # none: the contract names only `kid`
+        ("logout+jwt", False),  # a logout token
+        ("secevent+jwt", False),
+        (["at+jwt"], False),  # not even a string: refused, never a 500
+        (7, False),
+    ],
+)
+def test_an_access_token_is_told_by_its_type(typ: object, taken: bool) -> None:
+    verifier = TokenVerifier.from_public_key(KEY.public_key(), issuer="iss", audience="api")
+    now = int(time.time())
+    claims = {"iss": "iss", "sub": "s", "aud": "api", "iat": now, "exp": now + 60, "jti": "j"}
+    headers: dict[str, object] = {"kid": public_jwk(KEY.public_key())["kid"], "typ": typ}
+    token = jwt.encode(claims, KEY, algorithm="RS256", headers=headers)
+    assert jwt.get_unverified_header(token).get("typ") == typ
+    if taken:
+        assert verifier.verify(token)["sub"] == "s"
+    else:
+        with pytest.raises(InvalidToken, match="not an access token"):
+            verifier.verify(token)
+    assert verifier.signed(token)["sub"] == "s"  # a hint is checked for what it names
+
+
 def test_kid_is_the_rfc_7638_thumbprint_of_its_own_example() -> None:
     """RFC 7638 §3.1: the example RSA key and the thumbprint the RFC gives for it."""
     n = (
