@@ -173,6 +173,9 @@ class AuthSettings(BaseSettings):
     token_issuer: str = "http://localhost:8000"
     token_audience: str = "api"
     access_token_ttl_seconds: int = Field(default=900, ge=60)
+    # The access tokens' `typ` header: PyJWT's JWT, which every JWT library takes, or RFC
+    # 9068's at+jwt, for resource servers that check it (some refuse anything but JWT).
+    access_token_type: Literal["JWT", "at+jwt"] = "JWT"
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=300)
     # Off by default: how long after its rotation a refresh token presented again gets
     # the family's next pair instead of ending it, while its successor is unused

@@ -56,6 +56,8 @@ class AccessTokenIssuer:
         self._issuer = settings.token_issuer
         self._audience = settings.token_audience
         self.ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+        # None: PyJWT's own JWT.
+        self._typ = ACCESS_TOKEN_TYPE if settings.access_token_type == ACCESS_TOKEN_TYPE else None
 
     def issue(
         self,
@@ -82,7 +84,7 @@ class AccessTokenIssuer:
         if application is not None:
             claims["client_id"] = application
             claims["scope"] = scope or ""
-        return self.sign(claims, typ=ACCESS_TOKEN_TYPE)
+        return self.sign(claims, typ=self._typ)
 
     def issue_to_client(self, client_id: str, scope: str) -> str:
         """An access token of a client's own (the client credentials grant): `sub` and
@@ -95,14 +97,15 @@ class AccessTokenIssuer:
             "client_id": client_id,
             "scope": scope,
         }
-        return self.sign(claims, typ=ACCESS_TOKEN_TYPE)
+        return self.sign(claims, typ=self._typ)
 
     def sign(
         self, claims: dict[str, Any], typ: str | None = None, ttl: timedelta | None = None
     ) -> str:
         """`claims` with `iss`, `iat` and `exp` (the access tokens' lifetime, or `ttl`),
-        signed with the current key: an access token (`typ` at+jwt), an ID token (whose
-        `aud` is an application; PyJWT's `typ` JWT), or a logout token (`typ` logout+jwt)."""
+        signed with the current key: an access token (`typ` AUTH_ACCESS_TOKEN_TYPE), an ID
+        token (whose `aud` is an application; PyJWT's `typ` JWT), or a logout token (`typ`
+        logout+jwt)."""
         now = utcnow()
         issued = {
             "iss": self._issuer,

@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.types import Options
 
 ALGORITHM = "RS256"
-# RFC 9068 §2.1: what an access token's `typ` says. A verifier also takes PyJWT's default
-# `JWT`, which every token had before, and none at all (DESIGN.md's contract names only
-# `kid`); any other kind of token (a logout token's logout+jwt) is refused by its type.
+# RFC 9068 §2.1: what an access token's `typ` may say (AUTH_ACCESS_TOKEN_TYPE). A verifier
+# also takes a plain JWT's (PyJWT's default, and ID tokens'), and none at all (DESIGN.md's
+# contract names only `kid`); any other kind of token (a logout token's logout+jwt) is
+# refused by its type. An ID token handed back as a hint is a plain JWT, or untyped.
 ACCESS_TOKEN_TYPE = "at+jwt"
-ACCESS_TYPES = {ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}", "jwt"}
+PLAIN_TYPES = frozenset({"jwt", "application/jwt"})
+ACCESS_TYPES = PLAIN_TYPES | {ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}"}
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
 # An ID token handed back as a hint: ours (signature, issuer), for any audience, old or not.
 HINT_CHECKS: Options = {
@@ -84,10 +86,13 @@ class Verifier(Protocol):
         ...
 
 
-def _typed_for_access(typ: object) -> bool:
-    """Whether a token's `typ` header allows it as an access token (ACCESS_TYPES, or
-    none), compared without case as media types are."""
-    return typ is None or (isinstance(typ, str) and typ.lower() in ACCESS_TYPES)
+def _typed(header: dict[str, Any], allowed: frozenset[str]) -> bool:
+    """Whether a token's `typ` header is one of `allowed`, compared without case as media
+    types are, or absent."""
+    if "typ" not in header:
+        return True
+    typ = header["typ"]
+    return isinstance(typ, str) and typ.lower() in allowed
 
 
 def _copy(claims: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +168,8 @@ class TokenVerifier:
         # Pin the algorithm before touching keys: rules out `none` and HS256-with-public-key.
         if header.get("alg") != ALGORITHM:
             raise InvalidToken("unexpected algorithm")
-        if not hint and not _typed_for_access(header.get("typ")):
-            raise InvalidToken("not an access token")
+        if not _typed(header, PLAIN_TYPES if hint else ACCESS_TYPES):
+            raise InvalidToken("not an ID token" if hint else "not an access token")
         key = self._keys.get(header.get("kid", ""))
         if key is None:
             if "kid" in header or len(self._keys) != 1:

@@ -160,6 +160,8 @@ def stack(
         "AUTH_SIGNUP_RESUME_AFTER_SECONDS": "20",
         # Every test comes from 127.0.0.1; test_rate_limits.py runs its own auth with them on.
         "AUTH_RATE_LIMIT_ENABLED": "false",
+        # RFC 9068's type, so every verifier here meets it (the default, JWT: test_jwt.py).
+        "AUTH_ACCESS_TOKEN_TYPE": "at+jwt",
         "AUTH_CODE_MAX_FAILURES_PER_ADDRESS": str(TEST_CODE_BUDGET),
         # Passkeys from the issuer's origin (the API tests' software authenticator) and
         # from the web front end's, as Chromium names it: an IP address cannot be a

@@ -9,6 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
+from auth_service.config import AuthSettings
+from auth_service.keys import KeyRing
+from auth_service.tokens import AccessTokenIssuer
 from common.jwt import InvalidToken, TokenVerifier, public_jwk
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -43,31 +46,49 @@ def test_the_verifier_accepts_only_what_it_should() -> None:
 
 
 @pytest.mark.parametrize(
-    ("typ", "taken"),
+    ("typ", "as_access", "as_hint"),
     [
-        ("at+jwt", True),  # RFC 9068, as auth issues them
-        ("application/AT+JWT", True),  # a media type, compared without case
-        ("JWT", True),  # PyJWT's default, which every token had before
-        (None, True),  # none: the contract names only `kid`
-        ("logout+jwt", False),  # a logout token
-        ("secevent+jwt", False),
-        (["at+jwt"], False),  # not even a string: refused, never a 500
-        (7, False),
+        ("at+jwt", True, False),  # RFC 9068, with AUTH_ACCESS_TOKEN_TYPE=at+jwt
+        ("application/AT+JWT", True, False),  # a media type, compared without case
+        ("JWT", True, True),  # PyJWT's default: access tokens by default, and ID tokens
+        ("application/jwt", True, True),
+        (None, True, True),  # none: the contract names only `kid`
+        ("logout+jwt", False, False),  # a logout token is neither
+        ("secevent+jwt", False, False),
+        (["at+jwt"], False, False),  # not even a string: refused, never a 500
+        (7, False, False),
     ],
 )
-def test_an_access_token_is_told_by_its_type(typ: object, taken: bool) -> None:
+def test_a_token_is_told_by_its_type(typ: object, as_access: bool, as_hint: bool) -> None:
     verifier = TokenVerifier.from_public_key(KEY.public_key(), issuer="iss", audience="api")
     now = int(time.time())
     claims = {"iss": "iss", "sub": "s", "aud": "api", "iat": now, "exp": now + 60, "jti": "j"}
     headers: dict[str, object] = {"kid": public_jwk(KEY.public_key())["kid"], "typ": typ}
     token = jwt.encode(claims, KEY, algorithm="RS256", headers=headers)
     assert jwt.get_unverified_header(token).get("typ") == typ
-    if taken:
+    if as_access:
         assert verifier.verify(token)["sub"] == "s"
     else:
         with pytest.raises(InvalidToken, match="not an access token"):
             verifier.verify(token)
-    assert verifier.signed(token)["sub"] == "s"  # a hint is checked for what it names
+    if as_hint:  # an ID token handed back names a sign-in
+        assert verifier.signed(token)["sub"] == "s"
+    else:
+        with pytest.raises(InvalidToken, match="not an ID token"):
+            verifier.signed(token)
+
+
+def test_access_tokens_are_plain_jwts_unless_told_otherwise(settings: AuthSettings) -> None:
+    """AUTH_ACCESS_TOKEN_TYPE: JWT by default, which every JWT library takes; at+jwt for
+    resource servers that check RFC 9068's type."""
+    for setting, typ in (("JWT", "JWT"), ("at+jwt", "at+jwt")):
+        configured = settings.model_copy(update={"access_token_type": setting})
+        issuer = AccessTokenIssuer(KeyRing(configured), configured)
+        token = issuer.issue(uuid.uuid4(), [], uuid.uuid4(), ("pwd",))
+        assert jwt.get_unverified_header(token)["typ"] == typ
+        assert jwt.get_unverified_header(issuer.issue_to_client("svc", "films"))["typ"] == typ
+        id_token = issuer.sign({"aud": "app", "sub": "s"})
+        assert jwt.get_unverified_header(id_token)["typ"] == "JWT"  # never an access token's
 
 
 def test_kid_is_the_rfc_7638_thumbprint_of_its_own_example() -> None:
