@@ -48,9 +48,11 @@ class JwksVerifier:
         audience: str,
         cooldown_seconds: float = 30.0,
         refresh_seconds: float = 300.0,
+        require_at_jwt: bool = False,
     ) -> None:
         self.url = url
         self._issuer, self._audience = issuer, audience
+        self._require_at_jwt = require_at_jwt
         self._cooldown = cooldown_seconds
         self._refresh = refresh_seconds
         self._verifier: TokenVerifier | None = None
@@ -92,7 +94,12 @@ class JwksVerifier:
                 FETCHES.labels("empty").inc()
                 log.warning("%s holds no usable RS256 key; keeping the cache", self.url)
                 return False
-            self._verifier = TokenVerifier(keys, issuer=self._issuer, audience=self._audience)
+            self._verifier = TokenVerifier(
+                keys,
+                issuer=self._issuer,
+                audience=self._audience,
+                require_at_jwt=self._require_at_jwt,
+            )
             FETCHES.labels("ok").inc()
             return True
 

@@ -25,7 +25,8 @@ ALGORITHM = "RS256"
 # refused by its type. An ID token handed back as a hint is a plain JWT, or untyped.
 ACCESS_TOKEN_TYPE = "at+jwt"
 PLAIN_TYPES = frozenset({"jwt", "application/jwt"})
-ACCESS_TYPES = PLAIN_TYPES | {ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}"}
+TYPED_ACCESS = frozenset({ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}"})
+ACCESS_TYPES = PLAIN_TYPES | TYPED_ACCESS
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
 # An ID token handed back as a hint: ours (signature, issuer), for any audience, old or not.
 HINT_CHECKS: Options = {
@@ -86,11 +87,11 @@ class Verifier(Protocol):
         ...
 
 
-def _typed(header: dict[str, Any], allowed: frozenset[str]) -> bool:
+def _typed(header: dict[str, Any], allowed: frozenset[str], *, untyped: bool = True) -> bool:
     """Whether a token's `typ` header is one of `allowed`, compared without case as media
-    types are, or absent."""
+    types are, or absent (where `untyped` is allowed)."""
     if "typ" not in header:
-        return True
+        return untyped
     typ = header["typ"]
     return isinstance(typ, str) and typ.lower() in allowed
 
@@ -120,18 +121,30 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         clock: Callable[[], float] = time.time,
+        require_at_jwt: bool = False,
     ) -> None:
+        """`require_at_jwt`: an access token must say `typ` at+jwt (RFC 9068 §4), once
+        auth has typed them so for longer than one lives."""
         if not keys:
             raise ValueError("at least one public key is required")
         self._keys = dict(keys)
         self._issuer = issuer
         self._audience = audience
         self._clock = clock
+        self._access_types = TYPED_ACCESS if require_at_jwt else ACCESS_TYPES
+        self._untyped_access = not require_at_jwt
         self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
 
     @classmethod
-    def from_public_key(cls, key: RSAPublicKey, *, issuer: str, audience: str) -> TokenVerifier:
-        return cls({public_jwk(key)["kid"]: key}, issuer=issuer, audience=audience)
+    def from_public_key(
+        cls, key: RSAPublicKey, *, issuer: str, audience: str, require_at_jwt: bool = False
+    ) -> TokenVerifier:
+        return cls(
+            {public_jwk(key)["kid"]: key},
+            issuer=issuer,
+            audience=audience,
+            require_at_jwt=require_at_jwt,
+        )
 
     @property
     def kids(self) -> list[str]:
@@ -168,8 +181,10 @@ class TokenVerifier:
         # Pin the algorithm before touching keys: rules out `none` and HS256-with-public-key.
         if header.get("alg") != ALGORITHM:
             raise InvalidToken("unexpected algorithm")
-        if not _typed(header, PLAIN_TYPES if hint else ACCESS_TYPES):
-            raise InvalidToken("not an ID token" if hint else "not an access token")
+        if hint and not _typed(header, PLAIN_TYPES):
+            raise InvalidToken("not an ID token")
+        if not hint and not _typed(header, self._access_types, untyped=self._untyped_access):
+            raise InvalidToken("not an access token")
         key = self._keys.get(header.get("kid", ""))
         if key is None:
             if "kid" in header or len(self._keys) != 1:

@@ -29,6 +29,9 @@ class TokenCheckSettings(BaseSettings):
     token_audience: str = "api"
     # Admin routes only for a session that passed two-step sign-in (`"mfa"` in `amr`).
     admin_requires_mfa: bool = False
+    # Access tokens must say `typ` at+jwt (RFC 9068 §4): only once auth has typed them so
+    # (AUTH_ACCESS_TOKEN_TYPE) for longer than one lives.
+    require_at_jwt: bool = False
 
 
 @dataclass
@@ -45,12 +48,16 @@ class OfflineVerification:
                 audience=settings.token_audience,
                 cooldown_seconds=settings.jwks_cooldown_seconds,
                 refresh_seconds=settings.jwks_refresh_seconds,
+                require_at_jwt=settings.require_at_jwt,
             )
             return cls(jwks, jwks)
         # Parsed now, before serving: a missing or wrong key file stops the start-up.
         key = load_public_key(settings.public_key_path)
         verifier = TokenVerifier.from_public_key(
-            key, issuer=settings.token_issuer, audience=settings.token_audience
+            key,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            require_at_jwt=settings.require_at_jwt,
         )
         return cls(verifier)
 

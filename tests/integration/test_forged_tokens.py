@@ -13,6 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.accounts import new_account
 from tests.conftest import Stack
 from tests.support import Minter
 
@@ -102,3 +103,21 @@ def test_control_a_well_formed_token_passes(stack: Stack, films_token: str) -> N
         f"{stack.films.url}/v1/films/1", headers={"Authorization": f"Bearer {films_token}"}
     )
     assert r.status_code == 200
+
+
+def test_films_may_require_rfc_9068s_type(stack: Stack, films_token: str) -> None:
+    """FILMS_REQUIRE_AT_JWT: a plain JWT (as `Minter` and, by default, auth type them) is
+    refused; auth's own tokens, which the test stack types at+jwt, pass."""
+    with httpx.Client(timeout=30) as http:
+        from_auth = new_account(stack, http, "typed-token").access_token
+    films = stack.spawn("films_service", "films-at-jwt", FILMS_REQUIRE_AT_JWT="true")
+    try:
+        for token, status in (
+            (films_token, 401),
+            (Minter(stack.key_dir).token(headers={"typ": "at+jwt"}), 200),
+            (from_auth, 200),
+        ):
+            r = httpx.get(f"{films.url}/v1/films", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == status, r.text
+    finally:
+        films.stop()

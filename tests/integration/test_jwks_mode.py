@@ -32,6 +32,7 @@ def pair(
         FILMS_JWKS_URL=f"{auth.url}/.well-known/jwks.json",
         FILMS_JWKS_COOLDOWN_SECONDS=str(COOLDOWN),
         FILMS_PUBLIC_KEY_PATH="/nonexistent.pem",  # proves the PEM is not what is used
+        FILMS_REQUIRE_AT_JWT="true",  # the test stack's auth types its tokens so
     )
     try:
         yield auth, films
@@ -90,7 +91,8 @@ def test_unknown_kids_refetch_at_most_once_per_cooldown(
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     start, began = fetches(films), time.monotonic()
     for i in range(20):
-        forged = minter.token(attacker, headers={"kid": f"made-up-{i}"})
+        # Typed as an access token, so that the kid, not the type, is what is looked at.
+        forged = minter.token(attacker, headers={"kid": f"made-up-{i}", "typ": "at+jwt"})
         assert get_film(films, forged) == 401
     cooldowns = 1 + int((time.monotonic() - began) // COOLDOWN)
     # However many forged kids arrive, at most one fetch per cooldown goes to auth (a slow

@@ -78,6 +78,28 @@ def test_a_token_is_told_by_its_type(typ: object, as_access: bool, as_hint: bool
             verifier.signed(token)
 
 
+@pytest.mark.parametrize(
+    ("typ", "taken"),
+    [("at+jwt", True), ("application/at+jwt", True), ("JWT", False), (None, False)],
+)
+def test_a_verifier_may_require_rfc_9068s_type(typ: str | None, taken: bool) -> None:
+    """FILMS_REQUIRE_AT_JWT, MAILER_REQUIRE_AT_JWT: only at+jwt passes as an access token;
+    an ID token handed back as a hint is checked as before."""
+    verifier = TokenVerifier.from_public_key(
+        KEY.public_key(), issuer="iss", audience="api", require_at_jwt=True
+    )
+    now = int(time.time())
+    claims = {"iss": "iss", "sub": "s", "aud": "api", "iat": now, "exp": now + 60, "jti": "j"}
+    headers: dict[str, object] = {"kid": public_jwk(KEY.public_key())["kid"], "typ": typ}
+    token = jwt.encode(claims, KEY, algorithm="RS256", headers=headers)
+    if taken:
+        assert verifier.verify(token)["sub"] == "s"
+    else:
+        with pytest.raises(InvalidToken, match="not an access token"):
+            verifier.verify(token)
+        assert verifier.signed(token)["sub"] == "s"
+
+
 def test_access_tokens_are_plain_jwts_unless_told_otherwise(settings: AuthSettings) -> None:
     """AUTH_ACCESS_TOKEN_TYPE: JWT by default, which every JWT library takes; at+jwt for
     resource servers that check RFC 9068's type."""
