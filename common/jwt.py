@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.types import Options
 
 ALGORITHM = "RS256"
-# RFC 9068 §2.1: what an access token's `typ` may say (AUTH_ACCESS_TOKEN_TYPE). A verifier
-# also takes a plain JWT's (PyJWT's default, and ID tokens'), and none at all (DESIGN.md's
-# contract names only `kid`); any other kind of token (a logout token's logout+jwt) is
-# refused by its type. An ID token handed back as a hint is a plain JWT, or untyped.
+# RFC 9068 §2.1: what an access token's `typ` may say (AUTH_ACCESS_TOKEN_TYPE). Unless it
+# requires at+jwt, a verifier also takes a plain JWT's (PyJWT's default, and ID tokens'),
+# and none at all (DESIGN.md's contract names only `kid`); any other kind of token (a
+# logout token's logout+jwt) is refused by its type. An ID token handed back as a hint is
+# a plain JWT, or untyped.
 ACCESS_TOKEN_TYPE = "at+jwt"
 PLAIN_TYPES = frozenset({"jwt", "application/jwt"})
 TYPED_ACCESS = frozenset({ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}"})
