@@ -35,6 +35,8 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 # What an application may be granted: an ID token, the address in it, the films API.
 Scope = Literal["openid", "email", "films"]
+# What a client's own token may be granted: the scopes about a person are not a service's.
+SERVICE_SCOPES: tuple[Scope, ...] = ("films",)
 
 
 def _uuid_like(name: str) -> bool:
@@ -90,7 +92,8 @@ class OAuthClient(BaseModel):
             raise ValueError(f"{name}: introspect and client_credentials need a secret")
         if self.client_credentials and _uuid_like(self.client_id):
             raise ValueError(f"{name}: with client_credentials, a client_id is no UUID")
-        if self.client_credentials and self.scopes is not None and "films" not in self.scopes:
+        may = SERVICE_SCOPES if self.scopes is None else self.scopes
+        if self.client_credentials and not set(may) & set(SERVICE_SCOPES):
             raise ValueError(f"{name}: client_credentials, but no scope a service may get")
         if self.redirect_uris:
             return self

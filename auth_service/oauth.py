@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit
 from auth_service.accounts import Accounts
-from auth_service.config import OAuthClient, Scope
+from auth_service.config import SERVICE_SCOPES, OAuthClient, Scope
 from auth_service.errors import (
     ClientRefused,
     ConsentNotFound,
@@ -63,8 +63,6 @@ _CONSENTS = Base.metadata.tables[OAuthConsent.__tablename__]
 # What may be granted (other requested scopes are left out): an ID token, the address in
 # it, and the films API (films refuses an application's token without it).
 SCOPES: tuple[str, ...] = get_args(Scope)
-# What a client's own token may be granted: the scopes about a person are not a service's.
-SERVICE_SCOPES = tuple(scope for scope in SCOPES if scope not in ("openid", "email"))
 
 
 def s256(verifier: str) -> str:

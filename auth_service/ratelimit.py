@@ -17,9 +17,8 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -68,15 +67,15 @@ class RateLimiter:
 
     async def hit(self, scope: str, key: str, limit: Limit) -> None:
         """Count one request; raise RateLimited (429 + Retry-After) past the limit."""
-        await self._ask(self._count, scope, key, limit)
+        await self._ask(scope, key, limit, counted=True)
 
     async def check(self, scope: str, key: str, limit: Limit) -> None:
         """Raise RateLimited where the limit is spent, without counting this request: for
         a budget of failures, which `hit` counts once one happens."""
-        await self._ask(self._test, scope, key, limit)
+        await self._ask(scope, key, limit, counted=False)
 
-    async def _ask(self, call: Check, scope: str, key: str, limit: Limit) -> None:
-        """`call` against Redis where there is one and it answers, else this process's
+    async def _ask(self, scope: str, key: str, limit: Limit, *, counted: bool) -> None:
+        """`_within` against Redis where there is one and it answers, else this process's
         counters."""
         if not self.enabled:
             return
@@ -84,7 +83,7 @@ class RateLimiter:
         if self._redis is not None and time.monotonic() >= self._redis_down_until:
             try:
                 async with asyncio.timeout(REDIS_TIMEOUT):
-                    await call(self._redis, item, scope, key)
+                    await self._within(self._redis, item, scope, key, counted)
                 return
             except RateLimited:
                 raise
@@ -93,21 +92,17 @@ class RateLimiter:
                 # the timeout leaves its connection closed under the client, which then
                 # raises uvloop's RuntimeError on every later use of it.
                 self._redis_failed(exc)
-        await call(self._memory, item, scope, key)
+        await self._within(self._memory, item, scope, key, counted)
 
     @staticmethod
-    async def _count(
-        strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
+    async def _within(
+        strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str, counted: bool
     ) -> None:
-        if not await strategy.hit(item, scope, key):
-            await _refuse(strategy, item, scope, key)
-
-    @staticmethod
-    async def _test(
-        strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
-    ) -> None:
-        if not await strategy.test(item, scope, key):
-            await _refuse(strategy, item, scope, key)
+        """RateLimited past the limit; the request counted (`hit`) or not (`test`)."""
+        if await (strategy.hit if counted else strategy.test)(item, scope, key):
+            return
+        reset_at, _ = await strategy.get_window_stats(item, scope, key)
+        raise RateLimited(max(1, math.ceil(reset_at - time.time())))
 
     def _redis_failed(self, exc: BaseException) -> None:
         REDIS_FAILURES.inc()
@@ -133,16 +128,6 @@ class RateLimiter:
                 return bool(await self._redis_storage.check())
         except Exception:  # as in hit(): any failure means "not answering"
             return False
-
-
-Check = Callable[[MovingWindowRateLimiter, RateLimitItem, str, str], Awaitable[None]]
-
-
-async def _refuse(
-    strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str
-) -> NoReturn:
-    reset_at, _ = await strategy.get_window_stats(item, scope, key)
-    raise RateLimited(max(1, math.ceil(reset_at - time.time())))
 
 
 def disconnect(storage: RedisStorage) -> None:

@@ -132,8 +132,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._clock = clock
-        self._access_types = TYPED_ACCESS if require_at_jwt else ACCESS_TYPES
-        self._untyped_access = not require_at_jwt
+        self._require_at_jwt = require_at_jwt
         self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
 
     @classmethod
@@ -184,7 +183,9 @@ class TokenVerifier:
             raise InvalidToken("unexpected algorithm")
         if hint and not _typed(header, PLAIN_TYPES):
             raise InvalidToken("not an ID token")
-        if not hint and not _typed(header, self._access_types, untyped=self._untyped_access):
+        strict = self._require_at_jwt
+        access = TYPED_ACCESS if strict else ACCESS_TYPES
+        if not hint and not _typed(header, access, untyped=not strict):
             raise InvalidToken("not an access token")
         key = self._keys.get(header.get("kid", ""))
         if key is None:
