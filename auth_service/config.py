@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from auth_service.client_assertions import signing_keys
 from common.http import CorsOrigins
 from common.settings import comma_separated
 
@@ -61,8 +62,11 @@ class OAuthClient(BaseModel):
     # Empty only for a service.
     redirect_uris: list[str] = Field(default_factory=list, max_length=20)
     # A confidential client (a server, which can keep a secret): the SHA-256 of its
-    # secret, in hex. None: a public one (a single-page or native app), PKCE alone.
+    # secret, in hex; or, where it signs its requests with a private key instead
+    # (`private_key_jwt`, client_assertions.py), its public keys as a JWK Set. Neither: a
+    # public one (a single-page or native app), PKCE alone.
     secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    jwks: dict[str, Any] | None = None
     # First-party: signed-in people are sent back without being asked to allow it.
     trusted: bool = False
     # Where the web front end's logout page may send the browser back to, when the
@@ -88,8 +92,12 @@ class OAuthClient(BaseModel):
         `sub`, and an account's is a UUID."""
         name = f"client {self.client_id!r}"
         service = self.introspect or self.client_credentials
-        if service and self.secret_sha256 is None:
-            raise ValueError(f"{name}: introspect and client_credentials need a secret")
+        if self.secret_sha256 is not None and self.jwks is not None:
+            raise ValueError(f"{name}: it proves itself one way, secret_sha256 or jwks")
+        if service and not self.confidential:
+            raise ValueError(
+                f"{name}: introspect and client_credentials need a secret_sha256 or jwks"
+            )
         if self.client_credentials and _uuid_like(self.client_id):
             raise ValueError(f"{name}: with client_credentials, a client_id is no UUID")
         may = SERVICE_SCOPES if self.scopes is None else self.scopes
@@ -116,6 +124,19 @@ class OAuthClient(BaseModel):
         if not client_id.strip("."):
             raise ValueError("a client_id is not dots alone")
         return client_id
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks(cls, jwks: dict[str, Any] | None) -> dict[str, Any] | None:
+        if jwks is not None:
+            signing_keys(jwks)  # ValueError, naming what is wrong
+        return jwks
+
+    @property
+    def confidential(self) -> bool:
+        """Whether it proves itself (a secret, or a key): a server, not a browser's or a
+        device's app."""
+        return self.secret_sha256 is not None or self.jwks is not None
 
     @field_validator("backchannel_logout_uri")
     @classmethod

@@ -49,6 +49,7 @@ from auth_service.config import AuthSettings
 from auth_service.models import (
     AddressThrottle,
     AuditEvent,
+    ClientAssertion,
     LogoutNotice,
     MfaChallenge,
     OAuthCode,
@@ -125,6 +126,8 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         ),
         # Kept past their minute, so a code redeemed twice still ends the session it opened.
         Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
+        # Past their expiry, an assertion is refused anyway: its jti need not be kept.
+        Rule("client_assertions", ClientAssertion.jti_hash, ClientAssertion.expires_at < now),
         # Given up on (after about an hour of attempts), or for an application that does
         # not listen while none does (so no pass drops them); never one still tried, an
         # admin's retry of an old one among them (its next attempt is near).

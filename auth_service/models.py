@@ -337,6 +337,18 @@ class OAuthConsent(Base):
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ClientAssertion(Base):
+    """A client's signed assertion (`private_key_jwt`) that was used: the SHA-256 of its
+    client_id and `jti`, so that each is taken once. Kept until it expires (with the
+    leeway for clocks), when housekeeping deletes it."""
+
+    __tablename__ = "client_assertions"
+
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class LogoutNotice(Base):
     """An application's session that ended, to tell the application at its back-channel
     logout URI (OpenID Connect Back-Channel Logout): written with the end, in its

@@ -11,7 +11,8 @@ Connect's ID token, for the applications in AUTH_OAUTH_CLIENTS.
    them), or remembered from before for these scopes where the code can reach that client
    alone (`assured`); they take it back with `revoke`.
 3. The application trades the code at the token endpoint (`redeem`) with the verifier,
-   the same redirect URI and, for a confidential client, its secret: a new session (listed
+   the same redirect URI and, for a confidential client, its secret or an assertion signed
+   with its key (`private_key_jwt`, client_assertions.py): a new session (listed
    among the person's, named after the application), its token pair and, with the
    `openid` scope, an ID token for the application (`aud` its client_id, the `nonce` it
    sent, `auth_time` and `amr` of the sign-in the person made at the web front end).
@@ -29,8 +30,8 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit
 from auth_service.accounts import Accounts
+from auth_service.client_assertions import ClientKey, signing_keys, spend, verified
 from auth_service.config import SERVICE_SCOPES, OAuthClient, Scope
 from auth_service.errors import (
     ClientRefused,
@@ -115,10 +117,10 @@ def covers(allowed: str, scope: str) -> bool:
 
 def assured(client: OAuthClient, redirect_uri: str) -> bool:
     """Whether the answer can only reach `client`, so that an earlier yes may stand for
-    the person's: a confidential client (the code is useless without its secret), or an
-    https redirect URI. A public client's loopback port or private scheme can be taken by
+    the person's: a confidential client (the code is useless without its secret or key), or
+    an https redirect URI. A public client's loopback port or private scheme can be taken by
     any program on the device, so the person is asked every time (RFC 8252 §8.6)."""
-    return client.secret_sha256 is not None or redirect_uri.startswith("https://")
+    return client.confidential or redirect_uri.startswith("https://")
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,15 @@ class Issued:
 class OAuth:
     accounts: Accounts
     clients: dict[str, OAuthClient]
+    # The public keys of the clients that sign their assertions (private_key_jwt).
+    client_keys: dict[str, dict[str | None, ClientKey]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client_keys = {
+            client_id: signing_keys(client.jwks)
+            for client_id, client in self.clients.items()
+            if client.jwks is not None
+        }
 
     def name_of(self, client_id: str | None) -> str | None:
         """The application's name, for a session it holds (None: not one, or no longer
@@ -366,17 +377,33 @@ class OAuth:
 
     def authenticate(self, client_id: str, secret: str | None) -> OAuthClient:
         """The client at the token endpoint: a confidential one must give its secret
-        (compared in constant time), a public one gives none."""
+        (compared in constant time), a public one gives none, and one with keys proves
+        itself with an assertion alone (`authenticate_assertion`)."""
         found = self.clients.get(client_id)
         if found is None:
             raise ClientRefused
-        if found.secret_sha256 is None:
+        if not found.confidential:
             if secret:  # a public client has no secret to send
                 raise ClientRefused
             return found
+        if found.secret_sha256 is None:  # it signs assertions instead, and has no secret
+            raise ClientRefused
         given = hashlib.sha256((secret or "").encode()).hexdigest()
         if not secret or not hmac.compare_digest(given, found.secret_sha256):
             raise ClientRefused
+        return found
+
+    async def authenticate_assertion(
+        self, client_id: str, assertion: str, audiences: Collection[str]
+    ) -> OAuthClient:
+        """The client at the token endpoint, proved by an assertion it signed
+        (private_key_jwt: client_assertions.py), which is spent: ClientRefused for a client
+        without keys, and for any assertion that is not its own, for auth, now and new."""
+        found, keys = self.clients.get(client_id), self.client_keys.get(client_id)
+        if found is None or keys is None:
+            raise ClientRefused
+        jti, expires = verified(keys, client_id, assertion, audiences)
+        await spend(self.accounts.sessions, client_id, jti, expires)
         return found
 
     async def redeem(

@@ -154,7 +154,7 @@ class RefreshTokens:
         if holder is None:
             return True
         return not any(
-            c.client_id == holder and c.secret_sha256 for c in self.settings.oauth_clients
+            c.client_id == holder and c.confidential for c in self.settings.oauth_clients
         )
 
     def issue(

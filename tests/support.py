@@ -21,7 +21,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from common.jwt import public_jwk
 from infra.ports import free_port
@@ -151,6 +153,17 @@ SERVER_REDIRECT = "https://app.example.test/oauth/callback?from=films"
 FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
 SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
 RESOURCE_SECRET = "test-api-secret-0123456789abcdefghijklmnopqr"
+SIGNED_REDIRECT = "https://box-office.example.test/callback"
+# The private halves of test-signed's keys (private_key_jwt): made anew by each test
+# process, so no private key is stored; auth is given the public halves.
+SIGNED_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+SIGNED_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+SIGNED_JWKS = {
+    "keys": [
+        RSAAlgorithm.to_jwk(SIGNED_RSA_KEY.public_key(), as_dict=True) | {"kid": "rsa-1"},
+        ECAlgorithm.to_jwk(SIGNED_EC_KEY.public_key(), as_dict=True) | {"kid": "ec-1"},
+    ]
+}
 TEST_OAUTH_CLIENTS = [
     {
         "client_id": "test-spa",
@@ -169,6 +182,14 @@ TEST_OAUTH_CLIENTS = [
         "client_id": "test-api",
         "name": "Reviews API",
         "secret_sha256": hashlib.sha256(RESOURCE_SECRET.encode()).hexdigest(),
+        "introspect": True,
+        "client_credentials": True,
+    },
+    {  # proves itself with an assertion it signs (private_key_jwt), and has no secret
+        "client_id": "test-signed",
+        "name": "Box Office",
+        "redirect_uris": [SIGNED_REDIRECT],
+        "jwks": SIGNED_JWKS,
         "introspect": True,
         "client_credentials": True,
     },

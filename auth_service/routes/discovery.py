@@ -3,7 +3,9 @@ Discovery 1.0, RFC 8414), so an ordinary OAuth2/OIDC library finds the token end
 the keys without reading our code.
 
 What it says is what there is: a token endpoint with the password and refresh-token
-grants, RS256-signed JWT access tokens, the JWKS, revocation and introspection; and, where
+grants, RS256-signed JWT access tokens, the JWKS, revocation and introspection, with
+clients proving themselves by a secret or by an assertion they sign (`private_key_jwt`,
+client_assertions.py); and, where
 AUTH_AUTHORIZATION_ENDPOINT names the web front end's page, the authorization code grant
 with PKCE (S256) for the applications in AUTH_OAUTH_CLIENTS, with ID tokens for the
 `openid` scope (`oauth.py`); the client credentials grant where a client may use it.
@@ -18,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from auth_service.client_assertions import SIGNING_ALGORITHMS
 from auth_service.config import AuthSettings
 from auth_service.deps import TOKEN_URL
 from auth_service.oauth import SCOPES
@@ -28,8 +31,8 @@ router = APIRouter(tags=["keys"])
 CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "roles", "sid"]
 
 
-SECRET_AUTH = ["client_secret_basic", "client_secret_post"]
-CLIENT_AUTH = ["none", *SECRET_AUTH]
+CONFIDENTIAL_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+CLIENT_AUTH = ["none", *CONFIDENTIAL_AUTH]
 ID_CLAIMS = ["auth_time", "nonce", "amr", "email", "email_verified"]
 
 
@@ -41,7 +44,7 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         "revocation_endpoint": f"{base}/v1/auth/revoke",
         # RFC 7662, for confidential clients (services among them).
         "introspection_endpoint": f"{base}/v1/auth/introspect",
-        "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
@@ -75,6 +78,9 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         meta["token_endpoint_auth_methods_supported"] = CLIENT_AUTH
     if settings.end_session_endpoint:  # OpenID Connect RP-Initiated Logout
         meta["end_session_endpoint"] = settings.end_session_endpoint
+    for endpoint in ("token", "revocation", "introspection"):  # what assertions are signed with
+        if "private_key_jwt" in meta[f"{endpoint}_endpoint_auth_methods_supported"]:
+            meta[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] = SIGNING_ALGORITHMS
     return meta
 
 

@@ -5,20 +5,23 @@ same rate limits, lockout and audit trail. `grant_type=refresh_token` (§6) rota
 `/v1/auth/token/refresh` does. `grant_type=authorization_code` (§4.1.3, with RFC 7636's
 `code_verifier`) trades a code from the authorization endpoint (`oauth.py`): the client
 names itself with `client_id`, and a confidential one proves it with its secret, in HTTP
-Basic (§2.3.1) or as `client_secret`. Success is §5.1 (`Cache-Control: no-store`), with an
+Basic (§2.3.1) or as `client_secret`, or with an assertion signed with its private key
+(`private_key_jwt`: `client_assertion_type` and `client_assertion`, RFC 7523 §2.2,
+client_assertions.py). Success is §5.1 (`Cache-Control: no-store`), with an
 `id_token` where `openid` was granted; failures are §5.2, `{"error",
 "error_description"}`: `invalid_request` for a malformed or incomplete form,
 `unsupported_grant_type`, `invalid_client` (401) for a client that is unknown or gave a
-wrong secret, and `invalid_grant` for anything wrong with the credentials, the refresh
-token or the code (which includes unverified, disabled and locked accounts). Past a rate
-limit the answer stays 429 with `Retry-After`. The password grant ignores a `client_id`,
-and so does the refresh grant unless it names an application in AUTH_OAUTH_CLIENTS: then
-the client must prove itself, and gets only its own sessions refreshed. A confidential
-client's session is refreshed by that client alone (RFC 6749 §6).
+wrong secret or an assertion that is not taken, and `invalid_grant` for anything wrong
+with the credentials, the refresh token or the code (which includes unverified, disabled
+and locked accounts). Past a rate limit the answer stays 429 with `Retry-After`. The
+password grant ignores a `client_id`, and so does the refresh grant unless it names an
+application in AUTH_OAUTH_CLIENTS: then the client must prove itself, and gets only its
+own sessions refreshed. A confidential client's session is refreshed by that client alone
+(RFC 6749 §6).
 `grant_type=client_credentials` (§4.4) gives a confidential client registered for it an
 access token of its own, and no refresh token: `unauthorized_client` for a client that
 may not use it, `invalid_scope` where nothing asked for may be granted to it. Wherever a
-client's secret is checked, wrong ones spend a budget (`_client`).
+client's secret or assertion is checked, wrong ones spend a budget (`_client`).
 
 `POST /v1/auth/revoke` is RFC 7009's revocation endpoint, with the same client
 authentication: a token's session ends (`revoke`). `POST /v1/auth/introspect` is RFC
@@ -45,6 +48,7 @@ from fastapi.security import HTTPBasic
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
+from auth_service.client_assertions import ASSERTION_TYPE, MalformedAssertion, asserted_client
 from auth_service.config import OAuthClient
 from auth_service.deps import (
     TOKEN_URL,
@@ -118,10 +122,17 @@ class OAuthTokenOut(BaseModel):
 
 
 class ClientForm(BaseModel):
-    """A client's own name and secret, where it does not send them in HTTP Basic."""
+    """A client's own name and secret, where it does not send them in HTTP Basic, or the
+    assertion it signed (private_key_jwt), which names it."""
 
     client_id: str | None = Field(default=None, max_length=256)
     client_secret: str | None = Field(default=None, max_length=256)
+    client_assertion_type: str | None = Field(
+        default=None, max_length=128, description=f"private_key_jwt: {ASSERTION_TYPE}"
+    )
+    client_assertion: str | None = Field(
+        default=None, max_length=8192, description="private_key_jwt: a JWT the client signed"
+    )
 
 
 class TokenForm(ClientForm):
@@ -364,19 +375,19 @@ async def introspect(
     oauth: OAuthDep,
 ) -> Response:
     """RFC 7662: whether a token is live now, for a confidential client that proves itself
-    (§2.1) with its secret, in HTTP Basic or in the form. An access token is active to a
-    client registered to introspect, while it verifies, has not expired and its session
-    and account are live (which auth knows at once, and films and the mailer only once
-    they hear), or, a client's own, while that client may have it; a refresh token is
-    active to the client whose session it is, while it would refresh. Anything else is
-    `{"active": false}` (§2.2, §4)."""
+    (§2.1) with its secret, in HTTP Basic or in the form, or with an assertion it signed.
+    An access token is active to a client registered to introspect, while it verifies,
+    has not expired and its session and account are live (which auth knows at once, and
+    films and the mailer only once they hear), or, a client's own, while that client may
+    have it; a refresh token is active to the client whose session it is, while it would
+    refresh. Anything else is `{"active": false}` (§2.2, §4)."""
     if await _repeated(request, IntrospectForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
     try:
         caller = await _client(request, form, oauth, required=True)
         if isinstance(caller, JSONResponse):
             return caller
-        if caller is None or caller.secret_sha256 is None:
+        if caller is None or not caller.confidential:
             return _not_confidential(_basic_credentials(request), "introspection")
         # Counted on its own once it proved itself (wrong secrets: `_client`).
         await limit_client(request, "introspect", caller.client_id)
@@ -409,7 +420,7 @@ def _not_confidential(basic: tuple[str, str] | None, what: str) -> JSONResponse:
     """401 invalid_client for a public client, or none (with the challenge where it came
     in HTTP Basic: §5.2)."""
     headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
-    description = f"{what} is for confidential clients, with their secret"
+    description = f"{what} is for confidential clients, with their secret or key"
     return oauth_error(401, "invalid_client", description, headers)
 
 
@@ -488,7 +499,7 @@ async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep
     client = await _client(request, form, oauth, required=True)
     if isinstance(client, JSONResponse):
         return client
-    if client is None or client.secret_sha256 is None:
+    if client is None or not client.confidential:
         return _not_confidential(_basic_credentials(request), "this grant")
     if not client.client_credentials:
         return oauth_error(400, "unauthorized_client", "this client may not use this grant")
@@ -507,29 +518,66 @@ async def _client(
     request: Request, form: ClientForm, oauth: OAuthDep, *, required: bool
 ) -> OAuthClient | JSONResponse | None:
     """The client the request names and proves (HTTP Basic, or client_id and client_secret
-    in the form: RFC 6749 §2.3.1), or the §5.2 refusal. None where it names none, or (not
-    `required`) only a client_id no application has: the password and refresh grants
-    ignore those, as they always did.
+    in the form: RFC 6749 §2.3.1; or an assertion it signed: RFC 7523 §2.2), or the §5.2
+    refusal. None where it names none, or (not `required`) only a client_id no
+    application has, and no assertion: the password and refresh grants ignore those, as
+    they always did.
 
-    Wrong secrets spend a budget per address and client (`client_auth`; unknown ids
-    share one), checked before each attempt, so that guesses at a secret stop there
-    (RateLimited) wherever a secret is checked."""
+    Wrong secrets and assertions spend a budget per address and client (`client_auth`;
+    unknown ids share one), checked before each attempt, so that guesses stop there
+    (RateLimited) wherever a client proves itself."""
     basic = _basic_credentials(request)
-    if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
-        return oauth_error(400, "invalid_request", "the client is named twice")
-    client_id, secret = basic or (form.client_id, form.client_secret)
-    if not client_id or (not required and basic is None and client_id not in oauth.clients):
-        return None
+    assertion = form.client_assertion
+    if assertion is not None or form.client_assertion_type is not None:
+        client_id = _asserted_client(form, basic)
+        if isinstance(client_id, JSONResponse):
+            return client_id
+    else:
+        if basic is not None and (form.client_secret or form.client_id not in (None, basic[0])):
+            return oauth_error(400, "invalid_request", "the client is named twice")
+        named, secret = basic or (form.client_id, form.client_secret)
+        if not named or (not required and basic is None and named not in oauth.clients):
+            return None
+        client_id = named
     counted = client_id if client_id in oauth.clients else "?"
     await limit_failures(request, "client_auth", counted, failed=False)
     try:
+        if assertion is not None:
+            return await oauth.authenticate_assertion(client_id, assertion, _audiences(request))
         return oauth.authenticate(client_id, secret)
     except ClientRefused:
         await limit_failures(request, "client_auth", counted, failed=True)
         headers = {"WWW-Authenticate": 'Basic realm="token"'} if basic else None
+        what = "its secret is wrong" if assertion is None else "the assertion is not taken"
+        return oauth_error(401, "invalid_client", f"the client is unknown, or {what}", headers)
+
+
+def _asserted_client(form: ClientForm, basic: tuple[str, str] | None) -> str | JSONResponse:
+    """The client_id an assertion names, or §5.2's invalid_request for one that cannot
+    be read, or that comes with another way of proving who the client is."""
+    if basic is not None or form.client_secret is not None:
+        return oauth_error(400, "invalid_request", "the client proves itself twice")
+    if form.client_assertion_type != ASSERTION_TYPE or not form.client_assertion:
         return oauth_error(
-            401, "invalid_client", "the client is unknown, or its secret is wrong", headers
+            400,
+            "invalid_request",
+            f"client_assertion_type is {ASSERTION_TYPE}, with a client_assertion",
         )
+    try:
+        client_id = asserted_client(form.client_assertion)
+    except MalformedAssertion:
+        return oauth_error(400, "invalid_request", "client_assertion is not a JWT with an iss")
+    if form.client_id not in (None, client_id):
+        return oauth_error(400, "invalid_request", "the client is named twice")
+    return client_id
+
+
+def _audiences(request: Request) -> frozenset[str]:
+    """What an assertion may name as its audience: auth's issuer, or the URL of its token
+    endpoint or of the endpoint it is sent to (based as the OpenID metadata's are)."""
+    settings = request.app.state.settings
+    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    return frozenset({settings.token_issuer, f"{base}{TOKEN_URL}", f"{base}{request.url.path}"})
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -21,8 +21,9 @@ from tests.integration.test_oauth import assert_oauth_error, token_call
 from tests.support import RESOURCE_SECRET, SERVER_SECRET, TEST_AUDIENCE, TEST_ISSUER
 
 
-def own_claims(token: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The token checked as an outside resource server would: keys from `jwks_uri`."""
+def own_claims(token: str, meta: dict[str, Any], client_id: str = "test-api") -> dict[str, Any]:
+    """`client_id`'s own token, checked as an outside resource server would: keys from
+    `jwks_uri`."""
     keys = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
     decoded = jose_jwt.decode(token, keys, algorithms=["RS256"])
     assert decoded.header["typ"] == "at+jwt"  # RFC 9068 §2.1
@@ -30,8 +31,8 @@ def own_claims(token: str, meta: dict[str, Any]) -> dict[str, Any]:
         iss={"essential": True, "value": TEST_ISSUER},
         aud={"essential": True, "value": TEST_AUDIENCE},
         exp={"essential": True},
-        sub={"essential": True, "value": "test-api"},
-        client_id={"essential": True, "value": "test-api"},
+        sub={"essential": True, "value": client_id},
+        client_id={"essential": True, "value": client_id},
     ).validate(decoded.claims)
     return dict(decoded.claims)
 

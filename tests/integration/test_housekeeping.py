@@ -30,6 +30,7 @@ from auth_service.models import (
     AddressThrottle,
     AuditEvent,
     Base,
+    ClientAssertion,
     LogoutNotice,
     MfaChallenge,
     OAuthCode,
@@ -56,7 +57,7 @@ from mailer_service.models import Delivery, DeliveryAttempt
 from tests.conftest import auth_settings_for
 from tests.postgres import fresh_url
 
-HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 SETTINGS = AuthSettings(
     retain_spent_hours=24,
     refresh_token_ttl_seconds=14 * 86400,
@@ -321,6 +322,10 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             error="kept-retried",
         )
     )
+    session.add_all(  # a used assertion's jti, kept while the assertion would verify
+        ClientAssertion(jti_hash=name, client_id="signer", expires_at=expires)
+        for name, expires in [("gone-expired", now - MINUTE), ("kept-live", now + MINUTE)]
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -358,6 +363,7 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
             ),
             "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
             "oauth_codes": sorted(await session.scalars(select(OAuthCode.code_hash))),
+            "assertions": sorted(await session.scalars(select(ClientAssertion.jti_hash))),
             "logout_notices": sorted(
                 s or "" for s in await session.scalars(select(LogoutNotice.error))
             ),
@@ -391,6 +397,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "passkey_challenges": 2,
         "recovery_codes": 1,
         "oauth_codes": 1,
+        "client_assertions": 1,
         "logout_notices": 2,
         "totp_factors": 1,
         "address_throttle": 3,

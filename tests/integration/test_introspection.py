@@ -38,6 +38,7 @@ def test_a_persons_access_token_is_active_until_its_session_ends(
     assert meta["introspection_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     ]
     account = new_account(stack, http, "introspect-person")
     answer = asked(service, meta, account.access_token, token_type_hint="access_token")

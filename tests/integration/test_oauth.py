@@ -47,6 +47,7 @@ def test_discovery_metadata_is_valid_openid_provider_metadata(
         "none",
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     ]
     assert meta["response_types_supported"] == ["code"]
     assert meta["code_challenge_methods_supported"] == ["S256"]

@@ -25,6 +25,7 @@ from tests.conftest import TEST_RESEND_COOLDOWN, Stack
 from tests.integration.test_auth_api import PASSWORD
 from tests.integration.test_keys_and_roles import run_cli
 from tests.integration.test_passkeys import login_options, passkey_login, with_passkey
+from tests.integration.test_private_key_jwt import assertion, with_assertion
 from tests.integration.test_two_step import one_code_one_sign_in
 from tests.passkey_device import Device
 from tests.postgres import create_databases, database_url, drop_databases
@@ -196,6 +197,19 @@ def test_passkeys_on_postgres(
         assert gone.status_code == 204
         refused = passkey_login(http, device.get(login_options(http)))
         assert refused.json()["error"] == "passkey_not_accepted"
+
+
+def test_a_client_assertion_is_taken_once_on_postgres(
+    pg_services: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    """private_key_jwt's replay store: the second use of one assertion is refused."""
+    auth, _ = pg_services
+    signed = assertion(f"{auth.url}/v1/auth/token")
+    form = with_assertion(signed, grant_type="client_credentials")
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        assert http.post("/v1/auth/token", data=form).status_code == 200
+        again = http.post("/v1/auth/token", data=form)
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
 
 
 def test_a_signup_answers_without_waiting_for_the_account(

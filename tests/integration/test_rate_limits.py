@@ -7,10 +7,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
+from tests.integration.test_private_key_jwt import assertion, with_assertion
 from tests.support import RESOURCE_SECRET, SERVER_SECRET, unique_email
 
 
@@ -168,6 +170,28 @@ def test_guesses_at_a_clients_secret_stop(limited_auth: str) -> None:
     for refused in (right, token, revoke):
         assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
     assert other.status_code == 200 and other.json() == {"active": False}
+
+
+def test_forged_assertions_spend_the_same_budget(limited_auth: str) -> None:
+    """Assertions signed with a key the client never registered (private_key_jwt) are
+    guesses too: once the budget is spent, its own assertion is refused."""
+    allowed = PER_IP["client_auth"].requests
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token_url = f"{limited_auth}/v1/auth/token"
+    own = {"grant_type": "client_credentials"}
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        forged = [
+            http.post(
+                "/v1/auth/token", data=with_assertion(assertion(token_url, forger), **own)
+            ).status_code
+            for _ in range(allowed + 1)
+        ]
+        right = http.post("/v1/auth/token", data=with_assertion(assertion(token_url), **own))
+        form = {"token": "never-issued"}
+        other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
+    assert forged == [401] * allowed + [429]
+    assert right.status_code == 429 and right.json()["error"] == "rate_limited"
+    assert other.status_code == 200  # another client is not held up
 
 
 def test_a_service_is_counted_on_its_own(stack: Stack) -> None:

@@ -1,0 +1,173 @@
+"""Clients that prove themselves with a JWT they sign, not a secret they send:
+`private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9).
+
+A client registered with `jwks` (its public keys, in AUTH_OAUTH_CLIENTS) sends
+`client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and a
+`client_assertion` signed with a private key that never leaves it: auth holds nothing that
+would let anyone else sign one, and nothing that could leak from it would. An assertion is
+taken when
+
+- it is signed by one of the client's keys (the one its `kid` names, or its only key),
+  with an algorithm for that key: never `none`, and never HMAC, so a public key is never
+  used as a shared secret;
+- `iss` and `sub` are the client's id;
+- `aud` is auth, as one value: its issuer, or the URL of the token endpoint or of the
+  endpoint the assertion is sent to (RFC 7523bis asks for the issuer; OpenID Connect and
+  most libraries send the token endpoint);
+- it has not expired and expires at most an hour ahead, and `nbf` and `iat`, where given,
+  are not ahead (give or take `LEEWAY` for clocks);
+- its `jti` is new from this client: an assertion is used once (`spend` remembers it, in
+  the database so that every instance knows, until it expires).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.errors import ClientRefused
+from auth_service.models import ClientAssertion
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}
+SIGNING_ALGORITHMS = [*RSA_ALGORITHMS, *CURVE_ALGORITHMS.values()]
+CURVE_TYPES = {"P-256": "EC", "P-384": "EC", "P-521": "EC", "Ed25519": "OKP"}
+# A JWK's members that belong to a private or secret key (RFC 7518 §6.2.2, §6.3.2, §6.4).
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+MAX_KEYS = 10
+LIFETIME = timedelta(hours=1)  # the furthest ahead an assertion may expire
+LEEWAY = 60  # seconds, for the client's clock
+
+
+class MalformedAssertion(ValueError):
+    """Not a JWT that names its client in `iss`: RFC 6749's invalid_request."""
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """One of a client's public keys, and the algorithms it may sign with."""
+
+    key: Any  # cryptography's public key
+    algorithms: tuple[str, ...]
+
+
+def signing_keys(jwks: dict[str, Any]) -> dict[str | None, ClientKey]:
+    """A client's `jwks`, as its keys by `kid` (None: its one key that has none).
+    ValueError, saying what is wrong, for anything but a JWK Set of 1 to 10 public
+    signing keys: RSA of 2048 bits or more, EC on P-256, P-384 or P-521, or Ed25519; each
+    with a `kid` of its own where there are several."""
+    keys = jwks.get("keys")
+    if set(jwks) != {"keys"} or not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
+        raise ValueError(f'jwks is {{"keys": [...]}}, with 1 to {MAX_KEYS} public keys')
+    found: dict[str | None, ClientKey] = {}
+    for jwk in keys:
+        if not isinstance(jwk, dict):
+            raise ValueError("jwks: a key is a JSON object (a JWK)")
+        if PRIVATE_MEMBERS & jwk.keys():
+            raise ValueError("jwks holds a private or secret key: give the public half alone")
+        if jwk.get("use", "sig") != "sig" or "verify" not in jwk.get("key_ops", ["verify"]):
+            raise ValueError('jwks: a key is for signing ("use": "sig", or no "use")')
+        kid = jwk.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise ValueError("jwks: a kid is a string")
+        if kid in found or (kid is None and len(keys) > 1):
+            raise ValueError("jwks: where there are several keys, each has a kid of its own")
+        found[kid] = _client_key(jwk)
+    return found
+
+
+def _client_key(jwk: dict[str, Any]) -> ClientKey:
+    kty, curve = jwk.get("kty"), jwk.get("crv")
+    algorithms: tuple[str, ...]
+    if kty == "RSA":
+        algorithms = RSA_ALGORITHMS
+    elif isinstance(curve, str) and CURVE_TYPES.get(curve) == kty:
+        algorithms = (CURVE_ALGORITHMS[curve],)
+    else:
+        raise ValueError("jwks: a key is RSA, EC on P-256, P-384 or P-521, or OKP Ed25519")
+    if "alg" in jwk:
+        if jwk["alg"] not in algorithms:
+            raise ValueError(f"jwks: alg {jwk['alg']!r} is not one for its key")
+        algorithms = (jwk["alg"],)
+    try:
+        key = jwt.PyJWK(jwk, algorithms[0]).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"jwks: a {kty} key could not be read") from exc
+    if isinstance(key, RSAPublicKey) and key.key_size < 2048:
+        raise ValueError("jwks: an RSA key has 2048 bits at least")
+    return ClientKey(key, algorithms)
+
+
+def asserted_client(assertion: str) -> str:
+    """The client_id an assertion names (its `iss`), read before anything is checked;
+    MalformedAssertion where it is not a JWT or names none."""
+    try:
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise MalformedAssertion from exc
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or not issuer:
+        raise MalformedAssertion
+    return issuer
+
+
+def verified(
+    keys: dict[str | None, ClientKey], client_id: str, assertion: str, audiences: Collection[str]
+) -> tuple[str, int]:
+    """The assertion's `jti` and `exp`, once it is shown to be the client's and meant for
+    auth, now (the module's rules, bar the `jti` being new: `spend`); else ClientRefused."""
+    try:
+        kid = jwt.get_unverified_header(assertion).get("kid")
+        key = keys.get(kid) if isinstance(kid, str) or kid is None else None
+        if key is None and len(keys) == 1:
+            key = next(iter(keys.values()))
+        if key is None:
+            raise ClientRefused
+        claims = jwt.decode(
+            assertion,
+            key.key,
+            algorithms=list(key.algorithms),
+            options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_aud": False},
+            leeway=LEEWAY,
+        )
+    except jwt.PyJWTError as exc:
+        raise ClientRefused from exc
+    audience, jti, expires = claims["aud"], claims["jti"], claims["exp"]
+    if isinstance(audience, list) and len(audience) == 1:
+        audience = audience[0]
+    if claims["iss"] != client_id or claims["sub"] != client_id:
+        raise ClientRefused
+    if not isinstance(audience, str) or audience not in audiences:
+        raise ClientRefused
+    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+        raise ClientRefused
+    furthest = datetime.now(UTC) + LIFETIME + timedelta(seconds=LEEWAY)
+    if not isinstance(expires, int | float) or expires > furthest.timestamp():
+        raise ClientRefused  # a string PyJWT read as a number, or too far ahead
+    return jti, int(expires)
+
+
+async def spend(
+    sessions: async_sessionmaker[AsyncSession], client_id: str, jti: str, expires: int
+) -> None:
+    """Remember an assertion's `jti` until it expires; ClientRefused where it was seen
+    before (a replay, here or at another instance)."""
+    row = ClientAssertion(
+        client_id=client_id,
+        jti_hash=hashlib.sha256(f"{client_id} {jti}".encode()).hexdigest(),
+        expires_at=datetime.fromtimestamp(expires + LEEWAY, UTC),
+    )
+    try:
+        async with sessions.begin() as session:
+            session.add(row)
+    except IntegrityError as exc:
+        raise ClientRefused from exc
