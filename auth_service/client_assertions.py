@@ -7,17 +7,23 @@ A client registered with `jwks` (its public keys, in AUTH_OAUTH_CLIENTS) sends
 would let anyone else sign one, and nothing that could leak from it would. An assertion is
 taken when
 
-- it is signed by one of the client's keys (the one its `kid` names, or its only key),
-  with an algorithm for that key: never `none`, and never HMAC, so a public key is never
-  used as a shared secret;
+- it is signed by one of the client's keys (the one its `kid` names; without a `kid`,
+  any of them), with an algorithm for that key: never `none`, and never HMAC, so a
+  public key is never used as a shared secret;
+- it is typed as a client assertion, or not typed (`typ` absent, `JWT`, or RFC
+  7523bis's `client-authentication+jwt`): a JWT of another kind the client signed (a
+  DPoP proof, a request object…) is not one;
 - `iss` and `sub` are the client's id;
-- `aud` is auth, as one value: its issuer, or the URL of the token endpoint or of the
-  endpoint the assertion is sent to (RFC 7523bis asks for the issuer; OpenID Connect and
-  most libraries send the token endpoint);
+- `aud` is auth, as one value: its issuer, as RFC 7523bis asks, so that an assertion a
+  client signed for another server, whatever URL that server named, is never taken here;
+  or, where the deployment allows it for older client libraries
+  (AUTH_CLIENT_ASSERTION_AUDIENCE), the URL of an endpoint that takes assertions, under
+  AUTH_PUBLIC_URL (the caller's `audiences`);
 - it has not expired and expires at most an hour ahead, and `nbf` and `iat`, where given,
   are not ahead (give or take `LEEWAY` for clocks);
 - its `jti` is new from this client: an assertion is used once (`spend` remembers it, in
-  the database so that every instance knows, until it expires).
+  the database so that every instance knows, until it can no longer verify; housekeeping
+  keeps it `SKEW` longer, for instances whose clocks differ).
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_KEYS = 10
 LIFETIME = timedelta(hours=1)  # the furthest ahead an assertion may expire
 LEEWAY = 60  # seconds, for the client's clock
+SKEW = timedelta(minutes=5)  # how long a spent jti is kept past its end, for auth's clocks
+# What an assertion's `typ` may be, in lower case, "application/" left out (RFC 7515 §4.1.9).
+ASSERTION_TYPES = frozenset({None, "jwt", "client-authentication+jwt"})
 
 
 class MalformedAssertion(ValueError):
@@ -74,7 +83,10 @@ def signing_keys(jwks: dict[str, Any]) -> dict[str | None, ClientKey]:
             raise ValueError("jwks: a key is a JSON object (a JWK)")
         if PRIVATE_MEMBERS & jwk.keys():
             raise ValueError("jwks holds a private or secret key: give the public half alone")
-        if jwk.get("use", "sig") != "sig" or "verify" not in jwk.get("key_ops", ["verify"]):
+        operations = jwk.get("key_ops", ["verify"])
+        if not isinstance(operations, list) or not all(isinstance(o, str) for o in operations):
+            raise ValueError('jwks: a key\'s "key_ops" is a list of strings')
+        if jwk.get("use", "sig") != "sig" or "verify" not in operations:
             raise ValueError('jwks: a key is for signing ("use": "sig", or no "use")')
         kid = jwk.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -126,21 +138,12 @@ def verified(
     """The assertion's `jti` and `exp`, once it is shown to be the client's and meant for
     auth, now (the module's rules, bar the `jti` being new: `spend`); else ClientRefused."""
     try:
-        kid = jwt.get_unverified_header(assertion).get("kid")
-        key = keys.get(kid) if isinstance(kid, str) or kid is None else None
-        if key is None and len(keys) == 1:
-            key = next(iter(keys.values()))
-        if key is None:
-            raise ClientRefused
-        claims = jwt.decode(
-            assertion,
-            key.key,
-            algorithms=list(key.algorithms),
-            options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_aud": False},
-            leeway=LEEWAY,
-        )
+        header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError as exc:
         raise ClientRefused from exc
+    if _assertion_type(header.get("typ")) not in ASSERTION_TYPES:
+        raise ClientRefused
+    claims = _signed_by_one(keys, header.get("kid"), assertion)
     audience, jti, expires = claims["aud"], claims["jti"], claims["exp"]
     if isinstance(audience, list) and len(audience) == 1:
         audience = audience[0]
@@ -154,6 +157,38 @@ def verified(
     if not isinstance(expires, int | float) or expires > furthest.timestamp():
         raise ClientRefused  # a string PyJWT read as a number, or too far ahead
     return jti, int(expires)
+
+
+def _assertion_type(typ: object) -> str | None:
+    """A `typ` as ASSERTION_TYPES holds it (`?` for what is no string)."""
+    if typ is None or not isinstance(typ, str):
+        return None if typ is None else "?"
+    return typ.lower().removeprefix("application/")
+
+
+def _signed_by_one(keys: dict[str | None, ClientKey], kid: object, assertion: str) -> Any:
+    """The claims of an assertion signed by the key its `kid` names, or (no `kid`, or the
+    client's only key has none) by one of the client's keys; else ClientRefused."""
+    if isinstance(kid, str) and kid in keys:
+        tried = [keys[kid]]
+    elif kid is None or (isinstance(kid, str) and list(keys) == [None]):
+        tried = list(keys.values())
+    else:
+        raise ClientRefused
+    for key in tried:
+        try:
+            return jwt.decode(
+                assertion,
+                key.key,
+                algorithms=list(key.algorithms),
+                options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_aud": False},
+                leeway=LEEWAY,
+            )
+        except (jwt.InvalidAlgorithmError, jwt.InvalidSignatureError):
+            continue  # another of its keys may have signed it
+        except jwt.PyJWTError as exc:
+            raise ClientRefused from exc
+    raise ClientRefused
 
 
 async def spend(

@@ -234,6 +234,11 @@ class AuthSettings(BaseSettings):
     oauth_clients: list[OAuthClient] = Field(default_factory=list)
     authorization_endpoint: str | None = Field(default=None, max_length=2000)
     end_session_endpoint: str | None = Field(default=None, max_length=2000)
+    # What a client's signed assertion (private_key_jwt) may name as its audience: auth's
+    # issuer alone (RFC 7523bis, which closes the audience-injection attack on clients
+    # that sign for several servers), or also the URLs of its token, revocation and
+    # introspection endpoints under AUTH_PUBLIC_URL, which older client libraries send.
+    client_assertion_audience: Literal["issuer", "issuer_and_endpoints"] = "issuer"
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.
@@ -324,6 +329,16 @@ class AuthSettings(BaseSettings):
             parts = urlsplit(url or "https://x")
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
                 raise ValueError(f"{name}: not a web URL")
+        return self
+
+    @model_validator(mode="after")
+    def _endpoints_named(self) -> AuthSettings:
+        """Endpoint URLs as audiences come from AUTH_PUBLIC_URL, never from a request's
+        Host header, which a client chooses."""
+        if self.client_assertion_audience != "issuer" and not self.public_url:
+            raise ValueError(
+                "AUTH_CLIENT_ASSERTION_AUDIENCE=issuer_and_endpoints needs AUTH_PUBLIC_URL"
+            )
         return self
 
     @model_validator(mode="after")

@@ -43,7 +43,7 @@ from prometheus_client import Counter
 from sqlalchemy import Row, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from auth_service import audit, events
+from auth_service import audit, client_assertions, events
 from auth_service.backchannel import RETRYING_SECONDS
 from auth_service.config import AuthSettings
 from auth_service.models import (
@@ -126,8 +126,13 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
         ),
         # Kept past their minute, so a code redeemed twice still ends the session it opened.
         Rule("oauth_codes", OAuthCode.code_hash, OAuthCode.expires_at < spent),
-        # Past their expiry, an assertion is refused anyway: its jti need not be kept.
-        Rule("client_assertions", ClientAssertion.jti_hash, ClientAssertion.expires_at < now),
+        # An assertion past its end is refused anyway: its jti need not be kept, once no
+        # instance's clock, a few minutes behind, could still take it.
+        Rule(
+            "client_assertions",
+            ClientAssertion.jti_hash,
+            ClientAssertion.expires_at < now - client_assertions.SKEW,
+        ),
         # Given up on (after about an hour of attempts), or for an application that does
         # not listen while none does (so no pass drops them); never one still tried, an
         # admin's retry of an old one among them (its next attempt is near).

@@ -98,8 +98,8 @@ class Stack:
         return httpx.Client(timeout=30)
 
     def spawn(self, module: str, name: str, **overrides: str) -> ServiceProcess:
-        """Another process of a service, on its own port and database unless told otherwise;
-        the caller stops it."""
+        """Another process of a service, on its own port and database unless told
+        otherwise; the caller stops it."""
         base = {
             "auth_service": self.auth,
             "films_service": self.films,
@@ -113,7 +113,10 @@ class Stack:
             # A films of its own database reads user events in a group of its own.
             env["FILMS_GROUP_ID"] = f"{env['FILMS_GROUP_ID']}-{name}"
         env.update(overrides)
-        return ServiceProcess(module, f"{prefix}_PORT", env, self.work, name).start()
+        port = overrides.get(f"{prefix}_PORT")
+        return ServiceProcess(
+            module, f"{prefix}_PORT", env, self.work, name, port=int(port) if port else None
+        ).start()
 
     def own_keys(self, directory: Path) -> dict[str, str]:
         """Environment for an auth with a key pair of its own (generated here)."""

@@ -76,6 +76,7 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
     if any(client.client_credentials for client in settings.oauth_clients):
         meta["grant_types_supported"] = [*meta["grant_types_supported"], "client_credentials"]
         meta["token_endpoint_auth_methods_supported"] = CLIENT_AUTH
+        meta["revocation_endpoint_auth_methods_supported"] = CLIENT_AUTH
     if settings.end_session_endpoint:  # OpenID Connect RP-Initiated Logout
         meta["end_session_endpoint"] = settings.end_session_endpoint
     for endpoint in ("token", "revocation", "introspection"):  # what assertions are signed with

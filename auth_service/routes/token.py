@@ -347,11 +347,14 @@ class ClientBasic(HTTPBasic):
         return None
 
 
+# Where a client may prove itself with an assertion (their URLs may be its audience).
+ASSERTED_AT = (TOKEN_URL, "/v1/auth/revoke", "/v1/auth/introspect")
 INTROSPECT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuthErrorOut, "description": "`error`: invalid_request"},
     401: {
         "model": OAuthErrorOut,
-        "description": "`error`: invalid_client (no client, a public one, a wrong secret)",
+        "description": "`error`: invalid_client (no client, a public one, a wrong secret "
+        "or assertion)",
     },
     429: ERRORS[429],
 }
@@ -573,11 +576,15 @@ def _asserted_client(form: ClientForm, basic: tuple[str, str] | None) -> str | J
 
 
 def _audiences(request: Request) -> frozenset[str]:
-    """What an assertion may name as its audience: auth's issuer, or the URL of its token
-    endpoint or of the endpoint it is sent to (based as the OpenID metadata's are)."""
+    """What an assertion may name as its audience: auth's issuer, and with
+    AUTH_CLIENT_ASSERTION_AUDIENCE=issuer_and_endpoints the URLs of the endpoints that
+    take assertions, under AUTH_PUBLIC_URL (never the request's own address, whose Host
+    the client chooses)."""
     settings = request.app.state.settings
-    base = (settings.public_url or str(request.base_url)).rstrip("/")
-    return frozenset({settings.token_issuer, f"{base}{TOKEN_URL}", f"{base}{request.url.path}"})
+    if settings.client_assertion_audience == "issuer" or not settings.public_url:
+        return frozenset({settings.token_issuer})
+    base = settings.public_url.rstrip("/")
+    return frozenset({settings.token_issuer, *(f"{base}{path}" for path in ASSERTED_AT)})
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

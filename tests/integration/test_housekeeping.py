@@ -322,9 +322,13 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             error="kept-retried",
         )
     )
-    session.add_all(  # a used assertion's jti, kept while the assertion would verify
+    session.add_all(  # a used assertion's jti, kept while some clock could still take it
         ClientAssertion(jti_hash=name, client_id="signer", expires_at=expires)
-        for name, expires in [("gone-expired", now - MINUTE), ("kept-live", now + MINUTE)]
+        for name, expires in [
+            ("gone-expired", now - 6 * MINUTE),
+            ("kept-just-expired", now - 4 * MINUTE),
+            ("kept-live", now + MINUTE),
+        ]
     )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)

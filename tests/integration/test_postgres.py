@@ -204,7 +204,7 @@ def test_a_client_assertion_is_taken_once_on_postgres(
 ) -> None:
     """private_key_jwt's replay store: the second use of one assertion is refused."""
     auth, _ = pg_services
-    signed = assertion(f"{auth.url}/v1/auth/token")
+    signed = assertion()
     form = with_assertion(signed, grant_type="client_credentials")
     with httpx.Client(base_url=auth.url, timeout=30) as http:
         assert http.post("/v1/auth/token", data=form).status_code == 200

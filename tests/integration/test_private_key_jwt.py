@@ -1,8 +1,10 @@
 """Clients that sign their requests with a private key instead of sending a secret
 (`private_key_jwt`, RFC 7523 §2.2): the test stack's `test-signed`, with Authlib's own
 client authentication at the token, introspection and revocation endpoints. Each
-assertion is taken once; a wrong one is invalid_client, an unreadable one invalid_request.
-The rules one by one: tests/unit/test_client_assertions.py; the failure budget:
+assertion is taken once; its audience is auth's issuer (or, where a deployment allows it,
+an endpoint's URL under AUTH_PUBLIC_URL, never one from the request's Host); a wrong one
+is invalid_client, an unreadable one invalid_request. The rules one by one:
+tests/unit/test_client_assertions.py; the failure budget:
 tests/integration/test_rate_limits.py."""
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
+from infra.ports import free_port
 from tests.accounts import bearer, new_account
 from tests.conftest import Stack
 from tests.integration.test_client_credentials import own_claims
@@ -44,9 +47,10 @@ def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def signer(kind: str = "rsa", audience: str | None = None, **options: Any) -> OAuth2Session:
-    """test-signed as Authlib's client: each request carries a fresh assertion, for the
-    URL it goes to (or `audience`), signed with its RSA or EC key."""
+def signer(kind: str = "rsa", audience: str | None = TEST_ISSUER, **options: Any) -> OAuth2Session:
+    """test-signed as Authlib's client: each request carries a fresh assertion for
+    `audience` (None: the URL it goes to, Authlib's default), signed with its RSA or EC
+    key."""
     key = (
         RSAKey.import_key(pem(SIGNED_RSA_KEY))
         if kind == "rsa"
@@ -63,7 +67,7 @@ def signer(kind: str = "rsa", audience: str | None = None, **options: Any) -> OA
     )
 
 
-def assertion(audience: str, key: Any = SIGNED_RSA_KEY, **claims: object) -> str:
+def assertion(audience: str = TEST_ISSUER, key: Any = SIGNED_RSA_KEY, **claims: object) -> str:
     """One assertion, as a client would sign it by hand (an override of None leaves a
     claim out)."""
     now = int(time.time())
@@ -102,25 +106,66 @@ def test_a_service_signs_for_its_own_token_and_to_introspect(
         assert claims["scope"] == "films"
         films = httpx.get(f"{stack.films.url}/v1/films", headers=bearer(token["access_token"]))
         assert films.status_code == 200
-        # Its assertion here names the introspection endpoint: the URL it is sent to.
         account = new_account(stack, http, "signed-introspect")
         answer = client.introspect_token(meta["introspection_endpoint"], token=account.access_token)
         assert answer.status_code == 200, answer.text
         assert answer.json()["active"] is True and answer.json()["sub"] == account.id
-    # Its EC key, and auth's issuer as the audience (as RFC 7523bis asks).
-    with signer("ec", audience=TEST_ISSUER) as client:
+    with signer("ec") as client:  # its other key
         again = client.fetch_token(meta["token_endpoint"], grant_type="client_credentials")
         assert own_claims(again["access_token"], meta, "test-signed")["jti"] != claims["jti"]
 
 
-def test_an_assertion_is_taken_once(http: httpx.Client, meta: dict[str, Any]) -> None:
-    signed = assertion(meta["token_endpoint"])
+def test_an_assertion_is_taken_once(http: httpx.Client) -> None:
+    signed = assertion()
     first = token_call(http, **with_assertion(signed, **OWN))
     assert first.status_code == 200, first.text
     assert_oauth_error(token_call(http, **with_assertion(signed, **OWN)), 401, "invalid_client")
-    # Nor at another endpoint: the jti is spent for every one.
-    again = http.post("/v1/auth/introspect", data=with_assertion(signed, token="x"))
+    # Nor at another endpoint, where a fresh one is taken: the jti is spent for every one.
+    introspect = "/v1/auth/introspect"
+    again = http.post(introspect, data=with_assertion(signed, token="x"))
     assert_oauth_error(again, 401, "invalid_client")
+    fresh = http.post(introspect, data=with_assertion(assertion(), token="x"))
+    assert fresh.status_code == 200 and fresh.json() == {"active": False}
+
+
+def test_an_endpoints_url_is_no_audience_unless_the_deployment_allows_it(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """By default the issuer alone. Allowed, an endpoint's URL under AUTH_PUBLIC_URL, as
+    Authlib sends by default; never a URL the request's Host header made up, which a
+    client that signs for other servers may have been led to sign for."""
+    for audience in (meta["token_endpoint"], f"{stack.auth.url}/v1/auth/introspect"):
+        r = token_call(http, **with_assertion(assertion(audience), **OWN))
+        assert_oauth_error(r, 401, "invalid_client")
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    service = stack.spawn(
+        "auth_service",
+        "auth-assertion-endpoints",
+        AUTH_PORT=str(port),
+        AUTH_PUBLIC_URL=public,
+        AUTH_CLIENT_ASSERTION_AUDIENCE="issuer_and_endpoints",
+    )
+    try:
+        with signer(audience=None) as client:  # each assertion names the URL it goes to
+            token = client.fetch_token(f"{public}/v1/auth/token", grant_type="client_credentials")
+            answer = client.introspect_token(
+                f"{public}/v1/auth/introspect", token=token["access_token"]
+            )
+            assert answer.json()["active"] is True
+        with httpx.Client(base_url=public, timeout=30) as other:
+            for audience in (TEST_ISSUER, f"{public}/v1/auth/revoke"):
+                taken = token_call(other, **with_assertion(assertion(audience), **OWN))
+                assert taken.status_code == 200, (audience, taken.text)
+            forged_host = "http://evil.example/v1/auth/token"
+            spoofed = other.post(
+                "/v1/auth/token",
+                data=with_assertion(assertion(forged_host), **OWN),
+                headers={"Host": "evil.example"},
+            )
+            assert_oauth_error(spoofed, 401, "invalid_client")
+    finally:
+        service.stop()
 
 
 def test_an_application_signs_to_redeem_its_code_refresh_and_revoke(
@@ -159,7 +204,7 @@ def test_an_application_signs_to_redeem_its_code_refresh_and_revoke(
     again = token_call(
         http,
         **with_assertion(
-            assertion(meta["token_endpoint"]),
+            assertion(),
             grant_type="refresh_token",
             refresh_token=refreshed["refresh_token"],
         ),
@@ -175,7 +220,7 @@ def test_a_client_with_a_key_has_no_secret_and_one_with_a_secret_signs_nothing(
     basic = http.post("/v1/auth/token", data=OWN, auth=("test-signed", ""))
     assert_oauth_error(basic, 401, "invalid_client")
     # test-api has a secret and no keys: an assertion in its name is refused, whatever key.
-    named = assertion(meta["token_endpoint"], iss="test-api", sub="test-api")
+    named = assertion(iss="test-api", sub="test-api")
     assert_oauth_error(token_call(http, **with_assertion(named, **OWN)), 401, "invalid_client")
     right = http.post("/v1/auth/token", data=OWN, auth=("test-api", RESOURCE_SECRET))
     assert right.status_code == 200
@@ -193,7 +238,7 @@ REFUSED: dict[str, dict[str, object]] = {
 def test_a_wrong_assertion_is_invalid_client(
     http: httpx.Client, meta: dict[str, Any], why: str
 ) -> None:
-    signed = assertion(meta["token_endpoint"], **REFUSED[why])
+    signed = assertion(TEST_ISSUER, SIGNED_RSA_KEY, **REFUSED[why])
     r = token_call(http, **with_assertion(signed, **OWN))
     assert_oauth_error(r, 401, "invalid_client")
     assert "assertion" in r.json()["error_description"]
@@ -201,7 +246,7 @@ def test_a_wrong_assertion_is_invalid_client(
 
 def test_a_key_it_did_not_register_is_refused(http: httpx.Client, meta: dict[str, Any]) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signed = assertion(meta["token_endpoint"], key=other)  # under rsa-1, its registered kid
+    signed = assertion(key=other)  # under rsa-1, its registered kid
     assert_oauth_error(token_call(http, **with_assertion(signed, **OWN)), 401, "invalid_client")
 
 
@@ -220,7 +265,7 @@ def test_a_key_it_did_not_register_is_refused(http: httpx.Client, meta: dict[str
 def test_an_unreadable_or_doubled_assertion_is_invalid_request(
     http: httpx.Client, meta: dict[str, Any], form: dict[str, str], basic: tuple[str, str] | None
 ) -> None:
-    good = assertion(meta["token_endpoint"])
+    good = assertion()
     sent = OWN | {name: good if value == GOOD else value for name, value in form.items()}
     r = http.post("/v1/auth/token", data=sent, auth=basic or httpx.USE_CLIENT_DEFAULT)
     assert_oauth_error(r, 400, "invalid_request")

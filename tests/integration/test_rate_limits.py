@@ -177,16 +177,15 @@ def test_forged_assertions_spend_the_same_budget(limited_auth: str) -> None:
     guesses too: once the budget is spent, its own assertion is refused."""
     allowed = PER_IP["client_auth"].requests
     forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    token_url = f"{limited_auth}/v1/auth/token"
     own = {"grant_type": "client_credentials"}
     with httpx.Client(base_url=limited_auth, timeout=30) as http:
         forged = [
             http.post(
-                "/v1/auth/token", data=with_assertion(assertion(token_url, forger), **own)
+                "/v1/auth/token", data=with_assertion(assertion(key=forger), **own)
             ).status_code
             for _ in range(allowed + 1)
         ]
-        right = http.post("/v1/auth/token", data=with_assertion(assertion(token_url), **own))
+        right = http.post("/v1/auth/token", data=with_assertion(assertion(), **own))
         form = {"token": "never-issued"}
         other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
     assert forged == [401] * allowed + [429]

@@ -24,7 +24,7 @@ from auth_service.client_assertions import (
     signing_keys,
     verified,
 )
-from auth_service.config import OAuthClient
+from auth_service.config import AuthSettings, OAuthClient
 from auth_service.errors import ClientRefused
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -54,9 +54,15 @@ def claims(**overrides: object) -> dict[str, object]:
 
 
 def signed(
-    key: Any = RSA_KEY, algorithm: str = "RS256", kid: str | None = "rsa", **over: object
+    key: Any = RSA_KEY,
+    algorithm: str = "RS256",
+    kid: str | None = "rsa",
+    typ: str | None = None,
+    **over: object,
 ) -> str:
     headers = {"kid": kid} if kid is not None else {}
+    if typ is not None:
+        headers["typ"] = typ
     return jwt.encode(claims(**over), key, algorithm=algorithm, headers=headers)
 
 
@@ -114,6 +120,20 @@ def test_the_audience_may_be_the_issuer_and_one_value_in_a_list() -> None:
         verified(KEYS, "signer", signed(aud=audience), AUDIENCES)
 
 
+def test_without_a_kid_any_of_its_keys_may_have_signed() -> None:
+    for key, algorithm in ((RSA_KEY, "PS256"), (EC_KEY, "ES256"), (ED_KEY, "EdDSA")):
+        verified(KEYS, "signer", signed(key, algorithm, kid=None), AUDIENCES)
+    with pytest.raises(ClientRefused):
+        verified(KEYS, "signer", signed(OTHER_RSA_KEY, kid=None), AUDIENCES)
+
+
+@pytest.mark.parametrize(
+    "typ", ["JWT", "jwt", "client-authentication+jwt", "application/client-authentication+jwt"]
+)
+def test_an_assertion_may_say_what_it_is(typ: str) -> None:
+    verified(KEYS, "signer", signed(typ=typ), AUDIENCES)
+
+
 def test_a_client_with_one_key_needs_no_kid() -> None:
     one = signing_keys({"keys": [{k: v for k, v in EC_JWK.items() if k != "kid"}]})
     verified(one, "signer", signed(EC_KEY, "ES256", kid=None), AUDIENCES)
@@ -146,6 +166,19 @@ REFUSED = {
     "the EC key's kid, signed by RSA": signed(RSA_KEY, "RS256", "ec"),
     "the RSA key's kid, an EC algorithm": signed(EC_KEY, "ES256", "rsa"),
     "alg none": unsigned({"alg": "none", "kid": "rsa"}, claims()),
+    "a DPoP proof's type": signed(typ="dpop+jwt"),
+    "an access token's type": signed(typ="at+jwt"),
+    "a request object's type": signed(typ="oauth-authz-req+jwt"),
+    "a type that is no string": rs256_signed({"alg": "RS256", "kid": "rsa", "typ": 1}),
+    "its own key in the header, no kid": jwt.encode(
+        claims(),
+        OTHER_RSA_KEY,
+        algorithm="RS256",
+        headers={"jwk": RSAAlgorithm.to_jwk(OTHER_RSA_KEY.public_key(), as_dict=True)},
+    ),
+    "a jku to fetch keys from": jwt.encode(
+        claims(), OTHER_RSA_KEY, algorithm="RS256", headers={"jku": "https://evil.example/k"}
+    ),
     "HS256 with the public key as its secret": hmac_signed(),
     "another body under a good signature": tampered(),
 }
@@ -191,6 +224,8 @@ def private_jwk() -> dict[str, Any]:
         ({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "private or secret key"),
         ({"keys": [RSA_JWK | {"use": "enc"}]}, "for signing"),
         ({"keys": [RSA_JWK | {"key_ops": ["encrypt"]}]}, "for signing"),
+        ({"keys": [RSA_JWK | {"key_ops": "verify"}]}, "a list of strings"),
+        ({"keys": [RSA_JWK | {"key_ops": 5}]}, "a list of strings"),
         ({"keys": [RSA_JWK, RSA_JWK]}, "a kid of its own"),
         ({"keys": [RSA_JWK, {k: v for k, v in EC_JWK.items() if k != "kid"}]}, "a kid of its own"),
         ({"keys": [RSA_JWK | {"kid": 5}]}, "a kid is a string"),
@@ -223,3 +258,13 @@ def test_a_client_with_keys_is_confidential_and_has_no_secret() -> None:
             secret_sha256="0" * 64,
             introspect=True,
         )
+
+
+def test_endpoint_urls_as_audiences_come_from_the_public_url_alone() -> None:
+    with pytest.raises(ValidationError, match="needs AUTH_PUBLIC_URL"):
+        AuthSettings(client_assertion_audience="issuer_and_endpoints")
+    allowed = AuthSettings(
+        client_assertion_audience="issuer_and_endpoints", public_url="https://id.example"
+    )
+    assert allowed.client_assertion_audience == "issuer_and_endpoints"
+    assert AuthSettings().client_assertion_audience == "issuer"  # RFC 7523bis's

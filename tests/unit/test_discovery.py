@@ -18,3 +18,23 @@ def test_the_client_credentials_grant_is_named_only_where_a_client_may_use_it() 
     granting = metadata(AuthSettings(oauth_clients=[own]), "https://id.example")
     assert granting["grant_types_supported"][-1] == "client_credentials"
     assert "client_secret_basic" in granting["token_endpoint_auth_methods_supported"]
+
+
+def test_every_endpoint_that_takes_an_assertion_says_what_it_may_be_signed_with() -> None:
+    """private_key_jwt is named with the algorithms wherever a client may prove itself,
+    and nowhere else (RFC 8414 §2: the algorithms go with the method)."""
+    introspecting = metadata(AuthSettings(oauth_clients=[SERVICE]), "https://id.example")
+    assert "private_key_jwt" in introspecting["introspection_endpoint_auth_methods_supported"]
+    assert "RS256" in introspecting["introspection_endpoint_auth_signing_alg_values_supported"]
+    assert "token_endpoint_auth_signing_alg_values_supported" not in introspecting
+
+    own = SERVICE.model_copy(update={"client_credentials": True})
+    for settings in (
+        AuthSettings(oauth_clients=[own]),
+        AuthSettings(authorization_endpoint="https://web.example/oauth/authorize"),
+    ):
+        meta = metadata(settings, "https://id.example")
+        for endpoint in ("token", "revocation", "introspection"):
+            assert "private_key_jwt" in meta[f"{endpoint}_endpoint_auth_methods_supported"]
+            algorithms = meta[f"{endpoint}_endpoint_auth_signing_alg_values_supported"]
+            assert "ES256" in algorithms and not {"none", "HS256"} & set(algorithms)
