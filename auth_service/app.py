@@ -14,6 +14,7 @@ from auth_service.accounts import Accounts
 from auth_service.admin_notices import LogoutNotices
 from auth_service.admin_users import UserAdmin
 from auth_service.backchannel import PASS_SECONDS, Backchannel
+from auth_service.client_assertions import ClientKeySets
 from auth_service.codes import CodeHasher, Codes
 from auth_service.config import AuthSettings
 from auth_service.floors import AnswerFloors
@@ -102,7 +103,10 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             self_service, SecretBox(keys.code_secret, keys.retired_code_secrets)
         )
         app.state.passkeys = Passkeys(self_service)
-        app.state.oauth = OAuth(accounts, {c.client_id: c for c in settings.oauth_clients})
+        key_sets = ClientKeySets(settings.client_jwks_refetch_seconds)
+        app.state.oauth = OAuth(
+            accounts, {c.client_id: c for c in settings.oauth_clients}, key_sets
+        )
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         app.state.logout_notices = LogoutNotices(sessions, app.state.oauth.clients)
@@ -148,6 +152,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         finally:
             await notices.stop()
             await backchannel.close()
+            await key_sets.close()
             await resume.stop()
             await accounts.finished()  # their emails reach the outbox first
             await housekeeper.stop()

@@ -1,7 +1,8 @@
 """Clients that prove themselves with a JWT they sign, not a secret they send:
 `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9).
 
-A client registered with `jwks` (its public keys, in AUTH_OAUTH_CLIENTS) sends
+A client registered with `jwks` (its public keys, in AUTH_OAUTH_CLIENTS), or with the
+`jwks_uri` it publishes them at (`ClientKeySets`), sends
 `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and a
 `client_assertion` signed with a private key that never leaves it: auth holds nothing that
 would let anyone else sign one, and nothing that could leak from it would. An assertion is
@@ -28,7 +29,12 @@ taken when
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import logging
+import math
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,12 +42,18 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.errors import ClientRefused
 from auth_service.models import ClientAssertion
 
+log = logging.getLogger(__name__)
+
+JWKS_FETCHES = Counter(
+    "auth_client_jwks_fetches_total", "Fetches of clients' keys at their jwks_uri", ["outcome"]
+)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}
@@ -50,6 +62,8 @@ CURVE_TYPES = {"P-256": "EC", "P-384": "EC", "P-521": "EC", "Ed25519": "OKP"}
 # A JWK's members that belong to a private or secret key (RFC 7518 §6.2.2, §6.3.2, §6.4).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_KEYS = 10
+MAX_JWKS_BYTES = 64 * 1024
+FETCH_SECONDS = 3.0
 LIFETIME = timedelta(hours=1)  # the furthest ahead an assertion may expire
 LEEWAY = 60  # seconds, for the client's clock
 SKEW = timedelta(minutes=5)  # how long a spent jti is kept past its end, for auth's clocks
@@ -189,6 +203,94 @@ def _signed_by_one(keys: dict[str | None, ClientKey], kid: object, assertion: st
         except jwt.PyJWTError as exc:
             raise ClientRefused from exc
     raise ClientRefused
+
+
+def header_kid(assertion: str) -> object:
+    """The `kid` an assertion's header names (None: none), before anything is checked;
+    ClientRefused for what has no readable header."""
+    try:
+        return jwt.get_unverified_header(assertion).get("kid")
+    except jwt.PyJWTError as exc:
+        raise ClientRefused from exc
+
+
+class ClientKeySets:
+    """The keys of the clients that publish them at a `jwks_uri`, so that they rotate
+    them without a change here. Fetched when first needed and kept `refresh` seconds;
+    fetched again early for a `kid` not seen yet (the client's new key), at most once per
+    `cooldown` per client, so that made-up kids cannot make auth a load on the client's
+    server. A fetch that fails, or brings anything but a valid key set, keeps what was
+    there (logged, and counted in auth_client_jwks_fetches_total)."""
+
+    def __init__(self, cooldown: float, refresh: float = 300.0) -> None:
+        self.cooldown, self.refresh = cooldown, refresh
+        self._keys: dict[str, tuple[dict[str | None, ClientKey], float]] = {}
+        self._tried: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._http: Any = None  # httpx.AsyncClient, made at the first fetch
+
+    async def keys(self, client_id: str, uri: str, kid: object) -> dict[str | None, ClientKey]:
+        """The client's keys, fetched first where they are not known, old, or lack `kid`
+        (and the cooldown allows); empty where none could ever be fetched."""
+        if self._current(client_id, kid):
+            return self._keys[client_id][0]
+        async with self._locks.setdefault(client_id, asyncio.Lock()):
+            now = time.monotonic()
+            if (
+                not self._current(client_id, kid)
+                and now - self._tried.get(client_id, -math.inf) >= self.cooldown
+            ):
+                self._tried[client_id] = now
+                fetched = await self._fetch(client_id, uri)
+                if fetched is not None:
+                    self._keys[client_id] = fetched, now
+        return self._keys.get(client_id, ({}, 0.0))[0]
+
+    def _current(self, client_id: str, kid: object) -> bool:
+        keys, fetched_at = self._keys.get(client_id, (None, 0.0))
+        if keys is None or time.monotonic() - fetched_at >= self.refresh:
+            return False
+        if not isinstance(kid, str):  # None: any of them; anything else: `verified` refuses
+            return True
+        return kid in keys or list(keys) == [None]
+
+    async def _fetch(self, client_id: str, uri: str) -> dict[str | None, ClientKey] | None:
+        import httpx  # only where a client publishes its keys: auth's memory stays as it was
+
+        if self._http is None:  # no proxy from the environment: straight to the client
+            self._http = httpx.AsyncClient(
+                timeout=FETCH_SECONDS, follow_redirects=False, trust_env=False
+            )
+        try:
+            async with self._http.stream("GET", uri) as answer:
+                if answer.status_code != 200:
+                    raise ValueError(f"HTTP {answer.status_code}")
+                body = b""
+                async for chunk in answer.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ValueError(f"more than {MAX_JWKS_BYTES} bytes")
+            document = json.loads(body)
+            if not isinstance(document, dict):
+                raise ValueError("not a JWK Set")
+            keys = signing_keys(document)
+        except (httpx.HTTPError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            JWKS_FETCHES.labels("failed").inc()
+            log.warning(
+                "client %s: fetching its keys from %s failed (%s); keeping %d",
+                client_id,
+                uri,
+                exc,
+                len(self._keys.get(client_id, ({},))[0]),
+            )
+            return None
+        JWKS_FETCHES.labels("ok").inc()
+        return keys
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
 
 async def spend(

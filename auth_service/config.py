@@ -5,7 +5,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from auth_service.client_assertions import signing_keys
@@ -32,6 +40,7 @@ def web_origin(url: str) -> str | None:
 
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+SERVER_URIS = {"backchannel_logout_uri": "back-channel logout URI", "jwks_uri": "JWKS URI"}
 
 
 # What an application may be granted: an ID token, the address in it, the films API.
@@ -63,10 +72,12 @@ class OAuthClient(BaseModel):
     redirect_uris: list[str] = Field(default_factory=list, max_length=20)
     # A confidential client (a server, which can keep a secret): the SHA-256 of its
     # secret, in hex; or, where it signs its requests with a private key instead
-    # (`private_key_jwt`, client_assertions.py), its public keys as a JWK Set. Neither: a
-    # public one (a single-page or native app), PKCE alone.
+    # (`private_key_jwt`, client_assertions.py), its public keys as a JWK Set, given here
+    # or where it publishes them (https, or http on this machine's loopback). None of
+    # these: a public one (a single-page or native app), PKCE alone.
     secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = Field(default=None, max_length=2000)
     # First-party: signed-in people are sent back without being asked to allow it.
     trusted: bool = False
     # Where the web front end's logout page may send the browser back to, when the
@@ -92,11 +103,12 @@ class OAuthClient(BaseModel):
         `sub`, and an account's is a UUID."""
         name = f"client {self.client_id!r}"
         service = self.introspect or self.client_credentials
-        if self.secret_sha256 is not None and self.jwks is not None:
-            raise ValueError(f"{name}: it proves itself one way, secret_sha256 or jwks")
+        ways = [self.secret_sha256, self.jwks, self.jwks_uri]
+        if len([way for way in ways if way is not None]) > 1:
+            raise ValueError(f"{name}: it proves itself one way, secret_sha256, jwks or jwks_uri")
         if service and not self.confidential:
             raise ValueError(
-                f"{name}: introspect and client_credentials need a secret_sha256 or jwks"
+                f"{name}: introspect and client_credentials need a secret_sha256, jwks or jwks_uri"
             )
         if self.client_credentials and _uuid_like(self.client_id):
             raise ValueError(f"{name}: with client_credentials, a client_id is no UUID")
@@ -136,16 +148,23 @@ class OAuthClient(BaseModel):
     def confidential(self) -> bool:
         """Whether it proves itself (a secret, or a key): a server, not a browser's or a
         device's app."""
-        return self.secret_sha256 is not None or self.jwks is not None
+        return self.secret_sha256 is not None or self.signs
 
-    @field_validator("backchannel_logout_uri")
+    @property
+    def signs(self) -> bool:
+        """Whether it proves itself with assertions signed with its keys (private_key_jwt)."""
+        return self.jwks is not None or self.jwks_uri is not None
+
+    @field_validator("backchannel_logout_uri", "jwks_uri")
     @classmethod
-    def _backchannel_logout_uri(cls, uri: str | None) -> str | None:
+    def _server_uri(cls, uri: str | None, info: ValidationInfo) -> str | None:
+        """An address auth calls: https, or http on this machine's loopback; no fragment."""
         parts = urlsplit(uri or "https://x")
         scheme = parts.scheme.lower()
         web = scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK)
         if not web or not parts.hostname or parts.fragment:
-            raise ValueError(f"{uri!r} is not a back-channel logout URI: https, no fragment")
+            what = SERVER_URIS[info.field_name or ""]
+            raise ValueError(f"{uri!r} is not a {what}: https, no fragment")
         return uri
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
@@ -239,6 +258,9 @@ class AuthSettings(BaseSettings):
     # that sign for several servers), or also the URLs of its token, revocation and
     # introspection endpoints under AUTH_PUBLIC_URL, which older client libraries send.
     client_assertion_audience: Literal["issuer", "issuer_and_endpoints"] = "issuer"
+    # A client's keys at its jwks_uri are fetched again early for a kid not seen yet (a
+    # rotation), at most this often.
+    client_jwks_refetch_seconds: float = Field(default=30.0, ge=1.0)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.

@@ -40,7 +40,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import audit
 from auth_service.accounts import Accounts
-from auth_service.client_assertions import ClientKey, signing_keys, spend, verified
+from auth_service.client_assertions import (
+    ClientKey,
+    ClientKeySets,
+    header_kid,
+    signing_keys,
+    spend,
+    verified,
+)
 from auth_service.config import SERVICE_SCOPES, OAuthClient, Scope
 from auth_service.errors import (
     ClientRefused,
@@ -175,7 +182,9 @@ class Issued:
 class OAuth:
     accounts: Accounts
     clients: dict[str, OAuthClient]
-    # The public keys of the clients that sign their assertions (private_key_jwt).
+    # The keys of the clients that publish them at a jwks_uri (private_key_jwt).
+    key_sets: ClientKeySets
+    # The public keys of the clients that give them here (`jwks`).
     client_keys: dict[str, dict[str | None, ClientKey]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -399,8 +408,13 @@ class OAuth:
         """The client at the token endpoint, proved by an assertion it signed
         (private_key_jwt: client_assertions.py), which is spent: ClientRefused for a client
         without keys, and for any assertion that is not its own, for auth, now and new."""
-        found, keys = self.clients.get(client_id), self.client_keys.get(client_id)
-        if found is None or keys is None:
+        found = self.clients.get(client_id)
+        if found is None or not found.signs:
+            raise ClientRefused
+        keys = self.client_keys.get(client_id)
+        if found.jwks_uri is not None:
+            keys = await self.key_sets.keys(client_id, found.jwks_uri, header_kid(assertion))
+        if not keys:
             raise ClientRefused
         jti, expires = verified(keys, client_id, assertion, audiences)
         await spend(self.accounts.sessions, client_id, jti, expires)

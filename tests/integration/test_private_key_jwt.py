@@ -9,7 +9,10 @@ tests/integration/test_rate_limits.py."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
+from jwt.algorithms import ECAlgorithm
 
 from infra.ports import free_port
 from tests.accounts import bearer, new_account
@@ -34,6 +38,7 @@ from tests.support import (
     SIGNED_REDIRECT,
     SIGNED_RSA_KEY,
     TEST_ISSUER,
+    TEST_OAUTH_CLIENTS,
 )
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -269,3 +274,102 @@ def test_an_unreadable_or_doubled_assertion_is_invalid_request(
     sent = OWN | {name: good if value == GOOD else value for name, value in form.items()}
     r = http.post("/v1/auth/token", data=sent, auth=basic or httpx.USE_CLIENT_DEFAULT)
     assert_oauth_error(r, 400, "invalid_request")
+
+
+class KeyServer:
+    """A client's own server, publishing its key set at /jwks.json; counts the fetches."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document, self.fetches = document, 0
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                served.fetches += 1
+                body = json.dumps(served.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def public_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
+    return ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": kid}
+
+
+def test_a_client_that_publishes_its_keys_rotates_them_with_no_change_here(
+    stack: Stack,
+) -> None:
+    """Its jwks_uri is read when first needed and kept; a new kid reads it again at once
+    (at most once a second here), made-up kids do not make auth fetch it on every
+    request, and a fetch that fails or brings a bad set keeps the keys there were."""
+    old, new = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    published = KeyServer({"keys": [public_jwk(old, "2026-10")]})
+    remote = {
+        "client_id": "test-remote",
+        "name": "Remote Signer",
+        "jwks_uri": published.url,
+        "client_credentials": True,
+    }
+    service = stack.spawn(
+        "auth_service",
+        "auth-jwks-uri",
+        AUTH_OAUTH_CLIENTS=json.dumps([*TEST_OAUTH_CLIENTS, remote]),
+        AUTH_CLIENT_JWKS_REFETCH_SECONDS="1",
+    )
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+
+            def own_token(key: ec.EllipticCurvePrivateKey, kid: str) -> int:
+                signed = jwt.encode(
+                    {
+                        "iss": "test-remote",
+                        "sub": "test-remote",
+                        "aud": TEST_ISSUER,
+                        "exp": int(time.time()) + 60,
+                        "jti": generate_token(24),
+                    },
+                    key,
+                    algorithm="ES256",
+                    headers={"kid": kid},
+                )
+                return http.post("/v1/auth/token", data=with_assertion(signed, **OWN)).status_code
+
+            assert [own_token(old, "2026-10") for _ in range(3)] == [200] * 3
+            assert published.fetches == 1  # kept
+            published.document = {"keys": [public_jwk(old, "2026-10"), public_jwk(new, "2026-11")]}
+            time.sleep(1.2)  # at least the cooldown since the last fetch
+            assert own_token(new, "2026-11") == 200
+            assert published.fetches == 2
+
+            started, before = time.monotonic(), published.fetches
+            made_up = [own_token(new, f"made-up-{n}") for n in range(10)]
+            assert made_up == [401] * 10
+            assert published.fetches - before <= (time.monotonic() - started) + 1
+
+            # A set with a private key in it is no set: the keys there were stay.
+            published.document = {"keys": [ECAlgorithm.to_jwk(new, as_dict=True)]}
+            time.sleep(1.2)
+            before = published.fetches
+            assert own_token(new, "2026-12") == 401
+            assert published.fetches == before + 1
+            assert own_token(old, "2026-10") == 200
+            published.stop()  # its server away: the keys there were still work
+            assert own_token(new, "2026-11") == 200
+            metrics = http.get("/metrics").text
+            assert 'auth_client_jwks_fetches_total{outcome="failed"}' in metrics
+    finally:
+        service.stop()
+        published.stop()

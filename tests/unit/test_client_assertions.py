@@ -250,7 +250,7 @@ def test_a_client_with_keys_is_confidential_and_has_no_secret() -> None:
         client_id="signer", name="Signer", jwks={"keys": [EC_JWK]}, client_credentials=True
     )
     assert service.confidential and service.secret_sha256 is None
-    with pytest.raises(ValidationError, match="one way, secret_sha256 or jwks"):
+    with pytest.raises(ValidationError, match="one way, secret_sha256, jwks or jwks_uri"):
         OAuthClient(
             client_id="signer",
             name="Signer",
