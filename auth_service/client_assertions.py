@@ -35,10 +35,11 @@ import json
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -61,9 +62,12 @@ SIGNING_ALGORITHMS = [*RSA_ALGORITHMS, *CURVE_ALGORITHMS.values()]
 CURVE_TYPES = {"P-256": "EC", "P-384": "EC", "P-521": "EC", "Ed25519": "OKP"}
 # A JWK's members that belong to a private or secret key (RFC 7518 §6.2.2, §6.3.2, §6.4).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-MAX_KEYS = 10
+MAX_KEYS = 10  # given in AUTH_OAUTH_CLIENTS
+MAX_PUBLISHED = 100  # in a key set fetched from a jwks_uri, whatever their use
 MAX_JWKS_BYTES = 64 * 1024
-FETCH_SECONDS = 3.0
+FETCH_SECONDS = 3.0  # a whole fetch of a jwks_uri
+REFRESH_SECONDS = 300.0  # how long fetched keys are used before they are fetched again
+MAX_STALE = 3600.0  # how long they are used at most, where no fetch succeeds since
 LIFETIME = timedelta(hours=1)  # the furthest ahead an assertion may expire
 LEEWAY = 60  # seconds, for the client's clock
 SKEW = timedelta(minutes=5)  # how long a spent jti is kept past its end, for auth's clocks
@@ -108,6 +112,38 @@ def signing_keys(jwks: dict[str, Any]) -> dict[str | None, ClientKey]:
         if kid in found or (kid is None and len(keys) > 1):
             raise ValueError("jwks: where there are several keys, each has a kid of its own")
         found[kid] = _client_key(jwk)
+    return found
+
+
+def published_keys(document: object) -> dict[str | None, ClientKey]:
+    """The signing keys auth takes from a key set a client publishes (at its
+    `jwks_uri`), which may hold others: encryption keys, and kinds or sizes auth does not
+    take, are left out. ValueError where it is no key set, holds a private or secret key,
+    or leaves no key, or several where one has no `kid` or two share one."""
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or len(keys) > MAX_PUBLISHED:
+        raise ValueError(f"not a JWK Set of at most {MAX_PUBLISHED} keys")
+    found: dict[str | None, ClientKey] = {}
+    for jwk in keys:
+        if not isinstance(jwk, dict):
+            continue
+        if PRIVATE_MEMBERS & jwk.keys():
+            raise ValueError("it holds a private or secret key")
+        operations, kid = jwk.get("key_ops", ["verify"]), jwk.get("kid")
+        signs = jwk.get("use", "sig") == "sig" and isinstance(operations, list)
+        if not signs or "verify" not in operations or not isinstance(kid, str | None):
+            continue
+        try:
+            key = _client_key(jwk)
+        except ValueError:
+            continue
+        if kid in found:
+            raise ValueError(f"two signing keys are named {kid!r}")
+        found[kid] = key
+    if not found:
+        raise ValueError("no signing key auth takes")
+    if None in found and len(found) > 1:
+        raise ValueError("several signing keys, not each with a kid")
     return found
 
 
@@ -216,14 +252,25 @@ def header_kid(assertion: str) -> object:
 
 class ClientKeySets:
     """The keys of the clients that publish them at a `jwks_uri`, so that they rotate
-    them without a change here. Fetched when first needed and kept `refresh` seconds;
-    fetched again early for a `kid` not seen yet (the client's new key), at most once per
-    `cooldown` per client, so that made-up kids cannot make auth a load on the client's
-    server. A fetch that fails, or brings anything but a valid key set, keeps what was
-    there (logged, and counted in auth_client_jwks_fetches_total)."""
+    them without a change here. Fetched when first needed and used `refresh` seconds;
+    fetched again early for a `kid` not among them (the client's new key), at most once
+    per `cooldown` per client (counted from the end of the last fetch), so that made-up
+    kids cannot make auth a load on the client's server. A fetch takes `FETCH_SECONDS`
+    at most, whole. One that fails, or brings no key set, keeps the keys there were
+    (logged, and counted in auth_client_jwks_fetches_total), for `MAX_STALE` at most: a
+    key the client withdrew is not taken for ever because its server cannot be reached.
+    While a fetch is under way, an assertion whose key is known is not held up by it."""
 
-    def __init__(self, cooldown: float, refresh: float = 300.0) -> None:
-        self.cooldown, self.refresh = cooldown, refresh
+    def __init__(
+        self,
+        cooldown: float,
+        refresh: float = REFRESH_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        transport: Any = None,  # httpx's, for the tests
+    ) -> None:
+        self.cooldown, self.refresh, self._clock = cooldown, refresh, clock
+        self._transport = transport
         self._keys: dict[str, tuple[dict[str | None, ClientKey], float]] = {}
         self._tried: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -231,66 +278,83 @@ class ClientKeySets:
 
     async def keys(self, client_id: str, uri: str, kid: object) -> dict[str | None, ClientKey]:
         """The client's keys, fetched first where they are not known, old, or lack `kid`
-        (and the cooldown allows); empty where none could ever be fetched."""
-        if self._current(client_id, kid):
-            return self._keys[client_id][0]
+        (and the cooldown allows); empty where there are none to use."""
+        known = self._usable(client_id)
+        if known is not None and _fits(known, kid):
+            fresh = self._clock() - self._keys[client_id][1] < self.refresh
+            lock = self._locks.get(client_id)
+            if fresh or (lock is not None and lock.locked()):
+                return known
         async with self._locks.setdefault(client_id, asyncio.Lock()):
-            now = time.monotonic()
-            if (
-                not self._current(client_id, kid)
-                and now - self._tried.get(client_id, -math.inf) >= self.cooldown
-            ):
-                self._tried[client_id] = now
+            known = self._usable(client_id)
+            fresh = known is not None and self._clock() - self._keys[client_id][1] < self.refresh
+            waited = self._clock() - self._tried.get(client_id, -math.inf)
+            if not (fresh and _fits(known or {}, kid)) and waited >= self.cooldown:
                 fetched = await self._fetch(client_id, uri)
+                self._tried[client_id] = self._clock()  # a slow fetch does not start the next
                 if fetched is not None:
-                    self._keys[client_id] = fetched, now
-        return self._keys.get(client_id, ({}, 0.0))[0]
+                    self._keys[client_id] = fetched, self._clock()
+        return self._usable(client_id) or {}
 
-    def _current(self, client_id: str, kid: object) -> bool:
+    def _usable(self, client_id: str) -> dict[str | None, ClientKey] | None:
+        """The keys last fetched, unless that was more than MAX_STALE ago."""
         keys, fetched_at = self._keys.get(client_id, (None, 0.0))
-        if keys is None or time.monotonic() - fetched_at >= self.refresh:
-            return False
-        if not isinstance(kid, str):  # None: any of them; anything else: `verified` refuses
-            return True
-        return kid in keys or list(keys) == [None]
+        if keys is not None and self._clock() - fetched_at >= MAX_STALE:
+            return None
+        return keys
 
     async def _fetch(self, client_id: str, uri: str) -> dict[str | None, ClientKey] | None:
-        import httpx  # only where a client publishes its keys: auth's memory stays as it was
-
-        if self._http is None:  # no proxy from the environment: straight to the client
-            self._http = httpx.AsyncClient(
-                timeout=FETCH_SECONDS, follow_redirects=False, trust_env=False
-            )
         try:
-            async with self._http.stream("GET", uri) as answer:
-                if answer.status_code != 200:
-                    raise ValueError(f"HTTP {answer.status_code}")
-                body = b""
-                async for chunk in answer.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise ValueError(f"more than {MAX_JWKS_BYTES} bytes")
-            document = json.loads(body)
-            if not isinstance(document, dict):
-                raise ValueError("not a JWK Set")
-            keys = signing_keys(document)
-        except (httpx.HTTPError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            async with asyncio.timeout(FETCH_SECONDS):
+                body = await self._get(uri)
+            keys = published_keys(json.loads(body))
+        except Exception as exc:  # whatever its server sends or does: the keys stay
             JWKS_FETCHES.labels("failed").inc()
             log.warning(
-                "client %s: fetching its keys from %s failed (%s); keeping %d",
+                "client %s: fetching its keys from %s failed (%s: %.200s); keeping %d",
                 client_id,
-                uri,
+                urlsplit(uri).hostname,
+                type(exc).__name__,
                 exc,
-                len(self._keys.get(client_id, ({},))[0]),
+                len(self._usable(client_id) or {}),
             )
             return None
         JWKS_FETCHES.labels("ok").inc()
         return keys
 
+    async def _get(self, uri: str) -> bytes:
+        """The answer's body: a 200, uncompressed, MAX_JWKS_BYTES at most."""
+        import httpx  # only where a client publishes its keys: auth's memory stays as it was
+
+        if self._http is None:  # no proxy from the environment: straight to the client
+            self._http = httpx.AsyncClient(
+                timeout=FETCH_SECONDS,
+                follow_redirects=False,
+                trust_env=False,
+                transport=self._transport,
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            )
+        async with self._http.stream("GET", uri) as answer:
+            if answer.status_code != 200:
+                raise ValueError(f"HTTP {answer.status_code}")
+            if answer.headers.get("content-encoding", "identity").lower() != "identity":
+                raise ValueError("a compressed answer")  # its size would be unknown
+            body = bytearray()
+            async for chunk in answer.aiter_raw():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"more than {MAX_JWKS_BYTES} bytes")
+        return bytes(body)
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+def _fits(keys: dict[str | None, ClientKey], kid: object) -> bool:
+    """Whether `keys` may hold the one an assertion's `kid` names (none named: any)."""
+    return not isinstance(kid, str) or kid in keys
 
 
 async def spend(

@@ -158,11 +158,13 @@ class OAuthClient(BaseModel):
     @field_validator("backchannel_logout_uri", "jwks_uri")
     @classmethod
     def _server_uri(cls, uri: str | None, info: ValidationInfo) -> str | None:
-        """An address auth calls: https, or http on this machine's loopback; no fragment."""
+        """An address auth calls: https, or http on this machine's loopback; no fragment
+        (nor, for keys it fetches, a user and password, which the logs would show)."""
         parts = urlsplit(uri or "https://x")
         scheme = parts.scheme.lower()
         web = scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK)
-        if not web or not parts.hostname or parts.fragment:
+        named = info.field_name == "jwks_uri" and parts.username is not None
+        if not web or not parts.hostname or parts.fragment or named:
             what = SERVER_URIS[info.field_name or ""]
             raise ValueError(f"{uri!r} is not a {what}: https, no fragment")
         return uri

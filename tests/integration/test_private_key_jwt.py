@@ -305,6 +305,13 @@ class KeyServer:
         self.server.server_close()
 
 
+def failed_fetches(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith('auth_client_jwks_fetches_total{outcome="failed"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def public_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
     return ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": kid}
 
@@ -366,10 +373,12 @@ def test_a_client_that_publishes_its_keys_rotates_them_with_no_change_here(
             assert own_token(new, "2026-12") == 401
             assert published.fetches == before + 1
             assert own_token(old, "2026-10") == 200
-            published.stop()  # its server away: the keys there were still work
+            published.stop()  # its server away: a fetch fails, the keys there were work
+            time.sleep(1.2)
+            failed = failed_fetches(http)
+            assert own_token(new, "2026-13") == 401
+            assert failed_fetches(http) == failed + 1
             assert own_token(new, "2026-11") == 200
-            metrics = http.get("/metrics").text
-            assert 'auth_client_jwks_fetches_total{outcome="failed"}' in metrics
     finally:
         service.stop()
         published.stop()

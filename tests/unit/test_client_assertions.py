@@ -268,3 +268,19 @@ def test_endpoint_urls_as_audiences_come_from_the_public_url_alone() -> None:
     )
     assert allowed.client_assertion_audience == "issuer_and_endpoints"
     assert AuthSettings().client_assertion_audience == "issuer"  # RFC 7523bis's
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://app.example/jwks.json",  # in the clear, off this machine
+        "https://user:pw@app.example/jwks.json",  # the logs would show it
+        "https://app.example/jwks.json#x",
+        "file:///etc/jwks.json",
+    ],
+)
+def test_a_jwks_uri_is_an_address_auth_may_call(uri: str) -> None:
+    with pytest.raises(ValidationError, match="not a JWKS URI"):
+        OAuthClient(client_id="signer", name="Signer", jwks_uri=uri, introspect=True)
+    fine = "http://127.0.0.1:9/jwks.json"
+    assert OAuthClient(client_id="s", name="S", jwks_uri=fine, introspect=True).signs
