@@ -142,6 +142,8 @@ def published_keys(document: object) -> dict[str | None, ClientKey]:
         found[kid] = key
     if not found:
         raise ValueError("no signing key auth takes")
+    if len(found) > MAX_KEYS:  # an assertion without a kid may be tried against each
+        raise ValueError(f"more than {MAX_KEYS} signing keys")
     if None in found and len(found) > 1:
         raise ValueError("several signing keys, not each with a kid")
     return found
@@ -166,6 +168,10 @@ def _client_key(jwk: dict[str, Any]) -> ClientKey:
         raise ValueError(f"jwks: a {kty} key could not be read") from exc
     if isinstance(key, RSAPublicKey) and key.key_size < 2048:
         raise ValueError("jwks: an RSA key has 2048 bits at least")
+    if isinstance(key, RSAPublicKey) and (
+        key.key_size > 8192 or key.public_numbers().e > 2**32
+    ):  # each verification would cost auth more than the signature is worth
+        raise ValueError("jwks: an RSA key has 8192 bits at most, and a small exponent")
     return ClientKey(key, algorithms)
 
 
@@ -280,18 +286,20 @@ class ClientKeySets:
         """The client's keys, fetched first where they are not known, old, or lack `kid`
         (and the cooldown allows); empty where there are none to use."""
         known = self._usable(client_id)
-        if known is not None and _fits(known, kid):
+        if known is not None:
             fresh = self._clock() - self._keys[client_id][1] < self.refresh
             lock = self._locks.get(client_id)
-            if fresh or (lock is not None and lock.locked()):
-                return known
+            if _fits(known, kid) and (fresh or (lock is not None and lock.locked())):
+                return known  # no fetch is needed, or one is under way: none to wait for
         async with self._locks.setdefault(client_id, asyncio.Lock()):
             known = self._usable(client_id)
             fresh = known is not None and self._clock() - self._keys[client_id][1] < self.refresh
             waited = self._clock() - self._tried.get(client_id, -math.inf)
             if not (fresh and _fits(known or {}, kid)) and waited >= self.cooldown:
-                fetched = await self._fetch(client_id, uri)
-                self._tried[client_id] = self._clock()  # a slow fetch does not start the next
+                try:
+                    fetched = await self._fetch(client_id, uri)
+                finally:  # counted from its end, whatever the end: a slow fetch, or one
+                    self._tried[client_id] = self._clock()  # cancelled, starts no next
                 if fetched is not None:
                     self._keys[client_id] = fetched, self._clock()
         return self._usable(client_id) or {}
@@ -353,8 +361,9 @@ class ClientKeySets:
 
 
 def _fits(keys: dict[str | None, ClientKey], kid: object) -> bool:
-    """Whether `keys` may hold the one an assertion's `kid` names (none named: any)."""
-    return not isinstance(kid, str) or kid in keys
+    """Whether `keys` may hold the one an assertion's `kid` names (none named: any; a
+    single key without a kid: that one, as `_signed_by_one` takes it)."""
+    return not isinstance(kid, str) or kid in keys or list(keys) == [None]
 
 
 async def spend(

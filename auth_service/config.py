@@ -262,7 +262,7 @@ class AuthSettings(BaseSettings):
     client_assertion_audience: Literal["issuer", "issuer_and_endpoints"] = "issuer"
     # A client's keys at its jwks_uri are fetched again early for a kid not seen yet (a
     # rotation), at most this often.
-    client_jwks_refetch_seconds: float = Field(default=30.0, ge=1.0)
+    client_jwks_refetch_seconds: float = Field(default=30.0, ge=1.0, le=300.0)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.

@@ -203,6 +203,11 @@ def test_an_assertion_that_names_no_client_is_malformed(assertion: str) -> None:
         asserted_client(assertion)
 
 
+def big_exponent() -> str:
+    """An exponent of 2**33 + 1, as a JWK writes it: each verification would be slow."""
+    return base64.urlsafe_b64encode((2**33 + 1).to_bytes(5, "big")).rstrip(b"=").decode()
+
+
 def small_rsa_jwk() -> dict[str, Any]:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     return RSAAlgorithm.to_jwk(small.public_key(), as_dict=True)
@@ -234,6 +239,7 @@ def private_jwk() -> dict[str, Any]:
         ({"keys": [EC_JWK | {"crv": "secp256k1"}]}, "EC on P-256"),
         ({"keys": [EC_JWK | {"kty": "OKP"}]}, "EC on P-256"),
         ({"keys": [small_rsa_jwk()]}, "2048 bits"),
+        ({"keys": [RSA_JWK | {"e": big_exponent()}]}, "a small exponent"),
         ({"keys": [RSA_JWK | {"n": "!!"}]}, "could not be read"),
         ({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}, "could not be read"),
     ],

@@ -29,6 +29,7 @@ NEW = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), a
 PRIVATE = RSAAlgorithm.to_jwk(
     rsa.generate_private_key(public_exponent=65537, key_size=2048), as_dict=True
 )
+GOOD = json.dumps({"keys": [OLD | {"kid": "a"}, NEW | {"kid": "b"}]}).encode()
 
 
 class Server:
@@ -95,19 +96,19 @@ async def test_keys_are_fetched_once_then_again_for_a_new_kid_after_the_cooldown
 @pytest.mark.parametrize(
     "answer",
     [
-        (500, b"", {}),
-        (302, b"", {"Location": URI}),  # redirects are not followed
+        (500, GOOD, {}),
+        (404, GOOD, {}),
+        (302, GOOD, {"Location": URI}),  # redirects are not followed
         (200, b"not json", {}),
         (200, b"[" * 60_000, {}),  # deeper than json reads
         (200, b"[]", {}),
         (200, {"keys": []}, {}),
-        (200, b" " * (MAX_JWKS_BYTES + 1), {}),
-        (  # compressed: its size would be known only once unpacked
-            200,
-            gzip.compress(json.dumps({"keys": [named(NEW, "b")]}).encode()),
-            {"Content-Encoding": "gzip"},
-        ),
-        (200, {"keys": [named(PRIVATE, "b")]}, {}),
+        (200, GOOD + b" " * MAX_JWKS_BYTES, {}),  # good JSON, too long
+        (200, GOOD, {"Content-Encoding": "gzip"}),  # its size known only once unpacked
+        (200, GOOD, {"Content-Encoding": "identity, gzip"}),
+        (200, gzip.compress(GOOD), {"Content-Encoding": "GZIP"}),
+        (200, {"keys": [named(NEW, "b"), named(PRIVATE, "c")]}, {}),  # refused whole
+        (200, {"keys": [named(NEW, f"k{n}") for n in range(11)]}, {}),  # too many to try
     ],
 )
 async def test_a_bad_answer_keeps_the_keys_there_were(answer: tuple[Any, ...]) -> None:
@@ -147,9 +148,12 @@ async def test_keys_no_fetch_could_renew_for_an_hour_are_dropped() -> None:
     await sets.close()
 
 
-async def test_a_slow_server_holds_up_no_assertion_whose_key_is_known() -> None:
+async def test_a_slow_server_holds_up_no_assertion_whose_key_is_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The fetch of old keys is under way: one with a known kid is answered at once, from
-    the keys there are; one that waits for it waits one whole fetch at most."""
+    the keys there are."""
+    monkeypatch.setattr(client_assertions, "FETCH_SECONDS", 600)  # the gate, not a clock
     server, clock = Server({"keys": [named(OLD, "a")]}), Clock()
     sets = key_sets(server, clock, cooldown=1.0)
     await sets.keys("app", URI, "a")
@@ -157,12 +161,60 @@ async def test_a_slow_server_holds_up_no_assertion_whose_key_is_known() -> None:
     server.gate, server.asked = asyncio.Event(), asyncio.Event()
     refreshing = asyncio.create_task(sets.keys("app", URI, "a"))
     await server.asked.wait()  # it holds the lock, fetching
-    # (A bound that only a wait for the fetch would reach: the gate never opens alone.)
+    # (A bound that only a wait for the fetch reaches: its gate never opens alone.)
     assert set(await asyncio.wait_for(sets.keys("app", URI, "a"), 30)) == {"a"}
     assert not refreshing.done()  # answered while the fetch still waits
     server.gate.set()
     assert set(await refreshing) == {"a"}
     assert server.fetches == 2
+    await sets.close()
+
+
+async def test_the_cooldown_counts_from_the_end_of_a_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch that outlasts the cooldown does not let the next start at once, nor does
+    one whose request was cancelled."""
+    monkeypatch.setattr(client_assertions, "FETCH_SECONDS", 600)
+    server, clock = Server({"keys": [named(OLD, "a")]}), Clock()
+    sets = key_sets(server, clock, cooldown=30.0)
+    await sets.keys("app", URI, "a")
+    clock.now += 30
+    server.gate, server.asked = asyncio.Event(), asyncio.Event()
+    slow = asyncio.create_task(sets.keys("app", URI, "new"))
+    await server.asked.wait()
+    clock.now += 45  # longer than the cooldown
+    server.gate.set()
+    await slow
+    assert set(await sets.keys("app", URI, "made-up")) == {"a"} and server.fetches == 2
+    clock.now += 30
+    server.gate, server.asked = asyncio.Event(), asyncio.Event()
+    cancelled = asyncio.create_task(sets.keys("app", URI, "new"))
+    await server.asked.wait()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await sets.keys("app", URI, "made-up")
+    assert server.fetches == 3
+    await sets.close()
+
+
+async def test_one_key_without_a_kid_is_not_fetched_again_for_each_kid() -> None:
+    """Such a key is the one every assertion names, whatever its `kid`."""
+    server, clock = Server({"keys": [OLD]}), Clock()
+    sets = key_sets(server, clock)
+    for _ in range(12):  # over several cooldowns of 30 s, within its 5 minutes and past
+        assert list(await sets.keys("app", URI, "any")) == [None]
+        clock.now += 29
+    assert server.fetches == 2  # once, and again past its 5 minutes
+
+
+async def test_the_log_names_the_server_and_no_more(caplog: pytest.LogCaptureFixture) -> None:
+    server, clock = Server((500, b"", {})), Clock()
+    sets = key_sets(server, clock)
+    await sets.keys("app", "https://app.example/secret-path/jwks.json?token=t0ps3cret", "a")
+    assert "app.example" in caplog.text
+    assert "secret-path" not in caplog.text and "t0ps3cret" not in caplog.text
     await sets.close()
 
 
