@@ -62,7 +62,7 @@ SIGNING_ALGORITHMS = [*RSA_ALGORITHMS, *CURVE_ALGORITHMS.values()]
 CURVE_TYPES = {"P-256": "EC", "P-384": "EC", "P-521": "EC", "Ed25519": "OKP"}
 # A JWK's members that belong to a private or secret key (RFC 7518 §6.2.2, §6.3.2, §6.4).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-MAX_KEYS = 10  # given in AUTH_OAUTH_CLIENTS
+MAX_KEYS = 10  # a client's signing keys, given or published
 MAX_PUBLISHED = 100  # in a key set fetched from a jwks_uri, whatever their use
 MAX_JWKS_BYTES = 64 * 1024
 FETCH_SECONDS = 3.0  # a whole fetch of a jwks_uri
@@ -90,8 +90,8 @@ class ClientKey:
 def signing_keys(jwks: dict[str, Any]) -> dict[str | None, ClientKey]:
     """A client's `jwks`, as its keys by `kid` (None: its one key that has none).
     ValueError, saying what is wrong, for anything but a JWK Set of 1 to 10 public
-    signing keys: RSA of 2048 bits or more, EC on P-256, P-384 or P-521, or Ed25519; each
-    with a `kid` of its own where there are several."""
+    signing keys: RSA of 2048 to 8192 bits with a small exponent, EC on P-256, P-384 or
+    P-521, or Ed25519; each with a `kid` of its own where there are several."""
     keys = jwks.get("keys")
     if set(jwks) != {"keys"} or not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
         raise ValueError(f'jwks is {{"keys": [...]}}, with 1 to {MAX_KEYS} public keys')
@@ -217,8 +217,10 @@ def verified(
 
 def _assertion_type(typ: object) -> str | None:
     """A `typ` as ASSERTION_TYPES holds it (`?` for what is no string)."""
-    if typ is None or not isinstance(typ, str):
-        return None if typ is None else "?"
+    if typ is None:
+        return None
+    if not isinstance(typ, str):
+        return "?"
     return typ.lower().removeprefix("application/")
 
 

@@ -339,8 +339,9 @@ class OAuthConsent(Base):
 
 class ClientAssertion(Base):
     """A client's signed assertion (`private_key_jwt`) that was used: the SHA-256 of its
-    client_id and `jti`, so that each is taken once. Kept until it expires (with the
-    leeway for clocks), when housekeeping deletes it."""
+    client_id and `jti`, so that each is taken once. `expires_at` is when the assertion
+    can no longer verify; housekeeping deletes it a few minutes after that
+    (`client_assertions.SKEW`, for instances whose clocks differ)."""
 
     __tablename__ = "client_assertions"
 
