@@ -97,21 +97,10 @@ def signing_keys(jwks: dict[str, Any]) -> dict[str | None, ClientKey]:
         raise ValueError(f'jwks is {{"keys": [...]}}, with 1 to {MAX_KEYS} public keys')
     found: dict[str | None, ClientKey] = {}
     for jwk in keys:
-        if not isinstance(jwk, dict):
-            raise ValueError("jwks: a key is a JSON object (a JWK)")
-        if PRIVATE_MEMBERS & jwk.keys():
-            raise ValueError("jwks holds a private or secret key: give the public half alone")
-        operations = jwk.get("key_ops", ["verify"])
-        if not isinstance(operations, list) or not all(isinstance(o, str) for o in operations):
-            raise ValueError('jwks: a key\'s "key_ops" is a list of strings')
-        if jwk.get("use", "sig") != "sig" or "verify" not in operations:
-            raise ValueError('jwks: a key is for signing ("use": "sig", or no "use")')
-        kid = jwk.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise ValueError("jwks: a kid is a string")
+        kid, key = _signing_key(jwk)
         if kid in found or (kid is None and len(keys) > 1):
             raise ValueError("jwks: where there are several keys, each has a kid of its own")
-        found[kid] = _client_key(jwk)
+        found[kid] = key
     return found
 
 
@@ -125,18 +114,12 @@ def published_keys(document: object) -> dict[str | None, ClientKey]:
         raise ValueError(f"not a JWK Set of at most {MAX_PUBLISHED} keys")
     found: dict[str | None, ClientKey] = {}
     for jwk in keys:
-        if not isinstance(jwk, dict):
-            continue
-        if PRIVATE_MEMBERS & jwk.keys():
-            raise ValueError("it holds a private or secret key")
-        operations, kid = jwk.get("key_ops", ["verify"]), jwk.get("kid")
-        signs = jwk.get("use", "sig") == "sig" and isinstance(operations, list)
-        if not signs or "verify" not in operations or not isinstance(kid, str | None):
-            continue
         try:
-            key = _client_key(jwk)
+            kid, key = _signing_key(jwk)
+        except PrivateKey:
+            raise
         except ValueError:
-            continue
+            continue  # not for signing, or not a kind auth takes
         if kid in found:
             raise ValueError(f"two signing keys are named {kid!r}")
         found[kid] = key
@@ -147,6 +130,28 @@ def published_keys(document: object) -> dict[str | None, ClientKey]:
     if None in found and len(found) > 1:
         raise ValueError("several signing keys, not each with a kid")
     return found
+
+
+class PrivateKey(ValueError):
+    """A JWK with a private or secret key's members, where only public keys belong."""
+
+
+def _signing_key(jwk: object) -> tuple[str | None, ClientKey]:
+    """A JWK's `kid` and key, where it is a public signing key auth takes; else
+    ValueError saying why (PrivateKey for a private or secret one)."""
+    if not isinstance(jwk, dict):
+        raise ValueError("jwks: a key is a JSON object (a JWK)")
+    if PRIVATE_MEMBERS & jwk.keys():
+        raise PrivateKey("jwks holds a private or secret key: give the public half alone")
+    operations = jwk.get("key_ops", ["verify"])
+    if not isinstance(operations, list) or not all(isinstance(o, str) for o in operations):
+        raise ValueError('jwks: a key\'s "key_ops" is a list of strings')
+    if jwk.get("use", "sig") != "sig" or "verify" not in operations:
+        raise ValueError('jwks: a key is for signing ("use": "sig", or no "use")')
+    kid = jwk.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise ValueError("jwks: a kid is a string")
+    return kid, _client_key(jwk)
 
 
 def _client_key(jwk: dict[str, Any]) -> ClientKey:
@@ -288,16 +293,15 @@ class ClientKeySets:
         """The client's keys, fetched first where they are not known, old, or lack `kid`
         (and the cooldown allows); empty where there are none to use."""
         known = self._usable(client_id)
-        if known is not None:
-            fresh = self._clock() - self._keys[client_id][1] < self.refresh
+        if known is not None and _fits(known, kid):
             lock = self._locks.get(client_id)
-            if _fits(known, kid) and (fresh or (lock is not None and lock.locked())):
+            if self._fresh(client_id) or (lock is not None and lock.locked()):
                 return known  # no fetch is needed, or one is under way: none to wait for
         async with self._locks.setdefault(client_id, asyncio.Lock()):
             known = self._usable(client_id)
-            fresh = known is not None and self._clock() - self._keys[client_id][1] < self.refresh
             waited = self._clock() - self._tried.get(client_id, -math.inf)
-            if not (fresh and _fits(known or {}, kid)) and waited >= self.cooldown:
+            current = known is not None and self._fresh(client_id) and _fits(known, kid)
+            if not current and waited >= self.cooldown:
                 try:
                     fetched = await self._fetch(client_id, uri)
                 finally:  # counted from its end, whatever the end: a slow fetch, or one
@@ -305,6 +309,11 @@ class ClientKeySets:
                 if fetched is not None:
                     self._keys[client_id] = fetched, self._clock()
         return self._usable(client_id) or {}
+
+    def _fresh(self, client_id: str) -> bool:
+        """Whether its keys were fetched less than `refresh` seconds ago."""
+        fetched_at = self._keys.get(client_id, (None, -math.inf))[1]
+        return self._clock() - fetched_at < self.refresh
 
     def _usable(self, client_id: str) -> dict[str | None, ClientKey] | None:
         """The keys last fetched, unless that was more than MAX_STALE ago."""
