@@ -94,6 +94,9 @@ class OAuthClient(BaseModel):
     # May get access tokens of its own (`sub` its client_id) for the scopes it may be
     # granted, beyond openid and email (RFC 6749 §4.4): a confidential client alone.
     client_credentials: bool = False
+    # Sends its authorization requests to auth first (RFC 9126, pushed.py), and the
+    # browser with their request_uri alone: one in the browser's address is refused.
+    require_pushed_authorization_requests: bool = False
 
     @model_validator(mode="after")
     def _signs_in_or_serves(self) -> OAuthClient:
@@ -121,7 +124,12 @@ class OAuthClient(BaseModel):
             raise ValueError(
                 f"{name}: redirect_uris are needed, unless it introspects or has client_credentials"
             )
-        signs_in = {"trusted", "post_logout_redirect_uris", "backchannel_logout_uri"}
+        signs_in = {
+            "trusted",
+            "post_logout_redirect_uris",
+            "backchannel_logout_uri",
+            "require_pushed_authorization_requests",
+        }
         if not self.client_credentials:
             signs_in.add("scopes")  # nothing is granted to it
         if given := sorted(signs_in & self.model_fields_set):
@@ -263,6 +271,9 @@ class AuthSettings(BaseSettings):
     # A client's keys at its jwks_uri are fetched again early for a kid not seen yet (a
     # rotation), at most this often.
     client_jwks_refetch_seconds: float = Field(default=30.0, ge=1.0, le=300.0)
+    # How long a pushed authorization request's request_uri lasts (RFC 9126): the person
+    # signs in on the way, and the web front end carries the request_uri through it.
+    pushed_request_seconds: int = Field(default=600, ge=10, le=3600)
 
     # Progressive login lockout: from the 30th failure, 60 s more per failure, at most 15 min;
     # the count resets after 12 h without failures, or at a successful login.

@@ -27,6 +27,7 @@ from auth_service.user_sessions import Caller, UserSessions
 from common.bearer import invalid_token, verify_bearer
 
 TOKEN_URL = "/v1/auth/token"
+PAR_URL = "/v1/auth/par"  # RFC 9126
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl=TOKEN_URL,

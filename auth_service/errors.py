@@ -41,6 +41,16 @@ class UnknownClient(AuthError):
     """No OAuth client has that client_id, or it registered no such redirect URI."""
 
 
+class InvalidRequestUri(AuthError):
+    """A request_uri that names no live request the client pushed (RFC 9126): unknown,
+    expired, already given a code, or another client's (pushed.py)."""
+
+
+class PushedRequestRequired(AuthError):
+    """A client that pushes its authorization requests (RFC 9126) named in one that was
+    not pushed."""
+
+
 class ApplicationSession(AuthError):
     """An application's session (opened by an authorization code) calling what only the
     person may: their password, address, sessions, second factors, the admin API, codes

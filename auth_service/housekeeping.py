@@ -56,6 +56,7 @@ from auth_service.models import (
     OneTimeCode,
     OutboxEvent,
     PasskeyChallenge,
+    PushedRequest,
     RecoveryCode,
     RefreshToken,
     TotpFactor,
@@ -133,6 +134,8 @@ def rules(settings: AuthSettings, now: datetime) -> list[Rule]:
             ClientAssertion.jti_hash,
             ClientAssertion.expires_at < now - client_assertions.SKEW,
         ),
+        # A pushed authorization request past its end is refused anyway.
+        Rule("pushed_requests", PushedRequest.uri_hash, PushedRequest.expires_at < now),
         # Given up on (after about an hour of attempts), or for an application that does
         # not listen while none does (so no pass drops them); never one still tried, an
         # admin's retry of an old one among them (its next attempt is near).

@@ -27,6 +27,7 @@ from auth_service.errors import (
     InvalidMfaToken,
     InvalidPasskey,
     InvalidPassword,
+    InvalidRequestUri,
     LogoutRefused,
     MfaAlreadyEnabled,
     MfaNotEnabled,
@@ -40,6 +41,7 @@ from auth_service.errors import (
     PasskeyExists,
     PasskeyNotAccepted,
     PasskeyNotFound,
+    PushedRequestRequired,
     RateLimited,
     RetryLater,
     SessionNotFound,
@@ -156,6 +158,16 @@ PROBLEMS: dict[type[AuthError], Problem] = {
         400,
         "invalid_client",
         "no application has that client_id, or it registered no such redirect_uri",
+    ),
+    InvalidRequestUri: Problem(
+        400,
+        "invalid_request_uri",
+        "the request_uri is unknown or expired, was used already, or is another client's",
+    ),
+    PushedRequestRequired: Problem(
+        400,
+        "invalid_request",
+        "this application pushes its authorization requests (RFC 9126): send its request_uri",
     ),
     TooManyPasskeys: Problem(
         409, "too_many_passkeys", "the account has as many passkeys as it may; remove one first"

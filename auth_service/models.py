@@ -350,6 +350,20 @@ class ClientAssertion(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class PushedRequest(Base):
+    """An authorization request a client sent auth before sending the browser (RFC 9126,
+    pushed.py), known by the SHA-256 of its request_uri's random part: used for one code,
+    until `expires_at`; housekeeping deletes it after that."""
+
+    __tablename__ = "pushed_requests"
+
+    uri_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, str]] = mapped_column(JSON)  # of pushed.KEPT
+    pushed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class LogoutNotice(Base):
     """An application's session that ended, to tell the application at its back-channel
     logout URI (OpenID Connect Back-Channel Logout): written with the end, in its

@@ -38,7 +38,7 @@ from typing import Any, get_args
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth_service import audit
+from auth_service import audit, pushed
 from auth_service.accounts import Accounts
 from auth_service.client_assertions import (
     ClientKey,
@@ -57,6 +57,7 @@ from auth_service.errors import (
     LogoutRefused,
     NoScope,
     NotAuthenticated,
+    PushedRequestRequired,
     SignInTooOld,
     UnknownClient,
 )
@@ -163,6 +164,27 @@ class Authorization:
 
 
 @dataclass(frozen=True)
+class Pushed:
+    """An authorization request the application pushed (pushed.py), by its request_uri."""
+
+    client_id: str
+    request_uri: str
+
+
+def _authorization(params: dict[str, str]) -> Authorization:
+    """The request a pushed one holds (checked when it was pushed)."""
+    max_age = params.get("max_age")
+    return Authorization(
+        params["client_id"],
+        params["redirect_uri"],
+        params["code_challenge"],
+        params.get("scope", ""),
+        params.get("nonce"),
+        int(max_age) if max_age is not None else None,
+    )
+
+
+@dataclass(frozen=True)
 class Redeemed:
     pair: TokenPair
     scope: str
@@ -207,22 +229,41 @@ class OAuth:
             raise UnknownClient
         return found
 
+    async def push(self, client: OAuthClient, params: dict[str, str], seconds: int) -> str:
+        """Keep a request the client pushed, checked by the caller: its request_uri."""
+        return await pushed.push(self.accounts.sessions, client.client_id, params, seconds)
+
+    async def pushed(self, client_id: str, request_uri: str) -> tuple[dict[str, str], datetime]:
+        """The parameters of a live request the client pushed, and when it did
+        (InvalidRequestUri if there is none)."""
+        return await pushed.pushed(self.accounts.sessions, client_id, request_uri)
+
     async def authorize(
         self,
         caller: Caller,
-        asked: Authorization,
+        asked: Authorization | Pushed,
         ip: str | None = None,
         consented: bool = False,
     ) -> tuple[str, str]:
         """A code for `asked`, allowed by the caller: the code, and the scopes granted.
-        `consented`: the person said yes just now, which is remembered; without it, an
-        application that is not trusted needs an earlier yes that covers the scopes
-        (`ConsentRequired`). `SignInTooOld` where the caller signed in longer ago than
-        `asked.max_age`."""
-        client = self.client(asked.client_id, asked.redirect_uri)
+        A pushed request is spent with it (InvalidRequestUri where there is none live);
+        a client that pushes its requests gets codes for those alone
+        (`PushedRequestRequired`). `consented`: the person said yes just now, which is
+        remembered; without it, an application that is not trusted needs an earlier yes
+        that covers the scopes (`ConsentRequired`). `SignInTooOld` where the caller signed
+        in longer ago than `asked.max_age`."""
         code = secrets.token_urlsafe(32)
-        scope = granted(asked.scope, client.scopes)
         async with self.accounts.sessions.begin() as session:
+            if isinstance(asked, Pushed):
+                asked = _authorization(
+                    await pushed.take(session, asked.client_id, asked.request_uri)
+                )
+                client = self.client(asked.client_id, asked.redirect_uri)
+            else:
+                client = self.client(asked.client_id, asked.redirect_uri)
+                if client.require_pushed_authorization_requests:
+                    raise PushedRequestRequired
+            scope = granted(asked.scope, client.scopes)
             signed_in = await session.get(UserSession, caller.session_id)
             if signed_in is None or signed_in.ended_at is not None:  # since the token's check
                 raise NotAuthenticated

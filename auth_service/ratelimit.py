@@ -176,6 +176,9 @@ PER_IP = {
     "passkey_add": Limit(10, 60),
     # Codes are random and live a minute; this bounds a client that retries in a loop.
     "oauth_token": Limit(60, 60),
+    # Each pushed authorization request is a row until it expires (any may push as a
+    # public client).
+    "par": Limit(60, 60),
     # Wrong client secrets, per address and client_id (unknown ids share one count),
     # wherever a secret is checked: a budget of guesses, checked before each attempt and
     # spent by each failure.

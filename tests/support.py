@@ -154,6 +154,8 @@ FIRST_PARTY_REDIRECT = "http://localhost:9/signed-in"
 SERVER_SECRET = "test-server-secret-0123456789abcdefghijklmnop"
 RESOURCE_SECRET = "test-api-secret-0123456789abcdefghijklmnopqr"
 SIGNED_REDIRECT = "https://box-office.example.test/callback"
+PUSHED_REDIRECT = "https://tickets.example.test/callback"
+PUSHED_SECRET = "test-pushed-secret-0123456789abcdefghijklmno"
 # The private halves of test-signed's keys (private_key_jwt): made anew by each test
 # process, so no private key is stored; auth is given the public halves.
 SIGNED_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -192,6 +194,13 @@ TEST_OAUTH_CLIENTS = [
         "jwks": SIGNED_JWKS,
         "introspect": True,
         "client_credentials": True,
+    },
+    {  # sends its authorization requests to auth first (RFC 9126), and must
+        "client_id": "test-pushed",
+        "name": "Ticket Desk",
+        "redirect_uris": [PUSHED_REDIRECT],
+        "secret_sha256": hashlib.sha256(PUSHED_SECRET.encode()).hexdigest(),
+        "require_pushed_authorization_requests": True,
     },
     {
         "client_id": "test-first-party",

@@ -18,6 +18,11 @@ GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
   `prompt=consent` always asks, `prompt=login` and a `max_age` older than the sign-in send
   the person to the login page first (the ID token's `auth_time` says when they signed
   in; nobody is signed out by a link).
+- A request the application pushed to auth first (RFC 9126: `?client_id&request_uri`)
+  is read back from auth, whatever else the address says; only its request_uri goes
+  through the sign-in and the consent form (`carried`), and a spent or expired one is a
+  page saying so. A client that must push gets `invalid_request` for a request in the
+  address.
 - The code goes back to the redirect URI with `state` and `iss` (RFC 9207) through a page
   that moves on at once (a meta refresh, with a link). A redirect to another site right
   after a form post (the login's, the consent's) would break the pages' `form-action
@@ -28,12 +33,14 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from common import authorization
 from web_service.api import ApiProblem, SessionEnded
 from web_service.forms import read_form, read_form_items
 from web_service.pages import Page, PageDep, SignedInDep, path_id
@@ -42,23 +49,12 @@ from web_service.security import safe_next
 router = APIRouter()
 
 PATH = "/oauth/authorize"
-PARAMS = (
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "code_challenge",
-    "code_challenge_method",
-    "scope",
-    "state",
-    "nonce",
-    "prompt",
-    "max_age",
-    "login_hint",
-)
-CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
-MAX_AGE = re.compile(r"[0-9]{1,9}")
+# With a pushed request's request_uri (RFC 9126), which holds the others.
+PARAMS = (*authorization.PARAMS, "request_uri")
 CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")  # as auth's settings allow them
-PROMPTS = ("", "none", "login", "consent")
+# A sign-in this long before auth's clock says a request was pushed still follows it, for
+# `prompt=login` (the two hosts' clocks may differ a little).
+CLOCKS_APART_SECONDS = 5.0
 
 
 def asked_of(
@@ -84,31 +80,29 @@ def back(redirect_uri: str, **answer: str) -> str:
 
 def refusal(values: dict[str, str]) -> tuple[str, str] | None:
     """What is wrong with a request from a known client, as an `error` and its words."""
-    if values.get("response_type") != "code":
-        return "unsupported_response_type", "response_type must be code"
-    challenge = values.get("code_challenge", "")
-    if values.get("code_challenge_method") != "S256" or not CHALLENGE.fullmatch(challenge):
-        return "invalid_request", "PKCE is required: a code_challenge with method S256"
-    if len(values.get("nonce", "")) > 512 or len(values.get("scope", "")) > 1024:
-        return "invalid_request", "nonce or scope is too long"
-    if values.get("prompt", "") not in PROMPTS:
-        return "invalid_request", "prompt must be none, login or consent"
-    if "max_age" in values and not MAX_AGE.fullmatch(values["max_age"]):
-        return "invalid_request", "max_age must be a number of seconds"
+    if refused := authorization.refusal(values):
+        return refused
     if again(values) == "/":  # too long to carry through a sign-in
         return "invalid_request", "the request is too long"
     return None
 
 
 async def client_of(page: Page, values: dict[str, str] | None) -> dict[str, Any] | None:
-    """Auth's word on the client, or None where it has no such client and redirect URI."""
-    if values is None or not values.get("client_id") or not values.get("redirect_uri"):
+    """Auth's word on the client, with the request it pushed where `values` name one by
+    its request_uri; or None where it has no such client and redirect URI. A request_uri
+    that names no live request is auth's ApiProblem `invalid_request_uri`."""
+    if values is None or not values.get("client_id"):
         return None
-    pair = {"client_id": values["client_id"], "redirect_uri": values["redirect_uri"]}
+    if values.get("request_uri"):
+        named = {"client_id": values["client_id"], "request_uri": values["request_uri"]}
+    elif values.get("redirect_uri"):
+        named = {"client_id": values["client_id"], "redirect_uri": values["redirect_uri"]}
+    else:
+        return None
     try:
-        found: dict[str, Any] = await page.call("auth", "POST", "/v1/auth/oauth/client", json=pair)
+        found: dict[str, Any] = await page.call("auth", "POST", "/v1/auth/oauth/client", json=named)
     except ApiProblem as problem:
-        if problem.status in (400, 422):
+        if problem.status in (400, 422) and problem.error != "invalid_request_uri":
             return None
         raise
     return found
@@ -128,11 +122,22 @@ async def decide(page: SignedInDep) -> Response:
 async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None) -> Response:
     """The next step for an authorization request (module docstring); `allowed`: the
     person's answer on the consent page, None before they were asked."""
-    client = await client_of(page, values)
+    try:
+        client = await client_of(page, values)
+    except ApiProblem as problem:
+        if problem.error != "invalid_request_uri":
+            raise
+        return await link_refused(
+            page, page.t("oauth.expired_title"), page.t("oauth.expired_detail")
+        )
     if values is None or client is None:
         return await link_refused(
             page, page.t("oauth.unknown_title"), page.t("oauth.unknown_detail")
         )
+    pushed_at = None
+    if client["request"] is not None:  # the pushed request, whatever the address says
+        values = {**client["request"], "request_uri": values["request_uri"]}
+        pushed_at = datetime.fromisoformat(client["pushed_at"]).timestamp()
 
     async def go_back(**answer: str) -> Response:
         target = back(
@@ -142,12 +147,18 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
 
     if refused := refusal(values):
         return await go_back(error=refused[0], error_description=refused[1])
+    if pushed_at is None and client["require_pushed_authorization_requests"]:
+        return await go_back(
+            error="invalid_request",
+            error_description="this client pushes its authorization requests (RFC 9126)",
+        )
     prompt = values.get("prompt", "")
     if not page.session.signed_in:
         if prompt == "none":
             return await go_back(error="login_required")
         return await to_login(page, values)
-    if allowed is None and (prompt == "login" or too_old(page, values.get("max_age"))):
+    login_asked = prompt == "login" and not signed_in_since(page, pushed_at)
+    if allowed is None and (login_asked or too_old(page, values.get("max_age"))):
         if prompt == "none":  # an exceeded max_age, and no page may be shown
             return await go_back(error="login_required")
         # Sign in afresh first (the ID token's auth_time says when).
@@ -156,13 +167,17 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         return await go_back(error="access_denied")
     if allowed is None and prompt == "consent":
         return await ask(page, client, values)
-    asked: dict[str, str | int | bool] = {
-        name: values[name]
-        for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
-        if values.get(name)
-    }
-    if "max_age" in values:
-        asked["max_age"] = int(values["max_age"])
+    asked: dict[str, str | int | bool]
+    if pushed_at is not None:  # auth holds the rest, and spends it with the code
+        asked = {"client_id": values["client_id"], "request_uri": values["request_uri"]}
+    else:
+        asked = {
+            name: values[name]
+            for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
+            if values.get(name)
+        }
+        if "max_age" in values:
+            asked["max_age"] = int(values["max_age"])
     if allowed:
         asked["consented"] = True
     try:
@@ -177,6 +192,10 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
             if prompt == "none":
                 return await go_back(error="consent_required")
             return await ask(page, client, values)
+        if problem.error == "invalid_request_uri":  # it gave a code already (another tab)
+            return await link_refused(
+                page, page.t("oauth.expired_title"), page.t("oauth.expired_detail")
+            )
         if problem.error != "login_required":  # signed in longer ago than max_age
             raise
         if prompt == "none":
@@ -187,7 +206,7 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
 
 async def ask(page: Page, client: dict[str, Any], values: dict[str, str]) -> Response:
     """The consent page: whether to allow the application what it asks for."""
-    kept = {name: value for name, value in values.items() if name != "prompt"}
+    kept = {name: value for name, value in carried(values).items() if name != "prompt"}
     parts = urlsplit(values["redirect_uri"])
     return await page.render(
         "oauth_consent.html",
@@ -237,9 +256,31 @@ async def to_login(page: Page, values: dict[str, str]) -> Response:
 
 def again(values: dict[str, str]) -> str:
     """This request, to come back to once signed in (without `prompt` and `max_age`: the
-    sign-in they asked for is the one just made)."""
-    kept = {name: value for name, value in values.items() if name not in ("prompt", "max_age")}
+    sign-in they asked for is the one just made; a pushed request keeps them, and
+    `signed_in_since` tells)."""
+    kept = {
+        name: value for name, value in carried(values).items() if name not in ("prompt", "max_age")
+    }
     return safe_next(f"{PATH}?{urlencode(kept)}", "/")
+
+
+def carried(values: dict[str, str]) -> dict[str, str]:
+    """What a request carries through the sign-in and the consent form: of a pushed one,
+    its client_id and request_uri alone (auth holds the rest), so the browser cannot
+    change it on the way."""
+    if "request_uri" in values:
+        return {"client_id": values["client_id"], "request_uri": values["request_uri"]}
+    return values
+
+
+def signed_in_since(page: Page, pushed_at: float | None) -> bool:
+    """Whether this browser signed in after a request was pushed (at `pushed_at`, by
+    auth's clock), which `prompt=login` asks for; never for a request in the address,
+    whose `prompt` `again` drops once the person signed in."""
+    signed_in_at = page.session.data.get("signed_in_at")
+    if pushed_at is None or not isinstance(signed_in_at, float):
+        return False
+    return signed_in_at >= pushed_at - CLOCKS_APART_SECONDS
 
 
 def too_old(page: Page, max_age: str | None) -> bool:

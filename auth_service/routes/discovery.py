@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from auth_service.client_assertions import SIGNING_ALGORITHMS
-from auth_service.config import AuthSettings
-from auth_service.deps import TOKEN_URL
+from auth_service.config import AuthSettings, OAuthClient
+from auth_service.deps import PAR_URL, TOKEN_URL
 from auth_service.oauth import SCOPES
 from common.jwt import ALGORITHM
 
@@ -34,6 +34,14 @@ CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "roles", "sid"]
 CONFIDENTIAL_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 CLIENT_AUTH = ["none", *CONFIDENTIAL_AUTH]
 ID_CLAIMS = ["auth_time", "nonce", "amr", "email", "email_verified"]
+
+
+def pushed_only(clients: list[OAuthClient]) -> bool:
+    """Whether every application (a client with redirect URIs) pushes its requests."""
+    applications = [client for client in clients if client.redirect_uris]
+    return bool(applications) and all(
+        client.require_pushed_authorization_requests for client in applications
+    )
 
 
 def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
@@ -72,6 +80,9 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             # OpenID Connect Back-Channel Logout (backchannel.py), `sid` in its tokens.
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
+            # RFC 9126 (pushed.py): required of all where every application requires it.
+            "pushed_authorization_request_endpoint": f"{base}{PAR_URL}",
+            "require_pushed_authorization_requests": pushed_only(settings.oauth_clients),
         }
     if any(client.client_credentials for client in settings.oauth_clients):
         meta["grant_types_supported"] = [*meta["grant_types_supported"], "client_credentials"]

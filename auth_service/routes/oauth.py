@@ -7,23 +7,25 @@ listed, and taken back, here too; and OpenID Connect's userinfo."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from auth_service.deps import CallerDep, OAuthDep
 from auth_service.errors import (
     ApplicationSession,
     ConsentNotFound,
     ConsentRequired,
+    InvalidRequestUri,
     LogoutRefused,
+    PushedRequestRequired,
     SignInTooOld,
     UnknownClient,
 )
 from auth_service.http_errors import responses
-from auth_service.oauth import CODE_SECONDS, SCOPES, Authorization
+from auth_service.oauth import CODE_SECONDS, SCOPES, Authorization, Pushed
 from auth_service.routes import NO_STORE, client_ip, no_store
 from common.jwt import InvalidToken
 
@@ -31,8 +33,18 @@ router = APIRouter(prefix="/v1/auth/oauth", tags=["oauth2"])
 
 
 class ClientIn(BaseModel):
+    """A request's client, and its redirect URI or, where the client pushed the request
+    (RFC 9126), its request_uri."""
+
     client_id: str = Field(max_length=128)
-    redirect_uri: str = Field(max_length=2000)
+    redirect_uri: str | None = Field(default=None, max_length=2000)
+    request_uri: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_request(self) -> Self:
+        if (self.redirect_uri is None) == (self.request_uri is None):
+            raise ValueError("give a redirect_uri, or the request_uri of a pushed request")
+        return self
 
 
 class ClientOut(BaseModel):
@@ -41,11 +53,20 @@ class ClientOut(BaseModel):
     trusted: bool  # first-party: the person is not asked to allow it
     issuer: str  # for the answer at the redirect URI (`iss`, RFC 9207)
     scopes: list[str]  # what it may be granted (the consent page names no other)
+    # It pushes its requests (RFC 9126): one with a redirect_uri instead is refused.
+    require_pushed_authorization_requests: bool
+    # The parameters of the pushed request named (client_id among them), for the page,
+    # and when it was pushed (a `prompt=login` wants a sign-in after that).
+    request: dict[str, str] | None = None
+    pushed_at: datetime | None = None
 
 
 class AuthorizeIn(ClientIn):
+    """The request a code is for: the request_uri of a request the application pushed,
+    which holds the rest, or the rest."""
+
     # RFC 7636: S256 only, so a challenge is 32 bytes in base64url.
-    code_challenge: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+    code_challenge: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
     code_challenge_method: Literal["S256"] = "S256"
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
@@ -54,6 +75,15 @@ class AuthorizeIn(ClientIn):
     # trusted needs an earlier yes to these scopes, or the answer is 403 consent_required.
     consented: bool = False
 
+    @model_validator(mode="after")
+    def _whole(self) -> Self:
+        held = {"code_challenge", "scope", "nonce", "max_age"} & self.model_fields_set
+        if self.request_uri is not None and held:
+            raise ValueError(f"a pushed request holds its own {sorted(held)}")
+        if self.redirect_uri is not None and self.code_challenge is None:
+            raise ValueError("a code_challenge is required")
+        return self
+
 
 class CodeOut(BaseModel):
     code: str
@@ -61,11 +91,19 @@ class CodeOut(BaseModel):
     scope: str  # what is granted: "openid", "email" and "films" where asked for
 
 
-@router.post("/client", response_model=ClientOut, responses=responses(UnknownClient, 422))
+@router.post(
+    "/client", response_model=ClientOut, responses=responses(UnknownClient, InvalidRequestUri, 422)
+)
 async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut:
     """The application, if `redirect_uri` is one of its own: else the page must say so
-    and send the browser nowhere (RFC 6749 §4.1.2.1)."""
-    found = oauth.client(body.client_id, body.redirect_uri)
+    and send the browser nowhere (RFC 6749 §4.1.2.1). With a `request_uri`, the request
+    it pushed, while it is live (else 400 invalid_request_uri: a page that says so, too)."""
+    pushed, pushed_at = None, None
+    if body.request_uri is not None:
+        pushed, pushed_at = await oauth.pushed(body.client_id, body.request_uri)
+        found = oauth.client(body.client_id, pushed["redirect_uri"])
+    else:
+        found = oauth.client(body.client_id, body.redirect_uri or "")
     issuer = request.app.state.settings.token_issuer
     return ClientOut(
         client_id=found.client_id,
@@ -73,26 +111,44 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
         trusted=found.trusted,
         issuer=issuer,
         scopes=list(found.scopes if found.scopes is not None else SCOPES),
+        require_pushed_authorization_requests=found.require_pushed_authorization_requests,
+        request=pushed,
+        pushed_at=pushed_at,
     )
 
 
 @router.post(
     "/authorize",
     response_model=CodeOut,
-    responses=responses(UnknownClient, SignInTooOld, ConsentRequired, ApplicationSession, 401, 422),
+    responses=responses(
+        UnknownClient,
+        InvalidRequestUri,
+        PushedRequestRequired,
+        SignInTooOld,
+        ConsentRequired,
+        ApplicationSession,
+        401,
+        422,
+    ),
 )
 async def authorize(
     body: AuthorizeIn, caller: CallerDep, oauth: OAuthDep, request: Request
 ) -> Response:
-    """A code for the application, allowed by the caller (a live session)."""
-    asked = Authorization(
-        body.client_id,
-        body.redirect_uri,
-        body.code_challenge,
-        body.scope,
-        body.nonce,
-        body.max_age,
-    )
+    """A code for the application, allowed by the caller (a live session), for the
+    request it pushed (which the code spends) or the one given."""
+    asked: Authorization | Pushed
+    if body.request_uri is not None:
+        asked = Pushed(body.client_id, body.request_uri)
+    else:
+        assert body.redirect_uri is not None and body.code_challenge is not None  # _whole
+        asked = Authorization(
+            body.client_id,
+            body.redirect_uri,
+            body.code_challenge,
+            body.scope,
+            body.nonce,
+            body.max_age,
+        )
     code, scope = await oauth.authorize(caller, asked, client_ip(request), body.consented)
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))
 

@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException
 from auth_service.client_assertions import ASSERTION_TYPE, MalformedAssertion, asserted_client
 from auth_service.config import OAuthClient
 from auth_service.deps import (
+    PAR_URL,
     TOKEN_URL,
     AccountsDep,
     OAuthDep,
@@ -72,7 +73,8 @@ from auth_service.errors import (
     RetryLater,
 )
 from auth_service.http_errors import problem_for
-from auth_service.oauth import covers, service_scopes
+from auth_service.oauth import covers, registered, service_scopes
+from auth_service.pushed import KEPT
 from auth_service.routes import (
     NO_STORE,
     client_ip,
@@ -83,6 +85,7 @@ from auth_service.routes import (
 )
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
+from common.authorization import refusal
 from common.bearer import clients_own
 from common.jwt import InvalidToken
 from common.schemas import Email
@@ -164,6 +167,33 @@ class IntrospectForm(ClientForm):
     token_type_hint: str | None = Field(
         default=None, max_length=64, description="access_token or refresh_token; a hint only"
     )
+
+
+class PushedForm(ClientForm):
+    """RFC 9126 §2.1: an authorization request's parameters, as the authorization
+    endpoint takes them (common/authorization.py), beside the client's proof."""
+
+    response_type: str | None = Field(default=None, max_length=64)
+    redirect_uri: str | None = Field(default=None, max_length=2000)
+    code_challenge: str | None = Field(default=None, max_length=128)
+    code_challenge_method: str | None = Field(default=None, max_length=16)
+    scope: str | None = Field(default=None, max_length=1024)
+    state: str | None = Field(default=None, max_length=2000)
+    nonce: str | None = Field(default=None, max_length=512)
+    prompt: str | None = Field(default=None, max_length=32)
+    max_age: str | None = Field(default=None, max_length=16)
+    login_hint: str | None = Field(default=None, max_length=254)
+    # Refused: §2.1 (a request_uri is what is given back), and request objects (RFC
+    # 9101) are not taken.
+    request_uri: str | None = Field(default=None, max_length=2000)
+    request: str | None = Field(default=None, max_length=8192)
+
+
+class PushedOut(BaseModel):
+    """RFC 9126 §2.2."""
+
+    request_uri: str
+    expires_in: int
 
 
 class IntrospectionOut(BaseModel):
@@ -348,7 +378,7 @@ class ClientBasic(HTTPBasic):
 
 
 # Where a client may prove itself with an assertion (their URLs may be its audience).
-ASSERTED_AT = (TOKEN_URL, "/v1/auth/revoke", "/v1/auth/introspect")
+ASSERTED_AT = (TOKEN_URL, "/v1/auth/revoke", "/v1/auth/introspect", PAR_URL)
 INTROSPECT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuthErrorOut, "description": "`error`: invalid_request"},
     401: {
@@ -417,6 +447,45 @@ async def introspect(
             sid=str(live.session_id),
         )
     )
+
+
+@router.post(
+    PAR_URL.removeprefix("/v1/auth"),
+    status_code=201,
+    response_model=PushedOut,
+    responses=ERRORS,
+    dependencies=[Security(ClientBasic(scheme_name="clientSecret", auto_error=False))],
+)
+async def par(form: Annotated[PushedForm, Form()], request: Request, oauth: OAuthDep) -> Response:
+    """RFC 9126: an application's authorization request, pushed before it sends the
+    browser to the authorization endpoint with its client_id and the `request_uri` given
+    back (pushed.py). The client proves itself as at the token endpoint (a public one
+    names itself); the request is checked as the authorization endpoint checks it, and
+    refused here, with §5.2's `error`, where it would be refused there."""
+    if await _repeated(request, PushedForm):
+        return oauth_error(400, "invalid_request", "a parameter was sent more than once")
+    if form.request_uri is not None:
+        return oauth_error(400, "invalid_request", "a request_uri is not pushed")
+    if form.request is not None:
+        return oauth_error(400, "request_not_supported", "request objects are not taken")
+    try:
+        await limit(request, "par")
+        client = await _client(request, form, oauth, required=True)
+    except AuthError as exc:
+        return _refusal(exc)
+    if not isinstance(client, OAuthClient):
+        return client or oauth_error(400, "invalid_request", "client_id is required")
+    params = {name: value for name in KEPT if (value := getattr(form, name)) is not None}
+    if not any(registered(uri, form.redirect_uri or "") for uri in client.redirect_uris):
+        return oauth_error(
+            400, "invalid_request", "redirect_uri is missing, or not one the client registered"
+        )
+    if refused := refusal(params):
+        return oauth_error(400, *refused)
+    seconds = request.app.state.settings.pushed_request_seconds
+    request_uri = await oauth.push(client, params, seconds)
+    body = PushedOut(request_uri=request_uri, expires_in=seconds)
+    return JSONResponse(body.model_dump(), 201, headers=NO_STORE)
 
 
 def _not_confidential(basic: tuple[str, str] | None, what: str) -> JSONResponse:

@@ -37,6 +37,7 @@ from auth_service.models import (
     OneTimeCode,
     OutboxEvent,
     PasskeyChallenge,
+    PushedRequest,
     RecoveryCode,
     RefreshToken,
     TotpFactor,
@@ -330,6 +331,10 @@ async def _seed(session: AsyncSession, now: datetime) -> uuid.UUID:
             ("kept-live", now + MINUTE),
         ]
     )
+    session.add_all(  # a pushed authorization request, until it expires
+        PushedRequest(uri_hash=name, client_id="app", params={}, pushed_at=now, expires_at=expires)
+        for name, expires in [("gone-expired", now - MINUTE), ("kept-live", now + MINUTE)]
+    )
     session.add_all(
         RecoveryCode(user_id=kept_user.id, code_hmac=name, used_at=used)
         for name, used in [
@@ -368,6 +373,7 @@ async def _left(engine: AsyncEngine) -> dict[str, list[str]]:
             "recovery": sorted(await session.scalars(select(RecoveryCode.code_hmac))),
             "oauth_codes": sorted(await session.scalars(select(OAuthCode.code_hash))),
             "assertions": sorted(await session.scalars(select(ClientAssertion.jti_hash))),
+            "pushed": sorted(await session.scalars(select(PushedRequest.uri_hash))),
             "logout_notices": sorted(
                 s or "" for s in await session.scalars(select(LogoutNotice.error))
             ),
@@ -402,6 +408,7 @@ async def test_a_pass_deletes_the_spent_and_keeps_what_still_counts(engine: Asyn
         "recovery_codes": 1,
         "oauth_codes": 1,
         "client_assertions": 1,
+        "pushed_requests": 1,
         "logout_notices": 2,
         "totp_factors": 1,
         "address_throttle": 3,

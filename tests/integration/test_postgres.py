@@ -26,10 +26,13 @@ from tests.integration.test_auth_api import PASSWORD
 from tests.integration.test_keys_and_roles import run_cli
 from tests.integration.test_passkeys import login_options, passkey_login, with_passkey
 from tests.integration.test_private_key_jwt import assertion, with_assertion
+from tests.integration.test_pushed_requests import BASIC as PUSHED_CLIENT
+from tests.integration.test_pushed_requests import authorize as pushed_authorize
+from tests.integration.test_pushed_requests import request_for
 from tests.integration.test_two_step import one_code_one_sign_in
 from tests.passkey_device import Device
 from tests.postgres import create_databases, database_url, drop_databases
-from tests.support import Minter, ServiceProcess, unique_email, wait_until
+from tests.support import PUSHED_REDIRECT, Minter, ServiceProcess, unique_email, wait_until
 from tests.tcp_relay import TcpRelay
 
 
@@ -210,6 +213,31 @@ def test_a_client_assertion_is_taken_once_on_postgres(
         assert http.post("/v1/auth/token", data=form).status_code == 200
         again = http.post("/v1/auth/token", data=form)
     assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+
+
+def test_a_pushed_request_gives_one_code_on_postgres(
+    stack: Stack, pg_services: tuple[ServiceProcess, ServiceProcess]
+) -> None:
+    """RFC 9126's store: read back, then spent by one of four tabs at once (the row is
+    locked until the code's transaction ends)."""
+    auth, _ = pg_services
+    with httpx.Client(base_url=auth.url, timeout=30) as http:
+        account = new_account(stack, http, "pg-pushed", auth=auth.url)
+        r = http.post("/v1/auth/par", data=request_for("v" * 43), auth=PUSHED_CLIENT)
+        assert r.status_code == 201, r.text
+        request_uri = r.json()["request_uri"]
+        found = http.post(
+            "/v1/auth/oauth/client",
+            json={"client_id": "test-pushed", "request_uri": request_uri},
+        )
+        assert found.json()["request"]["redirect_uri"] == PUSHED_REDIRECT
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=auth.url, timeout=30) as tab:
+            return pushed_authorize(tab, account, "test-pushed", request_uri).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(one, range(4))) == [200, 400, 400, 400]
 
 
 def test_a_signup_answers_without_waiting_for_the_account(

@@ -7,13 +7,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from authlib.common.security import generate_token
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
 from tests.integration.test_private_key_jwt import assertion, with_assertion
-from tests.support import RESOURCE_SECRET, SERVER_SECRET, unique_email
+from tests.integration.test_pushed_requests import request_for
+from tests.support import RESOURCE_SECRET, SERVER_SECRET, SPA_REDIRECT, unique_email
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +193,17 @@ def test_forged_assertions_spend_the_same_budget(limited_auth: str) -> None:
     assert forged == [401] * allowed + [429]
     assert right.status_code == 429 and right.json()["error"] == "rate_limited"
     assert other.status_code == 200  # another client is not held up
+
+
+def test_pushed_requests_are_limited_per_address(limited_auth: str) -> None:
+    """Anyone may push as a public client, and each request is a row until it expires."""
+    allowed = PER_IP["par"].requests
+    form = request_for(generate_token(48), client_id="test-spa", redirect_uri=SPA_REDIRECT)
+    with httpx.Client(base_url=limited_auth, timeout=30) as http:
+        answers = [http.post("/v1/auth/par", data=form) for _ in range(allowed + 1)]
+    assert [r.status_code for r in answers] == [201] * allowed + [429]
+    assert answers[-1].json()["error"] == "rate_limited"
+    assert int(answers[-1].headers["retry-after"]) > 0
 
 
 def test_a_service_is_counted_on_its_own(stack: Stack) -> None:

@@ -38,3 +38,27 @@ def test_every_endpoint_that_takes_an_assertion_says_what_it_may_be_signed_with(
             assert "private_key_jwt" in meta[f"{endpoint}_endpoint_auth_methods_supported"]
             algorithms = meta[f"{endpoint}_endpoint_auth_signing_alg_values_supported"]
             assert "ES256" in algorithms and not {"none", "HS256"} & set(algorithms)
+
+
+def test_pushed_requests_are_required_of_all_only_where_every_application_must_push() -> None:
+    """RFC 9126 §5: `require_pushed_authorization_requests` is the server's, so it says
+    true only where no application may send a request in the browser's address."""
+    endpoint = "https://web.example/oauth/authorize"
+    app = OAuthClient(client_id="app", name="App", redirect_uris=["https://app.example/cb"])
+    pushing = app.model_copy(update={"require_pushed_authorization_requests": True})
+    other = pushing.model_copy(update={"client_id": "other"})
+    for clients, required in (
+        ([], False),
+        ([app], False),
+        ([pushing, app.model_copy(update={"client_id": "plain"})], False),
+        ([pushing, other, SERVICE], True),  # a service makes no authorization requests
+    ):
+        meta = metadata(
+            AuthSettings(oauth_clients=clients, authorization_endpoint=endpoint),
+            "https://id.example",
+        )
+        assert meta["pushed_authorization_request_endpoint"] == "https://id.example/v1/auth/par"
+        assert meta["require_pushed_authorization_requests"] is required, clients
+    assert "pushed_authorization_request_endpoint" not in metadata(
+        AuthSettings(oauth_clients=[SERVICE]), "https://id.example"
+    )

@@ -263,6 +263,18 @@ def test_a_resource_server_is_a_confidential_client_without_redirect_uris() -> N
             None,
             "a service .* has no .'trusted'.",
         ),
+        (
+            [
+                client(
+                    redirect_uris=[],
+                    secret_sha256="0" * 64,
+                    introspect=True,
+                    require_pushed_authorization_requests=True,
+                )
+            ],
+            None,
+            "has no .'require_pushed_authorization_requests'.",  # it makes no requests
+        ),
         ([client(), client()], None, "given twice"),
         ([client(client_id="api")], None, "AUTH_TOKEN_AUDIENCE"),  # ID tokens as access
         ([client(client_id="a b")], None, "client_id"),

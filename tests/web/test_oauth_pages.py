@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import jwt
 import pytest
 from authlib.common.security import generate_token
@@ -19,8 +20,11 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Page, Route, expect
 
+from tests.integration.test_pushed_requests import request_for, ticket_desk
 from tests.support import (
     FIRST_PARTY_REDIRECT,
+    PUSHED_REDIRECT,
+    PUSHED_SECRET,
     SPA_REDIRECT,
     SPA_SIGNED_OUT,
     SPA_WEB_REDIRECT,
@@ -190,6 +194,57 @@ def test_other_refusals_go_back_to_the_application(web: Web, page: Page, spa: Ap
     spa.answers.clear()
     page.goto(spa.url() + "&scope=twice")  # a parameter given twice is a page, not a guess
     expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link does not work")
+
+
+def test_an_application_that_pushes_its_request(web: Web, page: Page) -> None:
+    """RFC 9126: the application pushes its request to auth, and sends the browser with
+    its client_id and request_uri alone. What else the address says is ignored, the
+    consent form carries the request_uri alone, the request gives one code, and the same
+    application's request in the address is refused."""
+    app = Application(web, page, "test-pushed", PUSHED_REDIRECT)
+    auth = web.stack.auth.url
+    try:
+        email = web.account("oauth-pushed")
+        verifier = generate_token(48)
+        asked = request_for(
+            verifier, state="pushed-state", nonce="pushed-nonce", prompt="login", login_hint=email
+        )
+        r = httpx.post(f"{auth}/v1/auth/par", data=asked, auth=("test-pushed", PUSHED_SECRET))
+        assert r.status_code == 201, r.text
+        request_uri = r.json()["request_uri"]
+        address = {"client_id": "test-pushed", "request_uri": request_uri}
+        link = f"{web.url}/oauth/authorize?" + urlencode(
+            address | {"redirect_uri": "https://evil.example/cb", "prompt": "none"}
+        )
+        page.goto(link)
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+        expect(page.get_by_label("Email address")).to_have_value(email)  # the pushed hint
+        fill_login(page, email)  # prompt=login, met by this sign-in: no second login page
+
+        expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Ticket Desk?")
+        hidden = page.locator("main form input[type=hidden]")
+        names = {hidden.nth(i).get_attribute("name") for i in range(hidden.count())}
+        assert names - {"csrf"} == set(address), names
+        page.get_by_role("button", name="Allow").click()
+        expect(page).to_have_url(re.compile(r"^https://tickets\.example\.test/callback\?"))
+        answer = app.answer()
+        assert answer["state"] == "pushed-state" and answer["iss"] == TEST_ISSUER
+        with ticket_desk() as client:
+            token = client.fetch_token(
+                f"{auth}/v1/auth/token", code=answer["code"], code_verifier=verifier
+            )
+        claims = jwt.decode(token["id_token"], options={"verify_signature": False})
+        assert claims["nonce"] == "pushed-nonce" and claims["email"] == email
+
+        reply = page.goto(link)  # spent
+        assert reply is not None and reply.status == 400
+        expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link has expired")
+        app.answers.clear()
+        page.goto(app.url())  # the request in the address: refused, back to the application
+        expect(page).to_have_url(re.compile(r"^https://tickets\.example\.test/callback\?"))
+        assert app.answer()["error"] == "invalid_request"
+    finally:
+        app.close()
 
 
 def test_a_trusted_application_is_not_asked_about(web: Web, page: Page) -> None:
