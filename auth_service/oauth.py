@@ -161,6 +161,22 @@ class Authorization:
     scope: str = ""
     nonce: str | None = None
     max_age: int | None = None  # seconds the person's sign-in may be old (OIDC)
+    # Of a pushed request (pushed.py): when it was pushed, and its `prompt`.
+    pushed_at: datetime | None = None
+    prompt: str = ""
+
+    def too_old(self, signed_in_at: datetime, now: datetime) -> bool:
+        """Whether a sign-in made at `signed_in_at` is older than the request allows: than
+        its max_age, or, pushed with `prompt=login`, than the push. A sign-in made after
+        a request was pushed meets both, however long the person then took to say yes
+        (so `max_age=0` asks for one sign-in, not for one each time). Auth's clock alone
+        is read."""
+        if self.pushed_at is not None:
+            if signed_in_at >= self.pushed_at:
+                return False
+            if self.prompt == "login":
+                return True
+        return self.max_age is not None and now - signed_in_at > timedelta(seconds=self.max_age)
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,7 @@ class Pushed:
     request_uri: str
 
 
-def _authorization(params: dict[str, str]) -> Authorization:
+def _authorization(params: dict[str, str], pushed_at: datetime) -> Authorization:
     """The request a pushed one holds (checked when it was pushed)."""
     max_age = params.get("max_age")
     return Authorization(
@@ -181,6 +197,8 @@ def _authorization(params: dict[str, str]) -> Authorization:
         params.get("scope", ""),
         params.get("nonce"),
         int(max_age) if max_age is not None else None,
+        pushed_at,
+        params.get("prompt", ""),
     )
 
 
@@ -251,12 +269,12 @@ class OAuth:
         (`PushedRequestRequired`). `consented`: the person said yes just now, which is
         remembered; without it, an application that is not trusted needs an earlier yes
         that covers the scopes (`ConsentRequired`). `SignInTooOld` where the caller signed
-        in longer ago than `asked.max_age`."""
+        in longer ago than `asked` allows (`Authorization.too_old`)."""
         code = secrets.token_urlsafe(32)
         async with self.accounts.sessions.begin() as session:
             if isinstance(asked, Pushed):
                 asked = _authorization(
-                    await pushed.take(session, asked.client_id, asked.request_uri)
+                    *await pushed.take(session, asked.client_id, asked.request_uri)
                 )
                 client = self.client(asked.client_id, asked.redirect_uri)
             else:
@@ -268,9 +286,7 @@ class OAuth:
             if signed_in is None or signed_in.ended_at is not None:  # since the token's check
                 raise NotAuthenticated
             now = utcnow()
-            if asked.max_age is not None and now - signed_in.created_at > timedelta(
-                seconds=asked.max_age
-            ):
+            if asked.too_old(signed_in.created_at, now):
                 raise SignInTooOld  # before consent: sign in again, then be asked
             if not client.trusted:
                 remembered = assured(client, asked.redirect_uri)

@@ -9,7 +9,7 @@ be read, logged or changed.
 - `push` keeps a request that passes the authorization endpoint's checks, for
   AUTH_PUSHED_REQUEST_SECONDS: the person may sign in on the way, and the web front end
   carries the request_uri alone through that.
-- `pushed` reads it back for the web front end's pages.
+- `pushed` reads back what the web front end's pages need of it.
 - `take` spends it for the one code it gives (`OAuth.authorize`), in that code's
   transaction: a request_uri gives one code.
 
@@ -22,7 +22,6 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.errors import InvalidRequestUri
@@ -34,6 +33,10 @@ REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 # What a pushed request keeps: the parameters of an authorization request but its
 # client_id, which its row names.
 KEPT = tuple(name for name in PARAMS if name != "client_id")
+# What the web front end's page reads of one. Not its nonce or PKCE challenge, which the
+# code alone needs: whoever holds a request_uri may ask, and it is in the browser's
+# address.
+SHOWN = ("redirect_uri", "scope", "state", "prompt", "max_age", "login_hint")
 
 
 def _uri_hash(request_uri: str) -> str:
@@ -66,28 +69,28 @@ async def push(
 async def pushed(
     sessions: async_sessionmaker[AsyncSession], client_id: str, request_uri: str
 ) -> tuple[dict[str, str], datetime]:
-    """The parameters of a live request the client pushed (client_id among them), and
-    when it pushed it; or InvalidRequestUri: unknown, expired, spent, or another
-    client's."""
+    """What the page reads of a live request the client pushed (`SHOWN`, and its
+    client_id), and when it was pushed; or InvalidRequestUri: unknown, expired, spent, or
+    another client's."""
     async with sessions() as session:
-        row = await session.scalar(
-            select(PushedRequest).where(PushedRequest.uri_hash == _uri_hash(request_uri))
-        )
-        params = _params(row, client_id)
-        assert row is not None  # _params
-        return params, row.pushed_at
+        row = _live(await session.get(PushedRequest, _uri_hash(request_uri)), client_id)
+    shown = {name: value for name, value in row.params.items() if name in SHOWN}
+    return {**shown, "client_id": client_id}, row.pushed_at
 
 
-async def take(session: AsyncSession, client_id: str, request_uri: str) -> dict[str, str]:
-    """As `pushed`, and spent with `session`'s transaction (locked until then: of two
-    takes at once, the second finds nothing)."""
-    row = await session.get(PushedRequest, _uri_hash(request_uri), with_for_update=True)
-    params = _params(row, client_id)
+async def take(
+    session: AsyncSession, client_id: str, request_uri: str
+) -> tuple[dict[str, str], datetime]:
+    """The whole of a live request the client pushed (as `pushed`), and when; spent with
+    `session`'s transaction (locked until then: of two takes at once, the second finds
+    nothing)."""
+    found = await session.get(PushedRequest, _uri_hash(request_uri), with_for_update=True)
+    row = _live(found, client_id)
     await session.delete(row)
-    return params
+    return {**row.params, "client_id": client_id}, row.pushed_at
 
 
-def _params(row: PushedRequest | None, client_id: str) -> dict[str, str]:
+def _live(row: PushedRequest | None, client_id: str) -> PushedRequest:
     if row is None or row.client_id != client_id or row.expires_at <= utcnow():
         raise InvalidRequestUri
-    return {**row.params, "client_id": client_id}
+    return row

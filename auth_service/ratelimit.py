@@ -176,8 +176,8 @@ PER_IP = {
     "passkey_add": Limit(10, 60),
     # Codes are random and live a minute; this bounds a client that retries in a loop.
     "oauth_token": Limit(60, 60),
-    # Each pushed authorization request is a row until it expires (any may push as a
-    # public client).
+    # Each pushed authorization request is a row until it expires: here a public
+    # client's (anyone may push as one; a confidential client's count per client).
     "par": Limit(60, 60),
     # Wrong client secrets, per address and client_id (unknown ids share one count),
     # wherever a secret is checked: a budget of guesses, checked before each attempt and
@@ -208,6 +208,8 @@ PER_ACCOUNT = {
 PER_CLIENT = {
     "introspect": Limit(6000, 60),
     "client_token": Limit(600, 60),
+    # An application's server pushes a request for each person it sends to sign in.
+    "par": Limit(6000, 60),
 }
 
 

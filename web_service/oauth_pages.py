@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -52,9 +51,6 @@ PATH = "/oauth/authorize"
 # With a pushed request's request_uri (RFC 9126), which holds the others.
 PARAMS = (*authorization.PARAMS, "request_uri")
 CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")  # as auth's settings allow them
-# A sign-in this long before auth's clock says a request was pushed still follows it, for
-# `prompt=login` (the two hosts' clocks may differ a little).
-CLOCKS_APART_SECONDS = 5.0
 
 
 def asked_of(
@@ -93,7 +89,7 @@ async def client_of(page: Page, values: dict[str, str] | None) -> dict[str, Any]
     that names no live request is auth's ApiProblem `invalid_request_uri`."""
     if values is None or not values.get("client_id"):
         return None
-    if values.get("request_uri"):
+    if "request_uri" in values:  # as `carried` tells a pushed request
         named = {"client_id": values["client_id"], "request_uri": values["request_uri"]}
     elif values.get("redirect_uri"):
         named = {"client_id": values["client_id"], "redirect_uri": values["redirect_uri"]}
@@ -134,10 +130,9 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         return await link_refused(
             page, page.t("oauth.unknown_title"), page.t("oauth.unknown_detail")
         )
-    pushed_at = None
-    if client["request"] is not None:  # the pushed request, whatever the address says
+    pushed = client["request"] is not None
+    if pushed:  # the pushed request (checked when pushed), whatever the address says
         values = {**client["request"], "request_uri": values["request_uri"]}
-        pushed_at = datetime.fromisoformat(client["pushed_at"]).timestamp()
 
     async def go_back(**answer: str) -> Response:
         target = back(
@@ -145,9 +140,9 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         )
         return await page.render("oauth_continue.html", target=target, client=client)
 
-    if refused := refusal(values):
+    if not pushed and (refused := refusal(values)):
         return await go_back(error=refused[0], error_description=refused[1])
-    if pushed_at is None and client["require_pushed_authorization_requests"]:
+    if not pushed and client["require_pushed_authorization_requests"]:
         return await go_back(
             error="invalid_request",
             error_description="this client pushes its authorization requests (RFC 9126)",
@@ -157,8 +152,10 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
         if prompt == "none":
             return await go_back(error="login_required")
         return await to_login(page, values)
-    login_asked = prompt == "login" and not signed_in_since(page, pushed_at)
-    if allowed is None and (login_asked or too_old(page, values.get("max_age"))):
+    # A pushed request's prompt=login and max_age are auth's to check, by its clock
+    # (`login_required` below), as it saw the sign-in and the push.
+    fresh = prompt == "login" or too_old(page, values.get("max_age"))
+    if allowed is None and not pushed and fresh:
         if prompt == "none":  # an exceeded max_age, and no page may be shown
             return await go_back(error="login_required")
         # Sign in afresh first (the ID token's auth_time says when).
@@ -168,7 +165,7 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
     if allowed is None and prompt == "consent":
         return await ask(page, client, values)
     asked: dict[str, str | int | bool]
-    if pushed_at is not None:  # auth holds the rest, and spends it with the code
+    if pushed:  # auth holds the rest, and spends it with the code
         asked = {"client_id": values["client_id"], "request_uri": values["request_uri"]}
     else:
         asked = {
@@ -256,8 +253,8 @@ async def to_login(page: Page, values: dict[str, str]) -> Response:
 
 def again(values: dict[str, str]) -> str:
     """This request, to come back to once signed in (without `prompt` and `max_age`: the
-    sign-in they asked for is the one just made; a pushed request keeps them, and
-    `signed_in_since` tells)."""
+    sign-in they asked for is the one just made; a pushed request keeps them, and auth
+    tells a sign-in made since the push)."""
     kept = {
         name: value for name, value in carried(values).items() if name not in ("prompt", "max_age")
     }
@@ -271,16 +268,6 @@ def carried(values: dict[str, str]) -> dict[str, str]:
     if "request_uri" in values:
         return {"client_id": values["client_id"], "request_uri": values["request_uri"]}
     return values
-
-
-def signed_in_since(page: Page, pushed_at: float | None) -> bool:
-    """Whether this browser signed in after a request was pushed (at `pushed_at`, by
-    auth's clock), which `prompt=login` asks for; never for a request in the address,
-    whose `prompt` `again` drops once the person signed in."""
-    signed_in_at = page.session.data.get("signed_in_at")
-    if pushed_at is None or not isinstance(signed_in_at, float):
-        return False
-    return signed_in_at >= pushed_at - CLOCKS_APART_SECONDS
 
 
 def too_old(page: Page, max_age: str | None) -> bool:

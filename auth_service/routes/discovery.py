@@ -83,6 +83,10 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
             # RFC 9126 (pushed.py): required of all where every application requires it.
             "pushed_authorization_request_endpoint": f"{base}{PAR_URL}",
             "require_pushed_authorization_requests": pushed_only(settings.oauth_clients),
+            # No request objects (RFC 9101, OpenID Connect Core §6), by value or from a
+            # URL: a pushed request's request_uri is auth's own.
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
         }
     if any(client.client_credentials for client in settings.oauth_clients):
         meta["grant_types_supported"] = [*meta["grant_types_supported"], "client_credentials"]

@@ -38,7 +38,7 @@ class ClientIn(BaseModel):
 
     client_id: str = Field(max_length=128)
     redirect_uri: str | None = Field(default=None, max_length=2000)
-    request_uri: str | None = Field(default=None, max_length=256)
+    request_uri: str | None = Field(default=None, min_length=1, max_length=256)
 
     @model_validator(mode="after")
     def _one_request(self) -> Self:
@@ -55,8 +55,8 @@ class ClientOut(BaseModel):
     scopes: list[str]  # what it may be granted (the consent page names no other)
     # It pushes its requests (RFC 9126): one with a redirect_uri instead is refused.
     require_pushed_authorization_requests: bool
-    # The parameters of the pushed request named (client_id among them), for the page,
-    # and when it was pushed (a `prompt=login` wants a sign-in after that).
+    # What the page reads of the pushed request named (pushed.SHOWN: not its nonce or
+    # challenge), and when it was pushed.
     request: dict[str, str] | None = None
     pushed_at: datetime | None = None
 

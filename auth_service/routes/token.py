@@ -469,12 +469,17 @@ async def par(form: Annotated[PushedForm, Form()], request: Request, oauth: OAut
     if form.request is not None:
         return oauth_error(400, "request_not_supported", "request objects are not taken")
     try:
-        await limit(request, "par")
         client = await _client(request, form, oauth, required=True)
+        if not isinstance(client, OAuthClient):
+            return client or oauth_error(400, "invalid_request", "client_id is required")
+        # Anyone may push as a public client; a confidential one proved itself, and its
+        # server may push for all its users from one address.
+        if client.confidential:
+            await limit_client(request, "par", client.client_id)
+        else:
+            await limit(request, "par")
     except AuthError as exc:
         return _refusal(exc)
-    if not isinstance(client, OAuthClient):
-        return client or oauth_error(400, "invalid_request", "client_id is required")
     params = {name: value for name in KEPT if (value := getattr(form, name)) is not None}
     if not any(registered(uri, form.redirect_uri or "") for uri in client.redirect_uris):
         return oauth_error(

@@ -20,7 +20,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
 from auth_service.oauth import s256
-from tests.accounts import Account, new_account
+from tests.accounts import Account, login, new_account
 from tests.conftest import Stack
 from tests.integration.test_oauth import assert_oauth_error
 from tests.integration.test_private_key_jwt import assertion, with_assertion
@@ -84,14 +84,16 @@ def test_a_pushed_request_gives_one_code_for_what_it_holds(
     asked = request_for(verifier, login_hint=account.email, max_age="3600")
     request_uri = push(http, asked)
 
-    # The page reads the request back: the browser's address held its request_uri alone.
+    # The page reads back what it needs (the browser's address held the request_uri
+    # alone), not the nonce or the challenge: whoever holds the request_uri may ask.
     r = http.post(
         "/v1/auth/oauth/client", json={"client_id": "test-pushed", "request_uri": request_uri}
     )
     assert r.status_code == 200, r.text
     found = r.json()
     assert found["name"] == "Ticket Desk" and found["require_pushed_authorization_requests"]
-    assert found["request"] == asked
+    shown = ("client_id", "redirect_uri", "scope", "state", "login_hint", "max_age")
+    assert found["request"] == {name: asked[name] for name in shown}
     pushed_at = datetime.fromisoformat(found["pushed_at"])
     assert abs((datetime.now(pushed_at.tzinfo) - pushed_at).total_seconds()) < 60
 
@@ -111,6 +113,25 @@ def test_a_pushed_request_gives_one_code_for_what_it_holds(
         "/v1/auth/oauth/client", json={"client_id": "test-pushed", "request_uri": request_uri}
     )
     assert_problem(r, 400, "invalid_request_uri")
+
+
+def test_a_pushed_prompt_login_wants_a_sign_in_made_after_the_push(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """Auth checks it, by its own clock, whatever the page does (a consent form posted
+    straight away, say); and a sign-in made after the push meets a pushed max_age, even
+    0 (which any sign-in is older than by the time of the yes)."""
+    account = new_account(stack, http, "par-fresh")  # signed in before the pushes
+    for extra in ({"prompt": "login"}, {"max_age": "0"}, {"prompt": "login", "max_age": "0"}):
+        request_uri = push(http, request_for(generate_token(48), **extra))
+        assert_problem(authorize(http, account, "test-pushed", request_uri), 403, "login_required")
+        again = login(stack, http, account.email)  # the sign-in the page sends them to
+        r = authorize(http, again, "test-pushed", request_uri)
+        assert r.status_code == 200, (extra, r.text)
+        account = again
+    # A sign-in from before the push still meets a max_age it is younger than.
+    request_uri = push(http, request_for(generate_token(48), max_age="3600"))
+    assert authorize(http, account, "test-pushed", request_uri).status_code == 200
 
 
 def assert_problem(r: httpx.Response, status: int, error: str) -> None:

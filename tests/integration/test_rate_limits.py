@@ -14,6 +14,7 @@ from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
 from tests.integration.test_private_key_jwt import assertion, with_assertion
+from tests.integration.test_pushed_requests import BASIC as PUSHER
 from tests.integration.test_pushed_requests import request_for
 from tests.support import RESOURCE_SECRET, SERVER_SECRET, SPA_REDIRECT, unique_email
 
@@ -196,14 +197,18 @@ def test_forged_assertions_spend_the_same_budget(limited_auth: str) -> None:
 
 
 def test_pushed_requests_are_limited_per_address(limited_auth: str) -> None:
-    """Anyone may push as a public client, and each request is a row until it expires."""
+    """Anyone may push as a public client, and each request is a row until it expires. A
+    confidential client, which proved itself, counts on its own: its server pushes for
+    every person it sends to sign in."""
     allowed = PER_IP["par"].requests
     form = request_for(generate_token(48), client_id="test-spa", redirect_uri=SPA_REDIRECT)
     with httpx.Client(base_url=limited_auth, timeout=30) as http:
         answers = [http.post("/v1/auth/par", data=form) for _ in range(allowed + 1)]
+        own = http.post("/v1/auth/par", data=request_for(generate_token(48)), auth=PUSHER)
     assert [r.status_code for r in answers] == [201] * allowed + [429]
     assert answers[-1].json()["error"] == "rate_limited"
     assert int(answers[-1].headers["retry-after"]) > 0
+    assert own.status_code == 201, own.text
 
 
 def test_a_service_is_counted_on_its_own(stack: Stack) -> None:

@@ -59,6 +59,8 @@ def test_pushed_requests_are_required_of_all_only_where_every_application_must_p
         )
         assert meta["pushed_authorization_request_endpoint"] == "https://id.example/v1/auth/par"
         assert meta["require_pushed_authorization_requests"] is required, clients
+        assert meta["request_parameter_supported"] is meta["request_uri_parameter_supported"]
+        assert meta["request_uri_parameter_supported"] is False  # OIDC's default is true
     assert "pushed_authorization_request_endpoint" not in metadata(
         AuthSettings(oauth_clients=[SERVICE]), "https://id.example"
     )

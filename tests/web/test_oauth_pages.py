@@ -239,6 +239,17 @@ def test_an_application_that_pushes_its_request(web: Web, page: Page) -> None:
         reply = page.goto(link)  # spent
         assert reply is not None and reply.status == 400
         expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in link has expired")
+
+        # Signed in now, but before this push: its prompt=login sends them to sign in
+        # again (auth's check), and then back, allowed before.
+        r = httpx.post(f"{auth}/v1/auth/par", data=asked, auth=("test-pushed", PUSHED_SECRET))
+        app.answers.clear()
+        page.goto(f"{web.url}/oauth/authorize?" + urlencode(
+            {"client_id": "test-pushed", "request_uri": r.json()["request_uri"]}))  # fmt: skip
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+        fill_login(page, email)
+        expect(page).to_have_url(re.compile(r"^https://tickets\.example\.test/callback\?"))
+        assert "code" in app.answer()
         app.answers.clear()
         page.goto(app.url())  # the request in the address: refused, back to the application
         expect(page).to_have_url(re.compile(r"^https://tickets\.example\.test/callback\?"))
