@@ -251,9 +251,9 @@ class OAuth:
         """Keep a request the client pushed, checked by the caller: its request_uri."""
         return await pushed.push(self.accounts.sessions, client.client_id, params, seconds)
 
-    async def pushed(self, client_id: str, request_uri: str) -> tuple[dict[str, str], datetime]:
-        """The parameters of a live request the client pushed, and when it did
-        (InvalidRequestUri if there is none)."""
+    async def pushed(self, client_id: str, request_uri: str) -> dict[str, str]:
+        """What the page reads of a live request the client pushed (InvalidRequestUri if
+        there is none)."""
         return await pushed.pushed(self.accounts.sessions, client_id, request_uri)
 
     async def authorize(

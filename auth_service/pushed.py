@@ -26,10 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.errors import InvalidRequestUri
 from auth_service.models import PushedRequest
-from common.authorization import PARAMS
+from common.authorization import PARAMS, REQUEST_URI_PREFIX
 from common.clock import utcnow
 
-REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 # What a pushed request keeps: the parameters of an authorization request but its
 # client_id, which its row names.
 KEPT = tuple(name for name in PARAMS if name != "client_id")
@@ -68,14 +67,13 @@ async def push(
 
 async def pushed(
     sessions: async_sessionmaker[AsyncSession], client_id: str, request_uri: str
-) -> tuple[dict[str, str], datetime]:
+) -> dict[str, str]:
     """What the page reads of a live request the client pushed (`SHOWN`, and its
-    client_id), and when it was pushed; or InvalidRequestUri: unknown, expired, spent, or
-    another client's."""
+    client_id); or InvalidRequestUri: unknown, expired, spent, or another client's."""
     async with sessions() as session:
         row = _live(await session.get(PushedRequest, _uri_hash(request_uri)), client_id)
     shown = {name: value for name, value in row.params.items() if name in SHOWN}
-    return {**shown, "client_id": client_id}, row.pushed_at
+    return {**shown, "client_id": client_id}
 
 
 async def take(

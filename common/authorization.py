@@ -23,6 +23,8 @@ PARAMS = (
     "max_age",
     "login_hint",
 )
+# A pushed request's request_uri (RFC 9126), as auth hands them out.
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
 MAX_AGE = re.compile(r"[0-9]{1,9}")
 PROMPTS = ("", "none", "login", "consent")

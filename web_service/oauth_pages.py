@@ -89,7 +89,7 @@ async def client_of(page: Page, values: dict[str, str] | None) -> dict[str, Any]
     that names no live request is auth's ApiProblem `invalid_request_uri`."""
     if values is None or not values.get("client_id"):
         return None
-    if "request_uri" in values:  # as `carried` tells a pushed request
+    if names_pushed(values):
         named = {"client_id": values["client_id"], "request_uri": values["request_uri"]}
     elif values.get("redirect_uri"):
         named = {"client_id": values["client_id"], "redirect_uri": values["redirect_uri"]}
@@ -252,20 +252,29 @@ async def to_login(page: Page, values: dict[str, str]) -> Response:
 
 
 def again(values: dict[str, str]) -> str:
-    """This request, to come back to once signed in (without `prompt` and `max_age`: the
-    sign-in they asked for is the one just made; a pushed request keeps them, and auth
-    tells a sign-in made since the push)."""
+    """This request, to come back to once signed in (without `prompt=login` and `max_age`:
+    the sign-in they asked for is the one just made; `prompt=consent` still asks. A pushed
+    request keeps them, and auth tells a sign-in made since the push)."""
     kept = {
-        name: value for name, value in carried(values).items() if name not in ("prompt", "max_age")
+        name: value
+        for name, value in carried(values).items()
+        if name != "max_age" and (name, value) != ("prompt", "login")
     }
     return safe_next(f"{PATH}?{urlencode(kept)}", "/")
+
+
+def names_pushed(values: dict[str, str]) -> bool:
+    """Whether a request is one pushed to auth, by a request_uri of the kind auth hands
+    out (RFC 9126). Another request_uri (a request object by reference, OpenID Connect
+    Core §6.2, which is not taken) is ignored, as it always was."""
+    return values.get("request_uri", "").startswith(authorization.REQUEST_URI_PREFIX)
 
 
 def carried(values: dict[str, str]) -> dict[str, str]:
     """What a request carries through the sign-in and the consent form: of a pushed one,
     its client_id and request_uri alone (auth holds the rest), so the browser cannot
     change it on the way."""
-    if "request_uri" in values:
+    if names_pushed(values):
         return {"client_id": values["client_id"], "request_uri": values["request_uri"]}
     return values
 

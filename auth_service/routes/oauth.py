@@ -56,9 +56,8 @@ class ClientOut(BaseModel):
     # It pushes its requests (RFC 9126): one with a redirect_uri instead is refused.
     require_pushed_authorization_requests: bool
     # What the page reads of the pushed request named (pushed.SHOWN: not its nonce or
-    # challenge), and when it was pushed.
+    # challenge).
     request: dict[str, str] | None = None
-    pushed_at: datetime | None = None
 
 
 class AuthorizeIn(ClientIn):
@@ -98,9 +97,9 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
     """The application, if `redirect_uri` is one of its own: else the page must say so
     and send the browser nowhere (RFC 6749 §4.1.2.1). With a `request_uri`, the request
     it pushed, while it is live (else 400 invalid_request_uri: a page that says so, too)."""
-    pushed, pushed_at = None, None
+    pushed = None
     if body.request_uri is not None:
-        pushed, pushed_at = await oauth.pushed(body.client_id, body.request_uri)
+        pushed = await oauth.pushed(body.client_id, body.request_uri)
         found = oauth.client(body.client_id, pushed["redirect_uri"])
     else:
         found = oauth.client(body.client_id, body.redirect_uri or "")
@@ -113,7 +112,6 @@ async def client(body: ClientIn, oauth: OAuthDep, request: Request) -> ClientOut
         scopes=list(found.scopes if found.scopes is not None else SCOPES),
         require_pushed_authorization_requests=found.require_pushed_authorization_requests,
         request=pushed,
-        pushed_at=pushed_at,
     )
 
 

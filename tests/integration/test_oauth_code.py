@@ -333,7 +333,6 @@ def test_the_authorize_call_checks_the_client_and_the_challenge(
         "scopes": ["openid", "email", "films"],
         "require_pushed_authorization_requests": False,
         "request": None,
-        "pushed_at": None,
     }
     for pair in (
         {"client_id": "nobody", "redirect_uri": SPA_REDIRECT},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -94,8 +93,6 @@ def test_a_pushed_request_gives_one_code_for_what_it_holds(
     assert found["name"] == "Ticket Desk" and found["require_pushed_authorization_requests"]
     shown = ("client_id", "redirect_uri", "scope", "state", "login_hint", "max_age")
     assert found["request"] == {name: asked[name] for name in shown}
-    pushed_at = datetime.fromisoformat(found["pushed_at"])
-    assert abs((datetime.now(pushed_at.tzinfo) - pushed_at).total_seconds()) < 60
 
     r = authorize(http, account, "test-pushed", request_uri)
     assert r.status_code == 200, r.text

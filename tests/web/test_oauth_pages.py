@@ -219,14 +219,22 @@ def test_an_application_that_pushes_its_request(web: Web, page: Page) -> None:
         page.goto(link)
         expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
         expect(page.get_by_label("Email address")).to_have_value(email)  # the pushed hint
+        back_to = parse_qs(urlsplit(page.url).query)["next"][0]
+        assert set(parse_qs(urlsplit(back_to).query)) == set(address), back_to
         fill_login(page, email)  # prompt=login, met by this sign-in: no second login page
 
         expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Ticket Desk?")
         hidden = page.locator("main form input[type=hidden]")
         names = {hidden.nth(i).get_attribute("name") for i in range(hidden.count())}
         assert names - {"csrf"} == set(address), names
+        tab = page.context.new_page()  # the same link in a second tab: one code of the two
+        tab.goto(link)
+        expect(tab.get_by_role("heading", level=1)).to_have_text("Sign in to Ticket Desk?")
         page.get_by_role("button", name="Allow").click()
         expect(page).to_have_url(re.compile(r"^https://tickets\.example\.test/callback\?"))
+        tab.get_by_role("button", name="Allow").click()
+        expect(tab.get_by_role("heading", level=1)).to_have_text("This sign-in link has expired")
+        tab.close()
         answer = app.answer()
         assert answer["state"] == "pushed-state" and answer["iss"] == TEST_ISSUER
         with ticket_desk() as client:
@@ -256,6 +264,23 @@ def test_an_application_that_pushes_its_request(web: Web, page: Page) -> None:
         assert app.answer()["error"] == "invalid_request"
     finally:
         app.close()
+
+
+def test_prompt_consent_asks_after_a_sign_in_on_the_way_too(
+    web: Web, page: Page, web_spa: Application
+) -> None:
+    """The login page comes back with `prompt=consent` (not with `prompt=login`, met by
+    that sign-in): an earlier yes does not stand for it."""
+    email = web.account("oauth-consent-again")
+    log_in(page, email)
+    page.goto(web_spa.url())
+    page.get_by_role("button", name="Allow").click()
+    expect(page).to_have_url(re.compile(r"^https://diary\.example\.test/callback\?"))
+    page.context.clear_cookies()  # signed out of the site; the yes is remembered
+    page.goto(web_spa.url(prompt="consent"))
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Foauth%2Fauthorize"))
+    fill_login(page, email)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Film Diary?")
 
 
 def test_a_trusted_application_is_not_asked_about(web: Web, page: Page) -> None:
