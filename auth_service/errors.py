@@ -47,8 +47,8 @@ class InvalidRequestUri(AuthError):
 
 
 class PushedRequestRequired(AuthError):
-    """A client that pushes its authorization requests (RFC 9126) named in one that was
-    not pushed."""
+    """An authorization request that was not pushed, from a client whose requests must be
+    (RFC 9126, `require_pushed_authorization_requests`)."""
 
 
 class ApplicationSession(AuthError):

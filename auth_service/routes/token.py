@@ -26,7 +26,10 @@ client's secret or assertion is checked, wrong ones spend a budget (`_client`).
 `POST /v1/auth/revoke` is RFC 7009's revocation endpoint, with the same client
 authentication: a token's session ends (`revoke`). `POST /v1/auth/introspect` is RFC
 7662's introspection endpoint, for confidential clients only: whether a token is live now,
-which auth knows at once (`introspect`).
+which auth knows at once (`introspect`). `POST /v1/auth/par` is RFC 9126's pushed
+authorization request endpoint, with the same client authentication again: an
+authorization request kept for the browser to name by its request_uri (`par`,
+pushed.py).
 """
 
 from __future__ import annotations
@@ -449,11 +452,22 @@ async def introspect(
     )
 
 
+PAR_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": OAuthErrorOut,
+        "description": "`error`: invalid_request, unsupported_response_type or "
+        "request_not_supported",
+    },
+    401: ERRORS[401],
+    429: ERRORS[429],
+}
+
+
 @router.post(
     PAR_URL.removeprefix("/v1/auth"),
     status_code=201,
     response_model=PushedOut,
-    responses=ERRORS,
+    responses=PAR_ERRORS,
     dependencies=[Security(ClientBasic(scheme_name="clientSecret", auto_error=False))],
 )
 async def par(form: Annotated[PushedForm, Form()], request: Request, oauth: OAuthDep) -> Response:
