@@ -171,12 +171,12 @@ def _client_key(jwk: dict[str, Any]) -> ClientKey:
         key = jwt.PyJWK(jwk, algorithms[0]).key
     except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"jwks: a {kty} key could not be read") from exc
-    if isinstance(key, RSAPublicKey) and key.key_size < 2048:
-        raise ValueError("jwks: an RSA key has 2048 bits at least")
-    if isinstance(key, RSAPublicKey) and (
-        key.key_size > 8192 or key.public_numbers().e > 2**32
-    ):  # each verification would cost auth more than the signature is worth
-        raise ValueError("jwks: an RSA key has 8192 bits at most, and a small exponent")
+    if isinstance(key, RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError("jwks: an RSA key has 2048 bits at least")
+        if key.key_size > 8192 or key.public_numbers().e > 2**32:
+            # each verification would cost auth more than the signature is worth
+            raise ValueError("jwks: an RSA key has 8192 bits at most, and a small exponent")
     return ClientKey(key, algorithms)
 
 

@@ -265,8 +265,9 @@ class AuthSettings(BaseSettings):
     end_session_endpoint: str | None = Field(default=None, max_length=2000)
     # What a client's signed assertion (private_key_jwt) may name as its audience: auth's
     # issuer alone (RFC 7523bis, which closes the audience-injection attack on clients
-    # that sign for several servers), or also the URLs of its token, revocation and
-    # introspection endpoints under AUTH_PUBLIC_URL, which older client libraries send.
+    # that sign for several servers), or also the URLs of the endpoints that take
+    # assertions (routes/token.py's ASSERTED_AT) under AUTH_PUBLIC_URL, which older
+    # client libraries send.
     client_assertion_audience: Literal["issuer", "issuer_and_endpoints"] = "issuer"
     # A client's keys at its jwks_uri are fetched again early for a kid not seen yet (a
     # rotation), at most this often.
