@@ -110,7 +110,8 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.user_sessions = UserSessions(settings, sessions, relay.notify)
         app.state.user_admin = UserAdmin(sessions, relay)
         app.state.logout_notices = LogoutNotices(sessions, app.state.oauth.clients)
-        use_verifier(app, keys)  # the current key and the retired ones still live
+        # The current key and the retired ones still live.
+        use_verifier(app, keys, public_url=settings.public_url)
         app.state.keys = keys
         app.state.settings = settings
         app.state.answer_floors = AnswerFloors(

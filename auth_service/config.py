@@ -97,6 +97,9 @@ class OAuthClient(BaseModel):
     # Sends its authorization requests to auth first (RFC 9126, pushed.py), and the
     # browser with their request_uri alone: one in the browser's address is refused.
     require_pushed_authorization_requests: bool = False
+    # Gets access tokens bound to its key alone (RFC 9449 §5.2): the token endpoint
+    # refuses its requests without a DPoP proof.
+    dpop_bound_access_tokens: bool = False
 
     @model_validator(mode="after")
     def _signs_in_or_serves(self) -> OAuthClient:

@@ -24,7 +24,7 @@ from auth_service.passkeys import Passkeys
 from auth_service.refresh import RefreshTokens
 from auth_service.two_step import TwoStep
 from auth_service.user_sessions import Caller, UserSessions
-from common.bearer import invalid_token, verify_bearer
+from common.bearer import holder_claims, invalid_token, presented
 
 TOKEN_URL = "/v1/auth/token"
 PAR_URL = "/v1/auth/par"  # RFC 9126
@@ -110,15 +110,16 @@ APPLICATION_ROUTES = {("GET", "/v1/auth/oauth/userinfo")}
 
 async def current_caller(
     request: Request,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
+    _: Annotated[str | None, Depends(oauth2_scheme)],  # OpenAPI's (Swagger's Authorize)
     user_sessions: UserSessionsDep,
 ) -> Caller:
-    """The verified caller, or 401 with `WWW-Authenticate: Bearer error="invalid_token"`;
-    403 `application_session` for an application's session outside APPLICATION_ROUTES."""
-    token = (token or "").strip()
+    """The verified caller, or 401 with `WWW-Authenticate: Bearer error="invalid_token"`
+    (DPoP's challenge for a token sent as DPoP: common/bearer.py); 403
+    `application_session` for an application's session outside APPLICATION_ROUTES."""
+    token, as_dpop = presented(request)
     if not token:
         raise invalid_token("missing bearer token")
-    claims = await verify_bearer(token, request.app.state.verifier)
+    claims = await holder_claims(request, token, as_dpop)
     caller = await user_sessions.authenticate(claims)
     if caller.application:  # (the route looked up for an application's session alone)
         route = getattr(request.scope.get("route"), "path", request.url.path)

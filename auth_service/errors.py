@@ -32,6 +32,11 @@ class InvalidGrant(AuthError):
     """The refresh token is unknown, expired or revoked."""
 
 
+class KeyBoundGrant(InvalidGrant):
+    """The refresh token is bound to a key (RFC 9449 DPoP), and the request came with no
+    proof by that key."""
+
+
 class InvalidCodeGrant(InvalidGrant):
     """An authorization code that is unknown, expired, used, another client's or another
     redirect URI's, or whose PKCE verifier does not match (oauth.py)."""

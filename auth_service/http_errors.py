@@ -28,6 +28,7 @@ from auth_service.errors import (
     InvalidPasskey,
     InvalidPassword,
     InvalidRequestUri,
+    KeyBoundGrant,
     LogoutRefused,
     MfaAlreadyEnabled,
     MfaNotEnabled,
@@ -67,6 +68,12 @@ PROBLEMS: dict[type[AuthError], Problem] = {
     InvalidCode: Problem(400, "invalid_code", "the code is wrong, expired or already used"),
     InvalidCredentials: Problem(401, "invalid_credentials", "email or password is wrong"),
     EmailNotVerified: Problem(403, "email_not_verified", "verify the email address first"),
+    KeyBoundGrant: Problem(
+        401,
+        "invalid_grant",
+        "the refresh token is bound to a key: refresh it at /v1/auth/token with a DPoP proof",
+        INVALID_TOKEN_HEADERS,
+    ),
     InvalidGrant: Problem(
         401,
         "invalid_grant",

@@ -99,6 +99,10 @@ class UserSession(Base):
     # the scopes granted to it (space-separated).
     client_id: Mapped[str | None] = mapped_column(String(128))
     scope: Mapped[str | None] = mapped_column(String(256))
+    # The thumbprint of the key its refresh tokens are bound to (RFC 9449 DPoP): a public
+    # client's, which showed a proof of it when the session was opened. Refreshing then
+    # takes a proof by the same key. NULL: not bound.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
 
 class RefreshToken(Base):

@@ -31,7 +31,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
@@ -427,10 +427,12 @@ class OAuth:
             )
         self.accounts.tokens.wake_relay()
 
-    async def client_token(self, client: OAuthClient, asked: str | None, ip: str) -> Issued:
+    async def client_token(
+        self, client: OAuthClient, asked: str | None, ip: str, dpop_jkt: str | None = None
+    ) -> Issued:
         """An access token of the client's own (RFC 6749 §4.4), for the service scopes
-        asked (all it may be granted, where it asks for none) that it may be granted;
-        `NoScope` where that leaves none. Audited."""
+        asked (all it may be granted, where it asks for none) that it may be granted, and
+        bound to the key `dpop_jkt` where given; `NoScope` where that leaves none. Audited."""
         allowed = service_scopes(client)
         scope = granted(asked or " ".join(allowed), allowed)
         if not scope:
@@ -438,7 +440,7 @@ class OAuth:
         async with self.accounts.sessions.begin() as session:
             audit.record(session, "client_token", ip=ip, client=client.client_id, scope=scope)
         access_tokens = self.accounts.tokens.access_tokens
-        token = access_tokens.issue_to_client(client.client_id, scope)
+        token = access_tokens.issue_to_client(client.client_id, scope, dpop_jkt)
         return Issued(token, int(access_tokens.ttl.total_seconds()), scope)
 
     def authenticate(self, client_id: str, secret: str | None) -> OAuthClient:
@@ -510,7 +512,7 @@ class OAuth:
             if user is None or user.disabled or not user.email_verified or not live:
                 raise InvalidCodeGrant
             amr = tuple((row.amr or "").split())
-            opened_for = Client(origin.ip, origin.user_agent, client.client_id)
+            opened_for = replace(origin, application=client.client_id)
             grant = self.accounts.tokens.issue(session, user, opened_for, amr, row.scope)
             row.session_id = grant.session_id
             audit.record(

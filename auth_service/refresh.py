@@ -14,6 +14,7 @@ within the period, is a reuse.
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from auth_service import audit
 from auth_service.config import AuthSettings
-from auth_service.errors import InvalidGrant
+from auth_service.errors import InvalidGrant, KeyBoundGrant
 from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
 from auth_service.user_sessions import Client, end_sessions, open_session, session_row
@@ -69,7 +70,7 @@ _TOUCH = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.ended_at.is_(None))
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
-    .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id, _SESSIONS.c.scope)
+    .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id, _SESSIONS.c.scope, _SESSIONS.c.dpop_jkt)
 )
 # The grace path: the unused successor of a token rotated at `after` (a rotation creates
 # the successor at the instant it revokes the token), rotated in its turn and marked so:
@@ -102,6 +103,7 @@ class Grant:
     amr: tuple[str, ...]  # how the session was signed in
     application: str | None = None  # the OAuth client an application's session is for
     scope: str | None = None  # and what was granted to it
+    dpop_jkt: str | None = None  # the key its access token is bound to (RFC 9449)
 
     def sign(self) -> TokenPair:
         # Signing with a key already in memory does not fail in practice; if it ever did,
@@ -110,12 +112,19 @@ class Grant:
         # for an application.
         roles = [] if self.application else self.roles
         access_token = self.access_tokens.issue(
-            self.user_id, roles, self.session_id, self.amr, self.application, self.scope
+            self.user_id,
+            roles,
+            self.session_id,
+            self.amr,
+            self.application,
+            self.scope,
+            self.dpop_jkt,
         )
         return TokenPair(
             access_token=access_token,
             refresh_token=self.refresh_token,
             expires_in=int(self.access_tokens.ttl.total_seconds()),
+            token_type="Bearer" if self.dpop_jkt is None else "DPoP",
         )
 
 
@@ -169,7 +178,9 @@ class RefreshTokens:
         application's session was granted); the rows join the caller's transaction, and
         the caller signs the grant once that commits."""
         session_id = open_session(session, user.id, client, amr, scope)
-        return self._next(session, user, session_id, amr, client.application, scope)
+        return self._next(
+            session, user, session_id, amr, client.application, scope, client.dpop_jkt
+        )
 
     def _next(
         self,
@@ -179,6 +190,7 @@ class RefreshTokens:
         amr: tuple[str, ...],
         application: str | None,
         scope: str | None,
+        dpop_jkt: str | None,
     ) -> Grant:
         refresh = new_refresh_token()
         session.add(RefreshToken(**self._token_row(user.id, session_id, refresh, utcnow())))
@@ -191,6 +203,7 @@ class RefreshTokens:
             amr,
             application,
             scope,
+            dpop_jkt,
         )
 
     async def open(
@@ -208,7 +221,15 @@ class RefreshTokens:
         refresh = new_refresh_token()
         await conn.execute(_OPEN, row)
         await conn.execute(_INSERT, self._token_row(user_id, row["id"], refresh, now))
-        return Grant(self.access_tokens, user_id, list(roles), row["id"], refresh, amr)
+        return Grant(
+            self.access_tokens,
+            user_id,
+            list(roles),
+            row["id"],
+            refresh,
+            amr,
+            dpop_jkt=client.dpop_jkt,
+        )
 
     def _token_row(
         self, user_id: uuid.UUID, family_id: uuid.UUID, refresh: str, now: datetime
@@ -227,21 +248,22 @@ class RefreshTokens:
         reflect, e.g. a new email address. The replaced token is marked superseded, not
         rotated: another request of the same client may still present it (a second tab
         refreshing meanwhile), which is no sign of a copy, so it is refused without ending
-        the session."""
+        the session. A session bound to a key (RFC 9449) keeps it, and so does its new
+        access token: the caller showed a proof by it to get here."""
         await session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=utcnow(), superseded=True)
             .execution_options(synchronize_session=False)
         )
-        amr, application, scope = (
+        amr, application, scope, jkt = (
             await session.execute(
-                select(UserSession.amr, UserSession.client_id, UserSession.scope).where(
-                    UserSession.id == session_id
-                )
+                select(
+                    UserSession.amr, UserSession.client_id, UserSession.scope, UserSession.dpop_jkt
+                ).where(UserSession.id == session_id)
             )
         ).one()
-        return self._next(session, user, session_id, signed_in_as(amr), application, scope)
+        return self._next(session, user, session_id, signed_in_as(amr), application, scope, jkt)
 
     async def rotate(self, presented: str, client: Client) -> TokenPair:
         """The next pair of the token's family. Raises InvalidGrant for unknown, expired or
@@ -268,13 +290,17 @@ class RefreshTokens:
     ) -> Grant:
         """The family's next token, once `spent` (user_id, family_id, roles) was rotated
         in this transaction; InvalidGrant, which rolls it back, where the account may no
-        longer refresh or the session ended."""
+        longer refresh or the session ended, and KeyBoundGrant where the session is bound
+        to a key (RFC 9449) and the request's DPoP proof is not by that key."""
         if spent.roles is None:  # gone, unverified or disabled
             raise InvalidGrant
         touch = {"sid": spent.family_id, "now": now, "ip": client.ip, "ua": client.user_agent}
         touched = (await conn.execute(_TOUCH, touch)).one_or_none()
         if touched is None or not self._refreshes(touched.client_id, client.application):
             raise InvalidGrant  # the session ended, or is another client's
+        bound, shown = touched.dpop_jkt, client.dpop_jkt
+        if bound is not None and (shown is None or not hmac.compare_digest(bound, shown)):
+            raise KeyBoundGrant
         refresh = new_refresh_token()
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)
@@ -287,6 +313,7 @@ class RefreshTokens:
             amr,
             touched.client_id,
             touched.scope,
+            client.dpop_jkt,
         )
 
     @property

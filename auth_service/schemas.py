@@ -239,7 +239,9 @@ class Accepted(BaseModel):
 class TokenPairOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    # DPoP where the session is bound to a key (RFC 9449): a pair auth gives again, after
+    # an address change, to a caller that showed a proof by it.
+    token_type: Literal["Bearer", "DPoP"] = "Bearer"
     expires_in: int
 
 

@@ -67,10 +67,12 @@ class AccessTokenIssuer:
         amr: tuple[str, ...],
         application: str | None = None,
         scope: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> str:
         """An access token; `application` and `scope` for an application's session (an
         authorization code's): its `client_id` and the scopes granted to it (RFC 9068
-        §2.2), by which a service tells it from the person and limits it."""
+        §2.2), by which a service tells it from the person and limits it; `dpop_jkt`, the
+        thumbprint of the key it is bound to (RFC 9449 §6.1)."""
         claims: dict[str, Any] = {
             "sub": str(user_id),
             "aud": self._audience,
@@ -84,12 +86,15 @@ class AccessTokenIssuer:
         if application is not None:
             claims["client_id"] = application
             claims["scope"] = scope or ""
+        if dpop_jkt is not None:
+            claims["cnf"] = {"jkt": dpop_jkt}
         return self.sign(claims, typ=self._typ)
 
-    def issue_to_client(self, client_id: str, scope: str) -> str:
+    def issue_to_client(self, client_id: str, scope: str, dpop_jkt: str | None = None) -> str:
         """An access token of a client's own (the client credentials grant): `sub` and
-        `client_id` both the client's (RFC 9068 §2.2), no session and no roles."""
-        claims = {
+        `client_id` both the client's (RFC 9068 §2.2), no session and no roles; bound to
+        the key `dpop_jkt` where given."""
+        claims: dict[str, Any] = {
             "sub": client_id,
             "aud": self._audience,
             "jti": str(uuid.uuid4()),
@@ -97,6 +102,8 @@ class AccessTokenIssuer:
             "client_id": client_id,
             "scope": scope,
         }
+        if dpop_jkt is not None:
+            claims["cnf"] = {"jkt": dpop_jkt}
         return self.sign(claims, typ=self._typ)
 
     def sign(

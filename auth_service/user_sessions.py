@@ -32,6 +32,10 @@ class Client:
     ip: str | None = None
     user_agent: str | None = None
     application: str | None = None  # the OAuth client a new session is opened for
+    # The thumbprint of the key of the request's DPoP proof (RFC 9449): its access tokens
+    # are bound to it, and, where `binds_session`, a new session's refresh tokens too.
+    dpop_jkt: str | None = None
+    binds_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ def session_row(
         "amr": " ".join(amr) or None,
         "client_id": client.application,
         "scope": scope,
+        "dpop_jkt": client.dpop_jkt if client.binds_session else None,
     }
 
 

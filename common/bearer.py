@@ -9,15 +9,21 @@ scope it needs, and only with that scope; a service that names none takes the pe
 tokens alone. A client's own token (the client credentials grant, `clients_own`) is an
 application's token too, and speaks for no person: routes about the caller's own data
 refuse it (`person_required`).
+
+A token bound to a client's key (`cnf.jkt`, from auth's token endpoint with a DPoP proof:
+common/dpop.py) comes as `Authorization: DPoP <token>` with a proof of that key for this
+request (RFC 9449 §7.1), and is refused as a Bearer token: whoever copied it has no key.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from common import dpop
 from common.errors import ApiError
 from common.jwt import InvalidToken, UnknownKey, Verifier
 
@@ -31,15 +37,33 @@ bearer_scheme = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def use_verifier(app: FastAPI, verifier: Verifier, application_scope: str | None = None) -> None:
-    """Set the verifier the bearer dependencies use (typed, so it must be a Verifier), and
-    the scope an application's token needs here (None: no application's token is taken)."""
+def use_verifier(
+    app: FastAPI,
+    verifier: Verifier,
+    application_scope: str | None = None,
+    public_url: str | None = None,
+) -> None:
+    """Set the verifier the bearer dependencies use (typed, so it must be a Verifier), the
+    scope an application's token needs here (None: no application's token is taken), and
+    where clients reach this service, which their DPoP proofs name (None: the address
+    each request came to)."""
     app.state.verifier = verifier
     app.state.application_scope = application_scope
+    app.state.public_url = public_url
+    app.state.dpop_proofs = dpop.SeenProofs()
 
 
-def invalid_token(message: str) -> ApiError:
+def invalid_token(message: str, *, as_dpop: bool = False) -> ApiError:
+    if as_dpop:
+        challenge = dpop.challenge("invalid_token", message)
+        return ApiError(401, "invalid_token", message, {"WWW-Authenticate": challenge})
     return ApiError(401, "invalid_token", message, INVALID_TOKEN_HEADERS)
+
+
+def invalid_proof(message: str) -> ApiError:
+    """A DPoP proof that is missing, bad, or of another key than the token's (§7.1)."""
+    challenge = dpop.challenge("invalid_dpop_proof", message)
+    return ApiError(401, "invalid_dpop_proof", message, {"WWW-Authenticate": challenge})
 
 
 def insufficient_scope(needed: str | None) -> ApiError:
@@ -91,14 +115,64 @@ async def verify_bearer(token: str, verifier: Verifier) -> Claims:
         raise invalid_token("invalid bearer token") from exc
 
 
+def presented(request: Request) -> tuple[str, bool]:
+    """The access token of the request's Authorization header ("" without one), and
+    whether it came as DPoP rather than Bearer."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop"):
+        return "", False
+    return value.strip(), scheme == "dpop"
+
+
+def resource_url(request: Request) -> str:
+    """This request's URL as a DPoP proof names it (`htu`): under `state.public_url`
+    where the app has one, else the address it came to; without the query."""
+    base = getattr(request.app.state, "public_url", None) or str(request.base_url)
+    return base.rstrip("/") + request.url.path
+
+
+async def holder_claims(request: Request, token: str, as_dpop: bool) -> Claims:
+    """The verified claims of `token`, and where it is bound to a key, of a token sent as
+    DPoP with a fresh proof for this request by that key (module docstring)."""
+    try:
+        claims = await verify_bearer(token, request.app.state.verifier)
+    except ApiError as exc:
+        if as_dpop:
+            raise invalid_token(exc.message, as_dpop=True) from exc
+        raise
+    bound = claims.get("cnf")
+    if not as_dpop:
+        if bound is not None:
+            raise invalid_token("this token is bound to a key: send it as DPoP, with a proof")
+        return claims
+    jkt = bound.get("jkt") if isinstance(bound, dict) else None
+    if not isinstance(jkt, str):
+        raise invalid_token("this token is bound to no key: send it as Bearer", as_dpop=True)
+    try:
+        proof = dpop.checked(
+            request.headers.getlist(dpop.HEADER),
+            request.method,
+            (resource_url(request),),
+            request.app.state.dpop_proofs,
+            access_token=token,
+        )
+    except dpop.InvalidProof as exc:
+        raise invalid_proof(str(exc)) from exc
+    if not hmac.compare_digest(proof.jkt.encode(), jkt.encode()):
+        raise invalid_proof("the proof is signed by another key than the token is bound to")
+    return claims
+
+
 async def request_claims(request: Request, credentials: Credentials) -> Claims:
-    """FastAPI dependency: the claims, verified by the app's `state.verifier`, of a token
-    auth has not taken back (`state.revocations`, where the app keeps one), and, if an
-    application's, granted `state.application_scope` (module docstring)."""
-    token = credentials.credentials.strip() if credentials else ""
+    """FastAPI dependency: the claims, verified by the app's `state.verifier` (and, for a
+    token bound to a key, with its proof), of a token auth has not taken back
+    (`state.revocations`, where the app keeps one), and, if an application's, granted
+    `state.application_scope` (module docstring). `credentials` is OpenAPI's alone."""
+    token, as_dpop = presented(request)
     if not token:
         raise invalid_token("missing bearer token")
-    claims = await verify_bearer(token, request.app.state.verifier)
+    claims = await holder_claims(request, token, as_dpop)
     revocations = getattr(request.app.state, "revocations", None)
     if revocations is not None and revocations.revoked(claims):
         raise invalid_token(

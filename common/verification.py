@@ -32,6 +32,9 @@ class TokenCheckSettings(BaseSettings):
     # Access tokens must say `typ` at+jwt (RFC 9068 §4): only once auth has typed them so
     # (AUTH_ACCESS_TOKEN_TYPE) for longer than one lives.
     require_at_jwt: bool = False
+    # Where clients reach this service, e.g. https://api.example.com: the base of the URL
+    # a DPoP proof must name (its `htu`). Unset, the address each request came to.
+    public_url: str | None = None
 
 
 @dataclass

@@ -47,7 +47,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dump_tasks_on_sigusr1()
-        use_verifier(app, verification.verifier, application_scope=FILMS_SCOPE)
+        use_verifier(
+            app,
+            verification.verifier,
+            application_scope=FILMS_SCOPE,
+            public_url=settings.public_url,
+        )
         app.state.admin_requires_mfa = settings.admin_requires_mfa
         engine = make_engine(settings.database_url)
         await migrate_apart(engine, Base)

@@ -156,6 +156,7 @@ RESOURCE_SECRET = "test-api-secret-0123456789abcdefghijklmnopqr"
 SIGNED_REDIRECT = "https://box-office.example.test/callback"
 PUSHED_REDIRECT = "https://tickets.example.test/callback"
 PUSHED_SECRET = "test-pushed-secret-0123456789abcdefghijklmno"
+BOUND_SECRET = "test-bound-secret-0123456789abcdefghijklmnop"
 # The private halves of test-signed's keys (private_key_jwt): made anew by each test
 # process, so no private key is stored; auth is given the public halves.
 SIGNED_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -201,6 +202,13 @@ TEST_OAUTH_CLIENTS = [
         "redirect_uris": [PUSHED_REDIRECT],
         "secret_sha256": hashlib.sha256(PUSHED_SECRET.encode()).hexdigest(),
         "require_pushed_authorization_requests": True,
+    },
+    {  # a service that gets tokens bound to its key alone (RFC 9449 DPoP)
+        "client_id": "test-bound",
+        "name": "Recommendations",
+        "secret_sha256": hashlib.sha256(BOUND_SECRET.encode()).hexdigest(),
+        "client_credentials": True,
+        "dpop_bound_access_tokens": True,
     },
     {
         "client_id": "test-first-party",

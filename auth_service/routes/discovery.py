@@ -24,6 +24,7 @@ from auth_service.client_assertions import SIGNING_ALGORITHMS
 from auth_service.config import AuthSettings, OAuthClient
 from auth_service.deps import PAR_URL, TOKEN_URL
 from auth_service.oauth import SCOPES
+from common import dpop
 from common.jwt import ALGORITHM
 
 router = APIRouter(tags=["keys"])
@@ -62,6 +63,8 @@ def metadata(settings: AuthSettings, base_url: str) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": [ALGORITHM],
         "claims_supported": CLAIMS,
         "service_documentation": f"{base}/docs",
+        # RFC 9449: the token endpoint binds tokens to the key of a DPoP proof.
+        "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
     }
     if settings.authorization_endpoint:
         meta |= {

@@ -7,7 +7,10 @@ same rate limits, lockout and audit trail. `grant_type=refresh_token` (§6) rota
 names itself with `client_id`, and a confidential one proves it with its secret, in HTTP
 Basic (§2.3.1) or as `client_secret`, or with an assertion signed with its private key
 (`private_key_jwt`: `client_assertion_type` and `client_assertion`, RFC 7523 §2.2,
-client_assertions.py). Success is §5.1 (`Cache-Control: no-store`), with an
+client_assertions.py). A request with a DPoP proof (RFC 9449, common/dpop.py) gets an
+access token bound to the proof's key (`token_type` DPoP), and, where no confidential
+client proved itself, a session whose refresh tokens only that key's proofs refresh; a
+bad proof is 400 `invalid_dpop_proof`. Success is §5.1 (`Cache-Control: no-store`), with an
 `id_token` where `openid` was granted; failures are §5.2, `{"error",
 "error_description"}`: `invalid_request` for a malformed or incomplete form,
 `unsupported_grant_type`, `invalid_client` (401) for a client that is unknown or gave a
@@ -70,6 +73,7 @@ from auth_service.errors import (
     InvalidCodeGrant,
     InvalidCredentials,
     InvalidGrant,
+    KeyBoundGrant,
     MfaRequired,
     NoScope,
     NotAuthenticated,
@@ -88,8 +92,9 @@ from auth_service.routes import (
 )
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
+from common import dpop
 from common.authorization import refusal
-from common.bearer import clients_own
+from common.bearer import clients_own, resource_url
 from common.jwt import InvalidToken
 from common.schemas import Email
 
@@ -103,6 +108,7 @@ GRANT_REFUSALS: dict[type[AuthError], str] = {
     AccountLocked: "too many failed logins for this address; try again later",
     InvalidCodeGrant: "the code is unknown, expired or used, or was given to another client "
     "or redirect_uri, or the code_verifier does not match it",
+    KeyBoundGrant: "the refresh token is bound to a key: send a DPoP proof signed by it",
     InvalidGrant: "the refresh token is invalid, expired or revoked",
 }
 _email = TypeAdapter(Email)
@@ -119,7 +125,7 @@ class OAuthTokenOut(BaseModel):
     """RFC 6749 §5.1."""
 
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer", "DPoP"] = "Bearer"  # DPoP: bound to the proof's key
     expires_in: int
     refresh_token: str | None = None  # not for a client's own token (§4.4.3)
     id_token: str | None = None  # the authorization code grant, `openid` granted
@@ -202,10 +208,11 @@ class PushedOut(BaseModel):
 class IntrospectionOut(BaseModel):
     """RFC 7662 §2.2: `active`, and of an active token what it is (members that do not
     apply left out): an access token's claims, with the account's roles as they are now,
-    and `token_type` Bearer; a refresh token's client, scope, holder, session and life."""
+    and `token_type` Bearer (DPoP, with `cnf`, for one bound to a key: RFC 9449 §6.2); a
+    refresh token's client, scope, holder, session and life."""
 
     active: bool
-    token_type: Literal["Bearer"] | None = None
+    token_type: Literal["Bearer", "DPoP"] | None = None
     client_id: str | None = None  # the application it was issued to
     scope: str | None = None  # what was granted to that application
     sub: str | None = None
@@ -217,10 +224,10 @@ class IntrospectionOut(BaseModel):
     sid: str | None = None  # its session, as in the ID token and logout tokens
     roles: list[str] | None = None
     amr: list[str] | None = None
+    cnf: dict[str, str] | None = None
 
 
 INACTIVE = IntrospectionOut(active=False)
-BEARER: Literal["Bearer"] = "Bearer"
 
 
 def oauth_error(
@@ -259,7 +266,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OAuthErrorOut,
         "description": "`error`: invalid_request, invalid_grant, unsupported_grant_type, "
-        "unauthorized_client or invalid_scope",
+        "unauthorized_client, invalid_scope or invalid_dpop_proof",
     },
     401: {"model": OAuthErrorOut, "description": "`error`: invalid_client"},
     403: {
@@ -282,12 +289,17 @@ async def token(
     §4.3, §6); a client's own access token (§4.4)."""
     if await _repeated(request, TokenForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
-    client = request_client(request)
+    proof = _proof(request)
+    if isinstance(proof, JSONResponse):
+        return proof
+    jkt = proof.jkt if proof else None
+    # Bound to the key: the access token, and the session of whoever proved no secret.
+    client = replace(request_client(request), dpop_jkt=jkt, binds_session=jkt is not None)
     try:
         if form.grant_type == "authorization_code":
             return await _code_grant(request, form, oauth, client)
         if form.grant_type == "client_credentials":
-            return await _client_credentials(request, form, oauth)
+            return await _client_credentials(request, form, oauth, jkt)
         if form.grant_type == "password":
             if not form.username or not form.password:
                 return oauth_error(400, "invalid_request", "username and password are required")
@@ -299,6 +311,8 @@ async def token(
             named = await _client(request, form, oauth, required=False)
             if isinstance(named, JSONResponse):
                 return named
+            if unproved := _key_required(named, jkt):
+                return unproved
             as_named = replace(client, application=named.client_id if named else None)
             pair = await tokens.rotate(form.refresh_token, as_named)
         elif not form.grant_type:
@@ -322,6 +336,27 @@ async def token(
     except AuthError as exc:
         return _refusal(exc)
     return _tokens(pair)
+
+
+def _proof(request: Request) -> dpop.Proof | JSONResponse | None:
+    """The request's DPoP proof, checked (for this endpoint, new), or §5's refusal
+    (RFC 9449); None without one."""
+    sent = request.headers.getlist(dpop.HEADER)
+    if not sent:
+        return None
+    try:
+        return dpop.checked(
+            sent, request.method, (resource_url(request),), request.app.state.dpop_proofs
+        )
+    except dpop.InvalidProof as exc:
+        return oauth_error(400, "invalid_dpop_proof", str(exc))
+
+
+def _key_required(client: OAuthClient | None, jkt: str | None) -> JSONResponse | None:
+    """The refusal for a client that gets bound tokens alone and sent no proof."""
+    if client is None or not client.dpop_bound_access_tokens or jkt is not None:
+        return None
+    return oauth_error(400, "invalid_dpop_proof", "this client's tokens need a DPoP proof")
 
 
 async def _repeated(request: Request, form: type[BaseModel]) -> bool:
@@ -393,7 +428,7 @@ INTROSPECT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 # What an active access token's answer repeats of its claims (`roles` is read anew).
 ANSWERED_CLAIMS = frozenset(
-    {"client_id", "scope", "sub", "iss", "aud", "exp", "iat", "jti", "sid", "amr"}
+    {"client_id", "scope", "sub", "iss", "aud", "exp", "iat", "jti", "sid", "amr", "cnf"}
 )
 
 
@@ -545,7 +580,8 @@ async def _access_token(
     if claims["exp"] <= time.time():
         return INACTIVE
     known = {name: claims[name] for name in ANSWERED_CLAIMS & claims.keys()}
-    return IntrospectionOut(active=True, token_type=BEARER, roles=roles, **known)
+    kind = "DPoP" if "cnf" in claims else "Bearer"
+    return IntrospectionOut(active=True, token_type=kind, roles=roles, **known)
 
 
 def _introspected(body: IntrospectionOut) -> Response:
@@ -556,6 +592,7 @@ def _tokens(pair: TokenPair, id_token: str | None = None, scope: str | None = No
     """RFC 6749 §5.1's answer (members that do not apply left out)."""
     body = OAuthTokenOut(
         access_token=pair.access_token,
+        token_type=pair.token_type,
         expires_in=pair.expires_in,
         refresh_token=pair.refresh_token,
         id_token=id_token,
@@ -580,13 +617,20 @@ async def _code_grant(
     client = await _client(request, form, oauth, required=True)
     if not isinstance(client, OAuthClient):
         return client or oauth_error(400, "invalid_request", "client_id is required")
+    if unproved := _key_required(client, origin.dpop_jkt):
+        return unproved
+    if client.confidential:  # its refresh tokens are bound to its secret or keys instead
+        origin = replace(origin, binds_session=False)
     redeemed = await oauth.redeem(client, form.code, form.redirect_uri, form.code_verifier, origin)
     return _tokens(redeemed.pair, redeemed.id_token, redeemed.scope)
 
 
-async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep) -> Response:
+async def _client_credentials(
+    request: Request, form: TokenForm, oauth: OAuthDep, jkt: str | None
+) -> Response:
     """A confidential client's own access token (§4.4): its secret, the grant allowed to
-    it, and a scope it may be granted; no refresh token (§4.4.3)."""
+    it, and a scope it may be granted; no refresh token (§4.4.3). Bound to the key `jkt`
+    where the request came with a proof."""
     client = await _client(request, form, oauth, required=True)
     if isinstance(client, JSONResponse):
         return client
@@ -594,13 +638,18 @@ async def _client_credentials(request: Request, form: TokenForm, oauth: OAuthDep
         return _not_confidential(_basic_credentials(request), "this grant")
     if not client.client_credentials:
         return oauth_error(400, "unauthorized_client", "this client may not use this grant")
+    if unproved := _key_required(client, jkt):
+        return unproved
     await limit_client(request, "client_token", client.client_id)
     try:
-        issued = await oauth.client_token(client, form.scope, client_ip(request))
+        issued = await oauth.client_token(client, form.scope, client_ip(request), jkt)
     except NoScope:
         return oauth_error(400, "invalid_scope", "no scope asked for may be granted to it")
     body = OAuthTokenOut(
-        access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+        access_token=issued.access_token,
+        token_type="Bearer" if jkt is None else "DPoP",
+        expires_in=issued.expires_in,
+        scope=issued.scope,
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=NO_STORE)
 

@@ -1,0 +1,227 @@
+"""DPoP proofs (RFC 9449): a client's key bound to its tokens, checked wherever they go.
+
+A client that holds a key pair signs a short JWT, the proof, for each request it makes
+with a token (`DPoP:` header): the method and URL it is for (`htm`, `htu`), when (`iat`),
+a unique `jti`, and for a resource, the hash of the access token it sends (`ath`). Its
+public key rides in the proof's header (`jwk`). Auth binds the tokens it issues to that
+key's RFC 7638 thumbprint (`cnf.jkt`), and a service takes a bound token only with a
+fresh proof signed by the same key: a token copied from a log, a proxy or a browser's
+storage is worth nothing without the private key, which never leaves the client.
+
+Checked here, the same for auth's token endpoint and every service (common/bearer.py):
+only asymmetric algorithms, a public key alone in the header, a signature by it, the
+method and URL of this request, an `iat` within the last MAX_AGE seconds (SKEW ahead for
+clocks), and a `jti` not seen before here (`SeenProofs`, one process's memory).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+HEADER = "dpop"
+TYPE = "dpop+jwt"
+SCHEME = "DPoP"
+# What a proof may be signed with (discovery's dpop_signing_alg_values_supported), and
+# the curve each elliptic one needs.
+ALGORITHMS = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
+CURVES = {"ES256": {"P-256"}, "ES384": {"P-384"}, "EdDSA": {"Ed25519"}}
+MIN_RSA_BITS = 2048
+MAX_AGE = 60  # seconds a proof is good for after its `iat`
+SKEW = 10  # seconds a client's clock may be ahead
+MAX_PROOF = 8192  # characters
+MAX_JTI = 256
+# The members of each kind of key its RFC 7638 thumbprint is taken over.
+THUMBPRINTED = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Proofs remembered per process (SeenProofs); past it the oldest are forgotten first.
+REMEMBERED = 100_000
+
+
+class InvalidProof(Exception):
+    """The DPoP proof is missing, malformed, not for this request, stale or replayed."""
+
+
+@dataclass(frozen=True)
+class Proof:
+    jkt: str  # the thumbprint of the key that signed it: what a token is bound to
+    jti: str
+    iat: float
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638: the SHA-256 of the key's required members, as canonical JSON."""
+    members = THUMBPRINTED.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if members is None or not all(isinstance(jwk.get(m), str) for m in members):
+        raise InvalidProof("the proof's jwk is not an RSA, EC or OKP public key")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+def token_hash(access_token: str) -> str:
+    """`ath`: the access token's SHA-256, base64url (RFC 9449 §4.2)."""
+    return _b64(hashlib.sha256(access_token.encode()).digest())
+
+
+def same_url(a: str, b: str) -> bool:
+    """Whether two URLs name one resource, as §4.3 compares `htu`: without query and
+    fragment, the scheme and host without case, a default port the same as none."""
+
+    def normal(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidProof("htu is not a URL") from exc
+        return scheme, (parts.hostname or ""), port or DEFAULT_PORTS.get(scheme), parts.path or "/"
+
+    return normal(a) == normal(b)
+
+
+def verify_proof(
+    proof: str,
+    method: str,
+    urls: tuple[str, ...],
+    *,
+    access_token: str | None = None,
+    now: float | None = None,
+) -> Proof:
+    """The checked proof for a `method` request to one of `urls` (and, where the request
+    carries one, for `access_token`); InvalidProof otherwise. Whether it was seen before
+    is `SeenProofs`'."""
+    if not proof or len(proof) > MAX_PROOF:
+        raise InvalidProof("the DPoP header is empty or too long")
+    try:
+        header = jwt.get_unverified_header(proof)
+    except jwt.PyJWTError as exc:
+        raise InvalidProof("the proof is not a JWT") from exc
+    if not isinstance(header.get("typ"), str) or header["typ"].lower() != TYPE:
+        raise InvalidProof(f"the proof's typ is not {TYPE}")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise InvalidProof(f"the proof is signed with {', '.join(ALGORITHMS)} alone")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidProof("the proof's header has no public jwk")
+    jkt = thumbprint(jwk)
+    if alg in CURVES and jwk.get("crv") not in CURVES[alg]:
+        raise InvalidProof(f"{alg} takes a key on {' or '.join(sorted(CURVES[alg]))}")
+    try:
+        key = jwt.PyJWK(jwk, algorithm=alg).key
+        if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+            raise InvalidProof(f"an RSA key has {MIN_RSA_BITS} bits or more")
+        claims: dict[str, Any] = jwt.decode(
+            proof,
+            key,
+            algorithms=[alg],
+            options={
+                "require": ["jti", "htm", "htu", "iat"],
+                "verify_aud": False,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise InvalidProof("the proof's signature or key is not good") from exc
+    _check_claims(claims, method, urls, access_token, time.time() if now is None else now)
+    return Proof(jkt, claims["jti"], float(claims["iat"]))
+
+
+def _check_claims(
+    claims: dict[str, Any],
+    method: str,
+    urls: tuple[str, ...],
+    access_token: str | None,
+    now: float,
+) -> None:
+    jti, htm, htu, iat = claims["jti"], claims["htm"], claims["htu"], claims["iat"]
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
+        raise InvalidProof("the proof's jti is not a string of up to 256 characters")
+    if htm != method:
+        raise InvalidProof(f"the proof is not for {method} (htm)")
+    if not isinstance(htu, str) or not any(same_url(htu, url) for url in urls):
+        raise InvalidProof("the proof is not for this URL (htu)")
+    if isinstance(iat, bool) or not isinstance(iat, int | float):
+        raise InvalidProof("the proof's iat is not a time")
+    if not now - MAX_AGE <= iat <= now + SKEW:
+        raise InvalidProof(f"the proof was not made in the last {MAX_AGE} seconds (iat)")
+    if access_token is not None:
+        ath = claims.get("ath")
+        if not isinstance(ath, str) or not hmac.compare_digest(
+            ath.encode(), token_hash(access_token).encode()
+        ):
+            raise InvalidProof("the proof is not for this access token (ath)")
+
+
+class SeenProofs:
+    """The proofs this process took, each until it is too old to be taken anyway: one
+    presented again is a replay (RFC 9449 §11.1). Several instances each keep their own,
+    so one proof may be taken once by each within MAX_AGE seconds (README, Known limits)."""
+
+    def __init__(self, remembered: int = REMEMBERED) -> None:
+        self._until: dict[tuple[str, str], float] = {}
+        self._remembered = remembered
+
+    def first(self, proof: Proof, now: float | None = None) -> bool:
+        """Whether `proof` is new here; remembered from now on."""
+        now = time.time() if now is None else now
+        key = (proof.jkt, proof.jti)
+        until = self._until.get(key)
+        if until is not None and until > now:
+            return False
+        if len(self._until) >= self._remembered:
+            self._forget(now)
+        self._until[key] = proof.iat + MAX_AGE + 1
+        return True
+
+    def _forget(self, now: float) -> None:
+        """The expired ones; if none, the oldest tenth."""
+        for key in [k for k, until in self._until.items() if until <= now]:
+            del self._until[key]
+        if len(self._until) >= self._remembered:
+            for key in list(self._until)[: max(1, self._remembered // 10)]:
+                del self._until[key]
+
+
+def checked(
+    proofs: list[str],
+    method: str,
+    urls: tuple[str, ...],
+    seen: SeenProofs,
+    access_token: str | None = None,
+) -> Proof:
+    """The one proof of a request's DPoP headers, checked and new; InvalidProof else."""
+    if len(proofs) != 1:
+        raise InvalidProof("send one DPoP header")
+    proof = verify_proof(proofs[0], method, urls, access_token=access_token)
+    if not seen.first(proof):
+        raise InvalidProof("this proof was used before")
+    return proof
+
+
+def challenge(error: str, description: str) -> str:
+    """A WWW-Authenticate for the DPoP scheme (RFC 9449 §7.1)."""
+    described = description.replace('"', "'")
+    algs = " ".join(ALGORITHMS)
+    return f'{SCHEME} error="{error}", error_description="{described}", algs="{algs}"'

@@ -1,0 +1,238 @@
+"""DPoP (RFC 9449) over real HTTP: auth's token endpoint binds tokens to the key of a
+client's proof, and films and auth, as resources, take a bound token only with a fresh
+proof by that key. The client's side is tests/dpop_keys.py; the proofs' own rules are
+tests/unit/test_dpop.py's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import jwt
+from authlib.common.security import generate_token
+
+from tests.accounts import PASSWORD, Account, new_account
+from tests.conftest import Stack
+from tests.dpop_keys import ProofKey
+from tests.integration.test_oauth import assert_oauth_error
+from tests.integration.test_oauth_code import code_for_url, fresh_code, redeem, server
+from tests.support import (
+    BOUND_SECRET,
+    RESOURCE_SECRET,
+    SERVER_REDIRECT,
+    SERVER_SECRET,
+    SPA_REDIRECT,
+)
+
+
+def token_url(stack: Stack) -> str:
+    return f"{stack.auth.url}/v1/auth/token"
+
+
+def with_proof(
+    http: httpx.Client, stack: Stack, key: ProofKey | None, form: dict[str, str], **kw: Any
+) -> httpx.Response:
+    """A token request, with a proof by `key` (None: without one)."""
+    headers = {"DPoP": key.proof("POST", token_url(stack))} if key else {}
+    return http.post("/v1/auth/token", data=form, headers=headers, **kw)
+
+
+def password_grant(
+    http: httpx.Client, stack: Stack, key: ProofKey, account: Account
+) -> dict[str, Any]:
+    form = {"grant_type": "password", "username": account.email, "password": PASSWORD}
+    r = with_proof(http, stack, key, form)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["token_type"] == "DPoP"
+    return body
+
+
+def cnf(access_token: str) -> Any:
+    return jwt.decode(access_token, options={"verify_signature": False}).get("cnf")
+
+
+def a_film(stack: Stack, key: ProofKey, token: str) -> str:
+    url = f"{stack.films.url}/v1/films"
+    r = httpx.get(url, params={"limit": 1}, headers=key.authorization("GET", url, token))
+    assert r.status_code == 200, r.text
+    return str(r.json()["items"][0]["id"])
+
+
+def test_a_bound_token_reaches_films_and_auth_with_its_keys_proofs_alone(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    assert "ES256" in meta["dpop_signing_alg_values_supported"]
+    key, thief = ProofKey(), ProofKey()
+    account = new_account(stack, http, "dpop")
+    token = password_grant(http, stack, key, account)["access_token"]
+    assert cnf(token) == {"jkt": key.jkt}
+    url = f"{stack.films.url}/v1/films/{a_film(stack, key, token)}"
+    me = f"{stack.auth.url}/v1/auth/me"
+    assert httpx.get(url, headers=key.authorization("GET", url, token)).status_code == 200
+    assert httpx.get(me, headers=key.authorization("GET", me, token)).json()["email"] == (
+        account.email
+    )
+
+    def refused(headers: dict[str, str], error: str, where: str = url) -> None:
+        r = httpx.get(where, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == error
+        assert r.headers["www-authenticate"].startswith(f'DPoP error="{error}"')
+
+    for where in (url, me):
+        # Copied, it is worth nothing: as Bearer, or as DPoP with the thief's own proof.
+        r = httpx.get(where, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+        refused(thief.authorization("GET", where, token), "invalid_dpop_proof", where)
+        refused({"Authorization": f"DPoP {token}"}, "invalid_dpop_proof", where)
+    good = key.authorization("GET", url, token)
+    assert httpx.get(url, headers=good).status_code == 200
+    refused(good, "invalid_dpop_proof")  # the same proof again
+    for proof in (
+        key.proof("GET", url + "0", token),  # another film's
+        key.proof("DELETE", url, token),
+        key.proof("GET", url, token + "x"),
+        key.proof("GET", url),  # for no token
+    ):
+        refused({"Authorization": f"DPoP {token}", "DPoP": proof}, "invalid_dpop_proof")
+    two = [("DPoP", key.proof("GET", url, token)), ("DPoP", key.proof("GET", url, token))]
+    r = httpx.get(url, headers=[("Authorization", f"DPoP {token}"), *two])
+    assert r.status_code == 401 and r.json()["error"] == "invalid_dpop_proof"
+    assert httpx.get(url, headers=key.authorization("GET", url, token)).status_code == 200
+
+
+def test_an_unbound_token_is_no_dpop_token(stack: Stack, http: httpx.Client) -> None:
+    """A Bearer token stays a Bearer token: sent as DPoP, even with a good proof, it is
+    refused, so no token changes kind on the way."""
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-plain")
+    url = f"{stack.films.url}/v1/films"
+    assert httpx.get(url, headers=account.bearer).status_code == 200
+    r = httpx.get(url, headers=key.authorization("GET", url, account.access_token))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"].startswith('DPoP error="invalid_token"')
+
+
+def test_a_public_clients_refresh_token_is_bound_to_its_key(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """Without a proof, or with another key's, the refresh token is refused, not spent,
+    and its session goes on; with the key's, it rotates, bound still."""
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-refresh")
+    held = password_grant(http, stack, key, account)["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": held}
+    for sender in (None, ProofKey()):
+        r = with_proof(http, stack, sender, form)
+        assert_oauth_error(r, 400, "invalid_grant")
+        assert "DPoP" in r.json()["error_description"]
+    json_refresh = http.post("/v1/auth/token/refresh", json={"refresh_token": held})
+    assert json_refresh.status_code == 401 and json_refresh.json()["error"] == "invalid_grant"
+    r = with_proof(http, stack, key, form)
+    assert r.status_code == 200, r.text
+    assert r.json()["token_type"] == "DPoP" and cnf(r.json()["access_token"]) == {"jkt": key.jkt}
+    again = {"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]}
+    assert_oauth_error(with_proof(http, stack, None, again), 400, "invalid_grant")
+    assert with_proof(http, stack, key, again).status_code == 200
+
+
+def test_a_bad_proof_at_the_token_endpoint_is_invalid_dpop_proof(
+    stack: Stack, http: httpx.Client
+) -> None:
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-bad")
+    form = {"grant_type": "password", "username": account.email, "password": PASSWORD}
+    for proof in (
+        key.proof("POST", f"{stack.auth.url}/v1/auth/revoke"),
+        key.proof("GET", token_url(stack)),
+        key.proof("POST", token_url(stack), iat=1),
+        "not a proof",
+    ):
+        r = http.post("/v1/auth/token", data=form, headers={"DPoP": proof})
+        assert_oauth_error(r, 400, "invalid_dpop_proof")
+    proof = key.proof("POST", token_url(stack))
+    assert http.post("/v1/auth/token", data=form, headers={"DPoP": proof}).status_code == 200
+    replayed = http.post("/v1/auth/token", data=form, headers={"DPoP": proof})
+    assert_oauth_error(replayed, 400, "invalid_dpop_proof")
+    # Without a proof the grant is what it always was: a Bearer token.
+    plain = http.post("/v1/auth/token", data=form)
+    assert plain.json()["token_type"] == "Bearer" and cnf(plain.json()["access_token"]) is None
+
+
+def test_a_public_applications_code_opens_a_bound_session(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-spa")
+    code, verifier = fresh_code(http, account, meta)
+    r = redeem(http, code, verifier)  # no proof: as before
+    assert r.json()["token_type"] == "Bearer"
+    code, verifier = fresh_code(http, account, meta)
+    proved = http.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": SPA_REDIRECT,
+            "code_verifier": verifier,
+            "client_id": "test-spa",
+        },
+        headers={"DPoP": key.proof("POST", token_url(stack))},
+    )
+    assert proved.status_code == 200, proved.text
+    token = proved.json()
+    assert token["token_type"] == "DPoP" and cnf(token["access_token"]) == {"jkt": key.jkt}
+    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    assert_oauth_error(with_proof(http, stack, None, form), 400, "invalid_grant")
+    assert with_proof(http, stack, key, form).status_code == 200
+
+
+def test_a_confidential_clients_refresh_token_stays_its_own_not_its_keys(
+    stack: Stack, http: httpx.Client, meta: dict[str, Any]
+) -> None:
+    """RFC 9449 §5: a confidential client's refresh tokens are bound by its secret, so it
+    may refresh with a new key, or none; each access token is bound to the proof of its
+    own request."""
+    first, second = ProofKey(), ProofKey()
+    account = new_account(stack, http, "dpop-server")
+    verifier = generate_token(48)
+    with server(scope="openid email") as client:
+        url, _ = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+    code = code_for_url(http, account, url)
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": SERVER_REDIRECT,
+        "code_verifier": verifier,
+    }
+    basic = ("test-server", SERVER_SECRET)
+    token = with_proof(http, stack, first, form, auth=basic).json()
+    assert token["token_type"] == "DPoP" and cnf(token["access_token"]) == {"jkt": first.jkt}
+    refresh = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    rotated = with_proof(http, stack, second, refresh, auth=basic).json()
+    assert cnf(rotated["access_token"]) == {"jkt": second.jkt}
+    refresh["refresh_token"] = rotated["refresh_token"]
+    plain = with_proof(http, stack, None, refresh, auth=basic).json()
+    assert plain["token_type"] == "Bearer" and cnf(plain["access_token"]) is None
+
+
+def test_a_client_registered_for_bound_tokens_gets_none_without_a_proof(
+    stack: Stack, http: httpx.Client
+) -> None:
+    key = ProofKey("EdDSA")
+    form = {"grant_type": "client_credentials", "scope": "films"}
+    basic = ("test-bound", BOUND_SECRET)
+    assert_oauth_error(with_proof(http, stack, None, form, auth=basic), 400, "invalid_dpop_proof")
+    r = with_proof(http, stack, key, form, auth=basic)
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    assert r.json()["token_type"] == "DPoP" and cnf(token) == {"jkt": key.jkt}
+    url = f"{stack.films.url}/v1/films"
+    assert httpx.get(url, headers=key.authorization("GET", url, token)).status_code == 200
+    # Introspection tells a resource server what the token is bound to (RFC 9449 §6.2).
+    r = http.post("/v1/auth/introspect", data={"token": token}, auth=("test-api", RESOURCE_SECRET))
+    assert r.json()["active"] is True
+    assert r.json()["token_type"] == "DPoP" and r.json()["cnf"] == {"jkt": key.jkt}
