@@ -179,6 +179,9 @@ PER_IP = {
     # Each pushed authorization request is a row until it expires: here a public
     # client's (anyone may push as one; a confidential client's count per client).
     "par": Limit(60, 60),
+    # DPoP proofs at the token endpoint, before any is checked: a signature each, and
+    # remembered for a minute (common/dpop.py); far above what one address's clients ask.
+    "dpop": Limit(600, 60),
     # Wrong client secrets, per address and client_id (unknown ids share one count),
     # wherever a secret is checked: a budget of guesses, checked before each attempt and
     # spent by each failure.

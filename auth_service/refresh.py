@@ -72,6 +72,13 @@ _TOUCH = (
     .values(last_used_at=bindparam("now"), ip=bindparam("ip"), user_agent=bindparam("ua"))
     .returning(_SESSIONS.c.amr, _SESSIONS.c.client_id, _SESSIONS.c.scope, _SESSIONS.c.dpop_jkt)
 )
+# A public client's session, bound at its first refresh with a DPoP proof (RFC 9449 §5:
+# such a client's refresh tokens are bound once it shows a key).
+_BIND = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.dpop_jkt.is_(None))
+    .values(dpop_jkt=bindparam("jkt"))
+)
 # The grace path: the unused successor of a token rotated at `after` (a rotation creates
 # the successor at the instant it revokes the token), rotated in its turn and marked so:
 # its holder never had it, so it can be no replay.
@@ -160,9 +167,12 @@ class RefreshTokens:
         only its own; a public client's, like a person's, by whoever holds them."""
         if caller is not None:
             return caller == holder
-        if holder is None:
-            return True
-        return not any(
+        return not self._confidential(holder)
+
+    def _confidential(self, holder: str | None) -> bool:
+        """Whether a session opened for `holder` (None: a person's own) is a confidential
+        client's."""
+        return holder is not None and any(
             c.client_id == holder and c.confidential for c in self.settings.oauth_clients
         )
 
@@ -291,7 +301,8 @@ class RefreshTokens:
         """The family's next token, once `spent` (user_id, family_id, roles) was rotated
         in this transaction; InvalidGrant, which rolls it back, where the account may no
         longer refresh or the session ended, and KeyBoundGrant where the session is bound
-        to a key (RFC 9449) and the request's DPoP proof is not by that key."""
+        to a key (RFC 9449) and the request's DPoP proof is not by that key. A public
+        client's session not yet bound is bound by its first proof."""
         if spent.roles is None:  # gone, unverified or disabled
             raise InvalidGrant
         touch = {"sid": spent.family_id, "now": now, "ip": client.ip, "ua": client.user_agent}
@@ -301,6 +312,8 @@ class RefreshTokens:
         bound, shown = touched.dpop_jkt, client.dpop_jkt
         if bound is not None and (shown is None or not hmac.compare_digest(bound, shown)):
             raise KeyBoundGrant
+        if bound is None and shown is not None and not self._confidential(touched.client_id):
+            await conn.execute(_BIND, {"sid": spent.family_id, "jkt": shown})
         refresh = new_refresh_token()
         await conn.execute(_INSERT, self._token_row(spent.user_id, spent.family_id, refresh, now))
         amr = signed_in_as(touched.amr)

@@ -127,9 +127,12 @@ def presented(request: Request) -> tuple[str, bool]:
 
 def resource_url(request: Request) -> str:
     """This request's URL as a DPoP proof names it (`htu`): under `state.public_url`
-    where the app has one, else the address it came to; without the query."""
+    where the app has one, else the address it came to; its path as sent (escapes and
+    all: common/dpop.py compares them decoded), without the query."""
     base = getattr(request.app.state, "public_url", None) or str(request.base_url)
-    return base.rstrip("/") + request.url.path
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+    return base.rstrip("/") + path
 
 
 async def holder_claims(request: Request, token: str, as_dpop: bool) -> Claims:

@@ -11,7 +11,8 @@ storage is worth nothing without the private key, which never leaves the client.
 Checked here, the same for auth's token endpoint and every service (common/bearer.py):
 only asymmetric algorithms, a public key alone in the header, a signature by it, the
 method and URL of this request, an `iat` within the last MAX_AGE seconds (SKEW ahead for
-clocks), and a `jti` not seen before here (`SeenProofs`, one process's memory).
+clocks), and a `jti` not seen before here (`SeenProofs`, one process's memory). Whatever a
+proof holds, a check that fails is InvalidProof, never another exception.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import hashlib
 import hmac
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -32,11 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 HEADER = "dpop"
 TYPE = "dpop+jwt"
 SCHEME = "DPoP"
-# What a proof may be signed with (discovery's dpop_signing_alg_values_supported), and
-# the curve each elliptic one needs.
+# What a proof may be signed with (discovery's dpop_signing_alg_values_supported), the
+# kind of key each takes, and the curve each elliptic one needs.
 ALGORITHMS = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
-CURVES = {"ES256": {"P-256"}, "ES384": {"P-384"}, "EdDSA": {"Ed25519"}}
-MIN_RSA_BITS = 2048
+KINDS = {"ES256": "EC", "ES384": "EC", "PS256": "RSA", "RS256": "RSA", "EdDSA": "OKP"}
+CURVES = {"ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
+# RSA keys as clients make them (WebCrypto's and every library's default exponent): a
+# longer modulus or a larger exponent would only make each check cost more.
+RSA_BITS = range(2048, 4097)
+RSA_EXPONENT = 65537
 MAX_AGE = 60  # seconds a proof is good for after its `iat`
 SKEW = 10  # seconds a client's clock may be ahead
 MAX_PROOF = 8192  # characters
@@ -49,8 +55,9 @@ THUMBPRINTED = {
 }
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# Proofs remembered per process (SeenProofs); past it the oldest are forgotten first.
-REMEMBERED = 100_000
+# Proofs remembered per process (SeenProofs), each for about a minute: beyond what one
+# process checks in that time. Past it, new proofs are refused until old ones expire.
+REMEMBERED = 200_000
 
 
 class InvalidProof(Exception):
@@ -70,7 +77,8 @@ def _b64(data: bytes) -> str:
 
 def thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638: the SHA-256 of the key's required members, as canonical JSON."""
-    members = THUMBPRINTED.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    members = THUMBPRINTED.get(kty) if isinstance(kty, str) else None
     if members is None or not all(isinstance(jwk.get(m), str) for m in members):
         raise InvalidProof("the proof's jwk is not an RSA, EC or OKP public key")
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
@@ -84,16 +92,18 @@ def token_hash(access_token: str) -> str:
 
 def same_url(a: str, b: str) -> bool:
     """Whether two URLs name one resource, as §4.3 compares `htu`: without query and
-    fragment, the scheme and host without case, a default port the same as none."""
+    fragment, the scheme and host without case, a default port the same as none, and the
+    path with its percent-escapes decoded."""
 
     def normal(url: str) -> tuple[str, str, int | None, str]:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
         try:
+            parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise InvalidProof("htu is not a URL") from exc
-        return scheme, (parts.hostname or ""), port or DEFAULT_PORTS.get(scheme), parts.path or "/"
+        scheme = parts.scheme.lower()
+        path = unquote(parts.path) or "/"
+        return scheme, (parts.hostname or ""), port or DEFAULT_PORTS.get(scheme), path
 
     return normal(a) == normal(b)
 
@@ -124,12 +134,14 @@ def verify_proof(
     if not isinstance(jwk, dict) or PRIVATE_MEMBERS & jwk.keys():
         raise InvalidProof("the proof's header has no public jwk")
     jkt = thumbprint(jwk)
-    if alg in CURVES and jwk.get("crv") not in CURVES[alg]:
-        raise InvalidProof(f"{alg} takes a key on {' or '.join(sorted(CURVES[alg]))}")
+    if jwk["kty"] != KINDS[alg] or jwk.get("crv", CURVES.get(alg)) != CURVES.get(alg):
+        raise InvalidProof(f"{alg} takes another kind of key, or another curve")
     try:
         key = jwt.PyJWK(jwk, algorithm=alg).key
-        if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-            raise InvalidProof(f"an RSA key has {MIN_RSA_BITS} bits or more")
+        if isinstance(key, RSAPublicKey) and (
+            key.key_size not in RSA_BITS or key.public_numbers().e != RSA_EXPONENT
+        ):
+            raise InvalidProof("an RSA key has 2048 to 4096 bits, and the exponent 65537")
         claims: dict[str, Any] = jwt.decode(
             proof,
             key,
@@ -144,7 +156,10 @@ def verify_proof(
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidProof("the proof's signature or key is not good") from exc
-    _check_claims(claims, method, urls, access_token, time.time() if now is None else now)
+    try:
+        _check_claims(claims, method, urls, access_token, time.time() if now is None else now)
+    except (ValueError, TypeError, OverflowError) as exc:  # what no rule foresaw
+        raise InvalidProof("the proof's claims cannot be read") from exc
     return Proof(jkt, claims["jti"], float(claims["iat"]))
 
 
@@ -177,31 +192,32 @@ def _check_claims(
 class SeenProofs:
     """The proofs this process took, each until it is too old to be taken anyway: one
     presented again is a replay (RFC 9449 §11.1). Several instances each keep their own,
-    so one proof may be taken once by each within MAX_AGE seconds (README, Known limits)."""
+    so one proof may be taken once by each within MAX_AGE seconds (README, Known limits).
+
+    Kept by a 64-bit hash of key and `jti` (a collision refuses one good proof, about
+    never), in the order taken, so the expired ones go from the front. At `remembered`
+    live ones, new proofs are refused rather than old ones forgotten: a flood may delay
+    clients, never let a replay through."""
 
     def __init__(self, remembered: int = REMEMBERED) -> None:
-        self._until: dict[tuple[str, str], float] = {}
+        self._until: OrderedDict[int, float] = OrderedDict()
         self._remembered = remembered
 
-    def first(self, proof: Proof, now: float | None = None) -> bool:
-        """Whether `proof` is new here; remembered from now on."""
+    def remember(self, proof: Proof, now: float | None = None) -> None:
+        """Take `proof` if it is new here, and remember it; InvalidProof otherwise."""
         now = time.time() if now is None else now
-        key = (proof.jkt, proof.jti)
-        until = self._until.get(key)
-        if until is not None and until > now:
-            return False
-        if len(self._until) >= self._remembered:
-            self._forget(now)
-        self._until[key] = proof.iat + MAX_AGE + 1
-        return True
-
-    def _forget(self, now: float) -> None:
-        """The expired ones; if none, the oldest tenth."""
-        for key in [k for k, until in self._until.items() if until <= now]:
-            del self._until[key]
-        if len(self._until) >= self._remembered:
-            for key in list(self._until)[: max(1, self._remembered // 10)]:
-                del self._until[key]
+        until = self._until
+        while until:
+            oldest, when = next(iter(until.items()))
+            if when > now:
+                break
+            del until[oldest]
+        key = hash((proof.jkt, proof.jti))
+        if key in until:
+            raise InvalidProof("this proof was used before")
+        if len(until) >= self._remembered:
+            raise InvalidProof("too many proofs here in the last minute: try again shortly")
+        until[key] = proof.iat + MAX_AGE + 1
 
 
 def checked(
@@ -215,8 +231,7 @@ def checked(
     if len(proofs) != 1:
         raise InvalidProof("send one DPoP header")
     proof = verify_proof(proofs[0], method, urls, access_token=access_token)
-    if not seen.first(proof):
-        raise InvalidProof("this proof was used before")
+    seen.remember(proof)
     return proof
 
 

@@ -21,7 +21,7 @@ MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("cr
 class ProofKey:
     """A client's key: ES256 (P-256), RS256 or EdDSA (Ed25519)."""
 
-    def __init__(self, alg: str = "ES256", rsa_bits: int = 2048) -> None:
+    def __init__(self, alg: str = "ES256", rsa_bits: int = 2048, exponent: int = 65537) -> None:
         self.alg = alg
         if alg == "ES256":
             self.private: Any = ec.generate_private_key(ec.SECP256R1())
@@ -30,7 +30,7 @@ class ProofKey:
             self.private = ed25519.Ed25519PrivateKey.generate()
             self.jwk = OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
         else:
-            self.private = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+            self.private = rsa.generate_private_key(public_exponent=exponent, key_size=rsa_bits)
             self.jwk = RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
 
     @property

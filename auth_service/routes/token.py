@@ -289,13 +289,13 @@ async def token(
     §4.3, §6); a client's own access token (§4.4)."""
     if await _repeated(request, TokenForm):
         return oauth_error(400, "invalid_request", "a parameter was sent more than once")
-    proof = _proof(request)
-    if isinstance(proof, JSONResponse):
-        return proof
-    jkt = proof.jkt if proof else None
-    # Bound to the key: the access token, and the session of whoever proved no secret.
-    client = replace(request_client(request), dpop_jkt=jkt, binds_session=jkt is not None)
     try:
+        proof = await _proof(request)
+        if isinstance(proof, JSONResponse):
+            return proof
+        jkt = proof.jkt if proof else None
+        # Bound to the key: the access token, and the session of whoever proved no secret.
+        client = replace(request_client(request), dpop_jkt=jkt, binds_session=jkt is not None)
         if form.grant_type == "authorization_code":
             return await _code_grant(request, form, oauth, client)
         if form.grant_type == "client_credentials":
@@ -338,12 +338,14 @@ async def token(
     return _tokens(pair)
 
 
-def _proof(request: Request) -> dpop.Proof | JSONResponse | None:
+async def _proof(request: Request) -> dpop.Proof | JSONResponse | None:
     """The request's DPoP proof, checked (for this endpoint, new), or §5's refusal
-    (RFC 9449); None without one."""
+    (RFC 9449); None without one. Proofs are counted per address before they are
+    checked (`dpop`): each is a signature to verify, and a minute's memory."""
     sent = request.headers.getlist(dpop.HEADER)
     if not sent:
         return None
+    await limit(request, "dpop")
     try:
         return dpop.checked(
             sent, request.method, (resource_url(request),), request.app.state.dpop_proofs

@@ -11,7 +11,7 @@ import httpx
 import jwt
 from authlib.common.security import generate_token
 
-from tests.accounts import PASSWORD, Account, new_account
+from tests.accounts import PASSWORD, Account, code_for, cooled_down_account, new_account
 from tests.conftest import Stack
 from tests.dpop_keys import ProofKey
 from tests.integration.test_oauth import assert_oauth_error
@@ -22,6 +22,7 @@ from tests.support import (
     SERVER_REDIRECT,
     SERVER_SECRET,
     SPA_REDIRECT,
+    unique_email,
 )
 
 
@@ -50,6 +51,23 @@ def password_grant(
 
 def cnf(access_token: str) -> Any:
     return jwt.decode(access_token, options={"verify_signature": False}).get("cnf")
+
+
+def refreshes_with_its_key_alone(
+    http: httpx.Client, stack: Stack, key: ProofKey, refresh_token: str
+) -> dict[str, Any]:
+    """A bound refresh token is refused (not spent) without a proof, or with another
+    key's; with its key's it rotates, bound still: the new pair."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    for sender in (None, ProofKey()):
+        r = with_proof(http, stack, sender, form)
+        assert_oauth_error(r, 400, "invalid_grant")
+        assert "DPoP" in r.json()["error_description"]
+    r = with_proof(http, stack, key, form)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["token_type"] == "DPoP" and cnf(body["access_token"]) == {"jkt": key.jkt}
+    return body
 
 
 def a_film(stack: Stack, key: ProofKey, token: str) -> str:
@@ -122,19 +140,10 @@ def test_a_public_clients_refresh_token_is_bound_to_its_key(
     key = ProofKey()
     account = new_account(stack, http, "dpop-refresh")
     held = password_grant(http, stack, key, account)["refresh_token"]
-    form = {"grant_type": "refresh_token", "refresh_token": held}
-    for sender in (None, ProofKey()):
-        r = with_proof(http, stack, sender, form)
-        assert_oauth_error(r, 400, "invalid_grant")
-        assert "DPoP" in r.json()["error_description"]
     json_refresh = http.post("/v1/auth/token/refresh", json={"refresh_token": held})
     assert json_refresh.status_code == 401 and json_refresh.json()["error"] == "invalid_grant"
-    r = with_proof(http, stack, key, form)
-    assert r.status_code == 200, r.text
-    assert r.json()["token_type"] == "DPoP" and cnf(r.json()["access_token"]) == {"jkt": key.jkt}
-    again = {"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]}
-    assert_oauth_error(with_proof(http, stack, None, again), 400, "invalid_grant")
-    assert with_proof(http, stack, key, again).status_code == 200
+    rotated = refreshes_with_its_key_alone(http, stack, key, held)
+    refreshes_with_its_key_alone(http, stack, key, rotated["refresh_token"])
 
 
 def test_a_bad_proof_at_the_token_endpoint_is_invalid_dpop_proof(
@@ -183,9 +192,7 @@ def test_a_public_applications_code_opens_a_bound_session(
     assert proved.status_code == 200, proved.text
     token = proved.json()
     assert token["token_type"] == "DPoP" and cnf(token["access_token"]) == {"jkt": key.jkt}
-    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
-    assert_oauth_error(with_proof(http, stack, None, form), 400, "invalid_grant")
-    assert with_proof(http, stack, key, form).status_code == 200
+    refreshes_with_its_key_alone(http, stack, key, token["refresh_token"])
 
 
 def test_a_confidential_clients_refresh_token_stays_its_own_not_its_keys(
@@ -236,3 +243,41 @@ def test_a_client_registered_for_bound_tokens_gets_none_without_a_proof(
     r = http.post("/v1/auth/introspect", data={"token": token}, auth=("test-api", RESOURCE_SECRET))
     assert r.json()["active"] is True
     assert r.json()["token_type"] == "DPoP" and r.json()["cnf"] == {"jkt": key.jkt}
+
+
+def test_an_address_change_keeps_the_sessions_key(stack: Stack, http: httpx.Client) -> None:
+    """The pair auth gives again after a move is bound as the session was."""
+    key = ProofKey()
+    account = cooled_down_account(stack, http, "dpop-move")
+    access = password_grant(http, stack, key, account)["access_token"]
+    new_email = unique_email("dpop-moved")
+    ask = f"{stack.auth.url}/v1/auth/email/change"
+    r = httpx.post(
+        ask,
+        json={"new_email": new_email, "password": PASSWORD},
+        headers=key.authorization("POST", ask, access),
+    )
+    assert r.status_code == 202, r.text
+    confirm = f"{stack.auth.url}/v1/auth/email/change/confirm"
+    pair = httpx.post(
+        confirm,
+        json={"code": code_for(stack, new_email)},
+        headers=key.authorization("POST", confirm, access),
+    )
+    assert pair.status_code == 200, pair.text
+    assert pair.json()["token_type"] == "DPoP"
+    assert cnf(pair.json()["access_token"]) == {"jkt": key.jkt}
+    refreshes_with_its_key_alone(http, stack, key, pair.json()["refresh_token"])
+
+
+def test_a_session_begun_without_a_key_is_bound_by_its_first_proof(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """RFC 9449 §5: a public client's refresh token is bound once it shows a key."""
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-late")  # a Bearer session
+    r = with_proof(
+        http, stack, key, {"grant_type": "refresh_token", "refresh_token": account.refresh_token}
+    )
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+    refreshes_with_its_key_alone(http, stack, key, r.json()["refresh_token"])

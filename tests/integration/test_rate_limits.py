@@ -213,12 +213,14 @@ def test_pushed_requests_are_limited_per_address(limited_auth: str) -> None:
 
 def test_a_service_is_counted_on_its_own(stack: Stack) -> None:
     """A client that proves itself has budgets of its own (`client:introspect`,
-    `client:client_token`), which no other client spends."""
+    `client:client_token`), which no other client spends. (DPoP proofs at the token
+    endpoint are counted per address, `ip:dpop`, before any is checked.)"""
     service = stack.spawn(
         "auth_service",
         "auth-client-limited",
         AUTH_RATE_LIMIT_ENABLED="true",
-        AUTH_RATE_LIMITS='{"client:introspect": [3, 60], "client:client_token": [2, 60]}',
+        AUTH_RATE_LIMITS='{"client:introspect": [3, 60], "client:client_token": [2, 60], '
+        '"ip:dpop": [3, 60]}',
     )
     form, own = {"token": "never-issued"}, {"grant_type": "client_credentials"}
     api = ("test-api", RESOURCE_SECRET)
@@ -227,8 +229,13 @@ def test_a_service_is_counted_on_its_own(stack: Stack) -> None:
             asked = [http.post(INTROSPECT, data=form, auth=api).status_code for _ in range(4)]
             other = http.post(INTROSPECT, data=form, auth=("test-server", SERVER_SECRET))
             tokens = [http.post("/v1/auth/token", data=own, auth=api) for _ in range(3)]
+            proofs = [
+                http.post("/v1/auth/token", data=own, headers={"DPoP": "not a proof"})
+                for _ in range(4)
+            ]
     finally:
         service.stop()
+    assert [r.json()["error"] for r in proofs] == ["invalid_dpop_proof"] * 3 + ["rate_limited"]
     assert asked == [200, 200, 200, 429]
     assert other.status_code == 200
     assert [t.status_code for t in tokens] == [200, 200, 429]

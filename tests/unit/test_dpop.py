@@ -66,6 +66,7 @@ def short_rsa_proof() -> str:
         return ProofKey("RS256", rsa_bits=1024).proof("GET", URL, TOKEN)
 
 
+RSA_JWK = ProofKey("RS256").jwk
 OTHER = ec.generate_private_key(ec.SECP256R1())
 PRIVATE_JWK = ECAlgorithm.to_jwk(OTHER, as_dict=True)
 
@@ -140,6 +141,31 @@ PRIVATE_JWK = ECAlgorithm.to_jwk(OTHER, as_dict=True)
         ),
         pytest.param(lambda: ES256.proof("GET", URL), id="no ath"),
         pytest.param(lambda: ES256.proof("GET", URL, TOKEN + "x"), id="another token's ath"),
+        pytest.param(
+            lambda: forged({"typ": "dpop+jwt", "alg": "ES256", "jwk": {"kty": ["EC"]}}, {}),
+            id="kty a list",
+        ),
+        pytest.param(
+            lambda: forged(
+                {
+                    "typ": "dpop+jwt",
+                    "alg": "ES256",
+                    "jwk": {"kty": "RSA", "n": "x", "e": "AQAB", "crv": ["P-256"]},
+                },
+                {},
+            ),
+            id="an RSA key for ES256, crv a list",
+        ),
+        pytest.param(
+            lambda: forged(
+                {"typ": "dpop+jwt", "alg": "ES256", "jwk": RSA_JWK},
+                {"jti": "j", "htm": "GET", "htu": URL, "iat": int(time.time())},
+            ),
+            id="an RSA key for ES256",
+        ),
+        pytest.param(lambda: ES256.proof("GET", "http://[::1/x", TOKEN), id="htu unparseable"),
+        pytest.param(lambda: ES256.proof("GET", "http://a.test:99999/", TOKEN), id="htu port"),
+        pytest.param(lambda: ES256.proof("GET", URL, TOKEN, iat=10**400), id="iat huge"),
         pytest.param(lambda: "not a jwt", id="not a JWT"),
         pytest.param(lambda: "", id="empty"),
         pytest.param(lambda: "a" * (dpop.MAX_PROOF + 1), id="too long"),
@@ -150,9 +176,21 @@ def test_a_proof_is_refused(proof: Any) -> None:
         check(proof())
 
 
+def test_rsa_keys_are_as_clients_make_them() -> None:
+    """Nothing dearer to check than a client's usual key: a modulus of up to 4096 bits,
+    the exponent 65537."""
+    assert check(ProofKey("RS256", rsa_bits=4096).proof("GET", URL, TOKEN)).jkt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key in (ProofKey("RS256", rsa_bits=4160), ProofKey("RS256", exponent=3)):
+            with pytest.raises(dpop.InvalidProof, match="65537"):
+                check(key.proof("GET", URL, TOKEN))
+
+
 def test_the_url_is_compared_without_query_case_or_default_port() -> None:
     for named in (
         URL + "?page=2#top",
+        "https://api.example.test/v1/%66ilms/7",
         "HTTPS://API.EXAMPLE.TEST/v1/films/7",
         "https://api.example.test:443/v1/films/7",
     ):
@@ -176,21 +214,26 @@ def test_freshness_is_judged_by_the_servers_clock() -> None:
 def test_a_proof_is_taken_once_while_it_could_be_taken() -> None:
     seen = dpop.SeenProofs()
     proof = dpop.Proof("jkt", "jti-1", 1_000_000)
-    assert seen.first(proof, now=1_000_000)
-    assert not seen.first(proof, now=1_000_000 + dpop.MAX_AGE)
-    assert seen.first(dpop.Proof("other-key", "jti-1", 1_000_000), now=1_000_000)
+    seen.remember(proof, now=1_000_000)
+    with pytest.raises(dpop.InvalidProof, match="used before"):
+        seen.remember(proof, now=1_000_000 + dpop.MAX_AGE)
+    seen.remember(dpop.Proof("other-key", "jti-1", 1_000_000), now=1_000_000)
     # Once too old to pass verify_proof, it need not be remembered.
-    assert seen.first(proof, now=1_000_000 + dpop.MAX_AGE + 2)
+    seen.remember(proof, now=1_000_000 + dpop.MAX_AGE + 2)
 
 
-def test_the_memory_of_proofs_is_bounded() -> None:
+def test_a_full_memory_refuses_new_proofs_and_forgets_none_still_live() -> None:
+    """A flood delays clients until its proofs expire; it never lets a replay through."""
     seen = dpop.SeenProofs(remembered=10)
-    for i in range(25):
-        assert seen.first(dpop.Proof("k", f"jti-{i}", 1_000_000), now=1_000_000)
-    assert len(seen._until) <= 10
-    assert not seen.first(dpop.Proof("k", "jti-24", 1_000_000), now=1_000_000)  # the newest kept
-    # Expired ones go first.
-    seen.first(dpop.Proof("k", "late", 2_000_000), now=2_000_000)
+    for i in range(10):
+        seen.remember(dpop.Proof("k", f"jti-{i}", 1_000_000), now=1_000_000)
+    with pytest.raises(dpop.InvalidProof, match="too many"):
+        seen.remember(dpop.Proof("k", "jti-new", 1_000_000), now=1_000_000)
+    with pytest.raises(dpop.InvalidProof, match="used before"):
+        seen.remember(dpop.Proof("k", "jti-0", 1_000_000), now=1_000_000 + dpop.MAX_AGE)
+    # Expired, they go, from the oldest.
+    later = 1_000_000 + dpop.MAX_AGE + 2
+    seen.remember(dpop.Proof("k", "jti-new", later), now=later)
     assert len(seen._until) == 1
 
 
