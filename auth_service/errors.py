@@ -42,6 +42,11 @@ class InvalidCodeGrant(InvalidGrant):
     redirect URI's, or whose PKCE verifier does not match (oauth.py)."""
 
 
+class KeyBoundCode(InvalidCodeGrant):
+    """An authorization code bound to a key (RFC 9449 §10), redeemed without a DPoP
+    proof by that key."""
+
+
 class UnknownClient(AuthError):
     """No OAuth client has that client_id, or it registered no such redirect URI."""
 

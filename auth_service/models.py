@@ -323,6 +323,8 @@ class OAuthCode(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the one its redemption opened
+    # The thumbprint of the key whose DPoP proof alone redeems it (RFC 9449 §10).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
 
 class OAuthConsent(Base):

@@ -15,12 +15,14 @@ Connect's ID token, for the applications in AUTH_OAUTH_CLIENTS.
    with its key (`private_key_jwt`, client_assertions.py): a new session (listed
    among the person's, named after the application), its token pair and, with the
    `openid` scope, an ID token for the application (`aud` its client_id, the `nonce` it
-   sent, `auth_time` and `amr` of the sign-in the person made at the web front end).
+   sent, `auth_time` and `amr` of the sign-in the person made at the web front end). A
+   code asked for with a `dpop_jkt`, or pushed with a DPoP proof (RFC 9449 §10), is
+   redeemed only with a proof by that key.
 
 A code is redeemed once. A second redemption is refused, and with the right verifier it
 also ends the session the first one opened: someone holds both, and whoever redeemed first
 may not be the application (a leaked code alone ends nothing). Every failure to redeem is
-the same `InvalidGrant`.
+the same `InvalidGrant` (`KeyBoundCode`, which says why, for a code bound to a key).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from auth_service.errors import (
     ConsentNotFound,
     ConsentRequired,
     InvalidCodeGrant,
+    KeyBoundCode,
     LogoutRefused,
     NoScope,
     NotAuthenticated,
@@ -164,6 +167,7 @@ class Authorization:
     # Of a pushed request (pushed.py): when it was pushed, and its `prompt`.
     pushed_at: datetime | None = None
     prompt: str = ""
+    dpop_jkt: str | None = None  # the key the code is bound to (RFC 9449 §10)
 
     def too_old(self, signed_in_at: datetime, now: datetime) -> bool:
         """Whether a sign-in made at `signed_in_at` is older than the request allows: than
@@ -199,6 +203,7 @@ def _authorization(params: dict[str, str], pushed_at: datetime) -> Authorization
         int(max_age) if max_age is not None else None,
         pushed_at,
         params.get("prompt", ""),
+        params.get("dpop_jkt"),
     )
 
 
@@ -300,6 +305,7 @@ class OAuth:
                     code_challenge=asked.code_challenge,
                     scope=scope,
                     nonce=asked.nonce,
+                    dpop_jkt=asked.dpop_jkt,
                     amr=signed_in.amr,
                     auth_time=signed_in.created_at,
                     granted_by=caller.session_id,
@@ -502,6 +508,9 @@ class OAuth:
             fresh = row.expires_at > utcnow() and row.session_id is None
             if not fresh or row.redirect_uri != redirect_uri or not right:
                 raise InvalidCodeGrant
+            bound, shown = row.dpop_jkt, origin.dpop_jkt
+            if bound is not None and (shown is None or not hmac.compare_digest(bound, shown)):
+                raise KeyBoundCode  # not spent: its client may still redeem it
             user = await session.scalar(
                 select(User).where(User.id == row.user_id).with_for_update()
             )

@@ -2,7 +2,8 @@
 Connect's `nonce`, `prompt` and `max_age`) must be, wherever it arrives: at the web front
 end's /oauth/authorize from the browser, or at auth's pushed authorization request
 endpoint from the client (RFC 9126). Whether its client and redirect URI go together is
-auth's to say (`auth_service.oauth`)."""
+auth's to say (`auth_service.oauth`). `dpop_jkt` (RFC 9449 §10) binds the code to the key
+of that thumbprint: only a DPoP proof by it redeems the code."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ PARAMS = (
     "prompt",
     "max_age",
     "login_hint",
+    "dpop_jkt",
 )
 # A pushed request's request_uri (RFC 9126), as auth hands them out.
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # S256's: 32 bytes in base64url
 MAX_AGE = re.compile(r"[0-9]{1,9}")
+THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")  # a JWK's SHA-256 thumbprint (RFC 7638)
 PROMPTS = ("", "none", "login", "consent")
 
 
@@ -43,4 +46,6 @@ def refusal(values: Mapping[str, str]) -> tuple[str, str] | None:
         return "invalid_request", "prompt must be none, login or consent"
     if "max_age" in values and not MAX_AGE.fullmatch(values["max_age"]):
         return "invalid_request", "max_age must be a number of seconds"
+    if "dpop_jkt" in values and not THUMBPRINT.fullmatch(values["dpop_jkt"]):
+        return "invalid_request", "dpop_jkt must be a key's SHA-256 thumbprint (RFC 7638)"
     return None

@@ -3,7 +3,8 @@
 in, and gets a code back at its redirect URI to trade for their tokens at auth.
 
 GET /oauth/authorize?response_type=code&client_id&redirect_uri&code_challenge
-    &code_challenge_method=S256[&scope][&state][&nonce][&prompt]
+    &code_challenge_method=S256[&scope][&state][&nonce][&prompt][&max_age][&login_hint]
+    [&dpop_jkt]
 
 - A client_id and redirect_uri that auth does not pair, or a parameter given twice
   (which redirect URI would be meant?), are a page saying so: the browser is sent nowhere
@@ -170,7 +171,14 @@ async def answer(page: Page, values: dict[str, str] | None, allowed: bool | None
     else:
         asked = {
             name: values[name]
-            for name in ("client_id", "redirect_uri", "code_challenge", "scope", "nonce")
+            for name in (
+                "client_id",
+                "redirect_uri",
+                "code_challenge",
+                "scope",
+                "nonce",
+                "dpop_jkt",
+            )
             if values.get(name)
         }
         if "max_age" in values:

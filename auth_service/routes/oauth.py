@@ -70,13 +70,15 @@ class AuthorizeIn(ClientIn):
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
     max_age: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    # The key whose DPoP proof alone redeems the code (RFC 9449 §10).
+    dpop_jkt: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
     # The person said yes just now (remembered); without it, an application that is not
     # trusted needs an earlier yes to these scopes, or the answer is 403 consent_required.
     consented: bool = False
 
     @model_validator(mode="after")
     def _whole(self) -> Self:
-        held = {"code_challenge", "scope", "nonce", "max_age"} & self.model_fields_set
+        held = {"code_challenge", "scope", "nonce", "max_age", "dpop_jkt"} & self.model_fields_set
         if self.request_uri is not None and held:
             raise ValueError(f"a pushed request holds its own {sorted(held)}")
         if self.redirect_uri is not None and self.code_challenge is None:
@@ -146,6 +148,7 @@ async def authorize(
             body.scope,
             body.nonce,
             body.max_age,
+            dpop_jkt=body.dpop_jkt,
         )
     code, scope = await oauth.authorize(caller, asked, client_ip(request), body.consented)
     return no_store(CodeOut(code=code, expires_in=CODE_SECONDS, scope=scope))

@@ -73,6 +73,7 @@ from auth_service.errors import (
     InvalidCodeGrant,
     InvalidCredentials,
     InvalidGrant,
+    KeyBoundCode,
     KeyBoundGrant,
     MfaRequired,
     NoScope,
@@ -108,6 +109,7 @@ GRANT_REFUSALS: dict[type[AuthError], str] = {
     AccountLocked: "too many failed logins for this address; try again later",
     InvalidCodeGrant: "the code is unknown, expired or used, or was given to another client "
     "or redirect_uri, or the code_verifier does not match it",
+    KeyBoundCode: "the code is bound to a key: send a DPoP proof signed by it",
     KeyBoundGrant: "the refresh token is bound to a key: send a DPoP proof signed by it",
     InvalidGrant: "the refresh token is invalid, expired or revoked",
 }
@@ -192,6 +194,7 @@ class PushedForm(ClientForm):
     prompt: str | None = Field(default=None, max_length=32)
     max_age: str | None = Field(default=None, max_length=16)
     login_hint: str | None = Field(default=None, max_length=254)
+    dpop_jkt: str | None = Field(default=None, max_length=64)  # RFC 9449 §10
     # Refused: §2.1 (a request_uri is what is given back), and request objects (RFC
     # 9101) are not taken.
     request_uri: str | None = Field(default=None, max_length=2000)
@@ -538,6 +541,14 @@ async def par(form: Annotated[PushedForm, Form()], request: Request, oauth: OAut
         )
     if refused := refusal(params):
         return oauth_error(400, *refused)
+    try:  # RFC 9449 §10.1: a proof here binds the code as dpop_jkt does
+        proof = await _proof(request)
+    except AuthError as exc:
+        return _refusal(exc)
+    if isinstance(proof, JSONResponse):
+        return proof
+    if proof is not None and params.setdefault("dpop_jkt", proof.jkt) != proof.jkt:
+        return oauth_error(400, "invalid_dpop_proof", "dpop_jkt is not the proof's key")
     seconds = request.app.state.settings.pushed_request_seconds
     request_uri = await oauth.push(client, params, seconds)
     body = PushedOut(request_uri=request_uri, expires_in=seconds)

@@ -11,13 +11,16 @@ import httpx
 import jwt
 from authlib.common.security import generate_token
 
+from auth_service.oauth import s256
 from tests.accounts import PASSWORD, Account, code_for, cooled_down_account, new_account
 from tests.conftest import Stack
 from tests.dpop_keys import ProofKey
 from tests.integration.test_oauth import assert_oauth_error
 from tests.integration.test_oauth_code import code_for_url, fresh_code, redeem, server
+from tests.integration.test_pushed_requests import BASIC, authorize, request_for
 from tests.support import (
     BOUND_SECRET,
+    PUSHED_REDIRECT,
     RESOURCE_SECRET,
     SERVER_REDIRECT,
     SERVER_SECRET,
@@ -281,3 +284,110 @@ def test_a_session_begun_without_a_key_is_bound_by_its_first_proof(
     )
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
     refreshes_with_its_key_alone(http, stack, key, r.json()["refresh_token"])
+
+
+# -- authorization codes bound to a key (RFC 9449 §10) ---------------------------------
+
+
+def pushed_with_proof(
+    http: httpx.Client, stack: Stack, key: ProofKey, verifier: str, **extra: str
+) -> httpx.Response:
+    """test-pushed's request, pushed with a DPoP proof by `key`."""
+    proof = key.proof("POST", f"{stack.auth.url}/v1/auth/par")
+    return http.post(
+        "/v1/auth/par", data=request_for(verifier, **extra), auth=BASIC, headers={"DPoP": proof}
+    )
+
+
+def ticket_desk_redeems(
+    http: httpx.Client, stack: Stack, key: ProofKey | None, code: str, verifier: str
+) -> httpx.Response:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": PUSHED_REDIRECT,
+        "code_verifier": verifier,
+    }
+    return with_proof(http, stack, key, form, auth=BASIC)
+
+
+def test_a_code_pushed_with_a_proof_is_redeemed_with_that_keys_alone(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """§10.1: a proof at the pushed request endpoint binds the code as dpop_jkt would; a
+    redemption without one, or with another key's, is refused and spends nothing."""
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-par")
+    verifier = generate_token(48)
+    r = pushed_with_proof(http, stack, key, verifier)
+    assert r.status_code == 201, r.text
+    code = authorize(http, account, "test-pushed", r.json()["request_uri"]).json()["code"]
+    for sender in (None, ProofKey()):
+        refused = ticket_desk_redeems(http, stack, sender, code, verifier)
+        assert_oauth_error(refused, 400, "invalid_grant")
+        assert "bound to a key" in refused.json()["error_description"]
+    redeemed = ticket_desk_redeems(http, stack, key, code, verifier)
+    assert redeemed.status_code == 200, redeemed.text
+    assert cnf(redeemed.json()["access_token"]) == {"jkt": key.jkt}
+
+
+def test_dpop_jkt_binds_a_code_and_must_name_the_proofs_key(
+    stack: Stack, http: httpx.Client
+) -> None:
+    key, other = ProofKey(), ProofKey()
+    account = new_account(stack, http, "dpop-jkt")
+    # Pushed with dpop_jkt alone, or with a proof by the same key: bound.
+    for sent in (
+        http.post(
+            "/v1/auth/par", data=request_for(generate_token(48), dpop_jkt=key.jkt), auth=BASIC
+        ),
+        pushed_with_proof(http, stack, key, generate_token(48), dpop_jkt=key.jkt),
+    ):
+        assert sent.status_code == 201, sent.text
+    verifier = generate_token(48)
+    form = request_for(verifier, dpop_jkt=key.jkt)
+    request_uri = http.post("/v1/auth/par", data=form, auth=BASIC).json()["request_uri"]
+    code = authorize(http, account, "test-pushed", request_uri).json()["code"]
+    assert_oauth_error(ticket_desk_redeems(http, stack, None, code, verifier), 400, "invalid_grant")
+    assert ticket_desk_redeems(http, stack, key, code, verifier).status_code == 200
+    # Another key's proof beside it, or no thumbprint at all: refused when pushed.
+    mismatched = pushed_with_proof(http, stack, other, generate_token(48), dpop_jkt=key.jkt)
+    assert_oauth_error(mismatched, 400, "invalid_dpop_proof")
+    malformed = request_for(generate_token(48), dpop_jkt="not-a-thumbprint")
+    assert_oauth_error(
+        http.post("/v1/auth/par", data=malformed, auth=BASIC), 400, "invalid_request"
+    )
+
+
+def test_a_code_asked_for_in_the_address_with_dpop_jkt_is_bound(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """What the web front end passes on from the authorization URL (its page:
+    tests/web/test_oauth_pages.py)."""
+    key = ProofKey()
+    account = new_account(stack, http, "dpop-jkt-address")
+    verifier = generate_token(48)
+    asked = {
+        "client_id": "test-spa",
+        "redirect_uri": SPA_REDIRECT,
+        "code_challenge": s256(verifier),
+        "consented": True,
+    }
+    r = http.post(
+        "/v1/auth/oauth/authorize", json=asked | {"dpop_jkt": "short"}, headers=account.bearer
+    )
+    assert r.status_code == 422
+    r = http.post(
+        "/v1/auth/oauth/authorize", json=asked | {"dpop_jkt": key.jkt}, headers=account.bearer
+    )
+    assert r.status_code == 200, r.text
+    code = r.json()["code"]
+    assert_oauth_error(redeem(http, code, verifier), 400, "invalid_grant")
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": SPA_REDIRECT,
+        "code_verifier": verifier,
+        "client_id": "test-spa",
+    }
+    assert with_proof(http, stack, key, form).json()["token_type"] == "DPoP"

@@ -20,6 +20,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Page, Route, expect
 
+from tests.dpop_keys import ProofKey
 from tests.integration.test_pushed_requests import request_for, ticket_desk
 from tests.support import (
     FIRST_PARTY_REDIRECT,
@@ -154,6 +155,31 @@ def test_the_person_may_say_no(web: Web, page: Page, spa: Application) -> None:
     answer = spa.answer()
     assert answer["error"] == "access_denied" and answer["state"] == spa.state
     assert "code" not in answer
+
+
+def test_a_dpop_jkt_in_the_address_binds_the_code(web: Web, page: Page, spa: Application) -> None:
+    """The page passes RFC 9449's dpop_jkt on, through the consent form: only a proof by
+    that key redeems the code."""
+    key = ProofKey()
+    log_in(page, web.account("oauth-dpop"))
+    expect(page).to_have_url(re.compile(r"/films"))
+    page.goto(spa.url(dpop_jkt=key.jkt))
+    page.get_by_role("button", name="Allow").click()
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:9/callback\?"))
+    with pytest.raises(OAuthError) as refused:
+        spa.tokens()
+    assert refused.value.error == "invalid_grant"
+    token_url = f"{web.stack.auth.url}/v1/auth/token"
+    token = spa.client.fetch_token(
+        token_url,
+        authorization_response=spa.answers[0],
+        code_verifier=spa.verifier,
+        headers={"DPoP": key.proof("POST", token_url)},
+    )
+    assert token["token_type"] == "DPoP"
+    assert jwt.decode(token["access_token"], options={"verify_signature": False})["cnf"] == {
+        "jkt": key.jkt
+    }
 
 
 def test_a_redirect_uri_the_client_did_not_register_goes_nowhere(
