@@ -49,6 +49,7 @@ from auth_service.user_sessions import UserSessions
 from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
+from common.dpop import SeenProofs
 from common.health import database_check, health_router
 from common.housekeeping import Housekeeper
 from common.http import setup_app
@@ -112,6 +113,9 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         app.state.logout_notices = LogoutNotices(sessions, app.state.oauth.clients)
         # The current key and the retired ones still live.
         use_verifier(app, keys, public_url=settings.public_url)
+        # The token and pushed-request endpoints' own memory of DPoP proofs, which no
+        # flood of calls to the API with bound tokens can fill.
+        app.state.dpop_grants = SeenProofs()
         app.state.keys = keys
         app.state.settings = settings
         app.state.answer_floors = AnswerFloors(

@@ -494,10 +494,13 @@ class OAuth:
             if row is None or row.client_id != client.client_id:
                 raise InvalidCodeGrant
             right = hmac.compare_digest(s256(verifier), row.code_challenge)
-            if row.session_id is not None and right:
-                # Again, with the verifier: so by whoever holds it, the application or one
-                # that took the code and the verifier from it. Either way, end what the
-                # first redemption opened. (Without the verifier, a leaked code ends nothing.)
+            bound, shown = row.dpop_jkt, origin.dpop_jkt
+            keyed = bound is None or (shown is not None and hmac.compare_digest(bound, shown))
+            if row.session_id is not None and right and keyed:
+                # Again, with the verifier (and the key of a code bound to one): so by
+                # whoever holds it, the application or one that took the code and the
+                # verifier from it. Either way, end what the first redemption opened.
+                # (Without the verifier, or the key, a leaked code ends nothing.)
                 await end_sessions(session, UserSession.id == row.session_id)
                 audit.record(
                     session, "oauth_code_reused", user_id=row.user_id, client=client.client_id
@@ -508,8 +511,7 @@ class OAuth:
             fresh = row.expires_at > utcnow() and row.session_id is None
             if not fresh or row.redirect_uri != redirect_uri or not right:
                 raise InvalidCodeGrant
-            bound, shown = row.dpop_jkt, origin.dpop_jkt
-            if bound is not None and (shown is None or not hmac.compare_digest(bound, shown)):
+            if not keyed:
                 raise KeyBoundCode  # not spent: its client may still redeem it
             user = await session.scalar(
                 select(User).where(User.id == row.user_id).with_for_update()

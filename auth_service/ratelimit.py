@@ -211,8 +211,10 @@ PER_ACCOUNT = {
 PER_CLIENT = {
     "introspect": Limit(6000, 60),
     "client_token": Limit(600, 60),
-    # An application's server pushes a request for each person it sends to sign in.
+    # An application's server pushes a request for each person it sends to sign in,
+    # with a DPoP proof each where it binds its codes.
     "par": Limit(6000, 60),
+    "dpop": Limit(6000, 60),
 }
 
 

@@ -370,15 +370,20 @@ class RefreshTokens:
         self, session: AsyncSession, row: RefreshToken, now: datetime, client: Client
     ) -> Grant | None:
         """The grace period's answer to `row` presented again: its successor rotated and
-        the family's next token, committed, if the successor is still unused; None if not.
-        On the session's own connection: SQLite's pool has only the one."""
+        the family's next token, committed, if the successor is still unused; None if not,
+        and None where the session is bound to another key than the request's proof (who
+        bound it with the successor unused took the token from its holder: a reuse). On
+        the session's own connection: SQLite's pool has only the one."""
         assert row.revoked_at is not None
         conn = await session.connection()
         after = {"family": row.family_id, "after": row.revoked_at, "now": now}
         successor = (await conn.execute(_ROTATE_SUCCESSOR, after)).one_or_none()
         if successor is None:
             return None
-        grant = await self._advance(conn, successor, now, client)
+        try:
+            grant = await self._advance(conn, successor, now, client)
+        except KeyBoundGrant:
+            return None
         await conn.execute(
             audit.INSERT, audit.entry("refresh_replayed", user_id=row.user_id, ip=client.ip)
         )

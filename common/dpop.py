@@ -195,9 +195,10 @@ class SeenProofs:
     so one proof may be taken once by each within MAX_AGE seconds (README, Known limits).
 
     Kept by a 64-bit hash of key and `jti` (a collision refuses one good proof, about
-    never), in the order taken, so the expired ones go from the front. At `remembered`
-    live ones, new proofs are refused rather than old ones forgotten: a flood may delay
-    clients, never let a replay through."""
+    never), each until MAX_AGE + SKEW after it was taken (never before the proof itself
+    expires), so in the order they expire, and the expired ones go from the front. At
+    `remembered` live ones, new proofs are refused rather than old ones forgotten: a
+    flood may delay clients, never let a replay through."""
 
     def __init__(self, remembered: int = REMEMBERED) -> None:
         self._until: OrderedDict[int, float] = OrderedDict()
@@ -217,7 +218,7 @@ class SeenProofs:
             raise InvalidProof("this proof was used before")
         if len(until) >= self._remembered:
             raise InvalidProof("too many proofs here in the last minute: try again shortly")
-        until[key] = proof.iat + MAX_AGE + 1
+        until[key] = now + MAX_AGE + SKEW + 1
 
 
 def checked(
@@ -226,11 +227,15 @@ def checked(
     urls: tuple[str, ...],
     seen: SeenProofs,
     access_token: str | None = None,
+    jkt: str | None = None,
 ) -> Proof:
-    """The one proof of a request's DPoP headers, checked and new; InvalidProof else."""
+    """The one proof of a request's DPoP headers, checked (by the key of thumbprint `jkt`
+    where given) and new, and remembered; InvalidProof else."""
     if len(proofs) != 1:
         raise InvalidProof("send one DPoP header")
     proof = verify_proof(proofs[0], method, urls, access_token=access_token)
+    if jkt is not None and not hmac.compare_digest(proof.jkt.encode(), jkt.encode()):
+        raise InvalidProof("the proof is signed by another key than the token is bound to")
     seen.remember(proof)
     return proof
 

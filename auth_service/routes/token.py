@@ -341,17 +341,23 @@ async def token(
     return _tokens(pair)
 
 
-async def _proof(request: Request) -> dpop.Proof | JSONResponse | None:
+async def _proof(
+    request: Request, by: OAuthClient | None = None
+) -> dpop.Proof | JSONResponse | None:
     """The request's DPoP proof, checked (for this endpoint, new), or §5's refusal
-    (RFC 9449); None without one. Proofs are counted per address before they are
-    checked (`dpop`): each is a signature to verify, and a minute's memory."""
+    (RFC 9449); None without one. Proofs are counted before they are checked (`dpop`),
+    per address, or per client for a confidential one that proved itself (`by`): each is
+    a signature to verify, and a minute's memory."""
     sent = request.headers.getlist(dpop.HEADER)
     if not sent:
         return None
-    await limit(request, "dpop")
+    if by is not None and by.confidential:
+        await limit_client(request, "dpop", by.client_id)
+    else:
+        await limit(request, "dpop")
     try:
         return dpop.checked(
-            sent, request.method, (resource_url(request),), request.app.state.dpop_proofs
+            sent, request.method, (resource_url(request),), request.app.state.dpop_grants
         )
     except dpop.InvalidProof as exc:
         return oauth_error(400, "invalid_dpop_proof", str(exc))
@@ -495,8 +501,8 @@ async def introspect(
 PAR_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OAuthErrorOut,
-        "description": "`error`: invalid_request, unsupported_response_type or "
-        "request_not_supported",
+        "description": "`error`: invalid_request, unsupported_response_type, "
+        "request_not_supported or invalid_dpop_proof",
     },
     401: ERRORS[401],
     429: ERRORS[429],
@@ -542,7 +548,7 @@ async def par(form: Annotated[PushedForm, Form()], request: Request, oauth: OAut
     if refused := refusal(params):
         return oauth_error(400, *refused)
     try:  # RFC 9449 §10.1: a proof here binds the code as dpop_jkt does
-        proof = await _proof(request)
+        proof = await _proof(request, client)
     except AuthError as exc:
         return _refusal(exc)
     if isinstance(proof, JSONResponse):

@@ -329,6 +329,15 @@ def test_a_code_pushed_with_a_proof_is_redeemed_with_that_keys_alone(
     redeemed = ticket_desk_redeems(http, stack, key, code, verifier)
     assert redeemed.status_code == 200, redeemed.text
     assert cnf(redeemed.json()["access_token"]) == {"jkt": key.jkt}
+    # Redeemed again with the verifier: without the key, that ends nothing; with it, the
+    # session the first redemption opened ends, as for any code redeemed twice.
+    refresh = {"grant_type": "refresh_token", "refresh_token": redeemed.json()["refresh_token"]}
+    assert_oauth_error(ticket_desk_redeems(http, stack, None, code, verifier), 400, "invalid_grant")
+    refreshed = with_proof(http, stack, key, refresh, auth=BASIC)
+    assert refreshed.status_code == 200, refreshed.text
+    assert_oauth_error(ticket_desk_redeems(http, stack, key, code, verifier), 400, "invalid_grant")
+    refresh["refresh_token"] = refreshed.json()["refresh_token"]
+    assert_oauth_error(with_proof(http, stack, key, refresh, auth=BASIC), 400, "invalid_grant")
 
 
 def test_dpop_jkt_binds_a_code_and_must_name_the_proofs_key(

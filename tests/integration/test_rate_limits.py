@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from auth_service.ratelimit import PER_ACCOUNT, PER_IP
 from tests.accounts import PASSWORD, code_for
 from tests.conftest import Stack
+from tests.dpop_keys import ProofKey
 from tests.integration.test_private_key_jwt import assertion, with_assertion
 from tests.integration.test_pushed_requests import BASIC as PUSHER
 from tests.integration.test_pushed_requests import request_for
@@ -214,13 +215,14 @@ def test_pushed_requests_are_limited_per_address(limited_auth: str) -> None:
 def test_a_service_is_counted_on_its_own(stack: Stack) -> None:
     """A client that proves itself has budgets of its own (`client:introspect`,
     `client:client_token`), which no other client spends. (DPoP proofs at the token
-    endpoint are counted per address, `ip:dpop`, before any is checked.)"""
+    endpoint are counted per address, `ip:dpop`, before any is checked; a confidential
+    client's, pushing its requests, per client, `client:dpop`.)"""
     service = stack.spawn(
         "auth_service",
         "auth-client-limited",
         AUTH_RATE_LIMIT_ENABLED="true",
         AUTH_RATE_LIMITS='{"client:introspect": [3, 60], "client:client_token": [2, 60], '
-        '"ip:dpop": [3, 60]}',
+        '"ip:dpop": [3, 60], "client:dpop": [2, 60]}',
     )
     form, own = {"token": "never-issued"}, {"grant_type": "client_credentials"}
     api = ("test-api", RESOURCE_SECRET)
@@ -233,9 +235,20 @@ def test_a_service_is_counted_on_its_own(stack: Stack) -> None:
                 http.post("/v1/auth/token", data=own, headers={"DPoP": "not a proof"})
                 for _ in range(4)
             ]
+            key, par = ProofKey(), f"{service.url}/v1/auth/par"
+            pushed = [
+                http.post(
+                    "/v1/auth/par",
+                    data=request_for(generate_token(48)),
+                    auth=PUSHER,
+                    headers={"DPoP": key.proof("POST", par)},
+                ).status_code
+                for _ in range(3)
+            ]
     finally:
         service.stop()
     assert [r.json()["error"] for r in proofs] == ["invalid_dpop_proof"] * 3 + ["rate_limited"]
+    assert pushed == [201, 201, 429]  # the address's budget, spent above, is not theirs
     assert asked == [200, 200, 200, 429]
     assert other.status_code == 200
     assert [t.status_code for t in tokens] == [200, 200, 429]

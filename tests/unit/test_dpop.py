@@ -219,7 +219,7 @@ def test_a_proof_is_taken_once_while_it_could_be_taken() -> None:
         seen.remember(proof, now=1_000_000 + dpop.MAX_AGE)
     seen.remember(dpop.Proof("other-key", "jti-1", 1_000_000), now=1_000_000)
     # Once too old to pass verify_proof, it need not be remembered.
-    seen.remember(proof, now=1_000_000 + dpop.MAX_AGE + 2)
+    seen.remember(proof, now=1_000_000 + dpop.MAX_AGE + dpop.SKEW + 2)
 
 
 def test_a_full_memory_refuses_new_proofs_and_forgets_none_still_live() -> None:
@@ -232,7 +232,7 @@ def test_a_full_memory_refuses_new_proofs_and_forgets_none_still_live() -> None:
     with pytest.raises(dpop.InvalidProof, match="used before"):
         seen.remember(dpop.Proof("k", "jti-0", 1_000_000), now=1_000_000 + dpop.MAX_AGE)
     # Expired, they go, from the oldest.
-    later = 1_000_000 + dpop.MAX_AGE + 2
+    later = 1_000_000 + dpop.MAX_AGE + dpop.SKEW + 2
     seen.remember(dpop.Proof("k", "jti-new", later), now=later)
     assert len(seen._until) == 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -166,3 +166,20 @@ async def test_two_replays_at_once_get_one_pair_and_end_the_family(world: World)
     assert await world.sessions_ended()
     [pair] = [answer for answer in answers if isinstance(answer, str)]
     await world.refused(pair)
+
+
+async def test_a_thief_who_bound_the_session_to_a_key_is_no_replay(world: World) -> None:
+    """A stolen token of an unbound (public) session, refreshed with a thief's DPoP proof,
+    binds the session to the thief's key (RFC 9449 §5). The holder presenting it again
+    within the period, with its own key or none, is then no lost answer but a sign of the
+    copy: the family ends, and the thief's token with it."""
+    for holders_key in ("holder-jkt", None):
+        first = await world.login()
+        thief = replace(CLIENT, dpop_jkt="thief-jkt")
+        stolen = (await world.tokens.rotate(first, thief)).refresh_token
+        with pytest.raises(InvalidGrant):
+            await world.tokens.rotate(first, replace(CLIENT, dpop_jkt=holders_key))
+        with pytest.raises(InvalidGrant):
+            await world.tokens.rotate(stolen, thief)
+    assert await world.sessions_ended()
+    assert await world.audit() == ["refresh_reuse", "refresh_reuse"]
