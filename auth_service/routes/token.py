@@ -10,9 +10,10 @@ Basic (§2.3.1) or as `client_secret`, or with an assertion signed with its priv
 client_assertions.py). A request with a DPoP proof (RFC 9449, common/dpop.py) gets an
 access token bound to the proof's key (`token_type` DPoP), and, where no confidential
 client proved itself, a session whose refresh tokens only that key's proofs refresh; a
-bad proof is 400 `invalid_dpop_proof`. Success is §5.1 (`Cache-Control: no-store`), with an
-`id_token` where `openid` was granted; failures are §5.2, `{"error",
-"error_description"}`: `invalid_request` for a malformed or incomplete form,
+bad proof is 400 `invalid_dpop_proof`. A code bound to a key (RFC 9449 §10: pushed with a
+proof, or asked for with `dpop_jkt`) is redeemed only with a proof by it. Success is §5.1
+(`Cache-Control: no-store`), with an `id_token` where `openid` was granted; failures are
+§5.2, `{"error", "error_description"}`: `invalid_request` for a malformed or incomplete form,
 `unsupported_grant_type`, `invalid_client` (401) for a client that is unknown or gave a
 wrong secret or an assertion that is not taken, and `invalid_grant` for anything wrong
 with the credentials, the refresh token or the code (which includes unverified, disabled

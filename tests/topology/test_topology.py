@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.ports import free_port
 from infra.processes import ROOT
+from tests.dpop_keys import ProofKey
 from tests.support import wait_until
 from tests.topology.conftest import Deployed
 
@@ -140,6 +141,34 @@ def test_the_whole_flow_through_the_gateway(deployed: Deployed) -> None:
             answer = http.get(path)
             assert answer.status_code == 404 and answer.json()["error"] == "not_found", path
         assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_tokens_bound_to_a_key_through_the_gateway(deployed: Deployed) -> None:
+    """A DPoP proof names the address the client called, the gateway's: nginx passes the
+    Host on, so auth and every films instance see the same URL (RFC 9449 §4.3)."""
+    [email] = emails("dpop", 1)
+    key = ProofKey()
+    token_url, base = f"{deployed.url}/v1/auth/token", deployed.url
+    with deployed.client() as http:
+        http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+        [mail] = deployed.smtp.wait_for(email, timeout=60)
+        assert http.post("/v1/auth/verify", json={"email": email, "code": mail.code}).is_success
+        form = {"grant_type": "password", "username": email, "password": PASSWORD}
+        pair = http.post(
+            "/v1/auth/token", data=form, headers={"DPoP": key.proof("POST", token_url)}
+        )
+        assert pair.status_code == 200, pair.text
+        access = pair.json()["access_token"]
+        for _ in range(4):  # both films instances
+            sent = key.authorization("GET", f"{base}/v1/films/1", access)
+            assert http.get("/v1/films/1", headers=sent).status_code == 200
+        sent = key.authorization("GET", f"{base}/v1/auth/me", access)
+        assert http.get("/v1/auth/me", headers=sent).json()["email"] == email
+        refresh = {"grant_type": "refresh_token", "refresh_token": pair.json()["refresh_token"]}
+        refreshed = http.post(
+            "/v1/auth/token", data=refresh, headers={"DPoP": key.proof("POST", token_url)}
+        )
+        assert refreshed.status_code == 200 and refreshed.json()["token_type"] == "DPoP"
 
 
 def raw_request(url: str, request: bytes) -> tuple[int, bytes, bytes]:
