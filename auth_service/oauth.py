@@ -68,6 +68,7 @@ from auth_service.models import Base, OAuthCode, OAuthConsent, User, UserSession
 from auth_service.passkeys import b64url
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Caller, Client, end_sessions
+from common import dpop
 from common.clock import utcnow
 from common.db import upsert
 
@@ -494,8 +495,7 @@ class OAuth:
             if row is None or row.client_id != client.client_id:
                 raise InvalidCodeGrant
             right = hmac.compare_digest(s256(verifier), row.code_challenge)
-            bound, shown = row.dpop_jkt, origin.dpop_jkt
-            keyed = bound is None or (shown is not None and hmac.compare_digest(bound, shown))
+            keyed = dpop.held(row.dpop_jkt, origin.dpop_jkt)
             if row.session_id is not None and right and keyed:
                 # Again, with the verifier (and the key of a code bound to one): so by
                 # whoever holds it, the application or one that took the code and the

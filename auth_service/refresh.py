@@ -14,7 +14,6 @@ within the period, is a reuse.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from auth_service.errors import InvalidGrant, KeyBoundGrant
 from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
 from auth_service.user_sessions import Client, end_sessions, open_session, session_row
+from common import dpop
 from common.clock import utcnow
 from common.db import engine_of
 
@@ -131,7 +131,7 @@ class Grant:
             access_token=access_token,
             refresh_token=self.refresh_token,
             expires_in=int(self.access_tokens.ttl.total_seconds()),
-            token_type="Bearer" if self.dpop_jkt is None else "DPoP",
+            token_type=dpop.token_type(self.dpop_jkt),
         )
 
 
@@ -310,7 +310,7 @@ class RefreshTokens:
         if touched is None or not self._refreshes(touched.client_id, client.application):
             raise InvalidGrant  # the session ended, or is another client's
         bound, shown = touched.dpop_jkt, client.dpop_jkt
-        if bound is not None and (shown is None or not hmac.compare_digest(bound, shown)):
+        if not dpop.held(bound, shown):
             raise KeyBoundGrant
         if bound is None and shown is not None and not self._confidential(touched.client_id):
             await conn.execute(_BIND, {"sid": spent.family_id, "jkt": shown})

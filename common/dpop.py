@@ -221,6 +221,20 @@ class SeenProofs:
         until[key] = now + MAX_AGE + SKEW + 1
 
 
+def held(bound: str | None, shown: str | None) -> bool:
+    """Whether a request whose proof is by the key of thumbprint `shown` (None: it sent
+    none) may use what is bound to the key `bound` (None: bound to no key). Compared in
+    constant time."""
+    if bound is None:
+        return True
+    return shown is not None and hmac.compare_digest(bound.encode(), shown.encode())
+
+
+def token_type(jkt: str | None) -> str:
+    """What a token bound to the key `jkt` (None: to none) is, as `token_type` says."""
+    return "Bearer" if jkt is None else SCHEME
+
+
 def checked(
     proofs: list[str],
     method: str,
@@ -234,7 +248,7 @@ def checked(
     if len(proofs) != 1:
         raise InvalidProof("send one DPoP header")
     proof = verify_proof(proofs[0], method, urls, access_token=access_token)
-    if jkt is not None and not hmac.compare_digest(proof.jkt.encode(), jkt.encode()):
+    if not held(jkt, proof.jkt):
         raise InvalidProof("the proof is signed by another key than the token is bound to")
     seen.remember(proof)
     return proof

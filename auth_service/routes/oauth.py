@@ -27,6 +27,7 @@ from auth_service.errors import (
 from auth_service.http_errors import responses
 from auth_service.oauth import CODE_SECONDS, SCOPES, Authorization, Pushed
 from auth_service.routes import NO_STORE, client_ip, no_store
+from common.authorization import CHALLENGE, THUMBPRINT
 from common.jwt import InvalidToken
 
 router = APIRouter(prefix="/v1/auth/oauth", tags=["oauth2"])
@@ -65,13 +66,13 @@ class AuthorizeIn(ClientIn):
     which holds the rest, or the rest."""
 
     # RFC 7636: S256 only, so a challenge is 32 bytes in base64url.
-    code_challenge: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
+    code_challenge: str | None = Field(default=None, pattern=f"^{CHALLENGE.pattern}$")
     code_challenge_method: Literal["S256"] = "S256"
     scope: str = Field(default="", max_length=1024)
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
     max_age: int | None = Field(default=None, ge=0, le=2**31 - 1)
     # The key whose DPoP proof alone redeems the code (RFC 9449 §10).
-    dpop_jkt: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
+    dpop_jkt: str | None = Field(default=None, pattern=f"^{THUMBPRINT.pattern}$")
     # The person said yes just now (remembered); without it, an application that is not
     # trusted needs an earlier yes to these scopes, or the answer is 403 consent_required.
     consented: bool = False

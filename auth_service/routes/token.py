@@ -600,7 +600,7 @@ async def _access_token(
     if claims["exp"] <= time.time():
         return INACTIVE
     known = {name: claims[name] for name in ANSWERED_CLAIMS & claims.keys()}
-    kind = "DPoP" if "cnf" in claims else "Bearer"
+    kind = dpop.token_type(claims.get("cnf", {}).get("jkt"))
     return IntrospectionOut(active=True, token_type=kind, roles=roles, **known)
 
 
@@ -667,7 +667,7 @@ async def _client_credentials(
         return oauth_error(400, "invalid_scope", "no scope asked for may be granted to it")
     body = OAuthTokenOut(
         access_token=issued.access_token,
-        token_type="Bearer" if jkt is None else "DPoP",
+        token_type=dpop.token_type(jkt),
         expires_in=issued.expires_in,
         scope=issued.scope,
     )
