@@ -31,6 +31,8 @@ from urllib.parse import unquote, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from common.jwt import unverified_header
+
 HEADER = "dpop"
 TYPE = "dpop+jwt"
 SCHEME = "DPoP"
@@ -58,6 +60,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # Proofs remembered per process (SeenProofs), each for about a minute: beyond what one
 # process checks in that time. Past it, new proofs are refused until old ones expire.
 REMEMBERED = 200_000
+# Clients' public keys kept built, by algorithm and thumbprint, once a proof by each
+# verified: a client signs every request with one key.
+KEYS_KEPT = 1024
+_keys: dict[tuple[str, str], Any] = {}
 
 
 class InvalidProof(Exception):
@@ -122,7 +128,7 @@ def verify_proof(
     if not proof or len(proof) > MAX_PROOF:
         raise InvalidProof("the DPoP header is empty or too long")
     try:
-        header = jwt.get_unverified_header(proof)
+        header = unverified_header(proof)
     except jwt.PyJWTError as exc:
         raise InvalidProof("the proof is not a JWT") from exc
     if not isinstance(header.get("typ"), str) or header["typ"].lower() != TYPE:
@@ -137,11 +143,7 @@ def verify_proof(
     if jwk["kty"] != KINDS[alg] or jwk.get("crv", CURVES.get(alg)) != CURVES.get(alg):
         raise InvalidProof(f"{alg} takes another kind of key, or another curve")
     try:
-        key = jwt.PyJWK(jwk, algorithm=alg).key
-        if isinstance(key, RSAPublicKey) and (
-            key.key_size not in RSA_BITS or key.public_numbers().e != RSA_EXPONENT
-        ):
-            raise InvalidProof("an RSA key has 2048 to 4096 bits, and the exponent 65537")
+        key = _keys.get((alg, jkt)) or _public_key(jwk, alg)
         claims: dict[str, Any] = jwt.decode(
             proof,
             key,
@@ -156,11 +158,26 @@ def verify_proof(
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidProof("the proof's signature or key is not good") from exc
+    if (alg, jkt) not in _keys:
+        if len(_keys) >= KEYS_KEPT:
+            del _keys[next(iter(_keys))]  # the oldest
+        _keys[alg, jkt] = key
     try:
         _check_claims(claims, method, urls, access_token, time.time() if now is None else now)
     except (ValueError, TypeError, OverflowError) as exc:  # what no rule foresaw
         raise InvalidProof("the proof's claims cannot be read") from exc
     return Proof(jkt, claims["jti"], float(claims["iat"]))
+
+
+def _public_key(jwk: dict[str, Any], alg: str) -> Any:
+    """The key a proof's `jwk` describes, for `alg`; InvalidProof for an RSA key out of
+    bounds, PyJWT's errors for one it cannot build."""
+    key = jwt.PyJWK(jwk, algorithm=alg).key
+    if isinstance(key, RSAPublicKey) and (
+        key.key_size not in RSA_BITS or key.public_numbers().e != RSA_EXPONENT
+    ):
+        raise InvalidProof("an RSA key has 2048 to 4096 bits, and the exponent 65537")
+    return key
 
 
 def _check_claims(

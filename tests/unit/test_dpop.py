@@ -167,6 +167,10 @@ PRIVATE_JWK = ECAlgorithm.to_jwk(OTHER, as_dict=True)
         pytest.param(lambda: ES256.proof("GET", "http://a.test:99999/", TOKEN), id="htu port"),
         pytest.param(lambda: ES256.proof("GET", URL, TOKEN, iat=10**400), id="iat huge"),
         pytest.param(lambda: "not a jwt", id="not a JWT"),
+        pytest.param(lambda: "W1tb" * 1250 + ".e30.c2ln", id="header nested 3750 deep"),
+        pytest.param(lambda: "WzFd.e30.c2ln", id="header a list"),
+        pytest.param(lambda: "_w.e30.c2ln", id="header not UTF-8"),
+        pytest.param(lambda: "e30x.e30.c2ln", id="header not canonical base64"),
         pytest.param(lambda: "", id="empty"),
         pytest.param(lambda: "a" * (dpop.MAX_PROOF + 1), id="too long"),
     ],
@@ -174,6 +178,23 @@ PRIVATE_JWK = ECAlgorithm.to_jwk(OTHER, as_dict=True)
 def test_a_proof_is_refused(proof: Any) -> None:
     with pytest.raises(dpop.InvalidProof):
         check(proof())
+
+
+def test_a_key_kept_built_still_checks_every_signature() -> None:
+    """Keys are kept built once a proof by each verified (dpop._keys): a later proof
+    naming that key is still checked against it, whoever signed it."""
+    key = ProofKey()
+    assert check(key.proof("GET", URL, TOKEN)).jkt == key.jkt
+    assert ("ES256", key.jkt) in dpop._keys
+    impostor = ProofKey()
+    impostor.jwk = key.jwk  # the known key in its header, signed by another
+    with pytest.raises(dpop.InvalidProof, match="signature"):
+        check(impostor.proof("GET", URL, TOKEN))
+    good = key.proof("GET", URL, TOKEN)
+    head, claims, signature = good.split(".")
+    with pytest.raises(dpop.InvalidProof, match="signature"):
+        check(f"{head}.{claims}.{signature[:-4]}AAAA")
+    assert check(good).jkt == key.jkt
 
 
 def test_rsa_keys_are_as_clients_make_them() -> None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 from auth_service.config import AuthSettings
 from auth_service.keys import KeyRing
 from auth_service.tokens import AccessTokenIssuer
-from common.jwt import InvalidToken, TokenVerifier, public_jwk
+from common.jwt import InvalidToken, TokenVerifier, public_jwk, unverified_header
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -22,6 +22,42 @@ def test_kid_is_a_stable_rfc7638_thumbprint() -> None:
     assert a == b
     assert a["kid"] != public_jwk(rsa.generate_private_key(65537, 2048).public_key())["kid"]
     assert set(a) == {"kty", "n", "e", "kid", "use", "alg"}
+
+
+def test_the_header_is_read_as_pyjwt_reads_it() -> None:
+    """unverified_header reads the first segment alone, as strictly as PyJWT reads the
+    whole token: the same header for a good one, DecodeError where PyJWT refuses."""
+    token = jwt.encode({"sub": "s"}, KEY, algorithm="RS256", headers={"kid": "k", "x": [1]})
+    assert unverified_header(token) == jwt.get_unverified_header(token)
+    assert unverified_header(token.split(".")[0]) == jwt.get_unverified_header(token)
+
+    def segment(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    rest = ".e30.c2ln"
+    for hostile in (
+        "",
+        "not a jwt",
+        segment(b'{"alg":"RS256"}') + "=" + rest,  # padded
+        segment(b'{"alg":"RS256"}') + "!" + rest,
+        "e30x" + rest,  # not canonical: {} with bits left over
+        "e" + rest,  # one character: no byte
+        segment(b"[1]") + rest,
+        segment(b'"alg"') + rest,
+        segment(b"\xff\xfe") + rest,
+        segment(b"[" * 5000) + rest,
+        segment(b'{"kid":["k"]}') + rest,
+        segment(b'{"kid":7}') + rest,
+    ):
+        with pytest.raises(jwt.DecodeError):
+            unverified_header(hostile)
+        with pytest.raises(jwt.PyJWTError):
+            jwt.get_unverified_header(hostile)
+    # Padding PyJWT forgives (some issuers add it); RFC 7515 has none, nor has auth.
+    padded = segment(b'{"alg":"RS25"}') + "=" + rest
+    assert jwt.get_unverified_header(padded) == {"alg": "RS25"}
+    with pytest.raises(jwt.DecodeError):
+        unverified_header(padded)
 
 
 def test_the_verifier_accepts_only_what_it_should() -> None:
