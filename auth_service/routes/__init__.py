@@ -45,6 +45,9 @@ from auth_service.schemas import (
 )
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
+from common import dpop
+from common.bearer import resource_url
+from common.errors import ApiError
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -61,6 +64,32 @@ def client_ip(request: Request) -> str:
 def request_client(request: Request) -> Client:
     """Who is asking, as a session records it: the address and the User-Agent."""
     return Client(client_ip(request), user_agent(request))
+
+
+def taken_proof(request: Request, sent: list[str]) -> dpop.Proof:
+    """The DPoP proof `sent` (the request's `DPoP` headers), checked against this request
+    and new to the endpoints that issue tokens, which keep their own memory
+    (`state.dpop_grants`); InvalidProof otherwise."""
+    return dpop.checked(
+        sent, request.method, (resource_url(request),), request.app.state.dpop_grants
+    )
+
+
+async def proved_client(request: Request) -> Client:
+    """`request_client`, and where the request sends a DPoP proof (RFC 9449), its key:
+    the tokens it gets are bound to it, and a new session's refresh tokens too (no
+    confidential client proves itself at the JSON endpoints). Counted (`ip:dpop`) before
+    checked, as at the token endpoint; a bad proof is 400 invalid_dpop_proof."""
+    client = request_client(request)
+    sent = request.headers.getlist(dpop.HEADER)
+    if not sent:
+        return client
+    await limit(request, "dpop")
+    try:
+        proof = taken_proof(request, sent)
+    except dpop.InvalidProof as exc:
+        raise ApiError(400, "invalid_dpop_proof", str(exc)) from exc
+    return dataclasses.replace(client, dpop_jkt=proof.jkt, binds_session=True)
 
 
 async def limit(request: Request, action: str, account: str | None = None) -> None:
@@ -176,7 +205,7 @@ async def signup(body: SignupIn, accounts: AccountsDep, request: Request) -> Acc
 )
 async def verify(body: VerifyIn, accounts: AccountsDep, request: Request) -> Response:
     await limit(request, "verify", body.email)
-    client = request_client(request)
+    client = await proved_client(request)
     async with answer_no_sooner(request, failures_only=True):  # a known address is slower
         pair = await accounts.verify_email(body.email, body.code, client)
     return token_pair(pair)
@@ -211,7 +240,7 @@ async def resend(body: ResendIn, accounts: AccountsDep, request: Request) -> Acc
 )
 async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Response:
     await limit(request, "login", body.email)
-    client = request_client(request)
+    client = await proved_client(request)
     pair = await accounts.login(body.email, body.password, client)
     return token_pair(pair)
 
@@ -223,7 +252,7 @@ async def login(body: LoginIn, accounts: AccountsDep, request: Request) -> Respo
 )
 async def refresh(body: RefreshIn, tokens: RefreshTokensDep, request: Request) -> Response:
     await limit(request, "refresh")
-    pair = await tokens.rotate(body.refresh_token, request_client(request))
+    pair = await tokens.rotate(body.refresh_token, await proved_client(request))
     return token_pair(pair)
 
 

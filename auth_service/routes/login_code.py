@@ -15,7 +15,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import answer_no_sooner, client_ip, limit, request_client, token_pair
+from auth_service.routes import answer_no_sooner, client_ip, limit, proved_client, token_pair
 from auth_service.schemas import Accepted, LoginCodeIn, LoginCodeVerifyIn, TokenPairOut
 
 router = APIRouter(prefix="/v1/auth/login/code", tags=["auth"])
@@ -46,7 +46,7 @@ async def verify_code(
     body: LoginCodeVerifyIn, code_login: CodeLoginDep, request: Request
 ) -> Response:
     await limit(request, "login_code_verify", body.email)
-    client = request_client(request)
+    client = await proved_client(request)
     async with answer_no_sooner(request, failures_only=True):
         pair = await code_login.verify(body.email, body.code, client)
     return token_pair(pair)

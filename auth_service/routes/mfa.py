@@ -20,7 +20,7 @@ from auth_service.errors import (
     TooManyCodeAttempts,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import client_ip, limit, no_store, request_client, token_pair
+from auth_service.routes import client_ip, limit, no_store, proved_client, token_pair
 from auth_service.routes.account import REAUTH
 from auth_service.schemas import (
     MfaLoginIn,
@@ -47,7 +47,7 @@ async def login_mfa(body: MfaLoginIn, two_step: TwoStepDep, request: Request) ->
     """The second step: the `mfa_token` a sign-in answered, and a code from the app (or a
     recovery code). A wrong code leaves the token usable for its other tries."""
     await limit(request, "mfa_login")
-    pair = await two_step.complete(body.mfa_token, body.code, request_client(request))
+    pair = await two_step.complete(body.mfa_token, body.code, await proved_client(request))
     return token_pair(pair)
 
 

@@ -22,7 +22,7 @@ from auth_service.errors import (
     TooManyPasskeys,
 )
 from auth_service.http_errors import responses
-from auth_service.routes import client_ip, limit, no_store, request_client, token_pair
+from auth_service.routes import client_ip, limit, no_store, proved_client, token_pair
 from auth_service.routes.account import REAUTH
 from auth_service.schemas import (
     PasskeyAddIn,
@@ -115,5 +115,5 @@ async def login_options(passkeys: PasskeysDep, request: Request) -> Response:
 async def login(body: PasskeyLoginIn, passkeys: PasskeysDep, request: Request) -> Response:
     """A session for the passkey's account: its `amr` is `["pop", "mfa"]`."""
     await limit(request, "passkey_login")
-    pair = await passkeys.login(body.credential, request_client(request))
+    pair = await passkeys.login(body.credential, await proved_client(request))
     return token_pair(pair)

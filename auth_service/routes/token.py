@@ -91,12 +91,13 @@ from auth_service.routes import (
     limit_client,
     limit_failures,
     request_client,
+    taken_proof,
 )
 from auth_service.tokens import TokenPair
 from auth_service.user_sessions import Client
 from common import dpop
 from common.authorization import refusal
-from common.bearer import clients_own, resource_url
+from common.bearer import clients_own
 from common.jwt import InvalidToken
 from common.schemas import Email
 
@@ -357,9 +358,7 @@ async def _proof(
     else:
         await limit(request, "dpop")
     try:
-        return dpop.checked(
-            sent, request.method, (resource_url(request),), request.app.state.dpop_grants
-        )
+        return taken_proof(request, sent)
     except dpop.InvalidProof as exc:
         return oauth_error(400, "invalid_dpop_proof", str(exc))
 

@@ -17,7 +17,10 @@ from tests.conftest import Stack
 from tests.dpop_keys import ProofKey
 from tests.integration.test_oauth import assert_oauth_error
 from tests.integration.test_oauth_code import code_for_url, fresh_code, redeem, server
+from tests.integration.test_passkeys import login_options, with_passkey
 from tests.integration.test_pushed_requests import BASIC, authorize, request_for
+from tests.integration.test_two_step import mfa_token, turn_on
+from tests.passkey_device import Device
 from tests.support import (
     BOUND_SECRET,
     PUSHED_REDIRECT,
@@ -400,3 +403,66 @@ def test_a_code_asked_for_in_the_address_with_dpop_jkt_is_bound(
         "client_id": "test-spa",
     }
     assert with_proof(http, stack, key, form).json()["token_type"] == "DPoP"
+
+
+def proof_for(stack: Stack, key: ProofKey, path: str) -> dict[str, str]:
+    """A proof for a JSON POST to auth's `path`."""
+    return {"DPoP": key.proof("POST", f"{stack.auth.url}{path}")}
+
+
+def bound_pair(r: httpx.Response, key: ProofKey) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["token_type"] == "DPoP" and cnf(body["access_token"]) == {"jkt": key.jkt}
+    return body
+
+
+def test_the_json_sign_ins_bind_tokens_to_the_proofs_key(stack: Stack, http: httpx.Client) -> None:
+    """A first-party app on the JSON API (a phone's, a single page's) sends a proof with
+    each request that gets tokens, as at the token endpoint: the verification's, the
+    password's and the refresh's are bound to its key, and its session too."""
+    key = ProofKey()
+    email = unique_email("dpop-json")
+    http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    verification = {"email": email, "code": code_for(stack, email)}
+    verify = "/v1/auth/verify"
+    verified = bound_pair(
+        http.post(verify, json=verification, headers=proof_for(stack, key, verify)), key
+    )
+    refresh = "/v1/auth/token/refresh"
+    held = {"refresh_token": verified["refresh_token"]}
+    for headers in ({}, proof_for(stack, ProofKey(), refresh)):  # not spent by these
+        r = http.post(refresh, json=held, headers=headers)
+        assert (r.status_code, r.json()["error"]) == (401, "invalid_grant")
+    rotated = bound_pair(http.post(refresh, json=held, headers=proof_for(stack, key, refresh)), key)
+    a_film(stack, key, rotated["access_token"])
+
+    login, body = "/v1/auth/login", {"email": email, "password": PASSWORD}
+    proof = proof_for(stack, key, login)
+    bound_pair(http.post(login, json=body, headers=proof), key)
+    for headers in (proof, proof_for(stack, key, verify), {"DPoP": "not a proof"}):
+        r = http.post(login, json=body, headers=headers)  # replayed, another URL's, none
+        assert (r.status_code, r.json()["error"]) == (400, "invalid_dpop_proof"), r.text
+    plain = http.post(login, json=body)
+    assert plain.json()["token_type"] == "Bearer" and cnf(plain.json()["access_token"]) is None
+
+
+def test_a_code_a_passkey_and_the_second_step_bind_too(stack: Stack, http: httpx.Client) -> None:
+    key = ProofKey()
+    account = cooled_down_account(stack, http, "dpop-steps")
+    assert http.post("/v1/auth/login/code", json={"email": account.email}).status_code == 202
+    by_code = {"email": account.email, "code": code_for(stack, account.email, count=2)}
+    path = "/v1/auth/login/code/verify"
+    bound_pair(http.post(path, json=by_code, headers=proof_for(stack, key, path)), key)
+
+    device = Device()
+    with_passkey(http, account, device)
+    answer = {"credential": device.get(login_options(http))}
+    path = "/v1/auth/login/passkey"
+    bound_pair(http.post(path, json=answer, headers=proof_for(stack, key, path)), key)
+
+    app, _ = turn_on(http, account)
+    second = {"mfa_token": mfa_token(http, account), "code": app.code()}
+    path = "/v1/auth/login/mfa"
+    pair = bound_pair(http.post(path, json=second, headers=proof_for(stack, key, path)), key)
+    assert "mfa" in jwt.decode(pair["access_token"], options={"verify_signature": False})["amr"]
