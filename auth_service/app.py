@@ -46,10 +46,10 @@ from auth_service.tokens import AccessTokenIssuer
 from auth_service.totp import SecretBox
 from auth_service.two_step import TwoStep
 from auth_service.user_sessions import UserSessions
+from common import dpop
 from common.bearer import use_verifier
 from common.db import make_engine, make_sessionmaker, migrate_apart
 from common.debug import dump_tasks_on_sigusr1
-from common.dpop import SeenProofs
 from common.health import database_check, health_router
 from common.housekeeping import Housekeeper
 from common.http import setup_app
@@ -115,7 +115,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         use_verifier(app, keys, public_url=settings.public_url)
         # The token and pushed-request endpoints' own memory of DPoP proofs, which no
         # flood of calls to the API with bound tokens can fill.
-        app.state.dpop_grants = SeenProofs()
+        app.state.dpop_grants = dpop.SeenProofs()
         app.state.keys = keys
         app.state.settings = settings
         app.state.answer_floors = AnswerFloors(
@@ -131,6 +131,12 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
         }
         if limiter.shared:
             app.state.checks["redis"] = limiter.redis_ok
+        # One DPoP proof taken once by every instance and worker, where they share Redis.
+        app.state.dpop_shared = (
+            (lambda proof: limiter.once("dpop", dpop.shared_key(proof), dpop.KEPT))
+            if limiter.shared
+            else None
+        )
         housekeeper = Housekeeper(
             settings.housekeeping_seconds,
             lambda: sweep(engine, settings),

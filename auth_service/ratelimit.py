@@ -8,6 +8,9 @@ If Redis stops answering, this instance counts in its own memory instead (logged
 in `auth_ratelimit_redis_failures_total`, `redis: down` in /readyz) and goes back to Redis
 once it answers: a Redis outage never becomes a 5xx. Lockout and the code budget
 (throttle.py) live in the database and stay on whatever happens here.
+
+The same Redis tells the instances' DPoP proofs apart (`once`), so that one proof is
+taken once by all of them, not once by each (common/dpop.py keeps each process's own).
 """
 
 from __future__ import annotations
@@ -73,6 +76,21 @@ class RateLimiter:
         """Raise RateLimited where the limit is spent, without counting this request: for
         a budget of failures, which `hit` counts once one happens."""
         await self._ask(scope, key, limit, counted=False)
+
+    async def once(self, scope: str, key: str, seconds: int) -> bool:
+        """Whether `key` is new in `scope` to every instance sharing Redis, which keeps it
+        `seconds`: False when one of them saw it within that time. True without Redis,
+        and while it fails (as for the limits: never a 5xx), when each process's own
+        memory is all there is. Asked whether the limits are on or not."""
+        storage = self._redis_storage
+        if storage is None or time.monotonic() < self._redis_down_until:
+            return True
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                return await storage.incr(f"{scope}/{key}", seconds) == 1
+        except Exception as exc:  # as in _ask
+            self._redis_failed(exc)
+            return True
 
     async def _ask(self, scope: str, key: str, limit: Limit, *, counted: bool) -> None:
         """`_within` against Redis where there is one and it answers, else this process's

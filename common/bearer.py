@@ -45,7 +45,8 @@ def use_verifier(
     """Set the verifier the bearer dependencies use (typed, so it must be a Verifier), the
     scope an application's token needs here (None: no application's token is taken), and
     where clients reach this service, which their DPoP proofs name (None: the address
-    each request came to)."""
+    each request came to). An app whose instances share a memory of DPoP proofs puts
+    it at `state.dpop_shared` (common.dpop.SharedProofs)."""
     app.state.verifier = verifier
     app.state.application_scope = application_scope
     app.state.public_url = public_url
@@ -152,7 +153,7 @@ async def holder_claims(request: Request, token: str, as_dpop: bool) -> Claims:
     if not isinstance(jkt, str):
         raise invalid_token("this token is bound to no key: send it as Bearer", as_dpop=True)
     try:  # only the token's key's proofs are remembered
-        dpop.checked(
+        proof = dpop.checked(
             request.headers.getlist(dpop.HEADER),
             request.method,
             (resource_url(request),),
@@ -160,6 +161,7 @@ async def holder_claims(request: Request, token: str, as_dpop: bool) -> Claims:
             access_token=token,
             jkt=jkt,
         )
+        await dpop.new_everywhere(proof, getattr(request.app.state, "dpop_shared", None))
     except dpop.InvalidProof as exc:
         raise invalid_proof(str(exc)) from exc
     return claims

@@ -11,7 +11,8 @@ storage is worth nothing without the private key, which never leaves the client.
 Checked here, the same for auth's token endpoint and every service (common/bearer.py):
 only asymmetric algorithms, a public key alone in the header, a signature by it, the
 method and URL of this request, an `iat` within the last MAX_AGE seconds (SKEW ahead for
-clocks), and a `jti` not seen before here (`SeenProofs`, one process's memory). Whatever a
+clocks), and a `jti` not seen before here (`SeenProofs`, one process's memory, and
+where a service's processes share one, `new_everywhere`). Whatever a
 proof holds, a check that fails is InvalidProof, never another exception.
 """
 
@@ -23,7 +24,7 @@ import hmac
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,6 +48,7 @@ RSA_BITS = range(2048, 4097)
 RSA_EXPONENT = 65537
 MAX_AGE = 60  # seconds a proof is good for after its `iat`
 SKEW = 10  # seconds a client's clock may be ahead
+KEPT = MAX_AGE + SKEW + 1  # seconds a proof is remembered once taken: past its own life
 MAX_PROOF = 8192  # characters
 MAX_JTI = 256
 # The members of each kind of key its RFC 7638 thumbprint is taken over.
@@ -75,6 +77,11 @@ class Proof:
     jkt: str  # the thumbprint of the key that signed it: what a token is bound to
     jti: str
     iat: float
+
+
+# Where a service's instances share a memory of proofs (auth's, in Redis): whether a
+# proof is new to all of them, which then keep it KEPT seconds.
+SharedProofs = Callable[[Proof], Awaitable[bool]]
 
 
 def _b64(data: bytes) -> str:
@@ -209,7 +216,8 @@ def _check_claims(
 class SeenProofs:
     """The proofs this process took, each until it is too old to be taken anyway: one
     presented again is a replay (RFC 9449 §11.1). Several instances each keep their own,
-    so one proof may be taken once by each within MAX_AGE seconds (README, Known limits).
+    so one proof may be taken once by each within MAX_AGE seconds, unless they also share
+    one (`SharedProofs`: auth's, in Redis; README, Known limits).
 
     Kept by a 64-bit hash of key and `jti` (a collision refuses one good proof, about
     never), each until MAX_AGE + SKEW after it was taken (never before the proof itself
@@ -235,7 +243,20 @@ class SeenProofs:
             raise InvalidProof("this proof was used before")
         if len(until) >= self._remembered:
             raise InvalidProof("too many proofs here in the last minute: try again shortly")
-        until[key] = now + MAX_AGE + SKEW + 1
+        until[key] = now + KEPT
+
+
+def shared_key(proof: Proof) -> str:
+    """What a memory shared by several processes keeps of `proof` (SharedProofs): a
+    digest of its key's thumbprint and its `jti`, never the client's own values."""
+    return hashlib.sha256(f"{proof.jkt}.{proof.jti}".encode()).hexdigest()[:32]
+
+
+async def new_everywhere(proof: Proof, shared: SharedProofs | None) -> None:
+    """InvalidProof where the memory this process shares with others (None: it shares
+    none) saw `proof` already: taken by another instance, or another worker."""
+    if shared is not None and not await shared(proof):
+        raise InvalidProof("this proof was used before")
 
 
 def held(bound: str | None, shown: str | None) -> bool:

@@ -66,13 +66,16 @@ def request_client(request: Request) -> Client:
     return Client(client_ip(request), user_agent(request))
 
 
-def taken_proof(request: Request, sent: list[str]) -> dpop.Proof:
+async def taken_proof(request: Request, sent: list[str]) -> dpop.Proof:
     """The DPoP proof `sent` (the request's `DPoP` headers), checked against this request
-    and new to the endpoints that issue tokens, which keep their own memory
-    (`state.dpop_grants`); InvalidProof otherwise."""
-    return dpop.checked(
+    and new to the endpoints that issue tokens, which keep their own memory in each
+    process (`state.dpop_grants`), and to every instance where they share one
+    (`state.dpop_shared`); InvalidProof otherwise."""
+    proof = dpop.checked(
         sent, request.method, (resource_url(request),), request.app.state.dpop_grants
     )
+    await dpop.new_everywhere(proof, request.app.state.dpop_shared)
+    return proof
 
 
 async def proved_client(request: Request) -> Client:
@@ -86,7 +89,7 @@ async def proved_client(request: Request) -> Client:
         return client
     await limit(request, "dpop")
     try:
-        proof = taken_proof(request, sent)
+        proof = await taken_proof(request, sent)
     except dpop.InvalidProof as exc:
         raise ApiError(400, "invalid_dpop_proof", str(exc)) from exc
     return dataclasses.replace(client, dpop_jkt=proof.jkt, binds_session=True)

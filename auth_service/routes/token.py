@@ -358,7 +358,7 @@ async def _proof(
     else:
         await limit(request, "dpop")
     try:
-        return taken_proof(request, sent)
+        return await taken_proof(request, sent)
     except dpop.InvalidProof as exc:
         return oauth_error(400, "invalid_dpop_proof", str(exc))
 

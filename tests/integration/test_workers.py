@@ -23,7 +23,9 @@ from pydantic import ValidationError
 
 from auth_service.config import AuthSettings
 from auth_service.ratelimit import REDIS_RETRY
+from tests.accounts import code_for
 from tests.conftest import Stack
+from tests.dpop_keys import ProofKey
 from tests.integration.test_keys_and_roles import run_cli
 from tests.support import ROOT, ServiceProcess, wait_until
 from tests.unit.test_ratelimit import REDIS_URL
@@ -148,6 +150,32 @@ def test_failures_counted_by_both_workers_at_once_all_count(
             "SELECT login_failures FROM address_throttle WHERE email = ?", (email,)
         ).fetchall()
     assert counted == [(attempts,)]
+
+
+def test_both_workers_take_a_dpop_proof_once(stack: Stack, workers: ServiceProcess) -> None:
+    """One proof, sent eight times at once on eight connections that the kernel spreads
+    over both workers: one sign-in, seven refusals. Each worker's own memory would have
+    taken it once each; Redis tells them apart (RateLimiter.once)."""
+    email = f"proof-{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(base_url=workers.url, timeout=60) as http:
+        http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+        verified = http.post(
+            "/v1/auth/verify", json={"email": email, "code": code_for(stack, email)}
+        )
+        assert verified.status_code == 200, verified.text
+    time.sleep(REDIS_RETRY)  # as above: a worker that found Redis slow asks it again
+    proof = ProofKey().proof("POST", f"{workers.url}/v1/auth/login")
+
+    async def sign_in() -> list[str]:
+        limits = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers
+        async with httpx.AsyncClient(base_url=workers.url, timeout=60, limits=limits) as http:
+            body = {"email": email, "password": PASSWORD}
+            answers = await asyncio.gather(
+                *(http.post("/v1/auth/login", json=body, headers={"DPoP": proof}) for _ in range(8))
+            )
+            return sorted(a.json().get("error", a.json().get("token_type")) for a in answers)
+
+    assert asyncio.run(sign_in()) == ["DPoP"] + ["invalid_dpop_proof"] * 7
 
 
 def test_a_rotation_reaches_every_worker(workers: ServiceProcess) -> None:

@@ -119,6 +119,35 @@ async def test_without_redis_it_counts_in_memory_and_never_fails() -> None:
     limiter.close()
 
 
+async def test_a_dpop_proof_is_new_once_to_every_instance(prefix: str) -> None:
+    """`once`: the first instance to ask takes the key, the other hears it was seen, even
+    with the limits off (replays are no rate limit); the key lapses after its seconds."""
+    first, second = (
+        RateLimiter(enabled=False, redis_url=REDIS_URL, key_prefix=prefix) for _ in range(2)
+    )
+    assert await first.once("dpop", "proof-a", 1) is True
+    assert await second.once("dpop", "proof-a", 1) is False
+    assert await first.once("dpop", "proof-a", 1) is False
+    assert await second.once("dpop", "proof-b", 1) is True
+    assert await first.once("other", "proof-a", 1) is True  # scopes apart
+    await asyncio.sleep(1.5)  # Redis expires the key after its second
+    assert await second.once("dpop", "proof-a", 1) is True
+    for limiter in (first, second):
+        limiter.close()
+
+
+async def test_without_redis_every_proof_is_new_here() -> None:
+    """Without Redis, or while it fails, `once` leaves the proofs to each process's own
+    memory (common/dpop.py): True, and no error."""
+    assert await RateLimiter().once("dpop", "proof", 60) is True
+    dead = RateLimiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    failures = REDIS_FAILURES._value.get()
+    assert await dead.once("dpop", "proof", 60) is True
+    assert await dead.once("dpop", "proof", 60) is True
+    assert REDIS_FAILURES._value.get() == failures + 1  # then not asked for REDIS_RETRY s
+    dead.close()
+
+
 def test_a_redis_command_cut_short_by_the_timeout_is_no_500(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
