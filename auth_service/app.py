@@ -133,7 +133,7 @@ def create_app(settings: AuthSettings | None = None, kafka: KafkaSettings | None
             app.state.checks["redis"] = limiter.redis_ok
         # One DPoP proof taken once by every instance and worker, where they share Redis.
         app.state.dpop_shared = (
-            (lambda proof: limiter.once("dpop", dpop.shared_key(proof), dpop.KEPT))
+            (lambda proof: limiter.once("dpop", dpop.shared_key(proof), dpop.SHARED_KEPT))
             if limiter.shared
             else None
         )

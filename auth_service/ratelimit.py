@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coredis.tokens import PureToken
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -80,14 +81,21 @@ class RateLimiter:
     async def once(self, scope: str, key: str, seconds: int) -> bool:
         """Whether `key` is new in `scope` to every instance sharing Redis, which keeps it
         `seconds`: False when one of them saw it within that time. True without Redis,
-        and while it fails (as for the limits: never a 5xx), when each process's own
-        memory is all there is. Asked whether the limits are on or not."""
+        and from a failure on for REDIS_RETRY seconds (as for the limits: never a 5xx),
+        when each process's own memory is all there is. Asked whether the limits are on
+        or not."""
         storage = self._redis_storage
-        if storage is None or time.monotonic() < self._redis_down_until:
+        if not isinstance(storage, RedisStorage) or time.monotonic() < self._redis_down_until:
             return True
+        # One atomic SET NX EX, which `limits` has no call for (its INCR and EXPIRE are two
+        # round trips: a timeout between them would keep the key for good). Its bridge
+        # holds the client (coredis, as in `disconnect`).
+        bridge: Any = storage.bridge
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
-                return await storage.incr(f"{scope}/{key}", seconds) == 1
+                client: Any = bridge.get_connection()
+                named = bridge.prefixed_key(f"{scope}/{key}")
+                return bool(await client.set(named, "1", condition=PureToken.NX, ex=seconds))
         except Exception as exc:  # as in _ask
             self._redis_failed(exc)
             return True

@@ -169,6 +169,15 @@ class RefreshTokens:
             return caller == holder
         return not self._confidential(holder)
 
+    def _binds_always(self, holder: str | None) -> bool:
+        """Whether a session opened for `holder` is a client's whose tokens are all bound
+        to a key (`dpop_bound_access_tokens`, RFC 9449 §5.2): even one begun unbound (the
+        client registered so since) refreshes only with a proof, at either endpoint."""
+        return holder is not None and any(
+            c.client_id == holder and c.dpop_bound_access_tokens
+            for c in self.settings.oauth_clients
+        )
+
     def _confidential(self, holder: str | None) -> bool:
         """Whether a session opened for `holder` (None: a person's own) is a confidential
         client's."""
@@ -310,7 +319,7 @@ class RefreshTokens:
         if touched is None or not self._refreshes(touched.client_id, client.application):
             raise InvalidGrant  # the session ended, or is another client's
         bound, shown = touched.dpop_jkt, client.dpop_jkt
-        if not dpop.held(bound, shown):
+        if not dpop.held(bound, shown) or (shown is None and self._binds_always(touched.client_id)):
             raise KeyBoundGrant
         if bound is None and shown is not None and not self._confidential(touched.client_id):
             await conn.execute(_BIND, {"sid": spent.family_id, "jkt": shown})

@@ -49,6 +49,9 @@ RSA_EXPONENT = 65537
 MAX_AGE = 60  # seconds a proof is good for after its `iat`
 SKEW = 10  # seconds a client's clock may be ahead
 KEPT = MAX_AGE + SKEW + 1  # seconds a proof is remembered once taken: past its own life
+# The same in a memory several processes share (SharedProofs), whose clocks may differ
+# by up to SKEW as well.
+SHARED_KEPT = KEPT + SKEW
 MAX_PROOF = 8192  # characters
 MAX_JTI = 256
 # The members of each kind of key its RFC 7638 thumbprint is taken over.
@@ -80,7 +83,7 @@ class Proof:
 
 
 # Where a service's instances share a memory of proofs (auth's, in Redis): whether a
-# proof is new to all of them, which then keep it KEPT seconds.
+# proof is new to all of them, which then keep it SHARED_KEPT seconds.
 SharedProofs = Callable[[Proof], Awaitable[bool]]
 
 
@@ -197,6 +200,10 @@ def _check_claims(
     jti, htm, htu, iat = claims["jti"], claims["htm"], claims["htu"], claims["iat"]
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
         raise InvalidProof("the proof's jti is not a string of up to 256 characters")
+    try:
+        jti.encode()  # kept by its digest where processes share a memory (shared_key)
+    except UnicodeEncodeError as exc:
+        raise InvalidProof("the proof's jti is not text (a lone surrogate)") from exc
     if htm != method:
         raise InvalidProof(f"the proof is not for {method} (htm)")
     if not isinstance(htu, str) or not any(same_url(htu, url) for url in urls):

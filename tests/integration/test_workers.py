@@ -155,7 +155,10 @@ def test_failures_counted_by_both_workers_at_once_all_count(
 def test_both_workers_take_a_dpop_proof_once(stack: Stack, workers: ServiceProcess) -> None:
     """One proof, sent eight times at once on eight connections that the kernel spreads
     over both workers: one sign-in, seven refusals. Each worker's own memory would have
-    taken it once each; Redis tells them apart (RateLimiter.once)."""
+    taken it once each; Redis tells them apart (RateLimiter.once). The kernel does not
+    promise to use both; it did in the runs made while writing this: without
+    `state.dpop_shared` this failed with two sign-ins. (tests/unit/test_ratelimit.py
+    checks `once` itself between two limiters.)"""
     email = f"proof-{uuid.uuid4().hex[:8]}@example.com"
     with httpx.Client(base_url=workers.url, timeout=60) as http:
         http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})

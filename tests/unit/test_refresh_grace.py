@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service import refresh
-from auth_service.errors import InvalidGrant
+from auth_service.errors import InvalidGrant, KeyBoundGrant
 from auth_service.keys import KeyRing, generate_missing
 from auth_service.models import AuditEvent, Base, User, UserSession
 from auth_service.refresh import RefreshTokens
@@ -40,14 +41,14 @@ class World:
     tokens: RefreshTokens
     sessions: async_sessionmaker[AsyncSession]
 
-    async def login(self) -> str:
+    async def login(self, client: Client = CLIENT) -> str:
         """A new session's first refresh token."""
         async with self.sessions.begin() as session:
             email = f"{uuid.uuid4().hex[:8]}@example.com"
             user = User(email=email, password_hash="$argon2id$unused", email_verified=True)
             session.add(user)
         async with engine_of(self.sessions).begin() as conn:
-            grant = await self.tokens.open(conn, user.id, [], CLIENT, ("pwd",))
+            grant = await self.tokens.open(conn, user.id, [], client, ("pwd",))
         return grant.refresh_token
 
     async def rotate(self, token: str) -> str:
@@ -67,8 +68,10 @@ class World:
             return all(at is not None for at in ended)
 
 
-async def _world(tmp_path: Path, url: str, grace: int) -> AsyncIterator[World]:
-    settings = auth_settings_for(tmp_path, database_url=url, refresh_reuse_grace_seconds=grace)
+async def _world(tmp_path: Path, url: str, grace: int, **more: Any) -> AsyncIterator[World]:
+    settings = auth_settings_for(
+        tmp_path, database_url=url, refresh_reuse_grace_seconds=grace, **more
+    )
     generate_missing(settings)
     engine = make_engine(url)
     try:
@@ -183,3 +186,27 @@ async def test_a_thief_who_bound_the_session_to_a_key_is_no_replay(world: World)
             await world.tokens.rotate(stolen, thief)
     assert await world.sessions_ended()
     assert await world.audit() == ["refresh_reuse", "refresh_reuse"]
+
+
+async def test_a_client_whose_tokens_are_all_bound_refreshes_only_with_a_key(
+    backend: str, tmp_path: Path
+) -> None:
+    """A public client registered with `dpop_bound_access_tokens` (RFC 9449 §5.2) after
+    one of its sessions began unbound: that session's refresh token is refused without a
+    proof, at the JSON endpoint too (no client named there), and not spent; with one it
+    rotates, and the session is bound to that key."""
+    must_bind = {
+        "client_id": "must-bind",
+        "name": "An app",
+        "redirect_uris": ["https://app.example.test/callback"],
+        "dpop_bound_access_tokens": True,
+    }
+    async for world in _world(tmp_path, backend, 0, oauth_clients=[must_bind]):
+        first = await world.login(replace(CLIENT, application="must-bind"))
+        with pytest.raises(KeyBoundGrant):
+            await world.tokens.rotate(first, CLIENT)
+        keyed = replace(CLIENT, dpop_jkt="the-apps-jkt")
+        second = (await world.tokens.rotate(first, keyed)).refresh_token
+        with pytest.raises(KeyBoundGrant):
+            await world.tokens.rotate(second, CLIENT)
+        assert (await world.tokens.rotate(second, keyed)).refresh_token
