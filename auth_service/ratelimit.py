@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,20 +86,20 @@ class RateLimiter:
         when each process's own memory is all there is. Asked whether the limits are on
         or not."""
         storage = self._redis_storage
-        if not isinstance(storage, RedisStorage) or time.monotonic() < self._redis_down_until:
+        if not isinstance(storage, RedisStorage):
             return True
         # One atomic SET NX EX, which `limits` has no call for (its INCR and EXPIRE are two
         # round trips: a timeout between them would keep the key for good). Its bridge
         # holds the client (coredis, as in `disconnect`).
         bridge: Any = storage.bridge
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                client: Any = bridge.get_connection()
-                named = bridge.prefixed_key(f"{scope}/{key}")
-                return bool(await client.set(named, "1", condition=PureToken.NX, ex=seconds))
-        except Exception as exc:  # as in _ask
-            self._redis_failed(exc)
-            return True
+
+        async def claim() -> bool:
+            named = bridge.prefixed_key(f"{scope}/{key}")
+            return bool(
+                await bridge.get_connection().set(named, "1", condition=PureToken.NX, ex=seconds)
+            )
+
+        return await self._in_redis(claim) is not False
 
     async def _ask(self, scope: str, key: str, limit: Limit, *, counted: bool) -> None:
         """`_within` against Redis where there is one and it answers, else this process's
@@ -106,27 +107,39 @@ class RateLimiter:
         if not self.enabled:
             return
         item = limit.item
-        if self._redis is not None and time.monotonic() >= self._redis_down_until:
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT):
-                    await self._within(self._redis, item, scope, key, counted)
-                return
-            except RateLimited:
-                raise
-            except Exception as exc:  # whatever the Redis client raises, never a 5xx
-                # Not only StorageError, OSError and the timeout: a command cut short by
-                # the timeout leaves its connection closed under the client, which then
-                # raises uvloop's RuntimeError on every later use of it.
-                self._redis_failed(exc)
+        redis = self._redis
+        if redis is not None and await self._in_redis(
+            lambda: self._within(redis, item, scope, key, counted)
+        ):
+            return
         await self._within(self._memory, item, scope, key, counted)
+
+    async def _in_redis(self, ask: Callable[[], Awaitable[bool]]) -> bool | None:
+        """`ask()`'s answer, where Redis is to be asked and answers within REDIS_TIMEOUT;
+        None where it is not (a failure in the last REDIS_RETRY seconds) or fails now.
+        RateLimited passes through."""
+        if time.monotonic() < self._redis_down_until:
+            return None
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                return await ask()
+        except RateLimited:
+            raise
+        except Exception as exc:  # whatever the Redis client raises, never a 5xx
+            # Not only StorageError, OSError and the timeout: a command cut short by the
+            # timeout leaves its connection closed under the client, which then raises
+            # uvloop's RuntimeError on every later use of it.
+            self._redis_failed(exc)
+            return None
 
     @staticmethod
     async def _within(
         strategy: MovingWindowRateLimiter, item: RateLimitItem, scope: str, key: str, counted: bool
-    ) -> None:
-        """RateLimited past the limit; the request counted (`hit`) or not (`test`)."""
+    ) -> bool:
+        """True within the limit, RateLimited past it; the request counted (`hit`) or not
+        (`test`)."""
         if await (strategy.hit if counted else strategy.test)(item, scope, key):
-            return
+            return True
         reset_at, _ = await strategy.get_window_stats(item, scope, key)
         raise RateLimited(max(1, math.ceil(reset_at - time.time())))
 

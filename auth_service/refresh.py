@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service import audit
-from auth_service.config import AuthSettings
+from auth_service.config import AuthSettings, OAuthClient
 from auth_service.errors import InvalidGrant, KeyBoundGrant
 from auth_service.models import Base, RefreshToken, User, UserSession
 from auth_service.tokens import AccessTokenIssuer, TokenPair, hash_refresh_token, new_refresh_token
@@ -169,21 +169,23 @@ class RefreshTokens:
             return caller == holder
         return not self._confidential(holder)
 
+    def _registered(self, holder: str | None) -> OAuthClient | None:
+        """The client a session was opened for (None: a person's own, or a client no
+        longer registered)."""
+        return next((c for c in self.settings.oauth_clients if c.client_id == holder), None)
+
     def _binds_always(self, holder: str | None) -> bool:
         """Whether a session opened for `holder` is a client's whose tokens are all bound
         to a key (`dpop_bound_access_tokens`, RFC 9449 §5.2): even one begun unbound (the
         client registered so since) refreshes only with a proof, at either endpoint."""
-        return holder is not None and any(
-            c.client_id == holder and c.dpop_bound_access_tokens
-            for c in self.settings.oauth_clients
-        )
+        client = self._registered(holder)
+        return client is not None and client.dpop_bound_access_tokens
 
     def _confidential(self, holder: str | None) -> bool:
         """Whether a session opened for `holder` (None: a person's own) is a confidential
         client's."""
-        return holder is not None and any(
-            c.client_id == holder and c.confidential for c in self.settings.oauth_clients
-        )
+        client = self._registered(holder)
+        return client is not None and client.confidential
 
     def issue(
         self,
